@@ -1,0 +1,190 @@
+import { readFile } from 'node:fs/promises'
+import { parse as parseYaml, YAMLParseError } from 'yaml'
+import { z } from 'zod'
+import { StorageError } from './errors.js'
+
+/**
+ * Myelin's configuration: one shared YAML file (every process reads it) plus, optionally, a
+ * per-process worker file that sets `worker_name`, `worker_app` and `listeners` and may override
+ * anything else. Keys follow Synapse where the concept is the same, so an operator who knows
+ * Synapse's worker mode recognizes them.
+ */
+
+const listenerSchema = z.strictObject({
+  port: z.number().int().min(0).max(65535),
+  bind_address: z.string().min(1).default('127.0.0.1'),
+  /** `client` (Matrix client-server API), `replication` (/_myelin/replication), `metrics`, `health`. */
+  resources: z
+    .array(z.enum(['client', 'replication', 'metrics', 'health']))
+    .min(1)
+    .default(['client', 'replication', 'metrics', 'health']),
+})
+
+const instanceSchema = z.strictObject({
+  host: z.string().min(1),
+  port: z.number().int().min(1).max(65535),
+  tls: z.boolean().default(false),
+})
+
+const configSchema = z
+  .strictObject({
+    server_name: z
+      .string()
+      .min(1)
+      .regex(/^[A-Za-z0-9.\-:[\]]+$/, 'must be a hostname with an optional port'),
+    database: z.strictObject({
+      url: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL'),
+      pool_size: z.number().int().min(1).max(200).default(10),
+    }),
+    redis: z
+      .strictObject({
+        url: z.string().regex(/^rediss?:\/\//, 'must be a redis:// URL').optional(),
+        sentinels: z.array(z.strictObject({ host: z.string().min(1), port: z.number().int() })).optional(),
+        sentinel_name: z.string().min(1).optional(),
+      })
+      .refine((r) => r.url !== undefined || (r.sentinels !== undefined && r.sentinel_name !== undefined), {
+        message: 'set either url, or sentinels together with sentinel_name',
+      })
+      .optional(),
+    /** Shared secret for /_myelin/replication; every process of a deployment needs the same one. */
+    replication_secret: z.string().min(16, 'must be at least 16 characters'),
+    /** `ed25519 <version> <base64 seed>` (Synapse's signing key file format). */
+    signing_key: z.string().regex(/^ed25519 [A-Za-z0-9_]+ [A-Za-z0-9+/=]+$/, 'must look like "ed25519 <version> <base64 seed>"'),
+    /** Where each named process answers replication requests. */
+    instance_map: z.record(z.string().min(1), instanceSchema).default({}),
+    stream_writers: z
+      .strictObject({
+        events: z.array(z.string().min(1)).min(1),
+      })
+      .optional(),
+    shard_strategy: z.enum(['rendezvous', 'modulo']).default('rendezvous'),
+    room_pins: z.record(z.string().regex(/^!/, 'room IDs start with !'), z.string().min(1)).default({}),
+    run_background_tasks_on: z.string().min(1).optional(),
+    worker_name: z.string().min(1).regex(/^[A-Za-z0-9_.-]+$/, 'letters, digits, _ . - only').default('main'),
+    worker_app: z.enum(['main', 'persister', 'api', 'background']).default('main'),
+    listeners: z.array(listenerSchema).default([]),
+    registration: z
+      .strictObject({
+        enabled: z.boolean().default(true),
+        shared_secret: z.string().min(16).optional(),
+      })
+      .default({ enabled: true }),
+    log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    persister: z
+      .strictObject({
+        max_batch: z.number().int().min(1).max(1000).default(200),
+        room_concurrency: z.number().int().min(1).max(256).default(32),
+      })
+      .default({ max_batch: 200, room_concurrency: 32 }),
+  })
+  .superRefine((config, ctx) => {
+    const writers = config.stream_writers?.events ?? [config.worker_name]
+    for (const [room, writer] of Object.entries(config.room_pins)) {
+      if (!writers.includes(writer)) {
+        ctx.addIssue({ code: 'custom', path: ['room_pins', room], message: `pins to "${writer}", which is not in stream_writers.events` })
+      }
+    }
+    if (config.stream_writers) {
+      const seen = new Set<string>()
+      config.stream_writers.events.forEach((writer, i) => {
+        if (seen.has(writer)) ctx.addIssue({ code: 'custom', path: ['stream_writers', 'events', i], message: `"${writer}" is listed twice` })
+        seen.add(writer)
+        const multiProcess = Object.keys(config.instance_map).length > 0
+        if (multiProcess && !(writer in config.instance_map)) {
+          ctx.addIssue({ code: 'custom', path: ['stream_writers', 'events', i], message: `"${writer}" has no instance_map entry` })
+        }
+      })
+    }
+    if (config.worker_app === 'persister' && !writers.includes(config.worker_name)) {
+      ctx.addIssue({ code: 'custom', path: ['worker_name'], message: `persister "${config.worker_name}" is not in stream_writers.events` })
+    }
+  })
+
+export type MyelinConfig = z.output<typeof configSchema>
+export type ListenerConfig = z.output<typeof listenerSchema>
+export type WorkerApp = MyelinConfig['worker_app']
+
+/** The event writers of a config: `stream_writers.events`, or the process itself (monolith). */
+export function eventWriters(config: MyelinConfig): string[] {
+  return config.stream_writers?.events ?? [config.worker_name]
+}
+
+/** Whether this process runs the background tasks (exactly one process of a deployment does). */
+export function runsBackgroundTasks(config: MyelinConfig): boolean {
+  return (config.run_background_tasks_on ?? 'main') === config.worker_name
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+/** Worker-file keys override shared-file keys; nested maps merge, lists replace. */
+export function mergeConfigLayers(...layers: Record<string, unknown>[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {}
+  for (const layer of layers) {
+    for (const [key, value] of Object.entries(layer)) {
+      const current = out[key]
+      out[key] = isPlainObject(current) && isPlainObject(value) ? mergeConfigLayers(current, value) : value
+    }
+  }
+  return out
+}
+
+function formatPath(path: PropertyKey[]): string {
+  if (path.length === 0) return '(top level)'
+  return path.map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`)).join('')
+}
+
+/**
+ * Validates a merged raw config. Every problem is reported at once, one line each, with the
+ * key path, so an operator fixes the file in one pass.
+ */
+export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env): MyelinConfig {
+  const layered = isPlainObject(raw) ? { ...raw } : raw
+  if (isPlainObject(layered)) {
+    // Environment overrides for the two URLs that differ per deployment (containers, CI).
+    if (env.MYELIN_DATABASE_URL) layered.database = { ...(isPlainObject(layered.database) ? layered.database : {}), url: env.MYELIN_DATABASE_URL }
+    if (env.MYELIN_REDIS_URL) layered.redis = { ...(isPlainObject(layered.redis) ? layered.redis : {}), url: env.MYELIN_REDIS_URL }
+  }
+  const result = configSchema.safeParse(layered)
+  if (result.success) return result.data
+  const problems = result.error.issues.map((issue) => {
+    if (issue.code === 'unrecognized_keys') {
+      return issue.keys.map((key) => `${formatPath([...issue.path, key])}: unknown key`)
+    }
+    return [`${formatPath(issue.path)}: ${issue.message}`]
+  })
+  throw new ConfigError(problems.flat())
+}
+
+/** A config that failed validation; `problems` holds one line per mistake. */
+export class ConfigError extends StorageError {
+  constructor(readonly problems: string[]) {
+    super('ES_CONFIG_INVALID', `invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`)
+  }
+}
+
+/** Reads and merges the given YAML files (shared first, worker files after) and validates them. */
+export async function loadConfig(files: string[], env: NodeJS.ProcessEnv = process.env): Promise<MyelinConfig> {
+  const layers: Record<string, unknown>[] = []
+  const problems: string[] = []
+  for (const file of files) {
+    let text: string
+    try {
+      text = await readFile(file, 'utf8')
+    } catch (err) {
+      problems.push(`${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? String(err)})`)
+      continue
+    }
+    try {
+      const doc: unknown = parseYaml(text) ?? {}
+      if (!isPlainObject(doc)) problems.push(`${file}: must be a YAML mapping of keys to values`)
+      else layers.push(doc)
+    } catch (err) {
+      const where = err instanceof YAMLParseError && err.linePos ? ` at line ${err.linePos[0].line}` : ''
+      problems.push(`${file}: not valid YAML${where}: ${(err as Error).message.split('\n')[0]}`)
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems)
+  return parseConfig(mergeConfigLayers(...layers), env)
+}

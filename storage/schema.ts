@@ -1,0 +1,222 @@
+import type { ColumnType, Generated } from 'kysely'
+
+/**
+ * The kysely view of the database (tables created by `migrations/`). int8 columns come back as
+ * `bigint` (see `createDatabase`); timestamps are milliseconds since the epoch.
+ *
+ * @example
+ * const rows = await db.selectFrom('events').select(['event_id', 'stream_ordering'])
+ *   .where('room_id', '=', roomId).orderBy('stream_ordering').execute()
+ */
+export interface Database {
+  instances: InstancesTable
+  stream_positions: StreamPositionsTable
+  rooms: RoomsTable
+  events: EventsTable
+  event_json: EventJsonTable
+  redactions: RedactionsTable
+  event_edges: EventEdgesTable
+  event_forward_extremities: RoomEventTable
+  event_backward_extremities: RoomEventTable
+  state_events: StateEventsTable
+  current_state_events: CurrentStateEventsTable
+  room_memberships: RoomMembershipsTable
+  event_txn_ids: EventTxnIdsTable
+  replication_requests: ReplicationRequestsTable
+  room_aliases: RoomAliasesTable
+  users: UsersTable
+  devices: DevicesTable
+  access_tokens: AccessTokensTable
+  user_filters: UserFiltersTable
+  account_data: AccountDataTable
+  push_rules: PushRulesTable
+  receipts: ReceiptsTable
+  device_inbox: DeviceInboxTable
+  myelin_schema_compat: SchemaCompatTable
+  myelin_migration_checksums: MigrationChecksumsTable
+}
+
+type Int8 = ColumnType<bigint, bigint | number, bigint | number>
+type Json<T = unknown> = ColumnType<T, string, string>
+
+export interface InstancesTable {
+  instance_id: Generated<number>
+  instance_name: string
+}
+
+export interface StreamPositionsTable {
+  stream_name: string
+  instance_name: string
+  stream_id: Int8
+}
+
+export interface RoomsTable {
+  room_id: string
+  room_version: string
+  creator: string
+  is_public: Generated<boolean>
+  created_ts: Int8
+  owner: string | null
+  epoch: Generated<bigint>
+  max_depth: Generated<bigint>
+  last_stream_ordering: Int8 | null
+}
+
+export interface EventsTable {
+  stream_ordering: Int8
+  event_id: string
+  room_id: string
+  type: string
+  state_key: string | null
+  sender: string
+  origin_server_ts: Int8
+  received_ts: Int8
+  depth: Int8
+  instance_name: string
+  outlier: Generated<boolean>
+  redacts: string | null
+  membership: string | null
+}
+
+export interface EventJsonTable {
+  event_id: string
+  room_id: string
+  json: string
+}
+
+export interface RedactionsTable {
+  event_id: string
+  redacts: string
+}
+
+export interface EventEdgesTable {
+  event_id: string
+  prev_event_id: string
+  room_id: string
+}
+
+export interface RoomEventTable {
+  room_id: string
+  event_id: string
+}
+
+export interface StateEventsTable {
+  event_id: string
+  room_id: string
+  type: string
+  state_key: string
+  prev_state_event_id: string | null
+}
+
+export interface CurrentStateEventsTable {
+  room_id: string
+  type: string
+  state_key: string
+  event_id: string
+  membership: string | null
+  stream_ordering: Int8
+}
+
+export interface RoomMembershipsTable {
+  event_id: string
+  room_id: string
+  user_id: string
+  sender: string
+  membership: string
+  stream_ordering: Int8
+  depth: Int8
+}
+
+export interface EventTxnIdsTable {
+  room_id: string
+  user_id: string
+  device_id: string
+  txn_id: string
+  event_id: string
+  inserted_ts: Int8
+}
+
+export interface ReplicationRequestsTable {
+  request_id: string
+  idx: number
+  event_id: string
+  inserted_ts: Int8
+}
+
+export interface RoomAliasesTable {
+  room_alias: string
+  room_id: string
+  creator: string
+}
+
+export interface UsersTable {
+  user_id: string
+  password_hash: string | null
+  created_ts: Int8
+  deactivated: Generated<boolean>
+}
+
+export interface DevicesTable {
+  user_id: string
+  device_id: string
+  display_name: string | null
+  created_ts: Int8
+  last_seen_ts: Int8 | null
+}
+
+export interface AccessTokensTable {
+  id: Generated<bigint>
+  token_hash: Buffer
+  user_id: string
+  device_id: string
+  created_ts: Int8
+  last_used_ts: Int8 | null
+}
+
+export interface UserFiltersTable {
+  user_id: string
+  filter_id: Int8
+  filter_json: Json
+}
+
+export interface AccountDataTable {
+  user_id: string
+  room_id: Generated<string>
+  type: string
+  content: Json
+  stream_id: Int8
+}
+
+export interface PushRulesTable {
+  user_id: string
+  rules: Json
+  stream_id: Int8
+}
+
+export interface ReceiptsTable {
+  room_id: string
+  receipt_type: string
+  user_id: string
+  thread_id: Generated<string>
+  event_id: string
+  data: Json
+  stream_id: Int8
+}
+
+export interface DeviceInboxTable {
+  user_id: string
+  device_id: string
+  stream_id: Int8
+  message_json: string
+}
+
+export interface SchemaCompatTable {
+  lock: Generated<string>
+  compat_version: number
+}
+
+export interface MigrationChecksumsTable {
+  name: string
+  sha256: string
+  applied_ts: Int8
+}

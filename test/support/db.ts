@@ -1,0 +1,89 @@
+import { randomBytes } from 'node:crypto'
+import pg from 'pg'
+import { createDatabase, type DatabaseHandle } from '../../storage/database.js'
+import { migrateUp } from '../../storage/migrations.js'
+
+/**
+ * Real PostgreSQL for tests. `make test` (scripts/test-services.sh) starts a throwaway server and
+ * exports MYELIN_TEST_DATABASE_URL (superuser, `postgres` database). Migrations run once into a
+ * template database; each test database is a fast `CREATE DATABASE ... TEMPLATE` copy of it.
+ */
+export function adminUrl(): string {
+  const url = process.env.MYELIN_TEST_DATABASE_URL
+  if (!url) throw new Error('MYELIN_TEST_DATABASE_URL is not set: run the tests through `make test`')
+  return url
+}
+
+export function redisUrl(): string {
+  const url = process.env.MYELIN_TEST_REDIS_URL
+  if (!url) throw new Error('MYELIN_TEST_REDIS_URL is not set: run the tests through `make test`')
+  return url
+}
+
+/** URL of a database on the test server. */
+export function databaseUrl(name: string): string {
+  const url = new URL(adminUrl())
+  url.pathname = `/${name}`
+  return url.toString()
+}
+
+const templateName = `myelin_template_${process.pid}`
+let templateReady: Promise<void> | undefined
+
+async function admin<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: adminUrl() })
+  await client.connect()
+  try {
+    return await fn(client)
+  } finally {
+    await client.end()
+  }
+}
+
+function ensureTemplate(): Promise<void> {
+  templateReady ??= (async () => {
+    await admin(async (c) => {
+      await c.query(`DROP DATABASE IF EXISTS ${templateName}`)
+      await c.query(`CREATE DATABASE ${templateName}`)
+    })
+    const handle = createDatabase({ url: databaseUrl(templateName), poolSize: 2 })
+    try {
+      await migrateUp(handle.db)
+    } finally {
+      await handle.close()
+    }
+  })()
+  return templateReady
+}
+
+export interface TestDatabase extends DatabaseHandle {
+  readonly name: string
+  readonly url: string
+  /** Closes the pool and drops the database. */
+  drop(): Promise<void>
+}
+
+/**
+ * A fresh database for one test: migrated (copy of the template) unless `empty` is set.
+ *
+ * @example
+ * let t: TestDatabase
+ * beforeEach(async () => { t = await createTestDatabase() })
+ * afterEach(() => t.drop())
+ */
+export async function createTestDatabase(options: { empty?: boolean; poolSize?: number } = {}): Promise<TestDatabase> {
+  const name = `myelin_test_${randomBytes(6).toString('hex')}`
+  if (!options.empty) await ensureTemplate()
+  await admin((c) => c.query(options.empty ? `CREATE DATABASE ${name}` : `CREATE DATABASE ${name} TEMPLATE ${templateName}`))
+  const url = databaseUrl(name)
+  const handle = createDatabase({ url, poolSize: options.poolSize ?? 10 })
+  return {
+    ...handle,
+    name,
+    url,
+    async drop() {
+      await handle.close()
+      await admin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`))
+    },
+  }
+}
