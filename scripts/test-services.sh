@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs a command with a throwaway PostgreSQL 15 and Redis on free loopback ports, and stops both
 # on every exit path (success, failure, Ctrl-C). Installs Debian's postgresql-15 and redis-server
-# when they are missing. PostgreSQL refuses to run as root, so it runs as the `postgres` system
+# (and nginx) when they are missing. PostgreSQL refuses to run as root, so it runs as the `postgres` system
 # user in a temporary folder that user owns. fsync is off (these databases are disposable)
 # unless MYELIN_PG_DURABLE=1.
 #
@@ -21,6 +21,8 @@ done
 need=()
 [ -n "$pg_bin" ] || need+=(postgresql-15)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# nginx: test/integration/api/routing runs the generated proxy config in the foreground.
+[ -x /usr/sbin/nginx ] || need+=(nginx)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]} from Debian packages"
   export DEBIAN_FRONTEND=noninteractive

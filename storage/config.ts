@@ -49,7 +49,7 @@ const configSchema = z
     /** Shared secret for /_myelin/replication; every process of a deployment needs the same one. */
     replication_secret: z.string().min(16, 'must be at least 16 characters'),
     /** `ed25519 <version> <base64 seed>` (Synapse's signing key file format). */
-    signing_key: z.string().regex(/^ed25519 [A-Za-z0-9_]+ [A-Za-z0-9+/=]+$/, 'must look like "ed25519 <version> <base64 seed>"'),
+    signing_key: z.string().trim().regex(/^ed25519 [A-Za-z0-9_]+ [A-Za-z0-9+/=]+$/, 'must look like "ed25519 <version> <base64 seed>"'),
     /** Where each named process answers replication requests. */
     instance_map: z.record(z.string().min(1), instanceSchema).default({}),
     stream_writers: z

@@ -41,6 +41,10 @@ export function createDatabase(options: {
   // An idle client losing its connection (database restart) must not crash the process; the
   // pool drops it and the next checkout reconnects.
   pool.on('error', () => {})
+  // The same for a checked-out client (for example idle in a transaction when the server goes
+  // away): pg emits 'error' on the client, which crashes the process without a listener. The
+  // query in flight rejects on its own, and the pool discards the broken client on release.
+  pool.on('connect', (client) => client.on('error', () => {}))
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
   let closed = false
   return {

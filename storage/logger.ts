@@ -1,4 +1,4 @@
-import { pino, type Logger, type LoggerOptions } from 'pino'
+import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino'
 
 /**
  * Paths redacted from every log line: access tokens, passwords, the replication secret and
@@ -37,18 +37,20 @@ export interface LogScope {
 }
 
 /**
- * The root logger of a process (one per `main`); components take `log.child({component})`.
+ * The root logger of a process (one per `main`; stdout unless `destination` says otherwise);
+ * components take `log.child({component})`.
  *
  * @example
  * const log = createLogger({ level: 'info', name: 'persister1' })
  * log.child({ component: 'room-queue' }).info({ roomId, events: 3 }, 'batch persisted')
  */
-export function createLogger(options: { level?: string; name?: string } & LoggerOptions = {}): Logger {
-  return pino({
+export function createLogger(options: { level?: string; name?: string } & LoggerOptions = {}, destination?: DestinationStream): Logger {
+  const settings = {
     level: options.level ?? process.env.MYELIN_LOG_LEVEL ?? 'info',
     redact: { paths: redactPaths, censor: '[redacted]' },
     ...options,
-  })
+  }
+  return destination ? pino(settings, destination) : pino(settings)
 }
 
 /** A logger that writes nothing, for tests and library users who pass none. */

@@ -32,6 +32,7 @@ export interface Database {
   push_rules: PushRulesTable
   receipts: ReceiptsTable
   device_inbox: DeviceInboxTable
+  profiles: ProfilesTable
   myelin_schema_compat: SchemaCompatTable
   myelin_migration_checksums: MigrationChecksumsTable
 }
@@ -208,6 +209,12 @@ export interface DeviceInboxTable {
   device_id: string
   stream_id: Int8
   message_json: string
+}
+
+export interface ProfilesTable {
+  user_id: string
+  displayname: string | null
+  avatar_url: string | null
 }
 
 export interface SchemaCompatTable {

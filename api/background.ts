@@ -1,0 +1,69 @@
+import { Gauge, type Registry, Counter } from 'prom-client'
+import type { Kysely } from 'kysely'
+import type { Logger } from '../storage/logger.js'
+import type { Database } from '../storage/schema.js'
+
+/** Client txn IDs are kept a day (Synapse keeps them 24 h: a retry after that is a new send). */
+export const txnIdLifetimeMs = 24 * 60 * 60 * 1000
+/** Replication request answers are kept an hour (callers retry within seconds). */
+export const replicationRequestLifetimeMs = 60 * 60 * 1000
+/** Interval between housekeeping runs. */
+export const housekeepingIntervalMs = 60 * 1000
+
+export interface BackgroundTasks {
+  /** Runs every task once now (tests, and the first run at start). Returns rows deleted per task. */
+  runOnce(): Promise<{ txnIds: number; replicationRequests: number }>
+  close(): Promise<void>
+}
+
+/**
+ * The housekeeping of a deployment, run by exactly one process (`run_background_tasks_on`):
+ * expires client txn IDs and replication request answers, and publishes room and event counts.
+ * A failed run is logged and retried at the next interval.
+ *
+ * @example
+ * const tasks = startBackgroundTasks({ db, log, registry })
+ * await tasks.close()
+ */
+export function startBackgroundTasks(options: {
+  db: Kysely<Database>
+  log: Logger
+  registry?: Registry
+  clock?: () => number
+  intervalMs?: number
+}): BackgroundTasks {
+  const { db } = options
+  const log = options.log.child({ component: 'background' })
+  const clock = options.clock ?? Date.now
+  const registers = options.registry ? [options.registry] : []
+  const expired = new Counter({ name: 'myelin_background_expired_rows_total', help: 'Rows deleted by housekeeping, by table', labelNames: ['table'], registers })
+  const rooms = new Gauge({ name: 'myelin_rooms', help: 'Rooms known to the deployment (at the last housekeeping run)', registers })
+
+  async function runOnce() {
+    const now = clock()
+    const txn = await db.deleteFrom('event_txn_ids').where('inserted_ts', '<', BigInt(now - txnIdLifetimeMs)).executeTakeFirst()
+    const requests = await db.deleteFrom('replication_requests').where('inserted_ts', '<', BigInt(now - replicationRequestLifetimeMs)).executeTakeFirst()
+    const counts = { txnIds: Number(txn.numDeletedRows), replicationRequests: Number(requests.numDeletedRows) }
+    expired.inc({ table: 'event_txn_ids' }, counts.txnIds)
+    expired.inc({ table: 'replication_requests' }, counts.replicationRequests)
+    const { n } = await db.selectFrom('rooms').select((eb) => eb.fn.countAll<bigint>().as('n')).executeTakeFirstOrThrow()
+    rooms.set(Number(n))
+    log.debug(counts, 'housekeeping done')
+    return counts
+  }
+
+  let running: Promise<unknown> = Promise.resolve()
+  const tick = () => {
+    running = runOnce().catch((err: unknown) => log.warn({ err }, 'housekeeping failed; retrying at the next interval'))
+  }
+  const timer = setInterval(tick, options.intervalMs ?? housekeepingIntervalMs)
+  timer.unref()
+  tick()
+  return {
+    runOnce,
+    async close() {
+      clearInterval(timer)
+      await running
+    },
+  }
+}

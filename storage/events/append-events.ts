@@ -1,0 +1,187 @@
+import type { Insertable, Transaction } from 'kysely'
+import type {
+  CurrentStateEventsTable,
+  Database,
+  EventEdgesTable,
+  EventJsonTable,
+  EventsTable,
+  EventTxnIdsTable,
+  RedactionsTable,
+  ReplicationRequestsTable,
+  RoomMembershipsTable,
+  RoomsTable,
+  StateEventsTable,
+} from '../schema.js'
+
+/**
+ * The writes of one persist batch. Each table gets ONE multi-row INSERT per batch (split only
+ * when a statement would exceed PostgreSQL's 65,535 bind parameters), so a batch of 100 events
+ * costs about a dozen statements, not a dozen per event.
+ *
+ * Callers MUST hold the room's head row lock (`lockRoomHead`) in the same transaction: these
+ * functions check nothing about ordering, ownership or the DAG.
+ */
+
+/** Rows of every table a batch of events touches; any array may be empty. */
+export interface EventBatchRows {
+  readonly events: readonly Insertable<EventsTable>[]
+  readonly eventJson: readonly Insertable<EventJsonTable>[]
+  readonly edges: readonly Insertable<EventEdgesTable>[]
+  readonly stateEvents: readonly Insertable<StateEventsTable>[]
+  readonly redactions: readonly Insertable<RedactionsTable>[]
+  readonly memberships: readonly Insertable<RoomMembershipsTable>[]
+  readonly txnIds: readonly Insertable<EventTxnIdsTable>[]
+  readonly replicationRequests: readonly Insertable<ReplicationRequestsTable>[]
+}
+
+/** Bind parameters one statement may use (PostgreSQL's limit is 65,535). */
+const maxParameters = 60_000
+
+/**
+ * Inserts a batch's rows, one statement per non-empty table (events before the rows that
+ * describe them).
+ *
+ * @example
+ * await appendEventRows(trx, { events, eventJson, edges, stateEvents: [], redactions: [],
+ *   memberships: [], txnIds: [], replicationRequests: [] })
+ */
+export async function appendEventRows(trx: Transaction<Database>, rows: EventBatchRows): Promise<void> {
+  for (const chunk of chunks(rows.events, 13)) await trx.insertInto('events').values(chunk).execute()
+  for (const chunk of chunks(rows.eventJson, 3)) await trx.insertInto('event_json').values(chunk).execute()
+  for (const chunk of chunks(rows.edges, 3)) {
+    await trx.insertInto('event_edges').values(chunk).onConflict((oc) => oc.doNothing()).execute()
+  }
+  for (const chunk of chunks(rows.stateEvents, 5)) await trx.insertInto('state_events').values(chunk).execute()
+  for (const chunk of chunks(rows.redactions, 2)) await trx.insertInto('redactions').values(chunk).execute()
+  for (const chunk of chunks(rows.memberships, 7)) await trx.insertInto('room_memberships').values(chunk).execute()
+  for (const chunk of chunks(rows.txnIds, 6)) await trx.insertInto('event_txn_ids').values(chunk).execute()
+  for (const chunk of chunks(rows.replicationRequests, 4)) {
+    await trx.insertInto('replication_requests').values(chunk).execute()
+  }
+}
+
+/**
+ * Upserts current state entries. At most one row per (room_id, type, state_key) — the caller
+ * keeps only the last event per key (PostgreSQL rejects an upsert touching a row twice).
+ *
+ * @example
+ * await upsertCurrentState(trx, [{ room_id, type: 'm.room.name', state_key: '', event_id, membership: null, stream_ordering: 42n }])
+ */
+export async function upsertCurrentState(trx: Transaction<Database>, rows: readonly Insertable<CurrentStateEventsTable>[]): Promise<void> {
+  for (const chunk of chunks(rows, 6)) {
+    await trx
+      .insertInto('current_state_events')
+      .values(chunk)
+      .onConflict((oc) =>
+        oc.columns(['room_id', 'type', 'state_key']).doUpdateSet((eb) => ({
+          event_id: eb.ref('excluded.event_id'),
+          membership: eb.ref('excluded.membership'),
+          stream_ordering: eb.ref('excluded.stream_ordering'),
+        })),
+      )
+      .execute()
+  }
+}
+
+/**
+ * Replaces the room's whole forward-extremity set.
+ *
+ * @example
+ * await replaceForwardExtremities(trx, roomId, ['$latest'])
+ */
+export async function replaceForwardExtremities(trx: Transaction<Database>, roomId: string, eventIds: readonly string[]): Promise<void> {
+  await trx.deleteFrom('event_forward_extremities').where('room_id', '=', roomId).execute()
+  if (eventIds.length === 0) return
+  await trx
+    .insertInto('event_forward_extremities')
+    .values(eventIds.map((event_id) => ({ room_id: roomId, event_id })))
+    .execute()
+}
+
+/**
+ * Updates backward extremities after importing events: the imported events stop being backward
+ * extremities, and `missing` (prev_events that are not stored) become ones.
+ *
+ * @example
+ * await updateBackwardExtremities(trx, roomId, { stored: ['$imported'], missing: ['$older'] })
+ */
+export async function updateBackwardExtremities(
+  trx: Transaction<Database>,
+  roomId: string,
+  change: { readonly stored: readonly string[]; readonly missing: readonly string[] },
+): Promise<void> {
+  if (change.stored.length > 0) {
+    await trx
+      .deleteFrom('event_backward_extremities')
+      .where('room_id', '=', roomId)
+      .where('event_id', 'in', [...change.stored])
+      .execute()
+  }
+  for (const chunk of chunks(change.missing, 2)) {
+    await trx
+      .insertInto('event_backward_extremities')
+      .values(chunk.map((event_id) => ({ room_id: roomId, event_id })))
+      .onConflict((oc) => oc.doNothing())
+      .execute()
+  }
+}
+
+/**
+ * Inserts a new room's head row; `false` when the room already exists (another writer created
+ * it concurrently: its row lock made this statement wait for that commit).
+ *
+ * @example
+ * await insertRoomHead(trx, { room_id, room_version: '11', creator, created_ts: Date.now(), owner: 'persister1', epoch: 1n })
+ */
+export async function insertRoomHead(trx: Transaction<Database>, row: Insertable<RoomsTable>): Promise<boolean> {
+  const inserted = await trx
+    .insertInto('rooms')
+    .values(row)
+    .onConflict((oc) => oc.column('room_id').doNothing())
+    .returning('room_id')
+    .executeTakeFirst()
+  return inserted !== undefined
+}
+
+/**
+ * Makes `writer` the room's owner and bumps the epoch; returns the new epoch. The caller MUST
+ * hold the head row lock.
+ *
+ * @example
+ * const epoch = await claimRoomHead(trx, roomId, 'persister2') // 2n after persister1's epoch 1
+ */
+export async function claimRoomHead(trx: Transaction<Database>, roomId: string, writer: string): Promise<bigint> {
+  const row = await trx
+    .updateTable('rooms')
+    .set((eb) => ({ owner: writer, epoch: eb('epoch', '+', 1n) }))
+    .where('room_id', '=', roomId)
+    .returning('epoch')
+    .executeTakeFirstOrThrow()
+  return row.epoch
+}
+
+/**
+ * Advances the head's high-water marks after a batch of live events.
+ *
+ * @example
+ * await advanceRoomHead(trx, roomId, { maxDepth: 18n, lastStreamOrdering: 1234n })
+ */
+export async function advanceRoomHead(
+  trx: Transaction<Database>,
+  roomId: string,
+  head: { readonly maxDepth: bigint; readonly lastStreamOrdering: bigint },
+): Promise<void> {
+  await trx
+    .updateTable('rooms')
+    .set({ max_depth: head.maxDepth, last_stream_ordering: head.lastStreamOrdering })
+    .where('room_id', '=', roomId)
+    .execute()
+}
+
+function chunks<T>(rows: readonly T[], columns: number): T[][] {
+  if (rows.length === 0) return []
+  const size = Math.max(1, Math.floor(maxParameters / columns))
+  const out: T[][] = []
+  for (let i = 0; i < rows.length; i += size) out.push(rows.slice(i, i + size))
+  return out
+}

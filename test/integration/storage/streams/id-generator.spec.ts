@@ -1,0 +1,220 @@
+import { expect } from 'chai'
+import type { Bus } from '../../../../storage/bus/bus.js'
+import type { BusMessage } from '../../../../storage/bus/bus-message.js'
+import { createMemoryBus, MemoryBusHub } from '../../../../storage/bus/memory-bus.js'
+import { isStorageError } from '../../../../storage/errors.js'
+import { silentLogger } from '../../../../storage/logger.js'
+import { createIdGenerator, type MultiWriterIdGenerator } from '../../../../storage/streams/id-generator.js'
+import { loadInstanceIds } from '../../../../storage/streams/instances.js'
+import { createTestDatabase, type TestDatabase } from '../../../support/db.js'
+import { createRoom, deferred, eventually, insertEventRow } from './stream-fixtures.js'
+
+const log = silentLogger()
+
+describe('MultiWriterIdGenerator', () => {
+  let t: TestDatabase
+  let hub: MemoryBusHub
+  let buses: Bus[]
+  let generators: MultiWriterIdGenerator[]
+  let messages: BusMessage[]
+  let roomId: string
+
+  async function bus(): Promise<Bus> {
+    const b = createMemoryBus({ hub, log })
+    await b.start()
+    buses.push(b)
+    return b
+  }
+
+  async function generator(writer: string, options: { stream?: 'events' | 'backfill'; writers?: string[]; announceIntervalMs?: number } = {}) {
+    const g = await createIdGenerator({
+      db: t.db,
+      stream: options.stream ?? 'events',
+      writer,
+      writers: options.writers ?? ['w1', 'w2', 'w3'],
+      bus: await bus(),
+      log,
+      announceIntervalMs: options.announceIntervalMs ?? 60_000,
+    })
+    generators.push(g)
+    return g
+  }
+
+  async function storedPosition(writer: string, stream = 'events'): Promise<bigint | undefined> {
+    const row = await t.db
+      .selectFrom('stream_positions')
+      .select('stream_id')
+      .where('stream_name', '=', stream)
+      .where('instance_name', '=', writer)
+      .executeTakeFirst()
+    return row === undefined ? undefined : BigInt(row.stream_id)
+  }
+
+  function positionsOf(writer: string): Extract<BusMessage, { type: 'POSITION' }>[] {
+    return messages.filter((m): m is Extract<BusMessage, { type: 'POSITION' }> => m.type === 'POSITION' && m.writer === writer)
+  }
+
+  beforeEach(async () => {
+    t = await createTestDatabase()
+    hub = new MemoryBusHub()
+    buses = []
+    generators = []
+    messages = []
+    const spy = await bus()
+    spy.subscribe((m) => messages.push(m))
+    roomId = await createRoom(t.db)
+  })
+
+  afterEach(async () => {
+    for (const g of generators) await g.close()
+    for (const b of buses) await b.close()
+    await t.drop()
+  })
+
+  it('should allocate ascending IDs from the sequence inside the transaction and advance after commit', async () => {
+    const g = await generator('w1')
+    const start = g.position()
+    const ids = await g.transaction(async (trx, allocate) => {
+      const got = await allocate(3, [roomId])
+      for (const id of got) await insertEventRow(trx, roomId, id, 'w1')
+      expect(g.position()).to.equal(start)
+      return got
+    })
+    expect(ids).to.have.length(3)
+    expect(ids[0]! < ids[1]! && ids[1]! < ids[2]!).to.equal(true)
+    expect(ids[0]! > start).to.equal(true)
+    expect(g.position()).to.equal(ids[2])
+    expect(await storedPosition('w1')).to.equal(ids[2])
+    await eventually(() => positionsOf('w1').some((m) => m.next === ids[2]), 'the POSITION message')
+    const message = positionsOf('w1').find((m) => m.next === ids[2])!
+    expect(message.rooms).to.deep.equal([roomId])
+    expect(message.prev).to.equal(start)
+  })
+
+  it('should hand out negative IDs for the backfill stream and keep positive positions', async () => {
+    const g = await generator('w1', { stream: 'backfill' })
+    const ids = await g.transaction(async (trx, allocate) => {
+      const got = await allocate(2)
+      for (const id of got) await insertEventRow(trx, roomId, id, 'w1')
+      return got
+    })
+    expect(ids).to.deep.equal([-2n, -3n])
+    expect(g.position()).to.equal(3n)
+    expect(await storedPosition('w1', 'backfill')).to.equal(3n)
+    await eventually(() => positionsOf('w1').some((m) => m.stream === 'backfill' && m.next === 3n && m.rooms === undefined), 'backfill POSITION without hint')
+  })
+
+  it('should finish rolled-back IDs as gaps, rethrow the error and announce no room for them', async () => {
+    const g = await generator('w1')
+    let allocated: bigint[] = []
+    const failure = await g
+      .transaction(async (_trx, allocate) => {
+        allocated = await allocate(2, [roomId])
+        throw new Error('boom')
+      })
+      .catch((err: unknown) => err)
+    expect((failure as Error).message).to.equal('boom')
+    expect(g.position()).to.equal(allocated[1])
+    await eventually(() => positionsOf('w1').some((m) => m.next === allocated[1]), 'the POSITION message')
+    expect(positionsOf('w1').find((m) => m.next === allocated[1])!.rooms).to.deep.equal([])
+  })
+
+  it('should never advertise past its own unfinished ID while later transactions commit', async () => {
+    const g = await generator('w1')
+    const hold = deferred()
+    const allocatedFirst = deferred<bigint>()
+    const first = g.transaction(async (trx, allocate) => {
+      const [id] = await allocate(1, ['!first:test'])
+      allocatedFirst.resolve(id!)
+      await insertEventRow(trx, roomId, id!, 'w1')
+      await hold.promise
+    })
+    const firstId = await allocatedFirst.promise
+    const secondIds = await g.transaction(async (trx, allocate) => {
+      const got = await allocate(2, ['!second:test'])
+      for (const id of got) await insertEventRow(trx, roomId, id, 'w1')
+      return got
+    })
+    expect(g.position()).to.equal(firstId - 1n)
+    expect((await storedPosition('w1'))! < firstId).to.equal(true)
+    hold.resolve()
+    await first
+    expect(g.position()).to.equal(secondIds[1])
+    await eventually(() => positionsOf('w1').some((m) => m.next === secondIds[1]), 'the final POSITION')
+    const last = positionsOf('w1').find((m) => m.next === secondIds[1])!
+    expect([...(last.rooms ?? [])].sort()).to.deep.equal(['!first:test', '!second:test'])
+    for (const m of positionsOf('w1')) expect(m.next < firstId || m.next >= secondIds[1]!).to.equal(true)
+  })
+
+  it('should run concurrent transactions and publish positions in order with chained prev', async () => {
+    const g = await generator('w1')
+    await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        g.transaction(async (trx, allocate) => {
+          await new Promise((resolve) => setTimeout(resolve, (i * 7) % 13))
+          const ids = await allocate(1 + (i % 3), [roomId])
+          for (const id of ids) await insertEventRow(trx, roomId, id, 'w1')
+        }),
+      ),
+    )
+    const max = await t.db.selectFrom('events').select((eb) => eb.fn.max('stream_ordering').as('max')).executeTakeFirstOrThrow()
+    expect(g.position()).to.equal(BigInt(max.max))
+    await eventually(() => positionsOf('w1').some((m) => m.next === g.position()), 'the last POSITION')
+    const chain = positionsOf('w1').filter((m) => m.prev !== m.next)
+    for (let i = 1; i < chain.length; i++) expect(chain[i]!.prev).to.equal(chain[i - 1]!.next)
+  })
+
+  it('should advance an idle writer to what peers allocated, store it and answer REPLICATE', async () => {
+    const idle = await generator('w2')
+    const busy = await generator('w1')
+    const ids = await busy.transaction(async (trx, allocate) => {
+      const got = await allocate(5)
+      for (const id of got) await insertEventRow(trx, roomId, id, 'w1')
+      return got
+    })
+    await eventually(() => idle.position() === ids[4], 'the idle writer to follow')
+    await eventually(async () => (await storedPosition('w2')) === ids[4], 'the idle position to be stored')
+    const before = positionsOf('w2').length
+    const asker = await bus()
+    await asker.publish({ type: 'REPLICATE', from: 'reader' })
+    await eventually(() => positionsOf('w2').length > before, 'an announcement')
+    expect(positionsOf('w2').at(-1)).to.deep.include({ prev: ids[4], next: ids[4] })
+  })
+
+  it('should re-announce periodically', async () => {
+    await generator('w1', { announceIntervalMs: 30 })
+    const before = positionsOf('w1').length
+    await eventually(() => positionsOf('w1').length >= before + 3, 'three re-announcements')
+  })
+
+  it('should register its instance ID', async () => {
+    await generator('w3')
+    expect((await loadInstanceIds(t.db)).has('w3')).to.equal(true)
+  })
+
+  it('should reject bad counts, late allocations, unknown writers and use after close', async () => {
+    const g = await generator('w1')
+    for (const n of [-1, 1.5, 100_001]) {
+      const err = await g.transaction((_trx, allocate) => allocate(n)).catch((e: unknown) => e)
+      expect(isStorageError(err, 'ES_INVALID_PARAM'), String(n)).to.equal(true)
+    }
+    expect(await g.transaction((_trx, allocate) => allocate(0))).to.deep.equal([])
+    let late: ((n: number) => Promise<bigint[]>) | undefined
+    await g.transaction(async (_trx, allocate) => {
+      late = allocate
+    })
+    expect(isStorageError(await late!(1).catch((e: unknown) => e), 'ES_INVALID_PARAM')).to.equal(true)
+    const unknown = await createIdGenerator({ db: t.db, stream: 'events', writer: 'nope', writers: ['w1'], log }).catch((e: unknown) => e)
+    expect(isStorageError(unknown, 'ES_CONFIG_INVALID')).to.equal(true)
+    await g.close()
+    await g.close()
+    expect(isStorageError(await g.transaction(async () => 1).catch((e: unknown) => e), 'ES_UNAVAILABLE')).to.equal(true)
+  })
+
+  it('should keep working without a bus', async () => {
+    const g = await createIdGenerator({ db: t.db, stream: 'events', writer: 'w1', writers: ['w1'], log })
+    generators.push(g)
+    const [id] = await g.transaction((_trx, allocate) => allocate(1))
+    expect(await storedPosition('w1')).to.equal(id)
+  })
+})

@@ -1,0 +1,78 @@
+import { expect } from 'chai'
+import { jsonProblem, maxJsonDepth } from '../../../api/json-body.js'
+import { createPresenceStore } from '../../../api/presence-store.js'
+import { createRateLimiter } from '../../../api/rate-limiter.js'
+import { redactUrl } from '../../../api/request-logging.js'
+import { checkLocalpart, loginUserId } from '../../../api/user-ids.js'
+
+describe('api small parts', () => {
+  describe('jsonProblem', () => {
+    it('should find U+0000 in strings and keys at any depth', () => {
+      expect(jsonProblem({ a: [{ b: 'ok' }] })).to.equal(undefined)
+      expect(jsonProblem({ a: [{ b: 'no\u0000' }] })).to.include('U+0000')
+      expect(jsonProblem({ a: { 'k\u0000': 1 } })).to.include('U+0000')
+      expect(jsonProblem('\u0000')).to.include('U+0000')
+    })
+
+    it('should refuse nesting deeper than maxJsonDepth without overflowing the stack', () => {
+      const nest = (n: number) => JSON.parse('['.repeat(n) + ']'.repeat(n))
+      expect(jsonProblem(nest(maxJsonDepth))).to.equal(undefined)
+      expect(jsonProblem(nest(maxJsonDepth + 1))).to.include('deeper')
+      expect(jsonProblem(nest(5000))).to.include('deeper')
+    })
+  })
+
+  describe('redactUrl', () => {
+    it('should replace every access_token value and keep the rest', () => {
+      expect(redactUrl('/a?access_token=syt_x_y_z')).to.equal('/a?access_token=[redacted]')
+      expect(redactUrl('/a?since=1&access_token=abc&x=2')).to.equal('/a?since=1&access_token=[redacted]&x=2')
+      expect(redactUrl('/a?access_token=a&access_token=b')).to.equal('/a?access_token=[redacted]&access_token=[redacted]')
+      expect(redactUrl('/a?ACCESS_TOKEN=a')).to.equal('/a?ACCESS_TOKEN=[redacted]')
+      expect(redactUrl('/a?access%5Ftoken=a')).to.equal('/a?access%5Ftoken=[redacted]')
+      expect(redactUrl('/access_token=a')).to.equal('/access_token=a')
+    })
+  })
+
+  describe('createRateLimiter', () => {
+    it('should allow a burst, then ask to wait until a token is regained', () => {
+      let now = 0
+      const limiter = createRateLimiter({ burst: 2, perSecond: 0.5, clock: () => now })
+      expect(limiter.retryAfterMs('u')).to.equal(0)
+      limiter.record('u')
+      limiter.record('u')
+      expect(limiter.retryAfterMs('u')).to.equal(2000)
+      expect(limiter.retryAfterMs('other')).to.equal(0)
+      now = 1000
+      expect(limiter.retryAfterMs('u')).to.equal(1000)
+      now = 2000
+      expect(limiter.retryAfterMs('u')).to.equal(0)
+    })
+  })
+
+  describe('createPresenceStore', () => {
+    it('should default to offline and report how long ago a status was set', () => {
+      let now = 1000
+      const presence = createPresenceStore(() => now)
+      expect(presence.get('@a:hs')).to.deep.equal({ presence: 'offline' })
+      presence.set('@a:hs', 'unavailable', 'away')
+      now = 1500
+      expect(presence.get('@a:hs')).to.deep.equal({ presence: 'unavailable', status_msg: 'away', last_active_ago: 500, currently_active: false })
+    })
+  })
+
+  describe('user IDs', () => {
+    it('should accept lowercase localparts and refuse the rest with M_INVALID_USERNAME', () => {
+      for (const ok of ['alice', 'a.b-c_d=e/f+g', '1a']) expect(() => checkLocalpart(ok, 'hs.test'), ok).to.not.throw()
+      for (const bad of ['', 'Alice', 'a b', '_x', '123', 'a:b', '@a', 'x'.repeat(250)]) {
+        expect(() => checkLocalpart(bad, 'hs.test'), bad).to.throw().with.property('errcode', 'M_INVALID_USERNAME')
+      }
+    })
+
+    it('should resolve login names case-insensitively and refuse other servers', () => {
+      expect(loginUserId('Alice', 'hs.test')).to.equal('@alice:hs.test')
+      expect(loginUserId('@ALICE:hs.test', 'hs.test')).to.equal('@alice:hs.test')
+      expect(loginUserId('@alice:other.test', 'hs.test')).to.equal(undefined)
+      expect(loginUserId('@alice', 'hs.test')).to.equal(undefined)
+    })
+  })
+})

@@ -1,0 +1,104 @@
+import { expect } from 'chai'
+import fc from 'fast-check'
+import { WriterPosition } from '../../../../storage/streams/writer-position.js'
+
+type Op =
+  | { kind: 'fetch'; n: number; room: string }
+  | { kind: 'answer'; pick: number }
+  | { kind: 'fail'; pick: number }
+  | { kind: 'finish'; pick: number; committed: boolean }
+  | { kind: 'peer'; n: number }
+
+const opArb: fc.Arbitrary<Op> = fc.oneof(
+  fc.record({ kind: fc.constant('fetch' as const), n: fc.integer({ min: 1, max: 3 }), room: fc.constantFrom('!a:t', '!b:t', '!c:t') }),
+  fc.record({ kind: fc.constant('answer' as const), pick: fc.nat() }),
+  fc.record({ kind: fc.constant('fail' as const), pick: fc.nat() }),
+  fc.record({ kind: fc.constant('finish' as const), pick: fc.nat(), committed: fc.boolean() }),
+  fc.record({ kind: fc.constant('peer' as const), n: fc.integer({ min: 1, max: 4 }) }),
+)
+
+describe('WriterPosition', () => {
+  it('should follow the example of its doc comment', () => {
+    const w = new WriterPosition(10n, 10n)
+    const fetch = w.beginFetch()
+    w.endFetch(fetch, [11n, 12n])
+    expect(w.position).to.equal(10n)
+    w.finish([{ id: 12n, rooms: ['!a:hs'] }], true)
+    expect(w.position).to.equal(10n)
+    w.finish([{ id: 11n, rooms: undefined }], false)
+    expect(w.position).to.equal(12n)
+    expect(w.takeHint(12n)).to.deep.equal(['!a:hs'])
+  })
+
+  it('should be held back by an in-flight fetch at the highest ID seen when it started', () => {
+    const w = new WriterPosition(5n, 5n)
+    const fetch = w.beginFetch()
+    w.observeAllocated(9n) // the fetch's own ID may be among these
+    expect(w.position).to.equal(5n)
+    w.endFetch(fetch, [9n])
+    expect(w.position).to.equal(8n)
+    w.finish([{ id: 9n, rooms: [] }], true)
+    expect(w.position).to.equal(9n)
+  })
+
+  it('should merge hints: absent wins, rolled-back IDs contribute nothing, taken hints are gone', () => {
+    const w = new WriterPosition(0n, 0n)
+    w.endFetch(w.beginFetch(), [1n, 2n, 3n])
+    w.finish([{ id: 1n, rooms: ['!a:t'] }, { id: 2n, rooms: ['!b:t', '!a:t'] }], true)
+    w.finish([{ id: 3n, rooms: ['!c:t'] }], false)
+    expect([...(w.takeHint(3n) ?? [])].sort()).to.deep.equal(['!a:t', '!b:t'])
+    expect(w.takeHint(3n)).to.deep.equal([])
+    w.endFetch(w.beginFetch(), [4n, 5n])
+    w.finish([{ id: 4n, rooms: undefined }, { id: 5n, rooms: ['!a:t'] }], true)
+    expect(w.takeHint(5n)).to.equal(undefined)
+  })
+
+  it('should keep its invariants under random operations (property)', () => {
+    fc.assert(
+      fc.property(fc.bigInt({ min: 1n, max: 100n }), fc.array(opArb, { maxLength: 60 }), (start, ops) => {
+        let sequence = start
+        const w = new WriterPosition(start, start)
+        const pending: { fetch: number; n: number; room: string }[] = []
+        const unfinished: { id: bigint; room: string }[] = []
+        const committedRooms = new Map<bigint, string>()
+        let last = w.position
+        for (const op of ops) {
+          if (op.kind === 'fetch') pending.push({ fetch: w.beginFetch(), n: op.n, room: op.room })
+          else if (op.kind === 'peer') {
+            sequence += BigInt(op.n)
+            w.observeAllocated(sequence)
+          } else if ((op.kind === 'answer' || op.kind === 'fail') && pending.length > 0) {
+            const [p] = pending.splice(op.pick % pending.length, 1) as [(typeof pending)[number]]
+            if (op.kind === 'fail') w.endFetch(p.fetch, undefined)
+            else {
+              const ids = Array.from({ length: p.n }, () => ++sequence)
+              w.endFetch(p.fetch, ids)
+              for (const id of ids) unfinished.push({ id, room: p.room })
+            }
+          } else if (op.kind === 'finish' && unfinished.length > 0) {
+            const [u] = unfinished.splice(op.pick % unfinished.length, 1) as [(typeof unfinished)[number]]
+            w.finish([{ id: u.id, rooms: [u.room] }], op.committed)
+            if (op.committed) committedRooms.set(u.id, u.room)
+          }
+          const position = w.position
+          expect(position >= last, 'never backwards').to.equal(true)
+          last = position
+          for (const { id } of unfinished) expect(position < id, `position ${position} below unfinished ${id}`).to.equal(true)
+          expect(position <= sequence).to.equal(true)
+          if (pending.length === 0 && unfinished.length === 0) expect(position).to.equal(sequence)
+          expect(w.idle).to.equal(pending.length === 0 && unfinished.length === 0)
+          expect(w.unfinished()).to.deep.equal(unfinished.map((u) => u.id).sort((a, b) => (a < b ? -1 : 1)))
+          const hint = w.takeHint(position)
+          const expected = new Set<string>()
+          for (const [id, room] of committedRooms) {
+            if (id > position) continue
+            expected.add(room)
+            committedRooms.delete(id)
+          }
+          expect(new Set(hint)).to.deep.equal(expected)
+        }
+      }),
+      { numRuns: 300 },
+    )
+  })
+})
