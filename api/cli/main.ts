@@ -29,8 +29,15 @@ program.addCommand(migrateCommand())
 program.addCommand(configCommand())
 program.addCommand(runCommand())
 program.addCommand(clusterCommand())
-program.addCommand(simulateCommand().exitOverride())
+program.addCommand(simulateCommand())
 program.addCommand(proxyConfigCommand())
+// Commands added with addCommand do not inherit exitOverride: apply it everywhere, so a flag
+// error exits with 2 through exitCodeFor instead of commander's process.exit(1).
+const overrideExits = (command: Command): void => {
+  command.exitOverride()
+  command.commands.forEach(overrideExits)
+}
+overrideExits(program)
 
 try {
   await program.parseAsync(process.argv)

@@ -1,0 +1,103 @@
+import { expect } from 'chai'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { parseListeningLine } from '../../../api/routing/supervisor.js'
+import { createTestDatabase, redisUrl, type TestDatabase } from '../../support/db.js'
+import { jsonLine, startMyelin } from '../../support/cli.js'
+
+interface ReadyLine {
+  ready: true
+  client_url: string
+  processes: { name: string; role: string; pid: number; port: number }[]
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
+
+async function register(base: string, username: string): Promise<{ access_token: string; user_id: string }> {
+  const res = await fetch(`${base}/_matrix/client/v3/register`, {
+    method: 'POST',
+    body: JSON.stringify({ username, password: 'correct horse battery', auth: { type: 'm.login.dummy' } }),
+  })
+  expect(res.status).to.equal(200)
+  return (await res.json()) as { access_token: string; user_id: string }
+}
+
+describe('myelin run and myelin cluster (real processes)', function () {
+  this.timeout(120_000)
+  let t: TestDatabase
+  let dir: string
+
+  beforeEach(async () => {
+    t = await createTestDatabase()
+    dir = await mkdtemp(join(tmpdir(), 'myelin-cli-'))
+  })
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true })
+    await t.drop()
+  })
+
+  it('run: a monolith prints its listening line, serves /health and stops gracefully on SIGTERM', async () => {
+    const config = join(dir, 'shared.yaml')
+    await writeFile(
+      config,
+      [
+        'server_name: localhost',
+        `database: { url: "${t.url}" }`,
+        'replication_secret: "0123456789abcdef0123"',
+        'signing_key: "ed25519 a1 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="',
+        'listeners: [{ port: 0, resources: [client, metrics, health] }]',
+      ].join('\n'),
+    )
+    const run = await startMyelin(['run', '--config', config], parseListeningLine)
+    const base = `http://127.0.0.1:${run.ready}`
+    expect(await (await fetch(`${base}/health`)).text()).to.equal('OK')
+    await register(base, 'alice')
+    expect(await (await fetch(`${base}/metrics`)).text()).to.include('myelin_http_request_duration_seconds')
+    run.child.kill('SIGTERM')
+    expect(await run.exited).to.equal(0)
+    expect(run.output.some((l) => jsonLine(l)?.msg === 'stopped'), 'logged a completed shutdown').to.equal(true)
+  })
+
+  it('cluster: routes through the router, restarts a SIGKILLed api worker, and stops every child on SIGTERM', async () => {
+    const cluster = await startMyelin<ReadyLine>(
+      ['cluster', '--database', t.url, '--redis', redisUrl(), '--persisters', '2', '--api-workers', '1', '--port', '0', '--data', dir],
+      (line) => (jsonLine(line)?.ready === true ? (jsonLine(line) as unknown as ReadyLine) : undefined),
+    )
+    const { client_url: base, processes } = cluster.ready
+    try {
+      expect(processes.map((p) => [p.name, p.role])).to.deep.equal([
+        ['persister1', 'persister'],
+        ['persister2', 'persister'],
+        ['api1', 'api'],
+      ])
+      const alice = await register(base, 'alice')
+      const whoami = await fetch(`${base}/_matrix/client/v3/account/whoami`, { headers: { authorization: `Bearer ${alice.access_token}` } })
+      expect(await whoami.json()).to.include({ user_id: alice.user_id })
+
+      const api = processes.find((p) => p.name === 'api1')!
+      process.kill(api.pid, 'SIGKILL')
+      let served = false
+      for (let i = 0; i < 100 && !served; i++) {
+        await sleep(100)
+        const res = await fetch(`${base}/_matrix/client/versions`).catch(() => undefined)
+        served = res?.status === 200
+      }
+      expect(served, 'the router serves again once the api worker was restarted').to.equal(true)
+      await register(base, 'bob')
+    } finally {
+      cluster.child.kill('SIGTERM')
+      expect(await cluster.exited).to.equal(0)
+    }
+    await sleep(200)
+    for (const p of processes) expect(alive(p.pid), `${p.name} stopped`).to.equal(false)
+  })
+})
