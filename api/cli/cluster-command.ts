@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { UsageError } from './usage-error.js'
 import { Command, InvalidArgumentError, Option } from 'commander'
 import { stringify as toYaml, parse as parseYaml } from 'yaml'
 import { createShardMap } from '../../persisters/shard-map.js'
@@ -117,7 +118,7 @@ export function clusterCommand(): Command {
     .option('--host <address>', 'router address', '127.0.0.1')
     .option('--server-name <name>', 'the homeserver name in user and room IDs', 'localhost')
     .action(async (flags: ClusterFlags) => {
-      if (!flags.embedded && !flags.database) throw new InvalidArgumentError('pass --embedded or --database URL')
+      if (!flags.embedded && !flags.database) throw new UsageError('pass --embedded or --database URL')
       // Logs go to stderr: stdout carries only the ready line.
       await runCluster(flags, createLogger({ name: 'cluster' }, pino.destination(2)))
     })

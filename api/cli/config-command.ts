@@ -1,3 +1,4 @@
+import { UsageError } from './usage-error.js'
 import { Command } from 'commander'
 import { loadConfig } from '../../storage/config.js'
 
@@ -7,17 +8,20 @@ export function collect(value: string, previous: string[] = []): string[] {
 }
 
 /**
- * `myelin config check --config shared.yaml [--config worker.yaml]`: validates the merged files
- * and prints every problem at once (exit 2), or `config ok` with the process's role.
+ * `myelin config check shared.yaml [worker.yaml]` (or with `--config`): validates the merged
+ * files and prints every problem at once (exit 2), or `config ok` with the process's role.
  */
 export function configCommand(): Command {
   const config = new Command('config').description('Work with configuration files.')
   config
     .command('check')
     .description('Validate configuration files; every problem is listed at once.')
-    .requiredOption('-c, --config <file>', 'a YAML file (shared first, then the worker file); repeatable', collect)
-    .action(async (options: { config: string[] }) => {
-      const parsed = await loadConfig(options.config)
+    .argument('[files...]', 'YAML files, shared first, then the worker file')
+    .option('-c, --config <file>', 'a YAML file; repeatable (same as the arguments)', collect)
+    .action(async (files: string[], options: { config?: string[] }) => {
+      const all = [...(options.config ?? []), ...files]
+      if (all.length === 0) throw new UsageError('name at least one config file')
+      const parsed = await loadConfig(all)
       process.stdout.write(`config ok: worker ${parsed.worker_name} (${parsed.worker_app}) of ${parsed.server_name}\n`)
     })
   return config

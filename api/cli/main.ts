@@ -20,6 +20,7 @@ import { configCommand } from './config-command.js'
 import { migrateCommand } from './migrate-command.js'
 import { proxyConfigCommand } from './proxy-config-command.js'
 import { runCommand } from './run-command.js'
+import { UsageError } from './usage-error.js'
 
 const program = new Command('myelin')
   .description('Myelin: horizontally scalable storage for Matrix rooms (room-sharded event persisters, multi-writer streams, thin API workers).')
@@ -47,6 +48,10 @@ try {
 
 function exitCodeFor(err: unknown): number {
   if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2
+  if (err instanceof UsageError) {
+    process.stderr.write(`myelin: ${err.message}\n`)
+    return 2
+  }
   if (err instanceof ConfigError) {
     process.stderr.write(`myelin: ${err.message}\n`)
     return 2

@@ -1,4 +1,5 @@
 import { writeFile } from 'node:fs/promises'
+import { UsageError } from './usage-error.js'
 import { Command, InvalidArgumentError, Option } from 'commander'
 import { eventWriters, loadConfig, type MyelinConfig } from '../../storage/config.js'
 import { renderNginxConfig, type NginxWorker } from '../routing/nginx.js'
@@ -35,7 +36,7 @@ export function proxyConfigCommand(): Command {
     .action(async (flags: { config: string[]; worker?: NginxWorker[]; listenPort: string; listenAddress: string; output?: string }) => {
       const config = await loadConfig(flags.config)
       const listenPort = Number(flags.listenPort)
-      if (!Number.isInteger(listenPort) || listenPort < 1 || listenPort > 65535) throw new InvalidArgumentError('--listen-port must be a port number')
+      if (!Number.isInteger(listenPort) || listenPort < 1 || listenPort > 65535) throw new UsageError('--listen-port must be a port number')
       const text = renderNginxConfig(config, { listenPort, listenAddress: flags.listenAddress, workers: flags.worker ?? workersFromConfig(config) })
       if (flags.output) await writeFile(flags.output, text)
       else process.stdout.write(text)

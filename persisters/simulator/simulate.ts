@@ -63,6 +63,11 @@ export interface SimulationOptions {
   readonly model?: Partial<ServiceModel>
   /** Called with the fraction of simulated arrival time done, at most a few hundred times. */
   readonly onProgress?: (fraction: number) => void
+  /**
+   * Called with every arrival, in order: the exact workload, so it can be replayed against a
+   * real cluster (test/integration/simulator checks the simulator against one).
+   */
+  readonly onArrival?: (roomId: string, atMs: number) => void
 }
 
 export interface DelaySummary {
@@ -266,7 +271,9 @@ export function runSimulation(options: SimulationOptions = {}): SimulationResult
     if (arrivalMs === Infinity && completionMs === Infinity) break
     if (Math.min(arrivalMs, completionMs) > durationMs) engine.closeWindow(durationMs)
     if (arrivalMs <= completionMs) {
-      engine.arrive(pickRoom(), arrivalMs)
+      const room = pickRoom()
+      engine.arrive(room, arrivalMs)
+      options.onArrival?.(activity.roomIds[room] as string, arrivalMs)
       arrivalMs = nextArrival()
       if (++arrivals % progressEvery === 0) options.onProgress?.(Math.min(1, arrivalMs / durationMs))
     } else {
