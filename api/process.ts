@@ -12,6 +12,7 @@ import { createIdGenerator, type MultiWriterIdGenerator } from '../storage/strea
 import { createNotifier } from '../storage/streams/notifier.js'
 import { createStreamTracker, type StreamTracker } from '../storage/streams/stream-tracker.js'
 import { buildApp } from './app.js'
+import { registerProcessGauges } from './process-metrics.js'
 import { startBackgroundTasks, type BackgroundTasks } from './background.js'
 import { createDirectSender, createOwnerFirstSender, type EventSender, type RoomServices } from './room-services.js'
 import { roomPlugins } from './room-plugins.js'
@@ -108,10 +109,12 @@ export async function startProcess(config: MyelinConfig, options: StartProcessOp
       config.worker_app === 'main' || config.worker_app === 'api' || (config.worker_app === 'persister' && listeners.some((l) => l.resources.includes('client')))
 
     let persister: Persister | undefined
+    const generators: MultiWriterIdGenerator[] = []
     if (isWriter) {
       const generator = async (stream: 'events' | 'backfill'): Promise<MultiWriterIdGenerator> => {
         const g = await createIdGenerator({ db, stream, writer: config.worker_name, writers, bus, log })
         closers.push(() => g.close())
+        generators.push(g)
         return g
       }
       const [events, backfill] = [await generator('events'), await generator('backfill')]
@@ -147,6 +150,8 @@ export async function startProcess(config: MyelinConfig, options: StartProcessOp
       services = { sender, tracker, notifier: createNotifier(tracker), shardMap }
       clientApp = await buildApp({ config, db, log, metrics: registry }, { plugins: (options.roomRoutes ?? roomPlugins)(services) })
     }
+
+    registerProcessGauges(registry, { bus, generators, tracker: services?.tracker })
 
     let background: BackgroundTasks | undefined
     if (runsBackgroundTasks(config)) {
