@@ -33,7 +33,7 @@ describe('myelin config check / run with a broken config', function () {
     expect(bad.code).to.equal(2)
     expect(bad.stderr).to.include('listners: unknown key')
     const good = await file('api2.yaml', ['worker_name: api2', 'worker_app: api'].join('\n'))
-    const ok = await runMyelin(['config', 'check', '--config', shared, '--config', good])
+    const ok = await runMyelin(['config', 'check', shared, good])
     expect(ok.code, ok.stderr).to.equal(0)
     expect(ok.stdout).to.include('worker api2 (api) of hs.test')
   })
