@@ -90,7 +90,8 @@ async function stopLeftoverServer(databaseDir: string, log: Logger): Promise<voi
   if (alive(pid)) process.kill(pid, 'SIGKILL')
 }
 
-function alive(pid: number): boolean {
+/** Whether a process with this PID exists (signal 0 probes without signalling). */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0)
     return true

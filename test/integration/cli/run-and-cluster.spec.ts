@@ -3,6 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { alive } from '../../../api/cli/embedded-postgres.js'
 import { parseListeningLine } from '../../../api/routing/supervisor.js'
 import { createTestDatabase, redisUrl, type TestDatabase } from '../../support/db.js'
 import { jsonLine, startMyelin } from '../../support/cli.js'
@@ -11,15 +12,6 @@ interface ReadyLine {
   ready: true
   client_url: string
   processes: { name: string; role: string; pid: number; port: number }[]
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
 }
 
 async function register(base: string, username: string): Promise<{ access_token: string; user_id: string }> {

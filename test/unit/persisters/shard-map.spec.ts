@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import { expect } from 'chai'
 import fc from 'fast-check'
 import { createShardMap } from '../../../persisters/shard-map.js'
-import { isStorageError } from '../../../storage/errors.js'
+import { expectStorageError } from '../../support/expect-error.js'
 
 const writers = (n: number): string[] => Array.from({ length: n }, (_, i) => `persister${i + 1}`)
 const rooms = (n: number): string[] => Array.from({ length: n }, (_, i) => `!r${i}x:shard.test`)
@@ -14,16 +14,7 @@ function synapseIndex(roomId: string, n: number): number {
   return Number(BigInt(`0x${hex}`) % BigInt(n))
 }
 
-function expectConfigError(fn: () => unknown, pattern: RegExp): void {
-  try {
-    fn()
-  } catch (err) {
-    expect(isStorageError(err, 'ES_CONFIG_INVALID'), String(err)).to.equal(true)
-    expect((err as Error).message).to.match(pattern)
-    return
-  }
-  expect.fail('expected ES_CONFIG_INVALID')
-}
+const expectConfigError = (fn: () => unknown, pattern: RegExp) => expectStorageError(fn, 'ES_CONFIG_INVALID', pattern)
 
 describe('createShardMap', () => {
   describe('modulo', () => {

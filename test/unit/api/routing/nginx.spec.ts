@@ -1,7 +1,7 @@
 import { expect } from 'chai'
 import { renderNginxConfig, type NginxWorker } from '../../../../api/routing/nginx.js'
 import { parseConfig } from '../../../../storage/config.js'
-import { isStorageError } from '../../../../storage/errors.js'
+import { expectStorageError } from '../../../support/expect-error.js'
 
 function config(extra: Record<string, unknown> = {}) {
   return parseConfig({
@@ -35,16 +35,7 @@ function upstreamServers(text: string, name: string): string[] {
   return [...block.matchAll(/server (\S+);/g)].map((m) => m[1]!)
 }
 
-function expectConfigError(fn: () => unknown, pattern: RegExp): void {
-  try {
-    fn()
-  } catch (err) {
-    expect(isStorageError(err, 'ES_CONFIG_INVALID'), String(err)).to.equal(true)
-    expect((err as Error).message).to.match(pattern)
-    return
-  }
-  expect.fail('expected ES_CONFIG_INVALID')
-}
+const expectConfigError = (fn: () => unknown, pattern: RegExp) => expectStorageError(fn, 'ES_CONFIG_INVALID', pattern)
 
 describe('renderNginxConfig', () => {
   it('should hash syncs by user and room writes by room over the api workers, the rest round robin', () => {
