@@ -1,0 +1,212 @@
+import type { FastifyPluginAsync } from 'fastify'
+import type { Kysely } from 'kysely'
+import { accountDataPosition } from '../../storage/account-data.js'
+import { getFilter } from '../../storage/filters.js'
+import type { Database } from '../../storage/schema.js'
+import type { RoomStreamToken } from '../../storage/streams/room-stream-token.js'
+import { membershipChanged, parseSyncFilter, parseSyncToken, readSync, serializeSyncToken, type SyncToken } from '../../storage/sync.js'
+import { clientRoute } from '../client-route.js'
+import { invalidParam } from '../errors.js'
+import { filterSchema } from '../filter-schema.js'
+import { requireUser } from '../require-user.js'
+import type { RoomServices } from '../room-services.js'
+
+/**
+ * `GET /sync` (client-server API): `since`, `timeout` (ms), `full_state`, `filter` (an uploaded
+ * filter's ID or inline JSON), `set_presence` (accepted, ignored). The data comes from
+ * storage/sync.ts; this file handles tokens and the long-poll.
+ *
+ * `next_batch` is `<room token>_<account data position>` (storage/sync.ts `parseSyncToken`;
+ * malformed: 400 `M_INVALID_PARAM`). A `since` from the future is clamped to what was ever
+ * allocated; one this process's tracker does not cover yet is waited for at most
+ * `sinceWaitMs`, then the answer is empty with the same `since` (as Synapse).
+ *
+ * Long-poll: with nothing new and a `since`, the request waits up to `timeout` for the
+ * notifier: on the user's joined rooms, and on any room for a change of the user's own
+ * membership (an invite to a new room; each wake-up of that kind costs one indexed query).
+ * Account data writes do not wake long-polls yet (they show at the next wake-up or sync).
+ * A client that disconnects aborts the wait.
+ */
+
+/** Longest wait for this process's tracker to cover a client's `since`. */
+export const sinceWaitMs = 5_000
+/** Longest long-poll a client may ask for. */
+export const maxSyncTimeoutMs = 300_000
+
+const maxFilterLength = 20_000
+
+/**
+ * The filter of a `filter` query parameter: inline JSON (starting with `{`) checked against
+ * `schema`, or an uploaded filter's ID.
+ *
+ * @throws MatrixError 400 `M_INVALID_PARAM` for malformed JSON, a schema violation or an unknown ID.
+ * @example
+ * await filterParam(db, userId, '{"room":{"timeline":{"limit":5}}}', filterSchema) // { room: … }
+ */
+export async function filterParam(db: Kysely<Database>, userId: string, text: string | undefined, schema: JsonSchema): Promise<Record<string, unknown> | undefined> {
+  if (text === undefined || text === '') return undefined
+  if (text.trimStart().startsWith('{')) {
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(text)
+    } catch {
+      throw invalidParam('filter is not valid JSON')
+    }
+    const problem = schemaProblem(parsed, schema, 'filter')
+    if (problem !== undefined) throw invalidParam(problem)
+    return parsed as Record<string, unknown>
+  }
+  const stored = await getFilter(db, userId, text)
+  if (!stored) throw invalidParam(`Unknown filter ${JSON.stringify(text.slice(0, 40))}`)
+  return stored
+}
+
+/** The subset of JSON schema the filter schema uses. */
+export interface JsonSchema {
+  readonly type?: string
+  readonly properties?: Readonly<Record<string, JsonSchema>>
+  readonly items?: JsonSchema
+  readonly enum?: readonly unknown[]
+  readonly minimum?: number
+  readonly maxItems?: number
+  readonly maxLength?: number
+}
+
+/** The first way `value` breaks `schema` (unknown properties allowed), or undefined. */
+function schemaProblem(value: unknown, schema: JsonSchema, path: string): string | undefined {
+  const kind = Array.isArray(value) ? 'array' : value === null ? 'null' : Number.isInteger(value) ? 'integer' : typeof value
+  if (schema.type !== undefined && schema.type !== kind && !(schema.type === 'number' && kind === 'integer')) return `${path} must be of type ${schema.type}`
+  if (schema.enum !== undefined && !schema.enum.includes(value)) return `${path} must be one of ${schema.enum.join(', ')}`
+  if (schema.minimum !== undefined && typeof value === 'number' && value < schema.minimum) return `${path} must be >= ${schema.minimum}`
+  if (schema.maxLength !== undefined && typeof value === 'string' && value.length > schema.maxLength) return `${path} is too long`
+  if (Array.isArray(value)) {
+    if (schema.maxItems !== undefined && value.length > schema.maxItems) return `${path} has too many items`
+    for (const [i, item] of value.entries()) {
+      const problem = schema.items ? schemaProblem(item, schema.items, `${path}[${i}]`) : undefined
+      if (problem) return problem
+    }
+  } else if (kind === 'object' && schema.properties) {
+    for (const [key, sub] of Object.entries(schema.properties)) {
+      const field = (value as Record<string, unknown>)[key]
+      if (field === undefined) continue
+      const problem = schemaProblem(field, sub, `${path}.${key}`)
+      if (problem) return problem
+    }
+  }
+  return undefined
+}
+
+interface SyncQuerystring {
+  since?: string
+  timeout?: string
+  full_state?: string
+  filter?: string
+  set_presence?: string
+}
+
+/**
+ * The /sync route over an api process's room services.
+ *
+ * @example
+ * const app = await buildApp(ctx, { plugins: [roomReadRoutes(services), syncRoutes(services)] })
+ */
+export function syncRoutes(services: RoomServices): FastifyPluginAsync {
+  const { tracker, notifier } = services
+  return async (app) => {
+    const { db } = app.myelin
+
+    /** Waits for news for `userId` after `after`: their rooms, or their membership anywhere. */
+    const waitForNews = async (userId: string, rooms: readonly string[], after: RoomStreamToken, timeoutMs: number, signal: AbortSignal) => {
+      const stop = new AbortController()
+      const onAbort = () => stop.abort()
+      signal.addEventListener('abort', onAbort, { once: true })
+      const deadline = Date.now() + timeoutMs
+      try {
+        const roomsWait = notifier.wait({ rooms: new Set(rooms), after, timeoutMs, signal: stop.signal }).then((o) => ['rooms', o] as const)
+        let anyAfter = after
+        for (;;) {
+          const anyWait = notifier.wait({ rooms: 'any', after: anyAfter, timeoutMs: Math.max(0, deadline - Date.now()), signal: stop.signal }).then((o) => ['any', o] as const)
+          const [which, outcome] = await Promise.race([roomsWait, anyWait])
+          if (outcome !== 'advanced' || which === 'rooms') return outcome
+          const current = tracker.currentToken()
+          if (await membershipChanged(db, userId, anyAfter, current)) return outcome
+          anyAfter = current
+        }
+      } finally {
+        signal.removeEventListener('abort', onAbort)
+        stop.abort()
+      }
+    }
+
+    clientRoute<{ Querystring: SyncQuerystring }>(app, {
+      method: 'GET',
+      path: '/sync',
+      schema: {
+        querystring: {
+          type: 'object',
+          properties: {
+            since: { type: 'string', maxLength: 4000 },
+            timeout: { type: 'string', pattern: '^[0-9]{1,12}$' },
+            full_state: { type: 'string', enum: ['true', 'false'] },
+            filter: { type: 'string', maxLength: maxFilterLength },
+            set_presence: { type: 'string', enum: ['offline', 'online', 'unavailable'] },
+          },
+        },
+      },
+      handler: async (request, reply) => {
+        const { userId, deviceId } = await requireUser(request)
+        const query = request.query
+        const filter = parseSyncFilter(await filterParam(db, userId, query.filter, filterSchema))
+        const timeoutMs = Math.min(Number(query.timeout ?? '0'), maxSyncTimeoutMs)
+        const fullState = query.full_state === 'true'
+        const closed = new AbortController()
+        reply.raw.on('close', () => {
+          if (!reply.raw.writableFinished) closed.abort()
+        })
+
+        let since: SyncToken | undefined
+        if (query.since !== undefined) {
+          const parsed = parseSyncToken(query.since)
+          const room = await tracker.clamp(parsed.room)
+          const accountPosition = await accountDataPosition(db)
+          since = { room, accountData: parsed.accountData < accountPosition ? parsed.accountData : accountPosition }
+          if (!(await tracker.waitFor(room, sinceWaitMs))) {
+            request.log.warn('sync token not covered by this process in time: empty answer')
+            return emptyResponse(serializeSyncToken(since))
+          }
+        }
+
+        const read = async () => {
+          const upTo: SyncToken = { room: tracker.currentToken(), accountData: await accountDataPosition(db) }
+          const data = await readSync(db, { userId, deviceId, ...(since && { since }), upTo, fullState, filter, now: request.server.myelin.clock() })
+          return { upTo, data }
+        }
+        let { upTo, data } = await read()
+        const deadline = Date.now() + timeoutMs
+        while (since && data.empty && !fullState && !closed.signal.aborted && deadline > Date.now()) {
+          const outcome = await waitForNews(userId, data.joinedRooms, upTo.room, deadline - Date.now(), closed.signal)
+          if (outcome !== 'advanced') break
+          ;({ upTo, data } = await read())
+        }
+        return {
+          ...emptyResponse(serializeSyncToken(upTo)),
+          account_data: { events: data.accountData },
+          rooms: { ...data.rooms, knock: {} },
+        }
+      },
+    })
+  }
+}
+
+function emptyResponse(nextBatch: string) {
+  return {
+    next_batch: nextBatch,
+    account_data: { events: [] as unknown[] },
+    rooms: { join: {}, invite: {}, leave: {}, knock: {} } as Record<string, unknown>,
+    presence: { events: [] },
+    to_device: { events: [] },
+    device_lists: { changed: [], left: [] },
+    device_one_time_keys_count: {},
+    device_unused_fallback_key_types: [],
+  }
+}

@@ -1,0 +1,351 @@
+import type { Kysely } from 'kysely'
+import { accountDataChanges, type AccountDataEntry } from './account-data.js'
+import { StorageError } from './errors.js'
+import type { JsonObject } from './events/redaction.js'
+import {
+  filterContainsUrl,
+  filterVisible,
+  parseEventFilter,
+  queryEvents,
+  rowAfter,
+  rowBefore,
+  rowCoveredBy,
+  stateAt,
+  stateWhere,
+  strippedState,
+  toClientEvents,
+  tokenAt,
+  tokenBefore,
+  type EventFilter,
+  type EventKey,
+  type EventRow,
+  type Viewer,
+} from './room-reads.js'
+import type { Database } from './schema.js'
+import { parseRoomStreamToken, type RoomStreamToken } from './streams/room-stream-token.js'
+
+/**
+ * The data of one `/sync` (client-server API) between two positions: the rooms the user joined,
+ * was invited to or left, with timelines and state, and account data.
+ *
+ * Consistency: every read is bounded by the `upTo` token (room events: the reader's tracker
+ * token; account data: `accountDataPosition`), and every row below a bound is committed (the
+ * tracker guarantees it for events, the account data stream's lock for account data). So the
+ * next sync from `upTo` sees exactly the rows after it: no event is skipped or repeated, even
+ * when writers commit out of order. Room state comes from `state_events` bounded by the same
+ * token, never from `current_state_events` (which may be ahead of the token).
+ *
+ * Per room, by the user's membership at `since` and at `upTo` (their latest membership event
+ * covered by each token):
+ * - joined at `upTo`: if newly joined (not joined at `since`, or left and rejoined in between),
+ *   on initial sync and with `full_state`: the last `limit` events and the full state at the
+ *   start of the timeline; otherwise the events after `since` (only rooms with something new),
+ *   and, when the timeline is `limited`, the state changes between `since` and its start;
+ * - invited: `invite_state` (stripped state at the invite) when the invite is new;
+ * - left or banned: when that happened after `since` (initial sync: with `include_leave`), the
+ *   timeline up to the leave event.
+ * Timelines hide what the user may not see (storage/room-reads.ts visibility rules).
+ */
+
+type Db = Kysely<Database>
+
+/** A `/sync` position: the room event stream and the account data stream. */
+export interface SyncToken {
+  readonly room: RoomStreamToken
+  readonly accountData: bigint
+}
+
+/**
+ * Parses a `next_batch` token: `<room token>_<account data position>` (the room token a live or
+ * vector token, which contains no `_`).
+ *
+ * @throws StorageError `ES_INVALID_TOKEN` on any other shape.
+ * @example
+ * parseSyncToken('m100~1.105_7') // { room: m100~1.105, accountData: 7n }
+ */
+export function parseSyncToken(text: string): SyncToken {
+  const parts = text.split('_')
+  if (parts.length !== 2) throw new StorageError('ES_INVALID_TOKEN', 'sync token must look like <room token>_<account data position>')
+  const [roomText, accountText] = parts as [string, string]
+  const room = parseRoomStreamToken(roomText)
+  if (room.isHistoric) throw new StorageError('ES_INVALID_TOKEN', 'sync token cannot carry a historic (t) room position')
+  if (!/^(0|[1-9][0-9]{0,17})$/.test(accountText)) throw new StorageError('ES_INVALID_TOKEN', 'account data position of sync token is not a canonical integer')
+  return { room, accountData: BigInt(accountText) }
+}
+
+/**
+ * The text form of a sync token (see `parseSyncToken`).
+ *
+ * @example
+ * serializeSyncToken({ room: RoomStreamToken.live(5n), accountData: 2n }) // 's5_2'
+ */
+export function serializeSyncToken(token: SyncToken): string {
+  return `${token.room.toString()}_${token.accountData}`
+}
+
+/** The parts of a sync filter (client-server API "Filtering") /sync applies. */
+export interface SyncFilter {
+  /** Most timeline events per room (default 10, at most 1000). */
+  readonly timelineLimit: number
+  readonly timeline: EventFilter
+  readonly state: EventFilter
+  /** Only these rooms (absent: all). */
+  readonly rooms?: ReadonlySet<string>
+  readonly notRooms: ReadonlySet<string>
+  /** Left rooms on initial sync. */
+  readonly includeLeave: boolean
+  readonly accountData: EventFilter
+  readonly roomAccountData: EventFilter
+}
+
+/** Default timeline limit, and the largest a filter may ask for. */
+export const defaultTimelineLimit = 10
+export const maxTimelineLimit = 1000
+
+/**
+ * The sync filter of filter JSON (validated against api/filter-schema.ts); `undefined`: defaults.
+ *
+ * @example
+ * parseSyncFilter({ room: { timeline: { limit: 5 } } }).timelineLimit // 5
+ */
+export function parseSyncFilter(json: Record<string, unknown> | undefined): SyncFilter {
+  const room = (json?.['room'] ?? {}) as Record<string, unknown>
+  const timeline = (room['timeline'] ?? {}) as Record<string, unknown>
+  const limit = typeof timeline['limit'] === 'number' ? Math.min(maxTimelineLimit, Math.max(0, Math.floor(timeline['limit']))) : defaultTimelineLimit
+  const list = (value: unknown) => (Array.isArray(value) ? new Set(value.filter((v): v is string => typeof v === 'string')) : undefined)
+  const rooms = list(room['rooms'])
+  return {
+    timelineLimit: limit,
+    timeline: parseEventFilter(timeline),
+    state: parseEventFilter(room['state']),
+    ...(rooms !== undefined && { rooms }),
+    notRooms: list(room['not_rooms']) ?? new Set(),
+    includeLeave: room['include_leave'] === true,
+    accountData: parseEventFilter(json?.['account_data']),
+    roomAccountData: parseEventFilter(room['account_data']),
+  }
+}
+
+/** What `readSync` reads. */
+export interface SyncQuery {
+  readonly userId: string
+  readonly deviceId?: string
+  /** Absent: initial sync. MUST be covered by `upTo`. */
+  readonly since?: SyncToken
+  readonly upTo: SyncToken
+  readonly fullState: boolean
+  readonly filter: SyncFilter
+  readonly now: number
+}
+
+/** The `rooms` and `account_data` parts of a /sync response (the caller adds the rest). */
+export interface SyncData {
+  readonly rooms: { join: Record<string, JsonObject>; invite: Record<string, JsonObject>; leave: Record<string, JsonObject> }
+  readonly accountData: JsonObject[]
+  /** True when nothing is new (a long-poll may wait). */
+  readonly empty: boolean
+  /** Rooms the user is joined to at `upTo` (what a long-poll waits on). */
+  readonly joinedRooms: string[]
+}
+
+interface MembershipRow extends EventKey {
+  readonly roomId: string
+  readonly membership: string
+  readonly eventId: string
+  readonly writerId: number | null
+}
+
+/** Types in an invite's stripped state (client-server API recommendation), plus the invite itself. */
+const strippedTypes = new Set(['m.room.create', 'm.room.join_rules', 'm.room.name', 'm.room.avatar', 'm.room.canonical_alias', 'm.room.encryption', 'm.room.topic'])
+
+/**
+ * The user's sync data between `since` and `upTo` (rules in the module comment).
+ *
+ * @example
+ * const upTo = { room: tracker.currentToken(), accountData: await accountDataPosition(db) }
+ * const data = await readSync(db, { userId, deviceId, upTo, fullState: false, filter: parseSyncFilter(undefined), now: Date.now() })
+ * Object.keys(data.rooms.join) // ['!a:hs']
+ */
+export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
+  const viewer: Viewer = { userId: q.userId, ...(q.deviceId !== undefined && { deviceId: q.deviceId }) }
+  const memberships = await membershipRows(db, q.userId, q.upTo.room)
+  const since = q.since
+  const atUpTo = latestPerRoom(memberships)
+  const atSince = since ? latestPerRoom(memberships.filter((m) => covers(since.room, m))) : new Map<string, MembershipRow>()
+  const changed = new Map<string, MembershipRow[]>()
+  for (const m of memberships) {
+    if (since && covers(since.room, m)) continue
+    const list = changed.get(m.roomId)
+    if (list) list.push(m)
+    else changed.set(m.roomId, [m])
+  }
+  const wanted = (roomId: string) => (q.filter.rooms === undefined || q.filter.rooms.has(roomId)) && !q.filter.notRooms.has(roomId)
+
+  const accountData = await accountDataChanges(db, q.userId, { ...(since && { after: since.accountData }), upTo: q.upTo.accountData })
+  const joinedRooms = [...atUpTo.values()].filter((m) => m.membership === 'join').map((m) => m.roomId)
+  const join: Record<string, JsonObject> = {}
+  const invite: Record<string, JsonObject> = {}
+  const leave: Record<string, JsonObject> = {}
+
+  const incrementalRooms: string[] = []
+  const fullRooms: string[] = []
+  for (const roomId of joinedRooms) {
+    if (!wanted(roomId)) continue
+    const newlyJoined = !since || atSince.get(roomId)?.membership !== 'join' || (changed.get(roomId) ?? []).some((m) => m.membership !== 'join')
+    if (newlyJoined) fullRooms.push(roomId)
+    else incrementalRooms.push(roomId)
+  }
+  const active = since && incrementalRooms.length > 0 ? await roomsWithEvents(db, incrementalRooms, since.room, q.upTo.room) : new Set<string>()
+  const reader = new RoomSyncReader(db, q, viewer)
+  for (const roomId of fullRooms) {
+    join[roomId] = await reader.joinedRoom(roomId, undefined, accountData.rooms.get(roomId) ?? [])
+  }
+  for (const roomId of incrementalRooms) {
+    const roomAccountData = accountData.rooms.get(roomId) ?? []
+    if (!active.has(roomId) && !q.fullState && filterEntries(roomAccountData, q.filter.roomAccountData).length === 0) continue
+    join[roomId] = await reader.joinedRoom(roomId, since, roomAccountData)
+  }
+
+  for (const m of atUpTo.values()) {
+    if (!wanted(m.roomId)) continue
+    if (m.membership === 'invite' && (!since || changed.has(m.roomId))) {
+      const state = await stateAt(db, m.roomId, m)
+      const stripped = state.filter((row) => strippedTypes.has(row.type) || (row.type === 'm.room.member' && row.stateKey === q.userId))
+      invite[m.roomId] = { invite_state: { events: strippedState(stripped) } }
+    }
+    if (m.membership === 'leave' || m.membership === 'ban') {
+      const before = atSince.get(m.roomId)?.membership
+      const changes = changed.get(m.roomId) ?? []
+      const out = (membership: string | undefined) => membership === 'leave' || membership === 'ban'
+      const newLeave = since ? changes.length > 0 && (!out(before) || changes.some((c) => !out(c.membership))) : q.filter.includeLeave
+      if (!newLeave) continue
+      const incremental = since && atSince.get(m.roomId)?.membership === 'join' ? since : undefined
+      leave[m.roomId] = await reader.leftRoom(m.roomId, incremental, m)
+    }
+  }
+
+  const globalAccountData = filterEntries(accountData.global, q.filter.accountData)
+  const empty = Object.keys(join).length + Object.keys(invite).length + Object.keys(leave).length + globalAccountData.length === 0
+  return { rooms: { join, invite, leave }, accountData: globalAccountData, empty, joinedRooms }
+}
+
+/**
+ * True when `userId` has a membership event after `after` and covered by `upTo` (a long-poll
+ * woken by any room checks this before reading everything).
+ *
+ * @example
+ * if (await membershipChanged(db, userId, waitedFrom, tracker.currentToken())) reread()
+ */
+export async function membershipChanged(db: Db, userId: string, after: RoomStreamToken, upTo: RoomStreamToken): Promise<boolean> {
+  const row = await db
+    .selectFrom('room_memberships as m')
+    .innerJoin('events as e', 'e.event_id', 'm.event_id')
+    .leftJoin('instances as i', 'i.instance_name', 'e.instance_name')
+    .select('m.event_id')
+    .where('m.user_id', '=', userId)
+    .where(rowAfter(after))
+    .where(rowCoveredBy(upTo))
+    .limit(1)
+    .executeTakeFirst()
+  return row !== undefined
+}
+
+/** Every membership event of the user covered by `upTo` (one indexed scan of their rows). */
+async function membershipRows(db: Db, userId: string, upTo: RoomStreamToken): Promise<MembershipRow[]> {
+  const rows = await db
+    .selectFrom('room_memberships as m')
+    .innerJoin('events as e', 'e.event_id', 'm.event_id')
+    .leftJoin('instances as i', 'i.instance_name', 'e.instance_name')
+    .select(['m.room_id', 'm.membership', 'm.event_id', 'e.depth', 'e.stream_ordering', 'i.instance_id'])
+    .where('m.user_id', '=', userId)
+    .where('e.outlier', '=', false)
+    .where(rowCoveredBy(upTo))
+    .execute()
+  return rows.map((r) => ({ roomId: r.room_id, membership: r.membership, eventId: r.event_id, depth: r.depth, streamOrdering: r.stream_ordering, writerId: r.instance_id }))
+}
+
+function covers(token: RoomStreamToken, m: MembershipRow): boolean {
+  if (m.streamOrdering <= 0n) return true
+  return m.writerId === null ? m.streamOrdering <= token.stream : token.covers(m.writerId, m.streamOrdering)
+}
+
+/** The latest membership per room (stream order: imported history never overrides live events). */
+function latestPerRoom(rows: readonly MembershipRow[]): Map<string, MembershipRow> {
+  const latest = new Map<string, MembershipRow>()
+  for (const row of rows) {
+    const known = latest.get(row.roomId)
+    if (!known || row.streamOrdering > known.streamOrdering) latest.set(row.roomId, row)
+  }
+  return latest
+}
+
+/** Which of `roomIds` have events in (since, upTo] (one query over the (room_id, stream_ordering) index). */
+async function roomsWithEvents(db: Db, roomIds: readonly string[], since: RoomStreamToken, upTo: RoomStreamToken): Promise<Set<string>> {
+  const rows = await db
+    .selectFrom('events as e')
+    .leftJoin('instances as i', 'i.instance_name', 'e.instance_name')
+    .select('e.room_id')
+    .distinct()
+    .where('e.room_id', 'in', [...roomIds])
+    .where(rowAfter(since))
+    .where(rowCoveredBy(upTo))
+    .execute()
+  return new Set(rows.map((r) => r.room_id))
+}
+
+function typeMatches(patterns: readonly string[], type: string): boolean {
+  return patterns.some((p) => new RegExp(`^${p.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*')}$`).test(type))
+}
+
+function filterEntries(entries: readonly AccountDataEntry[], filter: EventFilter): JsonObject[] {
+  return entries
+    .filter((e) => (filter.types === undefined || typeMatches(filter.types, e.type)) && !typeMatches(filter.notTypes, e.type))
+    .map((e) => ({ type: e.type, content: e.content }))
+}
+
+/** Reads the sections of single rooms for one sync. */
+class RoomSyncReader {
+  constructor(
+    private readonly db: Db,
+    private readonly q: SyncQuery,
+    private readonly viewer: Viewer,
+  ) {}
+
+  /** A `rooms.join` entry; `since` absent: the full form (last events, full state). */
+  async joinedRoom(roomId: string, since: SyncToken | undefined, accountData: readonly AccountDataEntry[]): Promise<JsonObject> {
+    const section = await this.#section(roomId, since?.room, undefined)
+    return {
+      ...section,
+      account_data: { events: filterEntries(accountData, this.q.filter.roomAccountData) },
+      ephemeral: { events: [] },
+      unread_notifications: {},
+      summary: {},
+    }
+  }
+
+  /** A `rooms.leave` entry: the timeline up to `left` (the leave event). */
+  async leftRoom(roomId: string, since: SyncToken | undefined, left: EventKey): Promise<JsonObject> {
+    const section = await this.#section(roomId, since?.room, left)
+    return { ...section, account_data: { events: [] } }
+  }
+
+  async #section(roomId: string, since: RoomStreamToken | undefined, until: EventKey | undefined): Promise<JsonObject> {
+    const { db, q } = this
+    const limit = q.filter.timelineLimit
+    const bounds = [rowCoveredBy(q.upTo.room), ...(until ? [rowCoveredBy(tokenAt(until))] : [])]
+    const rows = await queryEvents(db, roomId, [...bounds, ...(since ? [rowAfter(since)] : [])], since ? 'stream-desc' : 'topological-desc', limit + 1, q.filter.timeline)
+    const limited = rows.length > limit
+    const page = rows.slice(0, limit).reverse()
+    const first = page[0]
+    let state: EventRow[] = []
+    const full = since === undefined || q.fullState
+    if (full || limited) {
+      const where = [...bounds, ...(first ? [rowBefore(first)] : []), ...(full ? [] : [rowAfter(since!)])]
+      state = await stateWhere(db, roomId, where, q.filter.state)
+    }
+    const visible = await filterVisible(db, q.userId, filterContainsUrl(page, q.filter.timeline))
+    const prevBatch = first ? tokenBefore(first) : until ? tokenAt(until) : q.upTo.room
+    const [timelineEvents, stateEvents] = await Promise.all([toClientEvents(db, visible, this.viewer, q.now), toClientEvents(db, state, this.viewer, q.now)])
+    return { timeline: { events: timelineEvents, limited, prev_batch: prevBatch.toString() }, state: { events: stateEvents } }
+  }
+}

@@ -1,0 +1,37 @@
+import { randomUUID } from 'node:crypto'
+import type { NewEvent, PersistedEvent } from '../../../persisters/new-event.js'
+import { roomReadRoutes } from '../../../api/routes/room-reads.js'
+import { syncRoutes } from '../../../api/routes/sync.js'
+import { createRoomEvents, newRoomId } from '../persisters/harness.js'
+import { startApi, type ApiHarness } from './api-harness.js'
+
+/** A monolith serving the room read routes and /sync (rooms are created through the sender, not createRoom). */
+export function startReadApi(): Promise<ApiHarness> {
+  return startApi({ roomRoutes: (services) => [roomReadRoutes(services), syncRoutes(services)] })
+}
+
+/** Persists `events` in `roomId` through the process's sender (read-your-writes included). */
+export function sendEvents(h: ApiHarness, roomId: string, ...events: NewEvent[]): Promise<PersistedEvent[]> {
+  return h.process!.services!.sender.send({ requestId: randomUUID(), roomId, events })
+}
+
+/** Creates a room of `creator` (createRoom's initial events); returns its ID. */
+export async function createRoom(h: ApiHarness, creator: string, options: Parameters<typeof createRoomEvents>[1] = {}): Promise<string> {
+  const roomId = newRoomId()
+  await sendEvents(h, roomId, ...createRoomEvents(creator, options))
+  return roomId
+}
+
+export function text(sender: string, body: string, txn?: { deviceId: string; txnId: string }): NewEvent {
+  return { type: 'm.room.message', sender, content: { msgtype: 'm.text', body }, ...(txn && { txn }) }
+}
+
+export function membership(sender: string, target: string, value: string, extra: Record<string, unknown> = {}): NewEvent {
+  return { type: 'm.room.member', state_key: target, sender, content: { membership: value, ...extra } }
+}
+
+export function visibility(sender: string, value: string): NewEvent {
+  return { type: 'm.room.history_visibility', state_key: '', sender, content: { history_visibility: value } }
+}
+
+export const enc = encodeURIComponent
