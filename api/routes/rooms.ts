@@ -1,0 +1,307 @@
+import { randomUUID } from 'node:crypto'
+import type { FastifyPluginAsync } from 'fastify'
+import { RejectedEventError } from '../../persisters/persist-errors.js'
+import { getUser } from '../../storage/accounts.js'
+import { getEvent, getRoomHead } from '../../storage/events/event-store.js'
+import { getProfile } from '../../storage/profiles.js'
+import { createAlias, getAlias } from '../../storage/room-aliases.js'
+import { setRoomPublished } from '../../storage/room-directory.js'
+import { currentMembership } from '../../storage/state-entries.js'
+import { clientRoute, emptyBodyAsObject } from '../client-route.js'
+import { forbidden, MatrixError, notFound } from '../errors.js'
+import { requireUser } from '../require-user.js'
+import { createRoomBodySchema, planRoomCreation, profileContent, type CreateRoomBody } from '../room-creation.js'
+import { checkRoomAlias, checkRoomId, checkUserId, generateRoomId, maxIdentifierLength, serverNameOf } from '../room-ids.js'
+import type { NewEvent, PersistedEvent, RoomServices } from '../room-services.js'
+
+/**
+ * The client API's room writes: `POST /createRoom`, joining (`/join/{roomIdOrAlias}`,
+ * `/rooms/{roomId}/join`), `leave`, `invite`, `kick`, `ban`, `unban`, `forget`, and
+ * `PUT /rooms/{roomId}/send|state|redact/…`. Every route needs an access token.
+ *
+ * The API checks only what is cheap and certain (identifier syntax; the room exists, else 404;
+ * the sender is joined for send, state and redact, else 403; the target's membership for kick,
+ * unban and forget); the room's persister then authorizes every event against the room's
+ * current state, and its refusals are 403 `M_FORBIDDEN` with the rule's reason.
+ *
+ * `forget` records nothing (there is no table for forgotten rooms): it is 400 `M_UNKNOWN` while
+ * the user is joined, invited or knocking, else `{}`.
+ */
+
+const reasonField = { type: 'string', maxLength: 2048 } as const
+const roomParams = { type: 'object', required: ['roomId'], properties: { roomId: { type: 'string', minLength: 1, maxLength: 2048 } } } as const
+const optionalReasonBody = { type: 'object', properties: { reason: reasonField } } as const
+const targetBody = { type: 'object', required: ['user_id'], properties: { user_id: { type: 'string', maxLength: 2048 }, reason: reasonField } } as const
+const identifierParam = { type: 'string', minLength: 1, maxLength: maxIdentifierLength } as const
+
+type RoomParams = { roomId: string }
+type TargetBody = { user_id: string; reason?: string }
+
+/**
+ * The room write routes over an api process's room services.
+ *
+ * @example
+ * const app = await buildApp(ctx, { plugins: [roomWriteRoutes(services)] })
+ * await app.inject({ method: 'POST', url: '/_matrix/client/v3/createRoom', headers, payload: { name: 'Lobby' } })
+ */
+export function roomWriteRoutes(services: RoomServices): FastifyPluginAsync {
+  return async (app) => {
+    const { db, config } = app.myelin
+    const serverName = config.server_name
+
+    /** Persists `events` in order through the room's persister; its refusals become Matrix errors. */
+    async function send(roomId: string, events: readonly NewEvent[]): Promise<PersistedEvent[]> {
+      try {
+        return await services.sender.send({ requestId: randomUUID(), roomId, events })
+      } catch (err) {
+        if (err instanceof RejectedEventError && err.code === 'ES_FORBIDDEN') throw forbidden(err.reason)
+        if (err instanceof RejectedEventError && err.code === 'ES_ROOM_NOT_FOUND') throw notFound(`Unknown room ${roomId}`)
+        throw err
+      }
+    }
+
+    async function sendOne(roomId: string, event: NewEvent): Promise<string> {
+      const [persisted] = await send(roomId, [event])
+      if (persisted === undefined) throw new Error('the persister answered no event')
+      return persisted.event_id
+    }
+
+    /** The room ID of a path parameter; 400 when malformed, 404 when the room does not exist. */
+    async function existingRoom(raw: string): Promise<string> {
+      const roomId = checkRoomId(raw)
+      if ((await getRoomHead(db, roomId)) === undefined) throw notFound(`Unknown room ${roomId}`)
+      return roomId
+    }
+
+    /** Like `existingRoom`, and 403 unless `userId` is joined to it. */
+    async function joinedRoom(raw: string, userId: string): Promise<string> {
+      const roomId = await existingRoom(raw)
+      if ((await currentMembership(db, roomId, userId)) !== 'join') throw forbidden(`${userId} is not in the room`)
+      return roomId
+    }
+
+    /** A local user who exists (404 otherwise); users of other servers are 403 (no federation). */
+    async function localUser(userId: string, action: string): Promise<string> {
+      if (serverNameOf(userId) !== serverName) throw forbidden(`Cannot ${action} ${userId}: federation is not supported`)
+      if ((await getUser(db, userId)) === undefined) throw notFound(`Unknown user ${userId}`)
+      return userId
+    }
+
+    async function join(roomId: string, userId: string, reason: string | undefined): Promise<{ room_id: string }> {
+      const profile = (await getProfile(db, userId)) ?? {}
+      await sendOne(roomId, member(userId, userId, 'join', reason, profileContent(profile)))
+      return { room_id: roomId }
+    }
+
+    clientRoute<{ Body: CreateRoomBody }>(app, {
+      method: 'POST',
+      path: '/createRoom',
+      schema: { body: createRoomBodySchema },
+      handler: async (request) => {
+        const { userId } = await requireUser(request)
+        const roomId = generateRoomId(serverName)
+        const plan = planRoomCreation(roomId, userId, serverName, request.body, (await getProfile(db, userId)) ?? {})
+        for (const invitee of plan.invitees) await localUser(invitee, 'invite')
+        if (plan.alias !== undefined && (await getAlias(db, plan.alias)) !== undefined) {
+          throw new MatrixError(400, 'M_ROOM_IN_USE', `Room alias ${plan.alias} is already taken`)
+        }
+        await send(roomId, plan.events)
+        if (plan.published) await setRoomPublished(db, roomId, true)
+        if (plan.alias !== undefined && (await createAlias(db, plan.alias, roomId, userId)) === 'taken') {
+          request.log.info({ roomId }, 'room alias taken while the room was created')
+          throw new MatrixError(400, 'M_ROOM_IN_USE', `Room alias ${plan.alias} is already taken`)
+        }
+        return { room_id: roomId, ...(plan.alias !== undefined && { room_alias: plan.alias }) }
+      },
+    })
+
+    clientRoute<{ Params: { roomIdOrAlias: string }; Body: { reason?: string } }>(app, {
+      method: 'POST',
+      path: '/join/:roomIdOrAlias',
+      preValidation: emptyBodyAsObject,
+      schema: {
+        params: { type: 'object', required: ['roomIdOrAlias'], properties: { roomIdOrAlias: { type: 'string', minLength: 1, maxLength: 2048 } } },
+        body: optionalReasonBody,
+      },
+      handler: async (request) => {
+        const { userId } = await requireUser(request)
+        const target = request.params.roomIdOrAlias
+        let roomId = target
+        if (target.startsWith('#')) {
+          const mapping = await getAlias(db, checkRoomAlias(target))
+          if (mapping === undefined) throw notFound(`Room alias ${target} not found`)
+          roomId = mapping.roomId
+        }
+        return join(await existingRoom(roomId), userId, request.body.reason)
+      },
+    })
+
+    clientRoute<{ Params: RoomParams; Body: { reason?: string } }>(app, {
+      method: 'POST',
+      path: '/rooms/:roomId/join',
+      preValidation: emptyBodyAsObject,
+      schema: { params: roomParams, body: optionalReasonBody },
+      handler: async (request) => {
+        const { userId } = await requireUser(request)
+        return join(await existingRoom(request.params.roomId), userId, request.body.reason)
+      },
+    })
+
+    clientRoute<{ Params: RoomParams; Body: { reason?: string } }>(app, {
+      method: 'POST',
+      path: '/rooms/:roomId/leave',
+      preValidation: emptyBodyAsObject,
+      schema: { params: roomParams, body: optionalReasonBody },
+      handler: async (request) => {
+        const { userId } = await requireUser(request)
+        const roomId = await existingRoom(request.params.roomId)
+        await sendOne(roomId, member(userId, userId, 'leave', request.body.reason))
+        return {}
+      },
+    })
+
+    clientRoute<{ Params: RoomParams; Body: TargetBody }>(app, {
+      method: 'POST',
+      path: '/rooms/:roomId/invite',
+      schema: { params: roomParams, body: targetBody },
+      handler: async (request) => {
+        const { userId } = await requireUser(request)
+        const target = checkUserId(request.body.user_id)
+        const roomId = await existingRoom(request.params.roomId)
+        await localUser(target, 'invite')
+        await sendOne(roomId, member(userId, target, 'invite', request.body.reason))
+        return {}
+      },
+    })
+
+    clientRoute<{ Params: RoomParams; Body: TargetBody }>(app, {
+      method: 'POST',
+      path: '/rooms/:roomId/kick',
+      schema: { params: roomParams, body: targetBody },
+      handler: async (request) => {
+        const { userId } = await requireUser(request)
+        const target = checkUserId(request.body.user_id)
+        const roomId = await existingRoom(request.params.roomId)
+        const membership = await currentMembership(db, roomId, target)
+        if (membership !== 'join' && membership !== 'invite' && membership !== 'knock') throw forbidden(`${target} is not in the room`)
+        await sendOne(roomId, member(userId, target, 'leave', request.body.reason))
+        return {}
+      },
+    })
+
+    clientRoute<{ Params: RoomParams; Body: TargetBody }>(app, {
+      method: 'POST',
+      path: '/rooms/:roomId/ban',
+      schema: { params: roomParams, body: targetBody },
+      handler: async (request) => {
+        const { userId } = await requireUser(request)
+        const target = checkUserId(request.body.user_id)
+        const roomId = await existingRoom(request.params.roomId)
+        await sendOne(roomId, member(userId, target, 'ban', request.body.reason))
+        return {}
+      },
+    })
+
+    clientRoute<{ Params: RoomParams; Body: TargetBody }>(app, {
+      method: 'POST',
+      path: '/rooms/:roomId/unban',
+      schema: { params: roomParams, body: targetBody },
+      handler: async (request) => {
+        const { userId } = await requireUser(request)
+        const target = checkUserId(request.body.user_id)
+        const roomId = await existingRoom(request.params.roomId)
+        if ((await currentMembership(db, roomId, target)) !== 'ban') throw forbidden(`${target} is not banned from the room`)
+        await sendOne(roomId, member(userId, target, 'leave', request.body.reason))
+        return {}
+      },
+    })
+
+    clientRoute<{ Params: RoomParams }>(app, {
+      method: 'POST',
+      path: '/rooms/:roomId/forget',
+      preValidation: emptyBodyAsObject,
+      schema: { params: roomParams, body: { type: 'object' } },
+      handler: async (request) => {
+        const { userId } = await requireUser(request)
+        const roomId = await existingRoom(request.params.roomId)
+        const membership = await currentMembership(db, roomId, userId)
+        if (membership === 'join' || membership === 'invite' || membership === 'knock') {
+          throw new MatrixError(400, 'M_UNKNOWN', `${userId} is still in the room (membership: ${membership}); leave it first`)
+        }
+        return {}
+      },
+    })
+
+    clientRoute<{ Params: RoomParams & { eventType: string; txnId: string }; Body: Record<string, unknown> }>(app, {
+      method: 'PUT',
+      path: '/rooms/:roomId/send/:eventType/:txnId',
+      schema: {
+        params: {
+          type: 'object',
+          required: ['roomId', 'eventType', 'txnId'],
+          properties: { ...roomParams.properties, eventType: identifierParam, txnId: identifierParam },
+        },
+        body: { type: 'object' },
+      },
+      handler: async (request) => {
+        const { userId, deviceId } = await requireUser(request)
+        const { eventType, txnId } = request.params
+        const roomId = await joinedRoom(request.params.roomId, userId)
+        const eventId = await sendOne(roomId, { type: eventType, sender: userId, content: request.body, txn: { deviceId, txnId } })
+        return { event_id: eventId }
+      },
+    })
+
+    for (const path of ['/rooms/:roomId/state/:eventType', '/rooms/:roomId/state/:eventType/:stateKey']) {
+      clientRoute<{ Params: RoomParams & { eventType: string; stateKey?: string }; Body: Record<string, unknown> }>(app, {
+        method: 'PUT',
+        path,
+        schema: {
+          params: {
+            type: 'object',
+            required: ['roomId', 'eventType'],
+            properties: { ...roomParams.properties, eventType: identifierParam, stateKey: { type: 'string', maxLength: maxIdentifierLength } },
+          },
+          body: { type: 'object' },
+        },
+        handler: async (request) => {
+          const { userId } = await requireUser(request)
+          const { eventType, stateKey = '' } = request.params
+          // Membership through the state API is authorized by the persister alone (a join is not yet joined).
+          const roomId = eventType === 'm.room.member' ? await existingRoom(request.params.roomId) : await joinedRoom(request.params.roomId, userId)
+          const eventId = await sendOne(roomId, { type: eventType, state_key: stateKey, sender: userId, content: request.body })
+          return { event_id: eventId }
+        },
+      })
+    }
+
+    clientRoute<{ Params: RoomParams & { eventId: string; txnId: string }; Body: { reason?: string } }>(app, {
+      method: 'PUT',
+      path: '/rooms/:roomId/redact/:eventId/:txnId',
+      preValidation: emptyBodyAsObject,
+      schema: {
+        params: {
+          type: 'object',
+          required: ['roomId', 'eventId', 'txnId'],
+          properties: { ...roomParams.properties, eventId: identifierParam, txnId: identifierParam },
+        },
+        body: optionalReasonBody,
+      },
+      handler: async (request) => {
+        const { userId, deviceId } = await requireUser(request)
+        const { eventId, txnId } = request.params
+        const roomId = await joinedRoom(request.params.roomId, userId)
+        const target = await getEvent(db, eventId)
+        if (target === undefined || target.roomId !== roomId) throw notFound(`Unknown event ${eventId}`)
+        const content = { redacts: eventId, ...(request.body.reason !== undefined && { reason: request.body.reason }) }
+        const redaction = await sendOne(roomId, { type: 'm.room.redaction', sender: userId, content, redacts: eventId, txn: { deviceId, txnId } })
+        return { event_id: redaction }
+      },
+    })
+  }
+}
+
+/** An m.room.member event of `sender` about `target`. */
+function member(sender: string, target: string, membership: string, reason: string | undefined, extra: Record<string, string> = {}): NewEvent {
+  return { type: 'm.room.member', state_key: target, sender, content: { membership, ...extra, ...(reason !== undefined && { reason }) } }
+}
