@@ -1,0 +1,243 @@
+/**
+ * The end-to-end benchmark (issue 7): the load generator (loadgen.ts) against real topologies
+ * started with the `myelin` command on a durable PostgreSQL, next to a baseline measured in the
+ * same run: the same load generator against a trivial HTTP server on the same machine (the ceiling
+ * of the client and HTTP stack alone).
+ *
+ * Topologies: monolith (`myelin run`, worker_app main); `myelin cluster` with 1 api worker + 2
+ * persisters + Redis; 1 api worker + 4 persisters + Redis. Each gets a fresh database.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import Fastify from 'fastify'
+import pg from 'pg'
+import { runLoad, type LoadOptions, type LoadResult } from './loadgen.js'
+
+const myelinBin = fileURLToPath(new URL('../../bin/myelin', import.meta.url))
+
+export interface E2eContext {
+  /** Superuser URL of the benchmark PostgreSQL (any database). */
+  readonly adminUrl: string
+  readonly redisUrl: string
+  readonly quick: boolean
+  readonly progress: (line: string) => void
+}
+
+export interface E2eResult {
+  readonly benchmark: 'e2e'
+  readonly topology: string
+  readonly distribution: LoadOptions['distribution']
+  readonly concurrency: number
+  readonly result: LoadResult
+  /** Machine CPU time (all processes, load generator included) per event, ms. */
+  readonly cpuMsPerEvent: number
+  /** Myelin's processes only (router, api workers, persisters), ms per event. */
+  readonly myelinCpuMsPerEvent: number
+  readonly baselineEventsPerS: number
+  /** events/s of Myelin over the HTTP-only baseline. */
+  readonly ratio: number
+}
+
+/** Total and idle jiffies of the machine (/proc/stat). */
+function machineCpu(): { busy: number } {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0] as string
+  const fields = line.trim().split(/\s+/).slice(1).map(Number)
+  const idle = (fields[3] ?? 0) + (fields[4] ?? 0)
+  const total = fields.reduce((a, b) => a + b, 0)
+  return { busy: total - idle }
+}
+
+/** CPU jiffies (user + system) of a process and its children that exited. */
+function processCpu(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return Number(fields[11]) + Number(fields[12])
+  } catch {
+    return 0
+  }
+}
+
+const jiffyMs = 10
+
+/** Starts `bin/myelin args` and resolves with the child and the first stdout line `parse` accepts. */
+function startMyelin<T>(args: string[], parse: (line: string) => T | undefined, env: Record<string, string> = {}): Promise<{ child: ChildProcess; ready: T }> {
+  const child = spawn(myelinBin, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, MYELIN_LOG_LEVEL: 'warn', ...env } })
+  const tail: string[] = []
+  createInterface({ input: child.stderr! }).on('line', (l) => tail.push(l) > 50 && tail.shift())
+  return new Promise((resolve, reject) => {
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      const ready = parse(line)
+      if (ready !== undefined) resolve({ child, ready })
+    })
+    child.once('exit', (code) => reject(new Error(`myelin ${args[0]} exited (${code}):\n${tail.join('\n')}`)))
+  })
+}
+
+function stopChild(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null) return resolve()
+    child.once('exit', () => resolve())
+    child.kill('SIGTERM')
+  })
+}
+
+function json(line: string): Record<string, unknown> | undefined {
+  try {
+    return JSON.parse(line) as Record<string, unknown>
+  } catch {
+    return undefined
+  }
+}
+
+async function freshDatabase(adminUrl: string, name: string): Promise<string> {
+  const admin = new pg.Client({ connectionString: adminUrl })
+  await admin.connect()
+  try {
+    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+    await admin.query(`CREATE DATABASE ${name}`)
+  } finally {
+    await admin.end()
+  }
+  const url = new URL(adminUrl)
+  url.pathname = `/${name}`
+  return url.toString()
+}
+
+interface Topology {
+  readonly name: string
+  start(databaseUrl: string, dir: string, redisUrl: string): Promise<{ baseUrl: string; pids: () => number[]; stop(): Promise<void> }>
+}
+
+const signingKey = 'ed25519 a_bench l2Fk0rVHqWwUjyHhnAXtOq6SfSBd3YCVLHRYzkl8Znc'
+
+const monolith: Topology = {
+  name: 'monolith',
+  async start(databaseUrl, dir) {
+    const config = join(dir, 'main.yaml')
+    await writeFile(
+      config,
+      [
+        'server_name: bench.local',
+        `database: { url: "${databaseUrl}", pool_size: 20 }`,
+        'replication_secret: "bench-replication-secret-0123"',
+        `signing_key: "${signingKey}"`,
+        'log_level: warn',
+        'listeners: [{ port: 0, resources: [client, metrics, health] }]',
+      ].join('\n'),
+    )
+    const { child, ready } = await startMyelin(['run', '--config', config], (line) => {
+      const j = json(line)
+      return j?.listening === true ? (j.port as number) : undefined
+    })
+    return { baseUrl: `http://127.0.0.1:${ready}`, pids: () => [child.pid as number], stop: () => stopChild(child) }
+  },
+}
+
+function cluster(persisters: number): Topology {
+  return {
+    name: `1 api + ${persisters} persisters + redis`,
+    async start(databaseUrl, dir, redisUrl) {
+      const { child, ready } = await startMyelin(
+        ['cluster', '--database', databaseUrl, '--redis', redisUrl, '--persisters', String(persisters), '--api-workers', '1', '--port', '0', '--data', dir, '--server-name', 'bench.local'],
+        (line) => {
+          const j = json(line)
+          return j?.ready === true ? (j as { client_url: string; processes: { pid: number }[] }) : undefined
+        },
+      )
+      return { baseUrl: ready.client_url, pids: () => [child.pid as number, ...ready.processes.map((p) => p.pid)], stop: () => stopChild(child) }
+    },
+  }
+}
+
+/** The baseline: a fastify server answering every request like a send, no storage. */
+async function httpBaseline(options: Omit<LoadOptions, 'baseUrl'>): Promise<LoadResult> {
+  const app = Fastify()
+  let n = 0
+  app.post('/_matrix/client/v3/register', async (req) => ({ user_id: `@${(req.body as { username: string }).username}:b`, access_token: `t${n++}` }))
+  app.post('/_matrix/client/v3/createRoom', async () => ({ room_id: `!r${n++}:b` }))
+  app.post('/_matrix/client/v3/join/:room', async (req) => ({ room_id: (req.params as { room: string }).room }))
+  app.put('/_matrix/client/v3/rooms/:room/send/:type/:txn', async () => ({ event_id: `$e${n++}` }))
+  const recent: string[] = []
+  app.addHook('onSend', async (req, _reply, payload) => {
+    if (req.method === 'PUT' && typeof payload === 'string') recent.push(JSON.parse(payload).event_id as string)
+    return payload
+  })
+  app.get('/_matrix/client/v3/sync', async (req) => {
+    const since = (req.query as { since?: string }).since
+    if (since === undefined) return { next_batch: '0' }
+    for (let waited = 0; recent.length === 0 && waited < 5000; waited += 5) await new Promise((r) => setTimeout(r, 5))
+    const events = recent.splice(0).map((event_id) => ({ event_id }))
+    return { next_batch: String(n), rooms: { join: Object.fromEntries([...probeRooms].map((r) => [r, { timeline: { events } }])) } }
+  })
+  const probeRooms = new Set<string>()
+  app.addHook('onSend', async (req, _reply, payload) => {
+    if (req.url.endsWith('/createRoom') && typeof payload === 'string') probeRooms.add(JSON.parse(payload).room_id as string)
+    return payload
+  })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const address = app.server.address()
+  const port = typeof address === 'object' && address !== null ? address.port : 0
+  try {
+    return await runLoad({ ...options, baseUrl: `http://127.0.0.1:${port}` })
+  } finally {
+    await app.close()
+  }
+}
+
+/**
+ * Runs every topology at C=64 with Zipf-skewed rooms (one room ≈ 27% of traffic), the
+ * 2-persister topology also uniformly, each next to the HTTP baseline.
+ */
+export async function run(ctx: E2eContext): Promise<E2eResult[]> {
+  const durationS = ctx.quick ? 4 : 20
+  const load = { users: 64, rooms: ctx.quick ? 8 : 32, concurrency: 64, durationS, progress: ctx.progress }
+  const plans: { topology: Topology; distribution: LoadOptions['distribution'] }[] = ctx.quick
+    ? [{ topology: cluster(2), distribution: 'zipf' }]
+    : [
+        { topology: monolith, distribution: 'zipf' },
+        { topology: cluster(2), distribution: 'zipf' },
+        { topology: cluster(2), distribution: 'uniform' },
+        { topology: cluster(4), distribution: 'zipf' },
+      ]
+  ctx.progress('e2e: HTTP-only baseline')
+  const baseline = await httpBaseline({ ...load, distribution: 'zipf' })
+  const results: E2eResult[] = []
+  for (const [i, plan] of plans.entries()) {
+    ctx.progress(`e2e [${i + 1}/${plans.length}]: ${plan.topology.name}, ${plan.distribution}, C=${load.concurrency}, ${durationS} s`)
+    const dir = await mkdtemp(join(tmpdir(), 'myelin-e2e-'))
+    const databaseUrl = await freshDatabase(ctx.adminUrl, `myelin_e2e_${i}`)
+    await new Promise<void>((resolve, reject) => {
+      const m = spawn(myelinBin, ['migrate', 'up', '--database', databaseUrl], { stdio: 'ignore' })
+      m.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`migrate exited ${code}`))))
+    })
+    const deployment = await plan.topology.start(databaseUrl, dir, ctx.redisUrl)
+    try {
+      const cpu0 = machineCpu().busy
+      const pids = deployment.pids()
+      const own0 = pids.reduce((sum, pid) => sum + processCpu(pid), 0)
+      const result = await runLoad({ ...load, baseUrl: deployment.baseUrl, distribution: plan.distribution })
+      const events = Math.max(1, result.events)
+      results.push({
+        benchmark: 'e2e',
+        topology: plan.topology.name,
+        distribution: plan.distribution,
+        concurrency: load.concurrency,
+        result,
+        cpuMsPerEvent: Math.round(((machineCpu().busy - cpu0) * jiffyMs * 1000) / events) / 1000,
+        myelinCpuMsPerEvent: Math.round(((pids.reduce((sum, pid) => sum + processCpu(pid), 0) - own0) * jiffyMs * 1000) / events) / 1000,
+        baselineEventsPerS: baseline.eventsPerS,
+        ratio: Math.round((result.eventsPerS / Math.max(1, baseline.eventsPerS)) * 1000) / 1000,
+      })
+    } finally {
+      await deployment.stop()
+      await rm(dir, { recursive: true, force: true })
+    }
+  }
+  return results
+}
