@@ -206,13 +206,24 @@ function defaultRegistry(config: MyelinConfig): Registry {
   return registry
 }
 
-/** Starts the bus; when it is not up in time the process still starts (trackers poll, the bus reconnects). */
+/** How long a starting process waits for the bus before it serves anyway (trackers poll meanwhile). */
+const busStartWaitMs = 1_000
+
+/**
+ * Starts the bus, waiting at most `busStartWaitMs`: a process restarted during a bus outage must
+ * serve its rooms at once (readers poll Postgres while the bus is down; it keeps reconnecting in
+ * the background and every component catches up on its `up`).
+ */
 async function startBus(bus: Bus, log: Logger): Promise<void> {
-  try {
-    await bus.start()
-  } catch (err) {
-    log.warn({ err, transport: bus.transport }, 'bus not reachable at startup; polling Postgres until it is')
-  }
+  const started = bus.start().then(
+    () => true,
+    (err: unknown) => {
+      log.warn({ err, transport: bus.transport }, 'bus not reachable at startup; polling Postgres until it is')
+      return false
+    },
+  )
+  const up = await Promise.race([started, new Promise<false>((resolve) => setTimeout(() => resolve(false), busStartWaitMs).unref())])
+  if (!up && bus.state !== 'up') log.warn({ transport: bus.transport, waitedMs: busStartWaitMs }, 'starting without the bus; it keeps reconnecting')
 }
 
 function remoteSender(

@@ -1,0 +1,82 @@
+import { randomBytes } from 'node:crypto'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { expect } from 'chai'
+import { createTestDatabase, redisUrl, type TestDatabase } from '../../support/db.js'
+import { eventually, loadSend, runLoad } from './load.js'
+import { expectSendsExactlyOnce } from './stored-events.js'
+import { startSyncLoop } from './sync-loop.js'
+import { apiSend, createRoomsOnEveryWriter, register, startTestCluster, type TestCluster } from './test-cluster.js'
+
+const sends = 200
+const killAfterAcks = 50
+
+/**
+ * The Matrix client's view of a crash: `myelin cluster` (2 persisters, 1 api worker, Redis),
+ * rooms made with `POST /createRoom`, messages sent with `PUT /rooms/{id}/send/…/{txnId}` and read
+ * with `/sync`, all through the router; a child is SIGKILLed under load and clients retry failed
+ * sends with the same txn ID until 200.
+ */
+describe('client API through the router: crash under load (real processes, SIGKILL a child)', function () {
+  this.timeout(90_000)
+  let t: TestDatabase
+  let dir: string
+  let cluster: TestCluster
+  let user: { access_token: string; user_id: string; device_id: string }
+  let rooms: string[]
+
+  before(async () => {
+    t = await createTestDatabase()
+    dir = await mkdtemp(join(tmpdir(), 'myelin-client-crash-'))
+    cluster = await startTestCluster({ databaseUrl: t.url, redisUrl: redisUrl(), dataDir: dir })
+    user = await register(cluster.run.ready.client_url, 'carol')
+    rooms = await createRoomsOnEveryWriter(cluster, user.access_token, 2)
+  })
+  after(async () => {
+    await cluster?.stop()
+    await rm(dir, { recursive: true, force: true })
+    await t?.drop()
+  })
+
+  /** Sends from 32 concurrent clients, `crash()` after `killAfterAcks` acks, then checks storage and /sync. */
+  async function loadWithCrash(crash: () => void): Promise<{ syncFailures: number }> {
+    const label = randomBytes(3).toString('hex')
+    const base = cluster.run.ready.client_url
+    const sync = startSyncLoop(base, user.access_token)
+    const acked = new Map<number, string>()
+    let crashed = false
+    try {
+      await runLoad(sends, 32, async (i) => {
+        const { txnId, body } = loadSend(label, i)
+        acked.set(i, await apiSend(base, user.access_token, rooms[i % rooms.length]!, txnId, body))
+        if (acked.size >= killAfterAcks && !crashed) {
+          crashed = true
+          crash()
+        }
+      })
+      expect(crashed, 'the crash happened during the load').to.equal(true)
+      await eventually('sync delivered every acknowledged event', () => [...acked.values()].every((id) => sync.seen.has(id)))
+    } finally {
+      await sync.stop()
+    }
+    await expectSendsExactlyOnce(t.db, rooms, label, acked, sync)
+    return { syncFailures: sync.failures }
+  }
+
+  // The router fails a send over to the api worker when the owner is unreachable (or the
+  // connection reset before an answer: PUT is idempotent), and the api worker's replication
+  // sender retries until the owner is back, so clients may never see the crash; their own
+  // retries (same txn) cover what is left (502/503 answers).
+  it('SIGKILL of a room owner persister: every send gives one event, seen once by /sync', async () => {
+    const victim = cluster.shardMap.ownerOf(rooms[0]!)
+    await loadWithCrash(() => process.kill(cluster.pidOf(victim), 'SIGKILL'))
+    expect(cluster.restartsOf(victim), `${victim} crashed and was restarted`).to.equal(1)
+  })
+
+  it('SIGKILL of the api worker: sends and /sync continue; nothing lost or repeated', async () => {
+    const { syncFailures } = await loadWithCrash(() => process.kill(cluster.pidOf('api1'), 'SIGKILL'))
+    expect(cluster.restartsOf('api1'), 'api1 crashed and was restarted').to.equal(1)
+    expect(syncFailures, 'syncs that failed while the api worker restarted').to.be.greaterThan(0)
+  })
+})
