@@ -28,6 +28,7 @@ export interface ClusterFlags {
   port: number
   host: string
   serverName: string
+  logLevel: string
 }
 
 /** The generated deployment: one shared config, one worker file per process. */
@@ -55,6 +56,7 @@ export function clusterLayout(options: {
   persisterPorts: readonly number[]
   apiWorkers: number
   serverName: string
+  logLevel?: string
   secrets: { replication_secret: string; signing_key: string; registration_shared_secret: string }
 }): ClusterLayout {
   const persisters = options.persisterPorts.map((port, i) => ({ name: `persister${i + 1}`, port }))
@@ -68,6 +70,7 @@ export function clusterLayout(options: {
     instance_map: Object.fromEntries(persisters.map((p) => [p.name, { host: '127.0.0.1', port: p.port }])),
     stream_writers: { events: persisters.map((p) => p.name) },
     run_background_tasks_on: persisters[0]?.name,
+    ...(options.logLevel !== undefined && { log_level: options.logLevel }),
   }
   const workers = [
     ...persisters.map((p) => ({
@@ -117,6 +120,7 @@ export function clusterCommand(): Command {
     .addOption(new Option('--port <port>', 'router port').default(8008).argParser(count('--port', 0, 65535)))
     .option('--host <address>', 'router address', '127.0.0.1')
     .option('--server-name <name>', 'the homeserver name in user and room IDs', 'localhost')
+    .addOption(new Option('--log-level <level>', "the processes' log level (info logs every request)").choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'))
     .action(async (flags: ClusterFlags) => {
       if (!flags.embedded && !flags.database) throw new UsageError('pass --embedded or --database URL')
       // Logs go to stderr: stdout carries only the ready line.
@@ -156,6 +160,7 @@ async function runCluster(flags: ClusterFlags, log: Logger): Promise<void> {
       persisterPorts: await Promise.all(Array.from({ length: flags.persisters }, () => freePort())),
       apiWorkers: flags.apiWorkers,
       serverName: flags.serverName,
+      logLevel: flags.logLevel,
       secrets: await loadOrCreateSecrets(dataDir),
     })
     const config = parseConfig(layout.shared)

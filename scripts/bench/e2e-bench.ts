@@ -144,7 +144,7 @@ function cluster(persisters: number): Topology {
     name: `1 api + ${persisters} persisters + redis`,
     async start(databaseUrl, dir, redisUrl) {
       const { child, ready } = await startMyelin(
-        ['cluster', '--database', databaseUrl, '--redis', redisUrl, '--persisters', String(persisters), '--api-workers', '1', '--port', '0', '--data', dir, '--server-name', 'bench.local'],
+        ['cluster', '--database', databaseUrl, '--redis', redisUrl, '--persisters', String(persisters), '--api-workers', '1', '--port', '0', '--data', dir, '--server-name', 'bench.local', '--log-level', 'warn'],
         (line) => {
           const j = json(line)
           return j?.ready === true ? (j as { client_url: string; processes: { pid: number }[] }) : undefined
