@@ -1,0 +1,69 @@
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { expect } from 'chai'
+import { adminUrl, redisUrl } from '../../support/db.js'
+
+const runScript = fileURLToPath(new URL('../../../scripts/bench/run.ts', import.meta.url))
+
+interface Run {
+  readonly code: number | null
+  readonly lines: Record<string, unknown>[]
+  readonly stderr: string
+}
+
+function runBench(args: readonly string[]): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', runScript, ...args], {
+      env: { ...process.env, MYELIN_TEST_DATABASE_URL: adminUrl(), MYELIN_TEST_REDIS_URL: redisUrl() },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+    const timer = setTimeout(() => child.kill('SIGKILL'), 150_000)
+    child.once('error', reject)
+    child.once('close', (code) => {
+      clearTimeout(timer)
+      const lines = stdout
+        .split('\n')
+        .filter((line) => line.trim() !== '')
+        .map((line) => JSON.parse(line) as Record<string, unknown>)
+      resolve({ code, lines, stderr })
+    })
+  })
+}
+
+describe('make bench (scripts/bench/run.ts --quick)', function () {
+  this.timeout(180_000)
+
+  it('prints a machine line, then results with positive ratios referencing it', async () => {
+    const { code, lines, stderr } = await runBench(['--quick', '--only', 'streams,persister,persister-stored'])
+    expect(code, stderr).to.equal(0)
+    const [machine, ...results] = lines
+    expect(machine).to.include({ kind: 'machine' })
+    expect(machine?.['cores']).to.be.a('number').above(0)
+    expect(machine?.['durability']).to.have.property('fsync')
+    expect(results.map((r) => r['benchmark'])).to.have.members([
+      'streams.ids',
+      'streams.propagation',
+      'streams.propagation',
+      'persister.throughput',
+      'persister.stored',
+    ])
+    for (const result of results) {
+      expect(result, JSON.stringify(result)).to.include({ kind: 'result', machine: machine?.['id'] })
+      expect(result['ratio'], JSON.stringify(result)).to.be.a('number').above(0)
+      expect(Number.isFinite(result['ratio'])).to.equal(true)
+      expect(result['ratioMeaning']).to.be.a('string')
+    }
+    expect(stderr).to.match(/streams: done/)
+  })
+
+  it('rejects an unknown benchmark name without running anything', async () => {
+    const { code, lines, stderr } = await runBench(['--quick', '--only', 'nope'])
+    expect(code).to.not.equal(0)
+    expect(lines).to.deep.equal([])
+    expect(stderr).to.match(/unknown benchmark nope/)
+  })
+})
