@@ -148,13 +148,15 @@ export function authorizeEvent(event: AuthEventInput, state: RoomState, context:
  * `maxPduBytes` bytes of canonical JSON, and `sender`, `room_id`, `state_key`, `type` and
  * `event_id` (when present) at most `maxPduIdentifierBytes` UTF-8 bytes each.
  *
+ * `canonicalJson`, when the caller already encoded the PDU, saves encoding it again.
+ *
  * @throws StorageError `ES_BAD_EVENT` when the PDU is not canonical-JSON encodable.
  *
  * @example
- * const size = checkEventSize(signedPdu)
+ * const size = checkEventSize(signedPdu, encodeCanonicalJson(signedPdu))
  * if (!size.ok) throw new StorageError('ES_EVENT_TOO_LARGE', size.reason)
  */
-export function checkEventSize(pdu: Readonly<Record<string, unknown>>): AuthResult {
+export function checkEventSize(pdu: Readonly<Record<string, unknown>>, canonicalJson?: string): AuthResult {
   for (const key of ['sender', 'room_id', 'state_key', 'type', 'event_id']) {
     const value = pdu[key]
     const bytes = typeof value === 'string' ? Buffer.byteLength(value, 'utf8') : 0
@@ -162,7 +164,7 @@ export function checkEventSize(pdu: Readonly<Record<string, unknown>>): AuthResu
       return denied(`${key} is ${bytes} bytes; the limit is ${maxPduIdentifierBytes}`)
     }
   }
-  const size = canonicalJsonBytes(pdu).length
+  const size = canonicalJson === undefined ? canonicalJsonBytes(pdu).length : Buffer.byteLength(canonicalJson, 'utf8')
   if (size > maxPduBytes) {
     return denied(`the event is ${size.toLocaleString('en-US')} bytes of canonical JSON; the limit is 65,536`)
   }

@@ -1,8 +1,7 @@
-import { encodeCanonicalJson } from '../storage/events/canonical-json.js'
-import { computeContentHash, computeEventId } from '../storage/events/event-hashes.js'
-import type { JsonObject } from '../storage/events/redaction.js'
-import { signEvent } from '../storage/events/signing.js'
-import type { SigningKey } from '../storage/events/signing.js'
+import { canonicalJsonBytes, encodeCanonicalJson } from '../storage/events/canonical-json.js'
+import { computeContentHash, eventIdOfRedactedBytes } from '../storage/events/event-hashes.js'
+import { redactedView, type JsonObject } from '../storage/events/redaction.js'
+import { signBytes, type SigningKey } from '../storage/events/signing.js'
 
 /** The fields of a room version 11 PDU the persister decides, besides the client's. */
 export interface PduFields {
@@ -48,7 +47,9 @@ export function buildPdu(fields: PduFields, serverName: string, key: SigningKey)
   }
   if (fields.stateKey !== undefined) unsigned['state_key'] = fields.stateKey
   const hashed = { ...unsigned, hashes: { sha256: computeContentHash(unsigned) } }
-  const eventId = computeEventId(hashed)
-  const pdu = signEvent(hashed, serverName, key)
-  return { eventId, pdu, json: encodeCanonicalJson(pdu) }
+  // The reference hash and the signature cover the same bytes: the redacted PDU without
+  // `signatures` and `unsigned` (it has neither yet). Encode them once.
+  const redactedBytes = canonicalJsonBytes(redactedView(hashed))
+  const pdu = { ...hashed, signatures: { [serverName]: { [key.keyId]: signBytes(redactedBytes, key) } } }
+  return { eventId: eventIdOfRedactedBytes(redactedBytes), pdu, json: encodeCanonicalJson(pdu) }
 }

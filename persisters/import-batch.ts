@@ -172,7 +172,7 @@ function checkPdu(roomId: string, raw: JsonObject): ImportedPdu | string | { too
     throw err
   }
   if (claimedId !== undefined && claimedId !== eventId) return `event_id ${String(claimedId)} does not match the reference hash (${eventId})`
-  const size = checkEventSize(pdu)
+  const size = checkEventSize(pdu, json)
   if (!size.ok) return { tooLarge: size.reason }
   return {
     eventId,

@@ -273,7 +273,7 @@ function buildEvent(
     if (err instanceof StorageError) return new RejectedEventError('ES_BAD_EVENT', index, err.message)
     throw err
   }
-  const size = checkEventSize(built.pdu)
+  const size = checkEventSize(built.pdu, built.json)
   if (!size.ok) return new RejectedEventError('ES_EVENT_TOO_LARGE', index, size.reason)
   return {
     eventId: built.eventId,

@@ -213,8 +213,10 @@ export async function run(ctx: E2eContext): Promise<E2eResult[]> {
     const dir = await mkdtemp(join(tmpdir(), 'myelin-e2e-'))
     const databaseUrl = await freshDatabase(ctx.adminUrl, `myelin_e2e_${i}`)
     await new Promise<void>((resolve, reject) => {
-      const m = spawn(myelinBin, ['migrate', 'up', '--database', databaseUrl], { stdio: 'ignore' })
-      m.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`migrate exited ${code}`))))
+      const m = spawn(myelinBin, ['migrate', 'up', '--database', databaseUrl], { stdio: ['ignore', 'ignore', 'pipe'] })
+      let stderr = ''
+      m.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+      m.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`migrate exited ${code}: ${stderr.slice(-2000)}`))))
     })
     const deployment = await plan.topology.start(databaseUrl, dir, ctx.redisUrl)
     try {

@@ -1,4 +1,4 @@
-import type { Insertable, Transaction } from 'kysely'
+import type { Insertable, OperationNodeSource, QueryCreator, Transaction } from 'kysely'
 import type {
   CurrentStateEventsTable,
   Database,
@@ -38,27 +38,58 @@ export interface EventBatchRows {
 const maxParameters = 60_000
 
 /**
- * Inserts a batch's rows, one statement per non-empty table (events before the rows that
- * describe them).
+ * Inserts a batch's rows in one statement (each table's insert a data-modifying CTE of it), or,
+ * for a batch beyond the protocol's parameter limit, one statement per table and chunk.
  *
  * @example
  * await appendEventRows(trx, { events, eventJson, edges, stateEvents: [], redactions: [],
  *   memberships: [], txnIds: [], replicationRequests: [] })
  */
 export async function appendEventRows(trx: Transaction<Database>, rows: EventBatchRows): Promise<void> {
-  for (const chunk of chunks(rows.events, 13)) await trx.insertInto('events').values(chunk).execute()
-  for (const chunk of chunks(rows.eventJson, 3)) await trx.insertInto('event_json').values(chunk).execute()
-  for (const chunk of chunks(rows.edges, 3)) {
-    await trx.insertInto('event_edges').values(chunk).onConflict((oc) => oc.doNothing()).execute()
+  const tables: { readonly rows: readonly object[]; readonly columns: number; readonly insert: TableInsert }[] = [
+    { rows: rows.events, columns: 13, insert: (db, chunk) => db.insertInto('events').values(chunk as Insertable<EventsTable>[]) },
+    { rows: rows.eventJson, columns: 3, insert: (db, chunk) => db.insertInto('event_json').values(chunk as Insertable<EventJsonTable>[]) },
+    {
+      rows: rows.edges,
+      columns: 3,
+      insert: (db, chunk) =>
+        db
+          .insertInto('event_edges')
+          .values(chunk as Insertable<EventEdgesTable>[])
+          .onConflict((oc) => oc.doNothing()),
+    },
+    { rows: rows.stateEvents, columns: 5, insert: (db, chunk) => db.insertInto('state_events').values(chunk as Insertable<StateEventsTable>[]) },
+    { rows: rows.redactions, columns: 2, insert: (db, chunk) => db.insertInto('redactions').values(chunk as Insertable<RedactionsTable>[]) },
+    { rows: rows.memberships, columns: 7, insert: (db, chunk) => db.insertInto('room_memberships').values(chunk as Insertable<RoomMembershipsTable>[]) },
+    { rows: rows.txnIds, columns: 6, insert: (db, chunk) => db.insertInto('event_txn_ids').values(chunk as Insertable<EventTxnIdsTable>[]) },
+    {
+      rows: rows.replicationRequests,
+      columns: 4,
+      insert: (db, chunk) => db.insertInto('replication_requests').values(chunk as Insertable<ReplicationRequestsTable>[]),
+    },
+  ]
+  const inserts = tables.filter((table) => table.rows.length > 0)
+  if (inserts.length === 0) return
+  const parameters = inserts.reduce((sum, table) => sum + table.rows.length * table.columns, 0)
+  if (parameters > maxParameters) {
+    for (const table of inserts) for (const chunk of chunks(table.rows, table.columns)) await table.insert(trx, chunk).execute()
+    return
   }
-  for (const chunk of chunks(rows.stateEvents, 5)) await trx.insertInto('state_events').values(chunk).execute()
-  for (const chunk of chunks(rows.redactions, 2)) await trx.insertInto('redactions').values(chunk).execute()
-  for (const chunk of chunks(rows.memberships, 7)) await trx.insertInto('room_memberships').values(chunk).execute()
-  for (const chunk of chunks(rows.txnIds, 6)) await trx.insertInto('event_txn_ids').values(chunk).execute()
-  for (const chunk of chunks(rows.replicationRequests, 4)) {
-    await trx.insertInto('replication_requests').values(chunk).execute()
-  }
+  // One round trip instead of one per table (5 to 8): every insert but the last is a CTE, and
+  // PostgreSQL runs data-modifying CTEs whether or not the outer statement reads them.
+  const last = inserts.pop() as (typeof inserts)[number]
+  let creator = trx as unknown as WithChain
+  inserts.forEach((table, k) => {
+    creator = creator.with(`w${k}`, (db) => table.insert(db, table.rows))
+  })
+  await last.insert(creator, last.rows).execute()
 }
+
+/** An insert of `chunk` into one table of the batch, built on `db` (the transaction or a WITH chain). */
+type TableInsert = (db: QueryCreator<Database>, chunk: readonly object[]) => { execute(): Promise<unknown> } & OperationNodeSource
+
+/** `QueryCreator.with` for CTEs that are inserts without RETURNING (kysely types a CTE by its output). */
+type WithChain = QueryCreator<Database> & { with(name: string, query: (db: QueryCreator<Database>) => OperationNodeSource): WithChain }
 
 /**
  * Upserts current state entries. At most one row per (room_id, type, state_key) — the caller
@@ -90,11 +121,23 @@ export async function upsertCurrentState(trx: Transaction<Database>, rows: reado
  * await replaceForwardExtremities(trx, roomId, ['$latest'])
  */
 export async function replaceForwardExtremities(trx: Transaction<Database>, roomId: string, eventIds: readonly string[]): Promise<void> {
-  await trx.deleteFrom('event_forward_extremities').where('room_id', '=', roomId).execute()
-  if (eventIds.length === 0) return
+  if (eventIds.length === 0) {
+    await trx.deleteFrom('event_forward_extremities').where('room_id', '=', roomId).execute()
+    return
+  }
+  // One statement: delete the extremities not kept, insert the new ones (a kept one conflicts
+  // with itself and stays).
   await trx
+    .with('dropped', (db) =>
+      db
+        .deleteFrom('event_forward_extremities')
+        .where('room_id', '=', roomId)
+        .where('event_id', 'not in', [...eventIds])
+        .returning('event_id'),
+    )
     .insertInto('event_forward_extremities')
     .values(eventIds.map((event_id) => ({ room_id: roomId, event_id })))
+    .onConflict((oc) => oc.doNothing())
     .execute()
 }
 

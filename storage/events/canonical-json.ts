@@ -47,7 +47,7 @@ const minCanonicalBigInt = BigInt(minCanonicalInteger)
  * encodeCanonicalJson({ n: 1.5 }) // throws StorageError ES_BAD_EVENT
  */
 export function encodeCanonicalJson(value: unknown): string {
-  return encodeValue(value, '$', new Set())
+  return encodeValue(value, ['$'], new Set())
 }
 
 /**
@@ -89,7 +89,9 @@ function isSurrogate(unit: number): boolean {
   return unit >= 0xd800 && unit <= 0xdfff
 }
 
-function encodeValue(value: unknown, path: string, ancestors: Set<object>): string {
+// `path` is a stack of segments ('$', '.key', '[3]') joined only when reporting a problem: building
+// a path string per member cost as much as encoding the member.
+function encodeValue(value: unknown, path: string[], ancestors: Set<object>): string {
   switch (typeof value) {
     case 'string':
       return encodeString(value, path)
@@ -113,31 +115,39 @@ function encodeValue(value: unknown, path: string, ancestors: Set<object>): stri
   }
 }
 
-function encodeContainer(value: object, path: string, ancestors: Set<object>): string {
+function encodeContainer(value: object, path: string[], ancestors: Set<object>): string {
   if (ancestors.has(value)) throw bad(path, 'the structure is cyclic')
   ancestors.add(value)
   let text: string
   if (Array.isArray(value)) {
-    text = `[${value.map((item, i) => encodeValue(item, `${path}[${i}]`, ancestors)).join(',')}]`
+    text = '['
+    for (let i = 0; i < value.length; i++) {
+      path.push(`[${i}]`)
+      text += (i === 0 ? '' : ',') + encodeValue(value[i], path, ancestors)
+      path.pop()
+    }
+    text += ']'
   } else {
     const proto: unknown = Object.getPrototypeOf(value)
     if (proto !== Object.prototype && proto !== null) {
       throw bad(path, `a ${value.constructor?.name ?? 'non-plain'} object has no canonical JSON form`)
     }
     const record = value as Record<string, unknown>
-    const members = Object.keys(record)
-      .sort(compareCodePoints)
-      .map((key) => {
-        const child = `${path}.${key.length > 64 ? `${key.slice(0, 64)}…` : key}`
-        return `${encodeString(key, child)}:${encodeValue(record[key], child, ancestors)}`
-      })
-    text = `{${members.join(',')}}`
+    const keys = Object.keys(record).sort(compareCodePoints)
+    text = '{'
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i] as string
+      path.push(`.${key.length > 64 ? `${key.slice(0, 64)}…` : key}`)
+      text += `${i === 0 ? '' : ','}${encodeString(key, path)}:${encodeValue(record[key], path, ancestors)}`
+      path.pop()
+    }
+    text += '}'
   }
   ancestors.delete(value)
   return text
 }
 
-function encodeString(value: string, path: string): string {
+function encodeString(value: string, path: readonly string[]): string {
   if (!value.isWellFormed()) throw bad(path, 'a string holds a lone surrogate, which has no UTF-8 form')
   // For well-formed strings JSON.stringify (ES2019 "well-formed JSON.stringify") emits exactly the
   // canonical escapes: `\"`, `\\`, `\b \f \n \r \t`, `\u00xx` lowercase for other controls, and
@@ -145,6 +155,6 @@ function encodeString(value: string, path: string): string {
   return JSON.stringify(value)
 }
 
-function bad(path: string, problem: string): StorageError {
-  return new StorageError('ES_BAD_EVENT', `not encodable as canonical JSON at ${path}: ${problem}`)
+function bad(path: readonly string[], problem: string): StorageError {
+  return new StorageError('ES_BAD_EVENT', `not encodable as canonical JSON at ${path.join('')}: ${problem}`)
 }

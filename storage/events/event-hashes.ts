@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import { StorageError } from '../errors.js'
 import { canonicalJsonBytes } from './canonical-json.js'
-import { redactEvent } from './redaction.js'
+import { redactedView } from './redaction.js'
 import type { JsonObject } from './redaction.js'
 
 /**
@@ -41,7 +41,7 @@ export function computeReferenceHash(pdu: Readonly<JsonObject>): Buffer {
     throw new StorageError('ES_BAD_EVENT', 'a room v3+ PDU must not carry event_id: its ID is derived from its reference hash')
   }
   // Redaction already drops `unsigned` and `age_ts`; only `signatures` survives it.
-  const { signatures: _signatures, ...hashed } = redactEvent(pdu)
+  const { signatures: _signatures, ...hashed } = redactedView(pdu)
   return sha256(hashed)
 }
 
@@ -56,7 +56,22 @@ export function computeReferenceHash(pdu: Readonly<JsonObject>): Buffer {
  * computeEventId(pdu) // e.g. '$Rqnc-F-dvnEYJTyHq_iKxU2bZ1CI92-kuZq3a5lr5Zg'
  */
 export function computeEventId(pdu: Readonly<JsonObject>): string {
-  return `$${computeReferenceHash(pdu).toString('base64url')}`
+  return eventIdOf(computeReferenceHash(pdu))
+}
+
+/**
+ * The event ID of a PDU whose redacted form (without `signatures`) encodes to `redactedBytes`:
+ * for a caller that already holds those bytes because it signs them too (see buildPdu).
+ *
+ * @example
+ * eventIdOfRedactedBytes(canonicalJsonBytes(redactedView(pdu))) === computeEventId(pdu) // for an unsigned pdu
+ */
+export function eventIdOfRedactedBytes(redactedBytes: Uint8Array): string {
+  return eventIdOf(createHash('sha256').update(redactedBytes).digest())
+}
+
+function eventIdOf(referenceHash: Buffer): string {
+  return `$${referenceHash.toString('base64url')}`
 }
 
 function sha256(value: unknown): Buffer {

@@ -77,15 +77,31 @@ export const redactionKeptContentKeys: Readonly<Record<string, readonly string[]
  * // { type: 'm.room.member', sender: '@a:x', state_key: '@a:x', content: { membership: 'join' } }
  */
 export function redactEvent(event: Readonly<JsonObject>): JsonObject {
+  return redactWith(event, structuredClone)
+}
+
+/**
+ * What `redactEvent` keeps, without copying: the result shares its values with `event`, so it is
+ * for reading only. Reference hashes and signatures are computed over it on the persist hot path,
+ * where deep copies were a tenth of the persister's CPU.
+ *
+ * @example
+ * canonicalJsonBytes(redactedView(pdu)) // the bytes an event ID hashes and a signature covers
+ */
+export function redactedView(event: Readonly<JsonObject>): JsonObject {
+  return redactWith(event, (value) => value)
+}
+
+function redactWith(event: Readonly<JsonObject>, copy: <T>(value: T) => T): JsonObject {
   const redacted: JsonObject = {}
   for (const key of redactionKeptTopLevelKeys) {
-    if (key !== 'content' && Object.hasOwn(event, key)) redacted[key] = structuredClone(event[key])
+    if (key !== 'content' && Object.hasOwn(event, key)) redacted[key] = copy(event[key])
   }
-  redacted['content'] = redactContent(event['type'], event['content'])
+  redacted['content'] = redactContent(event['type'], event['content'], copy)
   return redacted
 }
 
-function redactContent(type: unknown, content: unknown): JsonObject {
+function redactContent(type: unknown, content: unknown, copy: <T>(value: T) => T): JsonObject {
   const kept: JsonObject = {}
   if (!isJsonObject(content) || typeof type !== 'string' || !Object.hasOwn(redactionKeptContentKeys, type)) {
     return kept
@@ -94,12 +110,12 @@ function redactContent(type: unknown, content: unknown): JsonObject {
   for (const key of Object.keys(content)) {
     // defineProperty, not assignment: a `__proto__` key (JSON.parse makes it an own key) must stay data.
     if (allowed === '*' || allowed?.includes(key)) {
-      Object.defineProperty(kept, key, { value: structuredClone(content[key]), enumerable: true, writable: true, configurable: true })
+      Object.defineProperty(kept, key, { value: copy(content[key]), enumerable: true, writable: true, configurable: true })
     }
   }
   const invite = content['third_party_invite']
   if (type === 'm.room.member' && isJsonObject(invite)) {
-    kept['third_party_invite'] = Object.hasOwn(invite, 'signed') ? { signed: structuredClone(invite['signed']) } : {}
+    kept['third_party_invite'] = Object.hasOwn(invite, 'signed') ? { signed: copy(invite['signed']) } : {}
   }
   return kept
 }

@@ -39,7 +39,8 @@ export type AllocateIds = (n: number, rooms?: readonly string[]) => Promise<bigi
  *   pins the linear position, Synapse #15595).
  * - After every transaction, and at least every `announceIntervalMs`, the position is stored
  *   in `stream_positions` (`GREATEST`, its own statement, after the transaction ended: it only
- *   ever increases and never covers an uncommitted row) and announced on the bus as
+ *   ever increases and never covers an uncommitted row; with the bus up it is written in the
+ *   background just after publishing, without it before the transaction resolves) and announced on the bus as
  *   `POSITION stream writer prev next rooms`, where `rooms` merges the hints of the committed
  *   IDs in (prev, next]. Announcements of one generator are published in order, with
  *   `prev` = the previous announcement's `next`.
@@ -57,8 +58,9 @@ export interface MultiWriterIdGenerator {
    * hint announced with them (absent = any room). For `backfill` the IDs are negative
    * (-2, -3, …) and ascending in absolute value; for `events` ascending.
    *
-   * After commit or rollback the IDs are finished, the position advances, `stream_positions`
-   * is upserted and the POSITION published, all before this resolves. Errors of `fn` (or of
+   * After commit or rollback the IDs are finished, the position advances and the POSITION is
+   * published before this resolves (`stream_positions` too when the bus is not up; with the
+   * bus up it is upserted just after, in the background). Errors of `fn` (or of
    * the commit) are rethrown after that cleanup. Concurrent calls are allowed.
    *
    * @throws StorageError `ES_UNAVAILABLE` after `close()`; `ES_INVALID_PARAM` from `allocate`
@@ -124,6 +126,9 @@ class IdGenerator implements MultiWriterIdGenerator {
   #stored: bigint
   /** Serializes announcements, so they leave in position order. */
   #announceTail: Promise<void> = Promise.resolve()
+  /** Background `stream_positions` write in progress, and whether another was requested meanwhile. */
+  #storing: Promise<void> | undefined
+  #storeAgain = false
   #timer: NodeJS.Timeout | undefined
   #unsubscribe: (() => void)[] = []
   /** Sequence read in progress, and whether another was requested meanwhile. */
@@ -221,6 +226,7 @@ class IdGenerator implements MultiWriterIdGenerator {
     this.#unsubscribe = []
     await this.#announceTail
     await this.#refreshing
+    await this.#storing
   }
 
   #onMessage(message: BusMessage): void {
@@ -294,31 +300,60 @@ class IdGenerator implements MultiWriterIdGenerator {
   async #announceNow(force: boolean): Promise<void> {
     if (this.#closed && force) return
     const next = this.#state.position
-    if (next > this.#stored) {
-      try {
-        await this.#db
-          .insertInto('stream_positions')
-          .values({ stream_name: this.stream, instance_name: this.writer, stream_id: next })
-          .onConflict((oc) =>
-            oc.columns(['stream_name', 'instance_name']).doUpdateSet({
-              stream_id: sql<bigint>`GREATEST(stream_positions.stream_id, excluded.stream_id)`,
-            }),
-          )
-          .execute()
-        this.#stored = next
-      } catch (err) {
-        this.#log.warn({ err, position: String(next) }, 'could not store the stream position')
+    // With the bus up, readers learn positions from it and read `stream_positions` only to
+    // catch up (restart, gap, reconnect), so the row is written after publishing, off the
+    // transaction's path (it was a second fsync'd commit per batch). Without the bus, readers
+    // poll the table: it is written first.
+    const pushed = this.#bus !== undefined && this.#bus.state === 'up'
+    if (!pushed) await this.#store(next)
+    const prev = this.#announced
+    if (next !== prev || force) {
+      const rooms = this.#state.takeHint(next)
+      this.#announced = next
+      if (pushed) {
+        try {
+          await this.#bus.publish({ type: 'POSITION', stream: this.stream, writer: this.writer, prev, next, rooms })
+        } catch (err) {
+          this.#log.debug({ err, position: String(next) }, 'could not publish the stream position')
+        }
       }
     }
-    const prev = this.#announced
-    if (next === prev && !force) return
-    const rooms = this.#state.takeHint(next)
-    this.#announced = next
-    if (!this.#bus || this.#bus.state !== 'up') return
+    if (pushed) this.#storeInBackground()
+  }
+
+  /** Upserts `stream_positions` to `next` (`GREATEST`) unless a higher position is stored. */
+  async #store(next: bigint): Promise<void> {
+    if (next <= this.#stored) return
     try {
-      await this.#bus.publish({ type: 'POSITION', stream: this.stream, writer: this.writer, prev, next, rooms })
+      await this.#db
+        .insertInto('stream_positions')
+        .values({ stream_name: this.stream, instance_name: this.writer, stream_id: next })
+        .onConflict((oc) =>
+          oc.columns(['stream_name', 'instance_name']).doUpdateSet({
+            stream_id: sql<bigint>`GREATEST(stream_positions.stream_id, excluded.stream_id)`,
+          }),
+        )
+        .execute()
+      if (next > this.#stored) this.#stored = next
     } catch (err) {
-      this.#log.debug({ err, position: String(next) }, 'could not publish the stream position')
+      this.#log.warn({ err, position: String(next) }, 'could not store the stream position')
     }
   }
+
+  /** Stores the current position without blocking the caller; coalesces writes under load. */
+  #storeInBackground(): void {
+    if (this.#storing) {
+      this.#storeAgain = true
+      return
+    }
+    this.#storing = (async () => {
+      do {
+        this.#storeAgain = false
+        await this.#store(this.#state.position)
+      } while (this.#storeAgain)
+    })().finally(() => {
+      this.#storing = undefined
+    })
+  }
+
 }

@@ -1,6 +1,6 @@
 import { expect } from 'chai'
 import fc from 'fast-check'
-import { redactEvent, redactionKeptTopLevelKeys } from '../../../../storage/events/redaction.js'
+import { redactedView, redactEvent, redactionKeptTopLevelKeys } from '../../../../storage/events/redaction.js'
 import type { JsonObject } from '../../../../storage/events/redaction.js'
 
 const base = {
@@ -186,6 +186,18 @@ describe('redactEvent', () => {
         for (const key of Object.keys(content)) {
           expect(event.content).to.have.property(key)
           if (key !== 'third_party_invite') expect(content[key]).to.deep.equal(event.content[key])
+        }
+      }),
+    )
+  })
+
+  it('redactedView should keep exactly what redactEvent keeps, sharing values instead of copying (property)', () => {
+    fc.assert(
+      fc.property(eventArb, (event) => {
+        const view = redactedView(event)
+        expect(view).to.deep.equal(redactEvent(event))
+        for (const key of Object.keys(view)) {
+          if (key !== 'content') expect(view[key]).to.equal((event as JsonObject)[key])
         }
       }),
     )
