@@ -75,9 +75,11 @@ export function roomWriteRoutes(services: RoomServices): FastifyPluginAsync {
 
     /** Like `existingRoom`, and 403 unless `userId` is joined to it. */
     async function joinedRoom(raw: string, userId: string): Promise<string> {
-      const roomId = await existingRoom(raw)
-      if ((await currentMembership(db, roomId, userId)) !== 'join') throw forbidden(`${userId} is not in the room`)
-      return roomId
+      const roomId = checkRoomId(raw)
+      // A joined member proves the room exists: the common case costs one lookup.
+      if ((await currentMembership(db, roomId, userId)) === 'join') return roomId
+      await existingRoom(roomId)
+      throw forbidden(`${userId} is not in the room`)
     }
 
     /** A local user who exists (404 otherwise); users of other servers are 403 (no federation). */
