@@ -1,9 +1,8 @@
 import type { Insertable, Kysely, Transaction } from 'kysely'
 import {
-  advanceRoomHead,
+  advanceRoom,
   appendEventRows,
   insertRoomHead,
-  replaceForwardExtremities,
   upsertCurrentState,
 } from '../storage/events/append-events.js'
 import type { EventBatchRows } from '../storage/events/append-events.js'
@@ -192,12 +191,7 @@ export async function persistBatch(
   })
   if (accepted.length > 0) {
     await upsertCurrentState(trx, currentStateRows(roomId, accepted))
-    await replaceForwardExtremities(
-      trx,
-      roomId,
-      extremities.map((x) => x.eventId),
-    )
-    await advanceRoomHead(trx, roomId, { maxDepth, lastStreamOrdering: lastStreamOrdering as bigint })
+    await advanceRoom(trx, roomId, { extremities: extremities.map((x) => x.eventId), maxDepth, lastStreamOrdering: lastStreamOrdering as bigint })
   }
 
   return {

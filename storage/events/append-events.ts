@@ -115,33 +115,6 @@ export async function upsertCurrentState(trx: Transaction<Database>, rows: reado
 }
 
 /**
- * Replaces the room's whole forward-extremity set.
- *
- * @example
- * await replaceForwardExtremities(trx, roomId, ['$latest'])
- */
-export async function replaceForwardExtremities(trx: Transaction<Database>, roomId: string, eventIds: readonly string[]): Promise<void> {
-  if (eventIds.length === 0) {
-    await trx.deleteFrom('event_forward_extremities').where('room_id', '=', roomId).execute()
-    return
-  }
-  // One statement: delete the extremities not kept, insert the new ones (a kept one conflicts
-  // with itself and stays).
-  await trx
-    .with('dropped', (db) =>
-      db
-        .deleteFrom('event_forward_extremities')
-        .where('room_id', '=', roomId)
-        .where('event_id', 'not in', [...eventIds])
-        .returning('event_id'),
-    )
-    .insertInto('event_forward_extremities')
-    .values(eventIds.map((event_id) => ({ room_id: roomId, event_id })))
-    .onConflict((oc) => oc.doNothing())
-    .execute()
-}
-
-/**
  * Updates backward extremities after importing events: the imported events stop being backward
  * extremities, and `missing` (prev_events that are not stored) become ones.
  *
@@ -204,20 +177,38 @@ export async function claimRoomHead(trx: Transaction<Database>, roomId: string, 
 }
 
 /**
- * Advances the head's high-water marks after a batch of live events.
+ * Moves the room's head past a batch of live events, in one statement: replaces the whole
+ * forward-extremity set by `extremities` (non-empty: a batch always leaves its last event as
+ * one) and advances the head's high-water marks.
  *
  * @example
- * await advanceRoomHead(trx, roomId, { maxDepth: 18n, lastStreamOrdering: 1234n })
+ * await advanceRoom(trx, roomId, { extremities: ['$latest'], maxDepth: 18n, lastStreamOrdering: 1234n })
  */
-export async function advanceRoomHead(
+export async function advanceRoom(
   trx: Transaction<Database>,
   roomId: string,
-  head: { readonly maxDepth: bigint; readonly lastStreamOrdering: bigint },
+  head: { readonly extremities: readonly string[]; readonly maxDepth: bigint; readonly lastStreamOrdering: bigint },
 ): Promise<void> {
+  // The extremities not kept are deleted, the new ones inserted (a kept one conflicts with
+  // itself and stays); data-modifying CTEs run whether or not the outer statement reads them.
   await trx
-    .updateTable('rooms')
-    .set({ max_depth: head.maxDepth, last_stream_ordering: head.lastStreamOrdering })
-    .where('room_id', '=', roomId)
+    .with('dropped', (db) =>
+      db
+        .deleteFrom('event_forward_extremities')
+        .where('room_id', '=', roomId)
+        .where('event_id', 'not in', [...head.extremities])
+        .returning('event_id'),
+    )
+    .with('advanced', (db) =>
+      db
+        .updateTable('rooms')
+        .set({ max_depth: head.maxDepth, last_stream_ordering: head.lastStreamOrdering })
+        .where('room_id', '=', roomId)
+        .returning('room_id'),
+    )
+    .insertInto('event_forward_extremities')
+    .values(head.extremities.map((event_id) => ({ room_id: roomId, event_id })))
+    .onConflict((oc) => oc.doNothing())
     .execute()
 }
 
