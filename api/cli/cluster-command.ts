@@ -6,17 +6,19 @@ import { fileURLToPath } from 'node:url'
 import { UsageError } from './usage-error.js'
 import { Command, InvalidArgumentError, Option } from 'commander'
 import { stringify as toYaml, parse as parseYaml } from 'yaml'
+import { z } from 'zod'
 import { createShardMap } from '../../persisters/shard-map.js'
-import { parseConfig } from '../../storage/config.js'
+import { ConfigError, loadConfig } from '../../storage/config.js'
 import { createDatabase } from '../../storage/database.js'
 import { generateSigningKey } from '../../storage/events/signing.js'
 import { pino } from 'pino'
 import { createLogger, type Logger } from '../../storage/logger.js'
 import { migrateUp } from '../../storage/migrations.js'
-import { createRouter, upstreamsFromProcesses } from '../routing/router.js'
-import { createSupervisor, type ChildSpec, type ProcessInfo } from '../routing/supervisor.js'
+import { createRouter } from '../routing/router.js'
+import { createSupervisor, formatListeningLine, type ChildSpec, type ProcessInfo } from '../routing/supervisor.js'
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './embedded-postgres.js'
 import { freePort } from './ports.js'
+import { stdinIsPipe } from './run-command.js'
 
 export interface ClusterFlags {
   embedded?: boolean
@@ -34,7 +36,7 @@ export interface ClusterFlags {
 /** The generated deployment: one shared config, one worker file per process. */
 export interface ClusterLayout {
   readonly shared: Record<string, unknown>
-  readonly workers: readonly { readonly name: string; readonly role: 'persister' | 'api'; readonly config: Record<string, unknown> }[]
+  readonly workers: readonly { readonly name: string; readonly role: 'persister' | 'api'; readonly port: number; readonly config: Record<string, unknown> }[]
 }
 
 const here = fileURLToPath(new URL('.', import.meta.url))
@@ -44,17 +46,17 @@ const tsxLoader = fileURLToPath(new URL('../../node_modules/tsx/dist/loader.mjs'
 /**
  * The config of a cluster: persisters `persister1..N` (each an event writer serving replication
  * and client sends for the rooms it owns, on a fixed port in `instance_map`), api workers
- * `api1..M` (client API on a port the kernel picks; they report it in their ready line),
- * background tasks on `persister1`.
+ * `api1..M` (client API on fixed ports too, so the router process finds a restarted worker
+ * where it was), background tasks on `persister1`.
  *
  * @example
- * clusterLayout({ databaseUrl, persisterPorts: [9001, 9002], apiWorkers: 1, secrets, serverName: 'localhost' })
+ * clusterLayout({ databaseUrl, persisterPorts: [9001, 9002], apiPorts: [9011], secrets, serverName: 'localhost' })
  */
 export function clusterLayout(options: {
   databaseUrl: string
   redisUrl?: string
   persisterPorts: readonly number[]
-  apiWorkers: number
+  apiPorts: readonly number[]
   serverName: string
   logLevel?: string
   secrets: { replication_secret: string; signing_key: string; registration_shared_secret: string }
@@ -76,12 +78,14 @@ export function clusterLayout(options: {
     ...persisters.map((p) => ({
       name: p.name,
       role: 'persister' as const,
+      port: p.port,
       config: { worker_name: p.name, worker_app: 'persister', listeners: [{ port: p.port, bind_address: '127.0.0.1', resources: ['client', 'replication', 'metrics', 'health'] }] },
     })),
-    ...Array.from({ length: options.apiWorkers }, (_, i) => ({
+    ...options.apiPorts.map((port, i) => ({
       name: `api${i + 1}`,
       role: 'api' as const,
-      config: { worker_name: `api${i + 1}`, worker_app: 'api', listeners: [{ port: 0, bind_address: '127.0.0.1', resources: ['client', 'metrics', 'health'] }] },
+      port,
+      config: { worker_name: `api${i + 1}`, worker_app: 'api', listeners: [{ port, bind_address: '127.0.0.1', resources: ['client', 'metrics', 'health'] }] },
     })),
   ]
   return { shared, workers }
@@ -104,9 +108,11 @@ type ClusterLayoutSecrets = Parameters<typeof clusterLayout>[0]['secrets']
 /**
  * `myelin cluster`: starts a whole deployment on one machine — an embedded or given PostgreSQL
  * (migrated), N persisters and M api workers as supervised `myelin run` children, and a router
- * on `--host:--port` that routes the seed's path table — then prints one line
- * `{"ready":true,"client_url":…,"processes":[{name,role,pid,port}]}`. A crashed child is
- * restarted and the router follows its new port; SIGTERM/SIGINT stop everything.
+ * (a supervised `myelin cluster-router` child, role `router`) on `--host:--port` that routes the
+ * seed's path table — then prints one line
+ * `{"ready":true,"client_url":…,"processes":[{name,role,pid,port}]}`. Every child has a fixed
+ * port (`--port 0` picks the router's once), so a crashed child is restarted where clients and
+ * the router expect it; SIGTERM/SIGINT stop the router first, then everything else.
  */
 export function clusterCommand(): Command {
   return new Command('cluster')
@@ -154,48 +160,44 @@ async function runCluster(flags: ClusterFlags, log: Logger): Promise<void> {
       await migrator.close()
     }
 
+    const freePorts = (n: number) => Promise.all(Array.from({ length: n }, () => freePort()))
     const layout = clusterLayout({
       databaseUrl,
       ...(flags.redis !== undefined && { redisUrl: flags.redis }),
-      persisterPorts: await Promise.all(Array.from({ length: flags.persisters }, () => freePort())),
-      apiWorkers: flags.apiWorkers,
+      persisterPorts: await freePorts(flags.persisters),
+      apiPorts: await freePorts(flags.apiWorkers),
       serverName: flags.serverName,
       logLevel: flags.logLevel,
       secrets: await loadOrCreateSecrets(dataDir),
     })
-    const config = parseConfig(layout.shared)
     const configDir = join(dataDir, 'config')
     await mkdir(configDir, { recursive: true })
     const sharedFile = join(configDir, 'shared.yaml')
     await writeFile(sharedFile, toYaml(layout.shared), { mode: 0o600 })
+    const myelin = (...args: string[]) => ({ command: process.execPath, args: ['--import', tsxLoader, mainScript, ...args] })
     const children: ChildSpec[] = []
     for (const worker of layout.workers) {
       const file = join(configDir, `${worker.name}.yaml`)
       await writeFile(file, toYaml(worker.config))
-      children.push({
-        name: worker.name,
-        role: worker.role,
-        command: process.execPath,
-        args: ['--import', tsxLoader, mainScript, 'run', '--config', sharedFile, '--config', file, '--supervised'],
-      })
+      children.push({ name: worker.name, role: worker.role, ...myelin('run', '--config', sharedFile, '--config', file, '--supervised') })
     }
+    // The router is a child like the others (a crash restarts it on the same port) and has
+    // fixed upstreams: every worker keeps its port across restarts.
+    const routerFile = join(configDir, 'router.yaml')
+    const routerLayout: RouterFile = {
+      listen: { host: flags.host, port: flags.port === 0 ? await freePort() : flags.port },
+      upstreams: layout.workers.map((w) => ({ name: w.name, role: w.role, host: '127.0.0.1', port: w.port })),
+    }
+    await writeFile(routerFile, toYaml(routerLayout))
 
-    const router = createRouter({
-      upstreams: { api: [], persisters: new Map() },
-      shardMap: createShardMap({ writers: config.stream_writers?.events ?? [], strategy: config.shard_strategy, pins: config.room_pins }),
-      log,
-    })
-    const supervisor = createSupervisor({
-      children,
-      log,
-      onReady: () => router.setUpstreams(upstreamsFromProcesses(supervisor.processes())),
-    })
+    const workers = createSupervisor({ children, log })
+    const routers = createSupervisor({ children: [{ name: 'router', role: 'router', ...myelin('cluster-router', '--config', sharedFile, '--router', routerFile, '--supervised') }], log })
     let stopping: Promise<void> | undefined
     const stop = (signal: string) => {
       stopping ??= (async () => {
         log.info({ signal }, 'stopping the cluster')
-        await router.close().catch(() => {})
-        await supervisor.stop()
+        await routers.stop()
+        await workers.stop()
         await stopDatabase()
         process.exit(0)
       })()
@@ -203,16 +205,81 @@ async function runCluster(flags: ClusterFlags, log: Logger): Promise<void> {
     process.once('SIGTERM', () => stop('SIGTERM'))
     process.once('SIGINT', () => stop('SIGINT'))
 
-    const processes = await supervisor.start()
-    router.setUpstreams(upstreamsFromProcesses(processes))
-    const bound = await router.listen(flags.port, flags.host)
-    const clientUrl = `http://${bound.host.includes(':') ? `[${bound.host}]` : bound.host}:${bound.port}`
+    const processes = await workers.start()
+    try {
+      processes.push(...(await routers.start()))
+    } catch (err) {
+      await workers.stop()
+      throw err
+    }
+    const host = flags.host.includes(':') ? `[${flags.host}]` : flags.host
+    const clientUrl = `http://${host}:${processes.at(-1)?.port}`
     process.stdout.write(`${JSON.stringify({ ready: true, client_url: clientUrl, processes: processes.map(describe) })}\n`)
     log.info({ client_url: clientUrl, config: configDir }, 'cluster ready')
   } catch (err) {
     await stopDatabase()
     throw err
   }
+}
+
+/** `config/router.yaml` of a cluster: where the router listens, and every worker it routes to. */
+const routerFileSchema = z.strictObject({
+  listen: z.strictObject({ host: z.string().min(1), port: z.number().int().min(1).max(65535) }),
+  upstreams: z.array(z.strictObject({ name: z.string().min(1), role: z.enum(['persister', 'api']), host: z.string().min(1), port: z.number().int().min(1).max(65535) })),
+})
+type RouterFile = z.infer<typeof routerFileSchema>
+
+/**
+ * `myelin cluster-router --config shared.yaml --router router.yaml [--supervised]` (hidden; the
+ * router child of `myelin cluster`): serves the router on `listen`, prints
+ * `{"listening":true,"port":N}`, and keeps the supervisor's child contract (SIGTERM or, with
+ * `--supervised`, stdin closing: stop accepting, finish requests in flight, exit).
+ */
+export function clusterRouterCommand(): Command {
+  return new Command('cluster-router')
+    .description('The router process of `myelin cluster` (started by it).')
+    .requiredOption('-c, --config <file>', 'the shared YAML file of the cluster')
+    .requiredOption('--router <file>', 'the router file of the cluster (config/router.yaml)')
+    .option('--supervised', 'exit when stdin closes (set by `myelin cluster`)')
+    .action(async (flags: { config: string; router: string; supervised?: boolean }) => {
+      const config = await loadConfig([flags.config])
+      const parsed = routerFileSchema.safeParse(parseYaml(await readFile(flags.router, 'utf8')))
+      if (!parsed.success) throw new ConfigError(parsed.error.issues.map((i) => `${flags.router}: ${i.path.join('.')}: ${i.message}`))
+      const { listen, upstreams } = parsed.data
+      // Logs go to stderr: stdout carries only the listening line.
+      const log = createLogger({ level: config.log_level, name: 'router' }, pino.destination(2))
+      const router = createRouter({
+        upstreams: {
+          api: upstreams.filter((u) => u.role === 'api').map(({ name, host, port }) => ({ name, host, port })),
+          persisters: new Map(upstreams.filter((u) => u.role === 'persister').map(({ name, host, port }) => [name, { name, host, port }])),
+        },
+        shardMap: createShardMap({ writers: config.stream_writers?.events ?? [], strategy: config.shard_strategy, pins: config.room_pins }),
+        log,
+      })
+      // Listen first: a router that cannot bind its port exits at once (a held stdin would keep it alive).
+      const bound = await router.listen(listen.port, listen.host)
+      let stopping = false
+      const stop = (reason: string) => {
+        if (stopping) return
+        stopping = true
+        log.info({ reason }, 'stopping')
+        router.close().then(
+          () => process.exit(0),
+          (err: unknown) => {
+            log.error({ err }, 'shutdown failed')
+            process.exit(1)
+          },
+        )
+      }
+      process.once('SIGTERM', () => stop('SIGTERM'))
+      process.once('SIGINT', () => stop('SIGINT'))
+      if (flags.supervised && stdinIsPipe()) {
+        process.stdin.on('end', () => stop('stdin closed'))
+        process.stdin.on('error', () => stop('stdin closed'))
+        process.stdin.resume()
+      }
+      process.stdout.write(formatListeningLine(bound.port))
+    })
 }
 
 function describe(p: ProcessInfo): { name: string; role: string; pid: number | null; port: number | null } {

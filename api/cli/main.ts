@@ -15,7 +15,7 @@ import { Command, CommanderError } from 'commander'
 import { simulateCommand } from '../../persisters/simulator/command.js'
 import { ConfigError } from '../../storage/config.js'
 import { StorageError } from '../../storage/errors.js'
-import { clusterCommand } from './cluster-command.js'
+import { clusterCommand, clusterRouterCommand } from './cluster-command.js'
 import { configCommand } from './config-command.js'
 import { migrateCommand } from './migrate-command.js'
 import { proxyConfigCommand } from './proxy-config-command.js'
@@ -30,6 +30,7 @@ program.addCommand(migrateCommand())
 program.addCommand(configCommand())
 program.addCommand(runCommand())
 program.addCommand(clusterCommand())
+program.addCommand(clusterRouterCommand(), { hidden: true })
 program.addCommand(simulateCommand())
 program.addCommand(proxyConfigCommand())
 // Commands added with addCommand do not inherit exitOverride: apply it everywhere, so a flag

@@ -51,7 +51,8 @@ export function runCommand(): Command {
     })
 }
 
-function stdinIsPipe(): boolean {
+/** Whether stdin is a pipe or socket (a supervisor holds its other end). */
+export function stdinIsPipe(): boolean {
   try {
     const stat = fstatSync(0)
     return stat.isFIFO() || stat.isSocket()

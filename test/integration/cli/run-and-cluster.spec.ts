@@ -70,7 +70,9 @@ describe('myelin run and myelin cluster (real processes)', function () {
         ['persister1', 'persister'],
         ['persister2', 'persister'],
         ['api1', 'api'],
+        ['router', 'router'],
       ])
+      expect(cluster.ready.client_url, 'the router serves the client URL').to.equal(`http://127.0.0.1:${processes.find((p) => p.role === 'router')!.port}`)
       const alice = await register(base, 'alice')
       const whoami = await fetch(`${base}/_matrix/client/v3/account/whoami`, { headers: { authorization: `Bearer ${alice.access_token}` } })
       expect(await whoami.json()).to.include({ user_id: alice.user_id })

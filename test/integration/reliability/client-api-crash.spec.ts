@@ -7,7 +7,7 @@ import { createTestDatabase, redisUrl, type TestDatabase } from '../../support/d
 import { eventually, loadSend, runLoad } from './load.js'
 import { expectSendsExactlyOnce } from './stored-events.js'
 import { startSyncLoop } from './sync-loop.js'
-import { apiSend, createRoomsOnEveryWriter, register, startTestCluster, type TestCluster } from './test-cluster.js'
+import { apiSend, createRoomsOnEveryWriter, register, startTestCluster, type SendAttempt, type TestCluster } from './test-cluster.js'
 
 const sends = 200
 const killAfterAcks = 50
@@ -15,8 +15,8 @@ const killAfterAcks = 50
 /**
  * The Matrix client's view of a crash: `myelin cluster` (2 persisters, 1 api worker, Redis),
  * rooms made with `POST /createRoom`, messages sent with `PUT /rooms/{id}/send/…/{txnId}` and read
- * with `/sync`, all through the router; a child is SIGKILLed under load and clients retry failed
- * sends with the same txn ID until 200.
+ * with `/sync`, all through the router; a child (a persister, the api worker, the router itself)
+ * is SIGKILLed under load and clients retry failed sends with the same txn ID until 200.
  */
 describe('client API through the router: crash under load (real processes, SIGKILL a child)', function () {
   this.timeout(90_000)
@@ -39,17 +39,24 @@ describe('client API through the router: crash under load (real processes, SIGKI
     await t?.drop()
   })
 
-  /** Sends from 32 concurrent clients, `crash()` after `killAfterAcks` acks, then checks storage and /sync. */
-  async function loadWithCrash(crash: () => void): Promise<{ syncFailures: number }> {
+  /**
+   * Sends from 32 concurrent clients, `crash()` after `killAfterAcks` acks, then checks storage
+   * and /sync. Answers how many send attempts and syncs failed on the way.
+   */
+  async function loadWithCrash(crash: () => void): Promise<{ syncFailures: number; failedSends: number }> {
     const label = randomBytes(3).toString('hex')
     const base = cluster.run.ready.client_url
     const sync = startSyncLoop(base, user.access_token)
     const acked = new Map<number, string>()
     let crashed = false
+    let failedSends = 0
+    const onAttempt = (attempt: SendAttempt) => {
+      if (attempt.status !== 200) failedSends += 1
+    }
     try {
       await runLoad(sends, 32, async (i) => {
         const { txnId, body } = loadSend(label, i)
-        acked.set(i, await apiSend(base, user.access_token, rooms[i % rooms.length]!, txnId, body))
+        acked.set(i, await apiSend(base, user.access_token, rooms[i % rooms.length]!, txnId, body, { onAttempt }))
         if (acked.size >= killAfterAcks && !crashed) {
           crashed = true
           crash()
@@ -61,7 +68,7 @@ describe('client API through the router: crash under load (real processes, SIGKI
       await sync.stop()
     }
     await expectSendsExactlyOnce(t.db, rooms, label, acked, sync)
-    return { syncFailures: sync.failures }
+    return { syncFailures: sync.failures, failedSends }
   }
 
   // The router fails a send over to the api worker when the owner is unreachable (or the
@@ -78,5 +85,16 @@ describe('client API through the router: crash under load (real processes, SIGKI
     const { syncFailures } = await loadWithCrash(() => process.kill(cluster.pidOf('api1'), 'SIGKILL'))
     expect(cluster.restartsOf('api1'), 'api1 crashed and was restarted').to.equal(1)
     expect(syncFailures, 'syncs that failed while the api worker restarted').to.be.greaterThan(0)
+  })
+
+  // Sends in flight when the router dies may have been persisted without the client hearing
+  // back (connection reset); until the supervisor restarted the router on the same port, new
+  // connections are refused. Clients retry with the same txn ID against the same URL.
+  it('SIGKILL of the router: it restarts on the same port; clients retry; every send gives one event, seen once by /sync', async () => {
+    const routerPid = cluster.pidOf('router')
+    const { syncFailures, failedSends } = await loadWithCrash(() => process.kill(routerPid, 'SIGKILL'))
+    expect(cluster.restartsOf('router'), 'the router crashed and was restarted').to.equal(1)
+    expect(failedSends, 'send attempts that failed while the router was down').to.be.greaterThan(0)
+    expect(syncFailures, 'syncs that failed while the router was down').to.be.greaterThan(0)
   })
 })

@@ -12,6 +12,8 @@ export interface SyncLoop {
   readonly problems: string[]
   /** Answers other than 200 and transport errors (each was retried with the same `since`). */
   failures: number
+  /** Those failures by HTTP status (`error`: no answer). */
+  readonly failureStatuses: Record<string, number>
   /** Stops after the running request and resolves once the loop ended. */
   stop(): Promise<void>
 }
@@ -34,17 +36,19 @@ interface SyncBody {
 export function startSyncLoop(base: string, accessToken: string, timeoutMs = 500): SyncLoop {
   const filter = encodeURIComponent(JSON.stringify({ room: { timeline: { limit: 1000 } } }))
   let stopped = false
-  const loop: Omit<SyncLoop, 'stop'> = { seen: new Map(), tokens: [], problems: [], failures: 0 }
+  const loop: Omit<SyncLoop, 'stop'> = { seen: new Map(), tokens: [], problems: [], failures: 0, failureStatuses: {} }
   const done = (async () => {
     while (!stopped) {
       const since = loop.tokens.at(-1)
       const query = `filter=${filter}&timeout=${since === undefined ? 0 : timeoutMs}${since === undefined ? '' : `&since=${encodeURIComponent(since)}`}`
       let body: SyncBody | undefined
+      let status = 'error'
       try {
         const res = await fetch(`${base}/_matrix/client/v3/sync?${query}`, {
           headers: { authorization: `Bearer ${accessToken}` },
           signal: AbortSignal.timeout(timeoutMs + 10_000),
         })
+        status = String(res.status)
         if (res.status === 200) body = (await res.json()) as SyncBody
         else await res.body?.cancel()
       } catch {
@@ -52,6 +56,7 @@ export function startSyncLoop(base: string, accessToken: string, timeoutMs = 500
       }
       if (body === undefined) {
         loop.failures += 1
+        loop.failureStatuses[status] = (loop.failureStatuses[status] ?? 0) + 1
         await sleep(100)
         continue
       }

@@ -137,34 +137,62 @@ export async function clientSend(
   return { eventId: event!.event_id, attempts }
 }
 
+/** One attempt of `apiSend`: its answer (`status` undefined: transport error or timeout) and timing. */
+export interface SendAttempt {
+  readonly txnId: string
+  readonly startedAt: number
+  readonly endedAt: number
+  readonly status: number | undefined
+  /** The parsed JSON answer (undefined when there was none or it was not JSON). */
+  readonly body: unknown
+  /** The transport error's message (and cause), when there was no answer. */
+  readonly error?: string
+}
+
 /**
  * `PUT /_matrix/client/v3/rooms/{roomId}/send/m.room.message/{txnId}` as a Matrix client does
  * it: repeated with the same txn ID until 200 (any 4xx fails the test). Answers the event ID.
+ * `onAttempt` sees every attempt; with `honorRetryAfter` the client waits an answer's
+ * `retry_after_ms` (else 50 ms) before the next one; an attempt is given up after
+ * `attemptTimeoutMs` (default 15 s).
  *
  * @example
  * const eventId = await apiSend(clientUrl, token, roomId, 't1', 'hello')
  */
-export async function apiSend(base: string, accessToken: string, roomId: string, txnId: string, body: string): Promise<string> {
+export async function apiSend(
+  base: string,
+  accessToken: string,
+  roomId: string,
+  txnId: string,
+  body: string,
+  options: { onAttempt?: (attempt: SendAttempt) => void; honorRetryAfter?: boolean; attemptTimeoutMs?: number } = {},
+): Promise<string> {
   const url = `${base}/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/${encodeURIComponent(txnId)}`
   const deadline = Date.now() + 30_000
   let last = 0
   while (Date.now() < deadline) {
+    const startedAt = Date.now()
+    let pauseMs = 50
     try {
       const res = await fetch(url, {
         method: 'PUT',
         headers: { authorization: `Bearer ${accessToken}`, 'content-type': 'application/json' },
         body: JSON.stringify({ msgtype: 'm.text', body }),
-        signal: AbortSignal.timeout(15_000),
+        signal: AbortSignal.timeout(options.attemptTimeoutMs ?? 15_000),
       })
       last = res.status
-      const answer = (await res.json().catch(() => ({}))) as { event_id?: string }
-      if (res.status === 200 && answer.event_id !== undefined) return answer.event_id
+      const answer = (await res.json().catch(() => undefined)) as { event_id?: string; retry_after_ms?: unknown } | undefined
+      options.onAttempt?.({ txnId, startedAt, endedAt: Date.now(), status: res.status, body: answer })
+      if (res.status === 200 && answer?.event_id !== undefined) return answer.event_id
       if (res.status >= 400 && res.status < 500) throw new Error(`send ${txnId} refused with ${res.status}: ${JSON.stringify(answer)}`)
+      if (options.honorRetryAfter && typeof answer?.retry_after_ms === 'number') pauseMs = answer.retry_after_ms
     } catch (err) {
       if (err instanceof Error && err.message.startsWith(`send ${txnId} refused`)) throw err
+      const cause = err instanceof Error && err.cause instanceof Error ? `: ${err.cause.message}` : ''
+      options.onAttempt?.({ txnId, startedAt, endedAt: Date.now(), status: undefined, body: undefined, error: `${String(err)}${cause}` })
       last = 0
     }
-    await sleep(50)
+    await sleep(pauseMs)
   }
   throw new Error(`send ${txnId}: no 200 within 30 s (last status ${last})`)
 }
