@@ -1,6 +1,6 @@
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { pipeline } from 'node:stream/promises'
+import type { Readable } from 'node:stream'
 import { Pool } from 'undici'
 import type { ShardMap } from '../../persisters/shard-map.js'
 import type { Logger } from '../../storage/logger.js'
@@ -159,11 +159,8 @@ export function createRouter(options: RouterOptions): Router {
         })
         log.debug({ route: route.kind, upstream: upstream.name, status: response.statusCode, attempt }, 'proxied')
         res.writeHead(response.statusCode, responseHeaders(response.headers))
-        try {
-          await pipeline(response.body, res)
-        } catch (err) {
-          if (!aborter.signal.aborted) log.warn({ err, upstream: upstream.name }, 'response body failed mid-stream')
-        }
+        const err = await relay(response.body, res)
+        if (err !== undefined && !aborter.signal.aborted) log.warn({ err, upstream: upstream.name }, 'response body failed mid-stream')
         return
       } catch (err) {
         if (aborter.signal.aborted) return
@@ -212,6 +209,27 @@ export function createRouter(options: RouterOptions): Router {
       pools.clear()
     },
   }
+}
+
+/**
+ * Pipes an upstream body into the client response; resolves when the response is done (or
+ * destroyed), with the body's error if it failed. `stream.pipeline` did the same but allocated
+ * an AbortController per call and aborted it on every finish: a DOMException with a stack trace
+ * per proxied request, 5% of the router's CPU.
+ */
+function relay(body: Readable, res: ServerResponse): Promise<Error | undefined> {
+  return new Promise((resolve) => {
+    let failure: Error | undefined
+    body.once('error', (err) => {
+      failure = err
+      res.destroy(err)
+    })
+    res.once('close', () => {
+      if (!body.readableEnded) body.destroy()
+      resolve(failure)
+    })
+    body.pipe(res)
+  })
 }
 
 type RequestBody = { kind: 'none' } | { kind: 'buffer'; data: Buffer } | { kind: 'stream' }
