@@ -18,7 +18,7 @@ import { createRouter } from '../routing/router.js'
 import { createSupervisor, formatListeningLine, type ChildSpec, type ProcessInfo } from '../routing/supervisor.js'
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './embedded-postgres.js'
 import { freePort } from './ports.js'
-import { stdinIsPipe } from './run-command.js'
+import { stopGracefullyOn } from './run-command.js'
 
 export interface ClusterFlags {
   embedded?: boolean
@@ -258,26 +258,7 @@ export function clusterRouterCommand(): Command {
       })
       // Listen first: a router that cannot bind its port exits at once (a held stdin would keep it alive).
       const bound = await router.listen(listen.port, listen.host)
-      let stopping = false
-      const stop = (reason: string) => {
-        if (stopping) return
-        stopping = true
-        log.info({ reason }, 'stopping')
-        router.close().then(
-          () => process.exit(0),
-          (err: unknown) => {
-            log.error({ err }, 'shutdown failed')
-            process.exit(1)
-          },
-        )
-      }
-      process.once('SIGTERM', () => stop('SIGTERM'))
-      process.once('SIGINT', () => stop('SIGINT'))
-      if (flags.supervised && stdinIsPipe()) {
-        process.stdin.on('end', () => stop('stdin closed'))
-        process.stdin.on('error', () => stop('stdin closed'))
-        process.stdin.resume()
-      }
+      stopGracefullyOn({ log, close: () => router.close(), supervised: flags.supervised === true })
       process.stdout.write(formatListeningLine(bound.port))
     })
 }

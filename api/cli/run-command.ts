@@ -1,7 +1,7 @@
 import { fstatSync } from 'node:fs'
 import { Command } from 'commander'
 import { loadConfig } from '../../storage/config.js'
-import { createLogger } from '../../storage/logger.js'
+import { createLogger, type Logger } from '../../storage/logger.js'
 import { startProcess } from '../process.js'
 import { formatListeningLine } from '../routing/supervisor.js'
 import { collect } from './config-command.js'
@@ -21,38 +21,51 @@ export function runCommand(): Command {
       const config = await loadConfig(flags.config)
       const log = createLogger({ level: config.log_level, name: config.worker_name })
       const proc = await startProcess(config, { log })
-      let stopping = false
-      const stop = (reason: string) => {
-        if (stopping) return
-        stopping = true
-        log.info({ reason }, 'stopping')
-        const force = setTimeout(() => {
-          log.error('graceful shutdown took longer than 30 s; exiting')
-          process.exit(1)
-        }, 30_000)
-        force.unref()
-        proc.close().then(
-          () => process.exit(0),
-          (err: unknown) => {
-            log.error({ err }, 'shutdown failed')
-            process.exit(1)
-          },
-        )
-      }
-      process.once('SIGTERM', () => stop('SIGTERM'))
-      process.once('SIGINT', () => stop('SIGINT'))
-      if (flags.supervised && stdinIsPipe()) {
-        process.stdin.on('end', () => stop('stdin closed'))
-        process.stdin.on('error', () => stop('stdin closed'))
-        process.stdin.resume()
-      }
+      stopGracefullyOn({ log, close: () => proc.close(), supervised: flags.supervised === true })
       const ports = await proc.listen()
       process.stdout.write(formatListeningLine(ports[0] ?? 0))
     })
 }
 
+/**
+ * Stops this process once, gracefully: on SIGTERM or SIGINT, and with `supervised` also when
+ * stdin closes (the cluster supervisor died). Runs `close`, then exits 0; exits 1 when `close`
+ * fails or takes longer than 30 s.
+ *
+ * @example
+ * stopGracefullyOn({ log, close: () => proc.close(), supervised: flags.supervised === true })
+ */
+export function stopGracefullyOn(options: { log: Logger; close: () => Promise<void>; supervised: boolean }): void {
+  const { log } = options
+  let stopping = false
+  const stop = (reason: string) => {
+    if (stopping) return
+    stopping = true
+    log.info({ reason }, 'stopping')
+    const force = setTimeout(() => {
+      log.error('graceful shutdown took longer than 30 s; exiting')
+      process.exit(1)
+    }, 30_000)
+    force.unref()
+    options.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err }, 'shutdown failed')
+        process.exit(1)
+      },
+    )
+  }
+  process.once('SIGTERM', () => stop('SIGTERM'))
+  process.once('SIGINT', () => stop('SIGINT'))
+  if (options.supervised && stdinIsPipe()) {
+    process.stdin.on('end', () => stop('stdin closed'))
+    process.stdin.on('error', () => stop('stdin closed'))
+    process.stdin.resume()
+  }
+}
+
 /** Whether stdin is a pipe or socket (a supervisor holds its other end). */
-export function stdinIsPipe(): boolean {
+function stdinIsPipe(): boolean {
   try {
     const stat = fstatSync(0)
     return stat.isFIFO() || stat.isSocket()

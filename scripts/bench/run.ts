@@ -9,6 +9,8 @@
  * MYELIN_PG_DURABLE=1 scripts/test-services.sh node --import tsx scripts/bench/run.ts --only streams --repeats 5
  * scripts/test-services.sh node --import tsx scripts/bench/run.ts --quick   # smoke run, seconds
  */
+import { writeFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
 import { Command, InvalidArgumentError } from 'commander'
 import type { BenchContext, BenchModule, BenchResult } from './context.js'
 import { describeMachine } from './machine.js'
@@ -66,6 +68,7 @@ const machine = await describeMachine(adminUrl, redisUrl)
 print(machine)
 if (machine.durability.fsync !== 'on') progress(`warning: PostgreSQL runs with fsync=${machine.durability.fsync}; figures are not durable ones`)
 let failed = false
+const all: BenchResult[] = []
 for (const name of selected) {
   const moduleStarted = performance.now()
   progress(`${name}: starting`)
@@ -73,6 +76,7 @@ for (const name of selected) {
     const mod = await (modules[name] as () => Promise<BenchModule>)()
     const results: readonly BenchResult[] = await mod.run(ctx)
     for (const result of results) print({ kind: 'result', machine: machine.id, module: name, ...result })
+    all.push(...results)
     progress(`${name}: done in ${((performance.now() - moduleStarted) / 1000).toFixed(1)} s`)
   } catch (err) {
     failed = true
@@ -80,5 +84,37 @@ for (const name of selected) {
     print({ kind: 'error', machine: machine.id, module: name, message: err instanceof Error ? err.message : String(err) })
   }
 }
+const calibration = flags.quick ? undefined : persisterCalibration(all)
+if (calibration !== undefined) {
+  const file = fileURLToPath(new URL('results.json', import.meta.url))
+  writeFileSync(file, `${JSON.stringify({ machine, persister: calibration }, null, 2)}\n`)
+  progress(`persister calibration for \`myelin simulate\` written to ${file}`)
+}
 progress(`all done in ${((performance.now() - started) / 1000).toFixed(1)} s`)
 process.exit(failed ? 1 : 0)
+
+/**
+ * The simulator's persister service model from `persister.throughput` with 1,000 rooms (one
+ * request per transaction) at batch 1 and 100: the per-transaction and per-event costs that
+ * reproduce both measured throughputs, with the parallelism of the run (32 callers, a pool of
+ * 10) folded into them, hence `parallel_efficiency` 0. Undefined when those results are missing.
+ */
+function persisterCalibration(results: readonly BenchResult[]): Record<string, number | string> | undefined {
+  const perS = (batch: number) =>
+    (results as readonly (BenchResult & { rooms?: number; batch?: number; eventsPerS?: { median: number } })[]).find(
+      (r) => r.benchmark === 'persister.throughput' && r.rooms === 1000 && r.batch === batch,
+    )?.eventsPerS?.median
+  const one = perS(1)
+  const hundred = perS(100)
+  if (one === undefined || hundred === undefined || one <= 0 || hundred <= 0) return undefined
+  // 1000 / one = fixed + per; 100 * 1000 / hundred = fixed + 100 * per (ms per transaction).
+  const per = Math.max(0, (100_000 / hundred - 1000 / one) / 99)
+  const fixed = 1000 / one - per
+  if (fixed <= 0) return undefined
+  return {
+    txn_fixed_ms: Math.round(fixed * 10_000) / 10_000,
+    per_event_ms: Math.round(per * 10_000) / 10_000,
+    parallel_efficiency: 0,
+    source: 'make bench: persister.throughput, 1,000 rooms, batch 1 and 100 (32 callers, pool of 10)',
+  }
+}
