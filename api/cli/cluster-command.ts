@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -7,6 +9,7 @@ import { UsageError } from './usage-error.js'
 import { Command, InvalidArgumentError, Option } from 'commander'
 import { stringify as toYaml, parse as parseYaml } from 'yaml'
 import { z } from 'zod'
+import { collectDefaultMetrics, Registry } from 'prom-client'
 import { createShardMap } from '../../persisters/shard-map.js'
 import { ConfigError, loadConfig } from '../../storage/config.js'
 import { createDatabase } from '../../storage/database.js'
@@ -186,6 +189,7 @@ async function runCluster(flags: ClusterFlags, log: Logger): Promise<void> {
     const routerFile = join(configDir, 'router.yaml')
     const routerLayout: RouterFile = {
       listen: { host: flags.host, port: flags.port === 0 ? await freePort() : flags.port },
+      metrics: { host: '127.0.0.1', port: await freePort() },
       upstreams: layout.workers.map((w) => ({ name: w.name, role: w.role, host: '127.0.0.1', port: w.port })),
     }
     await writeFile(routerFile, toYaml(routerLayout))
@@ -225,6 +229,8 @@ async function runCluster(flags: ClusterFlags, log: Logger): Promise<void> {
 /** `config/router.yaml` of a cluster: where the router listens, and every worker it routes to. */
 const routerFileSchema = z.strictObject({
   listen: z.strictObject({ host: z.string().min(1), port: z.number().int().min(1).max(65535) }),
+  /** Where the router serves `/metrics` and `/health` (not on the client port). */
+  metrics: z.strictObject({ host: z.string().min(1), port: z.number().int().min(0).max(65535) }).optional(),
   upstreams: z.array(z.strictObject({ name: z.string().min(1), role: z.enum(['persister', 'api']), host: z.string().min(1), port: z.number().int().min(1).max(65535) })),
 })
 type RouterFile = z.infer<typeof routerFileSchema>
@@ -245,9 +251,12 @@ export function clusterRouterCommand(): Command {
       const config = await loadConfig([flags.config])
       const parsed = routerFileSchema.safeParse(parseYaml(await readFile(flags.router, 'utf8')))
       if (!parsed.success) throw new ConfigError(parsed.error.issues.map((i) => `${flags.router}: ${i.path.join('.')}: ${i.message}`))
-      const { listen, upstreams } = parsed.data
+      const { listen, metrics, upstreams } = parsed.data
       // Logs go to stderr: stdout carries only the listening line.
       const log = createLogger({ level: config.log_level, name: 'router' }, pino.destination(2))
+      const registry = new Registry()
+      registry.setDefaultLabels({ worker: 'router' })
+      collectDefaultMetrics({ register: registry })
       const router = createRouter({
         upstreams: {
           api: upstreams.filter((u) => u.role === 'api').map(({ name, host, port }) => ({ name, host, port })),
@@ -255,12 +264,43 @@ export function clusterRouterCommand(): Command {
         },
         shardMap: createShardMap({ writers: config.stream_writers?.events ?? [], strategy: config.shard_strategy, pins: config.room_pins }),
         log,
+        registry,
       })
       // Listen first: a router that cannot bind its port exits at once (a held stdin would keep it alive).
       const bound = await router.listen(listen.port, listen.host)
-      stopGracefullyOn({ log, close: () => router.close(), supervised: flags.supervised === true })
+      const metricsServer = metrics === undefined ? undefined : await serveMetrics(registry, metrics.port, metrics.host)
+      if (metricsServer !== undefined) log.info({ port: (metricsServer.address() as AddressInfo).port }, 'router metrics listening')
+      stopGracefullyOn({
+        log,
+        close: async () => {
+          metricsServer?.close()
+          await router.close()
+        },
+        supervised: flags.supervised === true,
+      })
       process.stdout.write(formatListeningLine(bound.port))
     })
+}
+
+/** `/metrics` (Prometheus text) and `/health` of `registry` on a plain HTTP server. */
+async function serveMetrics(registry: Registry, port: number, host: string): Promise<Server> {
+  const server = createServer((req, res) => {
+    if (req.method === 'GET' && req.url === '/metrics') {
+      registry.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
+        () => res.writeHead(500).end(),
+      )
+    } else if (req.method === 'GET' && req.url === '/health') {
+      res.writeHead(200, { 'content-type': 'text/plain' }).end('OK')
+    } else {
+      res.writeHead(404, { 'content-type': 'application/json' }).end('{"errcode":"M_UNRECOGNIZED","error":"Unrecognized request"}')
+    }
+  })
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, host, () => resolve())
+  })
+  return server
 }
 
 function describe(p: ProcessInfo): { name: string; role: string; pid: number | null; port: number | null } {

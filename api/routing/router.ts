@@ -1,6 +1,7 @@
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Readable } from 'node:stream'
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
 import { Pool } from 'undici'
 import type { ShardMap } from '../../persisters/shard-map.js'
 import type { Logger } from '../../storage/logger.js'
@@ -29,6 +30,11 @@ export interface RouterOptions {
   readonly keepAliveTimeoutMs?: number
   /** Wall clock for down marks; tests pass a fake. Default `Date.now`. */
   readonly clock?: () => number
+  /**
+   * Where the router's metrics go: `myelin_router_request_duration_seconds{route,status}`,
+   * `myelin_router_requests_in_flight`, `myelin_router_upstream_failures_total{upstream,delivered}`.
+   */
+  readonly registry?: Registry
 }
 
 export interface Router {
@@ -49,6 +55,9 @@ export interface Router {
   close(graceMs?: number): Promise<void>
 }
 
+/** Paths the router forwards; anything else is a worker's internal endpoint (or nothing). */
+const publicPrefixes = ['/_matrix/', '/_synapse/', '/.well-known/matrix/']
+
 /** Methods whose repetition has no further effect (RFC 9110); Matrix sends are PUT with a txn ID. */
 const idempotentMethods = new Set(['GET', 'HEAD', 'PUT', 'DELETE', 'OPTIONS'])
 
@@ -62,7 +71,9 @@ const hopByHop = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 
  * A small reverse proxy for `myelin cluster`: classifies each client request with the seed's
  * path table (`path-table.ts`) and forwards it over keep-alive undici pools, streaming bodies both
  * ways and preserving status and headers (minus hop-by-hop ones); adds `X-Forwarded-For` and
- * `X-Forwarded-Proto`.
+ * `X-Forwarded-Proto`. Only `/_matrix/`, `/_synapse/` and `/.well-known/matrix/` are forwarded:
+ * the router answers `/health` itself and 404 `M_UNRECOGNIZED` for anything else (the workers'
+ * `/metrics` stays off the client port).
  *
  * Failure handling, per request, over the plan of `UpstreamSet.plan`:
  * - connection refused / unreachable / connect timeout: the request was not delivered; the
@@ -94,6 +105,7 @@ export function createRouter(options: RouterOptions): Router {
   const setOptions = { shardMap: options.shardMap, downMs: options.downMs ?? 1000, clock: options.clock ?? Date.now }
   let current: UpstreamSet = createUpstreamSet(options.upstreams, setOptions)
   const pools = new Map<string, Pool>()
+  const metrics = options.registry === undefined ? undefined : routerMetrics(options.registry)
 
   const originOf = (u: Upstream): string => `http://${u.host.includes(':') ? `[${u.host}]` : u.host}:${u.port}`
 
@@ -131,7 +143,21 @@ export function createRouter(options: RouterOptions): Router {
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const method = (req.method ?? 'GET').toUpperCase()
     const path = req.url ?? '/'
+    if (!publicPrefixes.some((prefix) => path.startsWith(prefix))) {
+      // Workers also serve /metrics and /health on their ports: those stay internal.
+      if (path === '/health') res.writeHead(200, { 'content-type': 'text/plain' }).end('OK')
+      else sendError(res, 404, 'Unrecognized request', undefined, 'M_UNRECOGNIZED')
+      return
+    }
     const route = classifyRequest(method, path)
+    if (metrics !== undefined) {
+      const stopTimer = metrics.duration.startTimer({ route: route.kind })
+      metrics.inFlight.inc()
+      res.once('close', () => {
+        metrics.inFlight.dec()
+        stopTimer({ status: res.headersSent ? String(res.statusCode) : 'aborted' })
+      })
+    }
     const upstreams = current.plan(route, route.kind === 'sync' ? userKeyFromRequest(req.headers.authorization, path) : undefined)
     const aborter = new AbortController()
     res.on('close', () => {
@@ -168,6 +194,7 @@ export function createRouter(options: RouterOptions): Router {
         const notDelivered = typeof code === 'string' && notDeliveredCodes.has(code)
         if (notDelivered) current.markDown(upstream)
         else delivered = true
+        metrics?.upstreamFailures.inc({ upstream: upstream.name, delivered: String(!notDelivered) })
         const retry = replayable && (notDelivered || idempotentMethods.has(method))
         log.warn({ err, route: route.kind, upstream: upstream.name, attempt, retry }, 'upstream request failed')
         if (!retry) break
@@ -208,6 +235,25 @@ export function createRouter(options: RouterOptions): Router {
       await Promise.all([...pools.values()].map((pool) => pool.destroy()))
       pools.clear()
     },
+  }
+}
+
+function routerMetrics(registry: Registry) {
+  return {
+    duration: new Histogram({
+      name: 'myelin_router_request_duration_seconds',
+      help: 'Client requests through the router, by path-table route and status (aborted: the client left first)',
+      labelNames: ['route', 'status'] as const,
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers: [registry],
+    }),
+    inFlight: new Gauge({ name: 'myelin_router_requests_in_flight', help: 'Client requests the router is handling', registers: [registry] }),
+    upstreamFailures: new Counter({
+      name: 'myelin_router_upstream_failures_total',
+      help: 'Failed attempts to an upstream (delivered=false: the request never reached it and went elsewhere)',
+      labelNames: ['upstream', 'delivered'] as const,
+      registers: [registry],
+    }),
   }
 }
 
@@ -291,12 +337,12 @@ function responseHeaders(headers: IncomingHttpHeaders): Record<string, string | 
 }
 
 /** A Matrix error answer from the router itself. */
-function sendError(res: ServerResponse, status: number, error: string, retryAfterMs?: number): void {
+function sendError(res: ServerResponse, status: number, error: string, retryAfterMs?: number, errcode = 'M_UNKNOWN'): void {
   if (res.headersSent || res.destroyed) {
     res.destroy()
     return
   }
-  const body = JSON.stringify({ errcode: 'M_UNKNOWN', error, ...(retryAfterMs === undefined ? {} : { retry_after_ms: retryAfterMs }) })
+  const body = JSON.stringify({ errcode, error, ...(retryAfterMs === undefined ? {} : { retry_after_ms: retryAfterMs }) })
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
   res.end(body)
 }

@@ -1,8 +1,9 @@
 import { expect } from 'chai'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { parse as parseYaml } from 'yaml'
 import { alive } from '../../../api/cli/embedded-postgres.js'
 import { parseListeningLine } from '../../../api/routing/supervisor.js'
 import { createTestDatabase, redisUrl, type TestDatabase } from '../../support/db.js'
@@ -76,6 +77,11 @@ describe('myelin run and myelin cluster (real processes)', function () {
       const alice = await register(base, 'alice')
       const whoami = await fetch(`${base}/_matrix/client/v3/account/whoami`, { headers: { authorization: `Bearer ${alice.access_token}` } })
       expect(await whoami.json()).to.include({ user_id: alice.user_id })
+      // The router serves its metrics on the port config/router.yaml names, not on the client port.
+      const routerFile = parseYaml(await readFile(join(dir, 'config', 'router.yaml'), 'utf8')) as { metrics: { host: string; port: number } }
+      const routerMetrics = await (await fetch(`http://${routerFile.metrics.host}:${routerFile.metrics.port}/metrics`)).text()
+      expect(routerMetrics).to.match(/myelin_router_request_duration_seconds_count\{[^}]*route="any"[^}]*status="200"/)
+      expect((await fetch(`${base}/metrics`)).status, 'no metrics on the client port').to.equal(404)
 
       const api = processes.find((p) => p.name === 'api1')!
       process.kill(api.pid, 'SIGKILL')
