@@ -1,0 +1,207 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { expect } from 'chai'
+import {
+  ClientEvent,
+  createClient,
+  EventType,
+  PendingEventOrdering,
+  RoomEvent,
+  SyncState,
+  type MatrixClient,
+  type MatrixEvent,
+  type Room,
+} from 'matrix-js-sdk'
+import { logger as sdkLogger, type Logger } from 'matrix-js-sdk/lib/logger.js'
+import { createTestDatabase, redisUrl, type TestDatabase } from '../../support/db.js'
+import { eventually } from '../reliability/load.js'
+import { register, startTestCluster, type TestCluster } from '../reliability/test-cluster.js'
+
+const messages = 100
+
+/** The SDK logs every sync at debug level; the tests' output is about Myelin. */
+const silent: Logger = { trace() {}, debug() {}, info() {}, warn() {}, error() {}, getChild: () => silent }
+;(sdkLogger as unknown as { setLevel(level: string): void }).setLevel('silent')
+
+/**
+ * matrix-js-sdk arms a timer per HTTP request (its AbortSignal.timeout ponyfill, 80-110 s) and a
+ * 6 h capabilities poll, and clears neither when the client stops: they would hold mocha's event
+ * loop for minutes after the test. While the SDK runs, new timers are unref'd (the cluster's
+ * child processes keep the loop alive meanwhile). Returns the restore function.
+ */
+function unrefNewTimers(): () => void {
+  const original = globalThis.setTimeout
+  const unrefing = (...args: Parameters<typeof setTimeout>) => original(...args).unref()
+  globalThis.setTimeout = Object.assign(unrefing, original) as typeof setTimeout
+  return () => {
+    globalThis.setTimeout = original
+  }
+}
+
+/**
+ * A `fetch` for the SDK that records, from the wire, the transaction ID of every send (its URL)
+ * and the `unsigned.transaction_id` each synced timeline event carried, by event ID.
+ */
+function recordingFetch(): { fetchFn: typeof fetch; txnOfSend: Map<string, string>; txnInSync: Map<string, unknown> } {
+  const txnOfSend = new Map<string, string>()
+  const txnInSync = new Map<string, unknown>()
+  const fetchFn: typeof fetch = async (input, init) => {
+    const res = await fetch(input, init)
+    const url = new URL(typeof input === 'string' ? input : input instanceof URL ? input.href : input.url)
+    const send = /\/rooms\/[^/]+\/send\/[^/]+\/([^/]+)$/.exec(url.pathname)
+    if (res.ok && (send !== null || url.pathname.endsWith('/sync'))) {
+      const body = (await res.clone().json()) as {
+        event_id?: string
+        rooms?: { join?: Record<string, { timeline?: { events?: { event_id: string; unsigned?: { transaction_id?: unknown } }[] } }> }
+      }
+      if (send !== null) txnOfSend.set(body.event_id as string, decodeURIComponent(send[1] as string))
+      for (const room of Object.values(body.rooms?.join ?? {})) {
+        for (const event of room.timeline?.events ?? []) txnInSync.set(event.event_id, event.unsigned?.transaction_id)
+      }
+    }
+    return res
+  }
+  return { fetchFn, txnOfSend, txnInSync }
+}
+
+interface Session {
+  readonly access_token: string
+  readonly user_id: string
+  readonly device_id: string
+}
+
+/**
+ * A started matrix-js-sdk client, resolved once its first sync is PREPARED. Local echoes wait
+ * in `room.getPendingEvents()` until their remote echo arrives (PendingEventOrdering.Detached),
+ * which the SDK matches by `unsigned.transaction_id`.
+ */
+async function startSdkClient(baseUrl: string, session: Session, fetchFn?: typeof fetch): Promise<MatrixClient> {
+  const client = createClient({
+    baseUrl,
+    accessToken: session.access_token,
+    userId: session.user_id,
+    deviceId: session.device_id,
+    logger: silent,
+    ...(fetchFn !== undefined && { fetchFn }),
+  })
+  const prepared = new Promise<void>((resolve, reject) => {
+    client.on(ClientEvent.Sync, (state: SyncState, _previous: SyncState | null, data?: { error?: Error }) => {
+      if (state === SyncState.Prepared) resolve()
+      if (state === SyncState.Error) reject(data?.error ?? new Error('first sync failed'))
+    })
+  })
+  await client.startClient({ initialSyncLimit: 10, pendingEventOrdering: PendingEventOrdering.Detached })
+  await prepared
+  return client
+}
+
+/** Bodies of the live timeline's `m.room.message` events, in timeline order. */
+function liveBodies(room: Room): string[] {
+  return room
+    .getLiveTimeline()
+    .getEvents()
+    .filter((e) => e.getType() === EventType.RoomMessage)
+    .map((e) => e.getContent()['body'] as string)
+}
+
+/**
+ * matrix-js-sdk 43 (the version the project pins) against a real `myelin cluster`: 2 persisters,
+ * 1 api worker, the router, Redis. Everything goes through the SDK's own HTTP client.
+ */
+describe('matrix-js-sdk against a myelin cluster', function () {
+  this.timeout(120_000)
+  let t: TestDatabase
+  let dir: string
+  let cluster: TestCluster
+  let base: string
+  const clients: MatrixClient[] = []
+  let restoreTimers: (() => void) | undefined
+
+  before(async () => {
+    restoreTimers = unrefNewTimers()
+    t = await createTestDatabase()
+    dir = await mkdtemp(join(tmpdir(), 'myelin-sdk-'))
+    cluster = await startTestCluster({ databaseUrl: t.url, redisUrl: redisUrl(), dataDir: dir })
+    base = cluster.run.ready.client_url
+  })
+
+  after(async () => {
+    for (const client of clients) client.stopClient()
+    restoreTimers?.()
+    await cluster?.stop()
+    await t?.drop()
+    if (dir) await rm(dir, { recursive: true, force: true })
+  })
+
+  it('two clients exchange 100 messages: both see all in order through sync, local echoes resolve, scroll-back returns the history', async () => {
+    const [aliceSession, bobSession] = [await register(base, 'alice'), await register(base, 'bob')]
+    const wire = new Map([
+      [aliceSession.user_id, recordingFetch()],
+      [bobSession.user_id, recordingFetch()],
+    ])
+    const alice = await startSdkClient(base, aliceSession, wire.get(aliceSession.user_id)!.fetchFn)
+    const bob = await startSdkClient(base, bobSession, wire.get(bobSession.user_id)!.fetchFn)
+    clients.push(alice, bob)
+
+    const { room_id: roomId } = await alice.createRoom({ name: 'sdk room', invite: [bobSession.user_id] })
+    await eventually('bob sees the invite', () => bob.getRoom(roomId)?.getMyMembership() === 'invite')
+    await bob.joinRoom(roomId)
+    await eventually('alice sees bob join', () => alice.getRoom(roomId)?.getMember(bobSession.user_id)?.membership === 'join')
+
+    // Every message event each client's sync delivers live, in arrival order.
+    const seen = new Map<MatrixClient, MatrixEvent[]>([
+      [alice, []],
+      [bob, []],
+    ])
+    for (const [client, events] of seen) {
+      client.on(RoomEvent.Timeline, (event: MatrixEvent, room: Room | undefined, toStartOfTimeline: boolean | undefined) => {
+        if (room?.roomId === roomId && !toStartOfTimeline && event.getType() === EventType.RoomMessage) events.push(event)
+      })
+    }
+
+    const sent: { body: string; eventId: string; sender: string }[] = []
+    for (let i = 0; i < messages; i++) {
+      const [client, session] = i % 2 === 0 ? [alice, aliceSession] : [bob, bobSession]
+      const body = `message ${i}`
+      const { event_id } = await client.sendTextMessage(roomId, body)
+      sent.push({ body, eventId: event_id, sender: session.user_id })
+    }
+
+    for (const [client, events] of seen) {
+      const name = client === alice ? 'alice' : 'bob'
+      await eventually(`${name} receives all ${messages} messages`, () => events.length >= messages)
+      expect(events.map((e) => e.getContent()['body']), `${name}: every message once, in order`).to.deep.equal(sent.map((s) => s.body))
+      expect(events.map((e) => e.getId()), `${name}: the IDs the sends answered`).to.deep.equal(sent.map((s) => s.eventId))
+      expect(events.map((e) => e.getSender())).to.deep.equal(sent.map((s) => s.sender))
+      const room = client.getRoom(roomId)!
+      // Local echo: the sender's pending events all resolved into their remote echoes; none left
+      // pending, none shown twice.
+      expect(room.getPendingEvents(), `${name}: no local echo left pending`).to.deep.equal([])
+      const live = liveBodies(room)
+      expect(new Set(live).size, `${name}: no message twice in the live timeline`).to.equal(live.length)
+      expect(live.slice(-10)).to.deep.equal(sent.slice(-10).map((s) => s.body))
+    }
+
+    // On the wire: each sync carried, on the syncing user's own events only, the transaction ID
+    // the SDK sent them with (the SDK matches a local echo by it when the sync comes first).
+    for (const [userId, { txnOfSend, txnInSync }] of wire) {
+      for (const { eventId, sender } of sent) {
+        expect(txnInSync.has(eventId), `${userId} synced ${eventId}`).to.equal(true)
+        expect(txnInSync.get(eventId), `transaction_id of ${eventId} in ${userId}'s sync`).to.equal(sender === userId ? txnOfSend.get(eventId) : undefined)
+      }
+      expect(txnOfSend.size).to.equal(messages / 2)
+    }
+
+    // Scroll-back: a fresh client (initial sync of 5 events) pages back through /messages.
+    const reader = await startSdkClient(base, bobSession)
+    clients.push(reader)
+    const room = reader.getRoom(roomId)!
+    expect(liveBodies(room).length, 'the initial sync is limited').to.be.below(messages)
+    for (let page = 0; page < 20 && room.getLiveTimeline().getEvents()[0]?.getType() !== EventType.RoomCreate; page++) {
+      await reader.scrollback(room, 30)
+    }
+    expect(room.getLiveTimeline().getEvents()[0]?.getType(), 'scrolled back to the room creation').to.equal(EventType.RoomCreate)
+    expect(liveBodies(room), 'the whole history, in order').to.deep.equal(sent.map((s) => s.body))
+  })
+})
