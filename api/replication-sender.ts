@@ -3,7 +3,7 @@ import { Counter, Histogram, type Registry } from 'prom-client'
 import { Agent, errors as undiciErrors, request } from 'undici'
 import { RejectedEventError, type RejectionCode } from '../persisters/persist-errors.js'
 import type { ShardMap } from '../persisters/shard-map.js'
-import type { PersistedEventWire } from '../persisters/replication-routes.js'
+import { maxRequestsPerBatch, type BatchItemAnswer, type PersistedEventWire } from '../persisters/replication-routes.js'
 import type { MyelinConfig } from '../storage/config.js'
 import { StorageError } from '../storage/errors.js'
 import type { Logger } from '../storage/logger.js'
@@ -49,6 +49,10 @@ const rejectionByStatus: Record<number, RejectionCode> = { 403: 'ES_FORBIDDEN', 
  * - 403/413/400/404 become `RejectedEventError`s with the persister's reason.
  * - After the answer, waits (bounded) until this process's tracker covers the new events, so
  *   the client's next read sees its own write.
+ * - First attempts to the same persister made in the same event-loop turn travel together in
+ *   one `persist_batch` call (at most `maxRequestsPerBatch`): under load an api worker sends
+ *   one request where it had dozens. Each request keeps its own ID and answer; when the batch
+ *   call itself fails, each request makes its first attempt alone.
  *
  * @example
  * const sender = createReplicationSender({ instanceMap: config.instance_map, secret, shardMap, tracker, log })
@@ -70,25 +74,92 @@ export function createReplicationSender(options: ReplicationSenderOptions): Repl
     registers,
   })
   const retries = new Counter({ name: 'myelin_replication_retries_total', help: 'Replication attempts retried, by reason', labelNames: ['reason'], registers })
+  const batchSizes = new Histogram({
+    name: 'myelin_replication_batch_requests',
+    help: 'Persist requests per replication call (first attempts coalesced per persister)',
+    labelNames: ['persister'],
+    buckets: [1, 2, 4, 8, 16, 32, 64],
+    registers,
+  })
 
-  function urlOf(writer: string, requestId: string): string {
+  function baseOf(writer: string): string {
     const instance = options.instanceMap[writer]
     if (!instance) throw new StorageError('ES_UNAVAILABLE', `no instance_map entry for persister ${writer}`)
-    const scheme = instance.tls ? 'https' : 'http'
-    return `${scheme}://${instance.host}:${instance.port}/_myelin/replication/persist/${encodeURIComponent(requestId)}`
+    return `${instance.tls ? 'https' : 'http'}://${instance.host}:${instance.port}/_myelin/replication`
   }
 
-  async function attempt(writer: string, req: PersistRequest, body: string): Promise<{ status: number; json: Record<string, unknown> }> {
+  function post(url: string, body: string) {
+    return request(url, {
+      method: 'POST',
+      dispatcher: agent,
+      headers: { authorization, 'content-type': 'application/json' },
+      body,
+      headersTimeout: attemptTimeoutMs,
+      bodyTimeout: attemptTimeoutMs,
+    })
+  }
+
+  /** First attempts waiting for this event-loop turn to end, by persister. */
+  const queued = new Map<string, { req: PersistRequest; body: string; resolve: (outcome: Outcome) => void; reject: (err: unknown) => void }[]>()
+
+  /** The first attempt of `req`: coalesced with the others to `writer` made in this turn. */
+  function firstAttempt(writer: string, req: PersistRequest, body: string): Promise<Outcome> {
+    return new Promise((resolve, reject) => {
+      let queue = queued.get(writer)
+      if (queue === undefined) {
+        queue = []
+        queued.set(writer, queue)
+        setImmediate(() => flush(writer))
+      }
+      queue.push({ req, body, resolve, reject })
+    })
+  }
+
+  function flush(writer: string): void {
+    const queue = queued.get(writer) ?? []
+    queued.delete(writer)
+    for (let i = 0; i < queue.length; i += maxRequestsPerBatch) {
+      const chunk = queue.slice(i, i + maxRequestsPerBatch)
+      batchSizes.observe({ persister: writer }, chunk.length)
+      if (chunk.length === 1) {
+        const [only] = chunk as [(typeof chunk)[number]]
+        attempt(writer, only.req, only.body).then(only.resolve, only.reject)
+        continue
+      }
+      void attemptBatch(writer, chunk.map((q) => q.req)).then((answers) =>
+        chunk.forEach((q, k) => {
+          const answer = answers?.[k]
+          if (answer !== undefined) q.resolve({ status: answer.status, json: answer.body })
+          else attempt(writer, q.req, q.body).then(q.resolve, q.reject)
+        }),
+      )
+    }
+  }
+
+  /** One `persist_batch` call; undefined when the call as a whole failed (each request then goes alone). */
+  async function attemptBatch(writer: string, reqs: readonly PersistRequest[]): Promise<readonly BatchItemAnswer[] | undefined> {
     const started = performance.now()
     try {
-      const res = await request(urlOf(writer, req.requestId), {
-        method: 'POST',
-        dispatcher: agent,
-        headers: { authorization, 'content-type': 'application/json' },
-        body,
-        headersTimeout: attemptTimeoutMs,
-        bodyTimeout: attemptTimeoutMs,
-      })
+      const body = JSON.stringify({ requests: reqs.map((r) => ({ request_id: r.requestId, room_id: r.roomId, events: r.events })) })
+      const res = await post(`${baseOf(writer)}/persist_batch`, body)
+      const json = (await res.body.json().catch(() => ({}))) as { results?: unknown }
+      latency.observe({ persister: writer, outcome: `batch_${res.statusCode}` }, (performance.now() - started) / 1000)
+      if (res.statusCode !== 200 || !Array.isArray(json.results) || json.results.length !== reqs.length) {
+        log.warn({ persister: writer, status: res.statusCode }, 'persist_batch failed; sending its requests one by one')
+        return undefined
+      }
+      return json.results as BatchItemAnswer[]
+    } catch (err) {
+      latency.observe({ persister: writer, outcome: 'batch_error' }, (performance.now() - started) / 1000)
+      log.warn({ persister: writer, err }, 'persist_batch failed; sending its requests one by one')
+      return undefined
+    }
+  }
+
+  async function attempt(writer: string, req: PersistRequest, body: string): Promise<Outcome> {
+    const started = performance.now()
+    try {
+      const res = await post(`${baseOf(writer)}/persist/${encodeURIComponent(req.requestId)}`, body)
       const json = (await res.body.json().catch(() => ({}))) as Record<string, unknown>
       latency.observe({ persister: writer, outcome: String(res.statusCode) }, (performance.now() - started) / 1000)
       return { status: res.statusCode, json }
@@ -104,10 +175,10 @@ export function createReplicationSender(options: ReplicationSenderOptions): Repl
     let writer = options.shardMap.ownerOf(req.roomId)
     let hops = 0
     for (let attemptNo = 0; ; attemptNo++) {
-      let outcome: { status: number; json: Record<string, unknown> } | undefined
+      let outcome: Outcome | undefined
       let failure: unknown
       try {
-        outcome = await attempt(writer, req, body)
+        outcome = await (attemptNo === 0 ? firstAttempt(writer, req, body) : attempt(writer, req, body))
       } catch (err) {
         if (!isTransportError(err)) throw err
         failure = err
@@ -143,6 +214,12 @@ export function createReplicationSender(options: ReplicationSenderOptions): Repl
     },
     close: () => agent.close(),
   }
+}
+
+/** A persister's answer to one persist request: its status and JSON body. */
+interface Outcome {
+  readonly status: number
+  readonly json: Record<string, unknown>
 }
 
 function parseAnswer(json: Record<string, unknown>): PersistedEvent[] {

@@ -53,6 +53,34 @@ const persistBodySchema = {
   },
 } as const
 
+/** Most persist requests in one `persist_batch` call. */
+export const maxRequestsPerBatch = 64
+
+const persistBatchBodySchema = {
+  type: 'object',
+  required: ['requests'],
+  additionalProperties: false,
+  properties: {
+    requests: {
+      type: 'array',
+      minItems: 1,
+      maxItems: maxRequestsPerBatch,
+      items: {
+        type: 'object',
+        required: ['request_id', 'room_id', 'events'],
+        additionalProperties: false,
+        properties: { request_id: paramsSchema.properties.requestId, ...persistBodySchema.properties },
+      },
+    },
+  },
+} as const
+
+/** One item's answer in a `persist_batch` answer: what the single persist route would answer. */
+export interface BatchItemAnswer {
+  readonly status: number
+  readonly body: Record<string, unknown>
+}
+
 const importBodySchema = {
   type: 'object',
   required: ['room_id', 'pdus'],
@@ -68,6 +96,10 @@ const importBodySchema = {
  * plugin:
  * - `POST /_myelin/replication/persist/:requestId` `{room_id, events: NewEvent[]}`
  *   → 200 `{events: [{event_id, stream_ordering, writer}]}` once committed;
+ * - `POST /_myelin/replication/persist_batch` `{requests: [{request_id, room_id, events}]}` (at
+ *   most `maxRequestsPerBatch`) → 200 `{results: [{status, body}]}`, one per request, in order,
+ *   each what the route above answers for it (requests run concurrently, so a room's requests
+ *   share its batch transactions; an api worker coalesces concurrent sends into one call);
  * - `POST /_myelin/replication/import/:requestId` `{room_id, pdus: PDU[]}` → the same shape.
  *
  * Every route needs `Authorization: Bearer <replication_secret>`, compared in constant time
@@ -119,6 +151,24 @@ export const replicationRoutes: FastifyPluginAsync<ReplicationRoutesOptions> = a
     },
   )
 
+  app.post<{ Body: { requests: { request_id: string; room_id: string; events: NewEvent[] }[] } }>(
+    '/_myelin/replication/persist_batch',
+    { schema: { body: persistBatchBodySchema }, bodyLimit },
+    async (request) => {
+      const results = await Promise.all(
+        request.body.requests.map(async (item): Promise<BatchItemAnswer> => {
+          try {
+            const events = await persister.persist({ requestId: item.request_id, roomId: item.room_id, events: item.events })
+            return { status: 200, body: { events: events.map(toWire) } }
+          } catch (err) {
+            return storageErrorAnswer(err, request.log)
+          }
+        }),
+      )
+      return { results }
+    },
+  )
+
   app.post<{ Params: { requestId: string }; Body: { room_id: string; pdus: JsonObject[] } }>(
     '/_myelin/replication/import/:requestId',
     { schema: { params: paramsSchema, body: importBodySchema }, bodyLimit },
@@ -140,10 +190,16 @@ export function toWire(event: PersistedEvent): PersistedEventWire {
 }
 
 function sendStorageError(reply: FastifyReply, err: unknown, log: FastifyReply['log']): FastifyReply {
+  const { status, body } = storageErrorAnswer(err, log)
+  return reply.code(status).send(body)
+}
+
+/** The status and Matrix error body for what `persist` threw, logged at the level it deserves. */
+function storageErrorAnswer(err: unknown, log: FastifyReply['log']): BatchItemAnswer {
   const mapped = err instanceof StorageError ? errorStatus[err.code] : undefined
   if (!(err instanceof StorageError) || mapped === undefined) {
     log.error({ err }, 'replication request failed')
-    return reply.code(500).send({ errcode: 'M_UNKNOWN', error: 'internal error' })
+    return { status: 500, body: { errcode: 'M_UNKNOWN', error: 'internal error' } }
   }
   const body: Record<string, unknown> = { errcode: mapped.errcode, error: err.message }
   if (err instanceof NotOwnerError) body['owner'] = err.owner
@@ -154,7 +210,7 @@ function sendStorageError(reply: FastifyReply, err: unknown, log: FastifyReply['
   } else {
     log.info({ code: err.code }, 'replication request refused')
   }
-  return reply.code(mapped.status).send(body)
+  return { status: mapped.status, body }
 }
 
 function sha256(text: string): Buffer {

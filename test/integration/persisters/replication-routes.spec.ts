@@ -137,6 +137,41 @@ describe('replication routes', () => {
     }
   })
 
+  it('should answer a persist_batch per request, in order, as the single route would, and the same on retry', async () => {
+    const [a, b] = [await ownedRoom(), await ownedRoom()]
+    const before = await eventCount(t.db, a)
+    const requests = [
+      { request_id: 'batch-1', room_id: a, events: [message(alice, 'one')] },
+      { request_id: 'batch-2', room_id: otherRoom, events: [message(alice, 'elsewhere')] },
+      { request_id: 'batch-3', room_id: a, events: [message(bob, 'not a member')] },
+      { request_id: 'batch-4', room_id: b, events: [message(alice, 'two')] },
+      { request_id: 'batch-5', room_id: a, events: [message(alice, 'three')] },
+    ]
+    const response = await post('/_myelin/replication/persist_batch', { requests })
+    expect(response.statusCode).to.equal(200)
+    const results = response.json().results as { status: number; body: Record<string, unknown> }[]
+    expect(results.map((r) => r.status)).to.deep.equal([200, 421, 403, 200, 200])
+    expect(results[1]!.body).to.include({ errcode: 'MYELIN_NOT_OWNER', owner: 'p2' })
+    expect(results[2]!.body).to.include({ errcode: 'M_FORBIDDEN', event_index: 0 })
+    expect(await eventCount(t.db, a)).to.equal(before + 2)
+    const retry = await post('/_myelin/replication/persist_batch', { requests })
+    expect(retry.json().results).to.deep.equal(results)
+    expect(await eventCount(t.db, a), 'a retried batch stores nothing twice').to.equal(before + 2)
+    const single = await post('/_myelin/replication/persist/batch-4', { room_id: b, events: [message(alice, 'two')] })
+    expect(single.json(), 'the single route knows the batch item by its request ID').to.deep.equal(results[3]!.body)
+  })
+
+  it('should refuse a malformed or oversized persist_batch as a whole, and without the secret', async () => {
+    const id = await ownedRoom()
+    const item = (n: number) => ({ request_id: `big-${n}`, room_id: id, events: [message(alice, `m${n}`)] })
+    const count = await eventCount(t.db, id)
+    expect((await post('/_myelin/replication/persist_batch', { requests: [] })).statusCode).to.equal(400)
+    expect((await post('/_myelin/replication/persist_batch', { requests: [{ room_id: id, events: [message(alice, 'x')] }] })).statusCode).to.equal(400)
+    expect((await post('/_myelin/replication/persist_batch', { requests: Array.from({ length: 65 }, (_, n) => item(n)) })).statusCode).to.equal(400)
+    expect((await post('/_myelin/replication/persist_batch', { requests: [item(0)] }, null)).statusCode).to.equal(401)
+    expect(await eventCount(t.db, id), 'nothing of a refused batch is stored').to.equal(count)
+  })
+
   it('should import PDUs through the import route', async () => {
     const id = await ownedRoom()
     const bad = await post('/_myelin/replication/import/i1', { room_id: id, pdus: [{ type: 'x' }] })
