@@ -292,6 +292,19 @@ describe('api room writes (createRoom, membership, send, state, redact)', functi
       expect(stored?.pdu['content']).to.deep.equal({ msgtype: 'm.text', body: 'hi' })
     })
 
+    it('should refuse a member who just left (the pre-check remembers joins; the persister decides)', async () => {
+      const roomId = await createRoom(alice, { preset: 'public_chat' })
+      expect((await membershipAction(bob, roomId, 'join')).statusCode).to.equal(200)
+      const path = () => `/rooms/${enc(roomId)}/send/m.room.message/t-${Math.random()}`
+      expect((await call('PUT', bob, path(), { body: 'while joined' })).statusCode).to.equal(200)
+      expect((await membershipAction(bob, roomId, 'leave')).statusCode).to.equal(200)
+      const refused = await call('PUT', bob, path(), { body: 'after leaving' })
+      expect(status(refused)).to.deep.equal([403, 'M_FORBIDDEN'])
+      const bodies = (await h.t.db.selectFrom('event_json').select('json').where('room_id', '=', roomId).execute()).map((r) => JSON.parse(r.json).content?.body)
+      expect(bodies).to.include('while joined')
+      expect(bodies).to.not.include('after leaving')
+    })
+
     it('should refuse non-members, unknown rooms, bad bodies and missing tokens', async () => {
       const roomId = await createRoom(alice, { preset: 'public_chat' })
       const path = (room: string) => `/rooms/${enc(room)}/send/m.room.message/t-${Math.random()}`

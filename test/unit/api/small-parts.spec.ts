@@ -3,9 +3,27 @@ import { jsonProblem, maxJsonDepth } from '../../../api/json-body.js'
 import { createPresenceStore } from '../../../api/presence-store.js'
 import { createRateLimiter } from '../../../api/rate-limiter.js'
 import { redactUrl } from '../../../api/request-logging.js'
+import { createMembershipCache } from '../../../api/routes/rooms.js'
 import { checkLocalpart, loginUserId } from '../../../api/user-ids.js'
 
 describe('api small parts', () => {
+  describe('createMembershipCache', () => {
+    it('should remember a join for its TTL only, per room and user, and drop the oldest beyond its size', () => {
+      let now = 1_000
+      const cache = createMembershipCache({ ttlMs: 100, maxEntries: 2, clock: () => now })
+      cache.add('!a:hs', '@u:hs')
+      expect(cache.has('!a:hs', '@u:hs')).to.equal(true)
+      expect(cache.has('!a:hs', '@v:hs')).to.equal(false)
+      expect(cache.has('!b:hs', '@u:hs')).to.equal(false)
+      now += 100
+      expect(cache.has('!a:hs', '@u:hs'), 'expired').to.equal(false)
+      cache.add('!a:hs', '@u:hs')
+      cache.add('!b:hs', '@u:hs')
+      cache.add('!c:hs', '@u:hs')
+      expect([cache.has('!a:hs', '@u:hs'), cache.has('!b:hs', '@u:hs'), cache.has('!c:hs', '@u:hs')]).to.deep.equal([false, true, true])
+    })
+  })
+
   describe('jsonProblem', () => {
     it('should find U+0000 in strings and keys at any depth', () => {
       expect(jsonProblem({ a: [{ b: 'ok' }] })).to.equal(undefined)
