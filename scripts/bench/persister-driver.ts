@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto'
 import type pg from 'pg'
 import { Registry } from 'prom-client'
+import { planRoomCreation } from '../../api/room-creation.js'
 import type { NewEvent } from '../../persisters/new-event.js'
 import { createPersister, type Persister } from '../../persisters/persister.js'
 import { createShardMap } from '../../persisters/shard-map.js'
@@ -86,8 +87,8 @@ let requestSeq = 0
 const requestId = (): string => `bench-${process.pid}-${++requestSeq}`
 
 /**
- * Creates `count` public rooms through the persister (create, creator join, power levels,
- * join rules, history visibility, then the joins of the message senders), `concurrency` at a time.
+ * Creates `count` public rooms through the persister (what `createRoom` with preset
+ * `public_chat` persists, then the joins of the message senders), `concurrency` at a time.
  *
  * @example
  * const rooms = await createRooms(bench.persister, 1000, 32, (done) => ctx.progress(`${done} rooms`))
@@ -99,7 +100,7 @@ export async function createRooms(persister: Persister, count: number, concurren
   const worker = async (): Promise<void> => {
     while (next < rooms.length) {
       const roomId = rooms[next++] as string
-      await persister.persist({ requestId: requestId(), roomId, events: roomEvents() })
+      await persister.persist({ requestId: requestId(), roomId, events: roomEvents(roomId) })
       if (++done % 250 === 0) onProgress?.(done)
     }
   }
@@ -107,18 +108,10 @@ export async function createRooms(persister: Persister, count: number, concurren
   return rooms
 }
 
-function roomEvents(): NewEvent[] {
+/** What a client's `createRoom` (preset `public_chat`) persists, then the joins of the message senders. */
+function roomEvents(roomId: string): NewEvent[] {
   return [
-    { type: 'm.room.create', state_key: '', sender: creator, content: { room_version: '11' } },
-    { type: 'm.room.member', state_key: creator, sender: creator, content: { membership: 'join' } },
-    {
-      type: 'm.room.power_levels',
-      state_key: '',
-      sender: creator,
-      content: { users: { [creator]: 100 }, users_default: 0, events_default: 0, state_default: 50, ban: 50, kick: 50, redact: 50, invite: 0 },
-    },
-    { type: 'm.room.join_rules', state_key: '', sender: creator, content: { join_rule: 'public' } },
-    { type: 'm.room.history_visibility', state_key: '', sender: creator, content: { history_visibility: 'shared' } },
+    ...planRoomCreation(roomId, creator, serverName, { preset: 'public_chat' }).events,
     ...senders.map((sender): NewEvent => ({ type: 'm.room.member', state_key: sender, sender, content: { membership: 'join' } })),
   ]
 }
