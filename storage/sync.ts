@@ -250,6 +250,27 @@ export async function membershipChanged(db: Db, userId: string, after: RoomStrea
   return row !== undefined
 }
 
+/**
+ * The users whose membership changed in any room after `after` and up to `upTo`: one scan of the
+ * events in that range (the stream ordering index), however many syncs wait.
+ *
+ * @example
+ * await membershipChangesBetween(db, before, tracker.currentToken()) // Set { '@bob:hs' }
+ */
+export async function membershipChangesBetween(db: Db, after: RoomStreamToken, upTo: RoomStreamToken): Promise<Set<string>> {
+  const rows = await db
+    .selectFrom('events as e')
+    .innerJoin('room_memberships as m', 'm.event_id', 'e.event_id')
+    .leftJoin('instances as i', 'i.instance_name', 'e.instance_name')
+    .select('m.user_id')
+    .distinct()
+    .where('e.type', '=', 'm.room.member')
+    .where(rowAfter(after))
+    .where(rowCoveredBy(upTo))
+    .execute()
+  return new Set(rows.map((row) => row.user_id))
+}
+
 /** Every membership event of the user covered by `upTo` (one indexed scan of their rows). */
 async function membershipRows(db: Db, userId: string, upTo: RoomStreamToken): Promise<MembershipRow[]> {
   const rows = await db

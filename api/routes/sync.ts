@@ -4,8 +4,9 @@ import { accountDataPosition } from '../../storage/account-data.js'
 import { getFilter } from '../../storage/filters.js'
 import type { Database } from '../../storage/schema.js'
 import type { RoomStreamToken } from '../../storage/streams/room-stream-token.js'
-import { membershipChanged, parseSyncFilter, parseSyncToken, readSync, serializeSyncToken, type SyncToken } from '../../storage/sync.js'
+import { parseSyncFilter, parseSyncToken, readSync, serializeSyncToken, type SyncToken } from '../../storage/sync.js'
 import { clientRoute } from '../client-route.js'
+import { createMembershipWatch } from '../membership-watch.js'
 import { invalidParam } from '../errors.js'
 import { filterSchema } from '../filter-schema.js'
 import { requireUser } from '../require-user.js'
@@ -23,7 +24,8 @@ import type { RoomServices } from '../room-services.js'
  *
  * Long-poll: with nothing new and a `since`, the request waits up to `timeout` for the
  * notifier: on the user's joined rooms, and on any room for a change of the user's own
- * membership (an invite to a new room; each wake-up of that kind costs one indexed query).
+ * membership (an invite to a new room), which one process-wide `MembershipWatch` reads once
+ * per advance for all waiting syncs (api/membership-watch.ts).
  * Account data writes do not wake long-polls yet (they show at the next wake-up or sync).
  * A client that disconnects aborts the wait.
  */
@@ -116,22 +118,16 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
     const { db } = app.myelin
 
     /** Waits for news for `userId` after `after`: their rooms, or their membership anywhere. */
+    const membershipWatch = createMembershipWatch({ db, tracker, notifier, log: app.myelin.log })
     const waitForNews = async (userId: string, rooms: readonly string[], after: RoomStreamToken, timeoutMs: number, signal: AbortSignal) => {
       const stop = new AbortController()
       const onAbort = () => stop.abort()
       signal.addEventListener('abort', onAbort, { once: true })
-      const deadline = Date.now() + timeoutMs
       try {
-        const roomsWait = notifier.wait({ rooms: new Set(rooms), after, timeoutMs, signal: stop.signal }).then((o) => ['rooms', o] as const)
-        let anyAfter = after
-        for (;;) {
-          const anyWait = notifier.wait({ rooms: 'any', after: anyAfter, timeoutMs: Math.max(0, deadline - Date.now()), signal: stop.signal }).then((o) => ['any', o] as const)
-          const [which, outcome] = await Promise.race([roomsWait, anyWait])
-          if (outcome !== 'advanced' || which === 'rooms') return outcome
-          const current = tracker.currentToken()
-          if (await membershipChanged(db, userId, anyAfter, current)) return outcome
-          anyAfter = current
-        }
+        return await Promise.race([
+          notifier.wait({ rooms: new Set(rooms), after, timeoutMs, signal: stop.signal }),
+          membershipWatch.wait(userId, after, timeoutMs, stop.signal),
+        ])
       } finally {
         signal.removeEventListener('abort', onAbort)
         stop.abort()
