@@ -114,6 +114,23 @@ export async function accountDataPosition(db: Kysely<Database>): Promise<bigint>
 }
 
 /**
+ * Users whose account data or push rules changed in `(after, upTo]`, each with the newest stream
+ * ID of their changes in that range (two index range scans).
+ *
+ * @example
+ * await usersWithAccountDataChanges(db, 41n, 45n) // Map { '@a:hs' => 44n }
+ */
+export async function usersWithAccountDataChanges(db: Kysely<Database>, after: bigint, upTo: bigint): Promise<Map<string, bigint>> {
+  const { rows } = await sql<{ user_id: string; newest: bigint | string }>`
+    SELECT user_id, max(stream_id) AS newest FROM (
+      SELECT user_id, stream_id FROM account_data WHERE stream_id > ${after} AND stream_id <= ${upTo}
+      UNION ALL
+      SELECT user_id, stream_id FROM push_rules WHERE stream_id > ${after} AND stream_id <= ${upTo}
+    ) changes GROUP BY user_id`.execute(db)
+  return new Map(rows.map((row) => [row.user_id, BigInt(row.newest)]))
+}
+
+/**
  * A user's documents whose stream ID is in `(after, upTo]`: everything when `after` is absent
  * (initial sync). Push rules appear as the global `m.push_rules` entry when they changed in the
  * range (initial sync: only once stored, so callers wanting them always use getPushRules).

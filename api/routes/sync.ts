@@ -3,10 +3,10 @@ import type { Kysely } from 'kysely'
 import { accountDataPosition } from '../../storage/account-data.js'
 import { getFilter } from '../../storage/filters.js'
 import type { Database } from '../../storage/schema.js'
-import type { RoomStreamToken } from '../../storage/streams/room-stream-token.js'
 import { parseSyncFilter, parseSyncToken, readSync, serializeSyncToken, type SyncToken } from '../../storage/sync.js'
 import { clientRoute } from '../client-route.js'
 import { createMembershipWatch } from '../membership-watch.js'
+import { createUserDataWatch } from '../user-data-watch.js'
 import { invalidParam } from '../errors.js'
 import { filterSchema } from '../filter-schema.js'
 import { requireUser } from '../require-user.js'
@@ -25,8 +25,8 @@ import type { RoomServices } from '../room-services.js'
  * Long-poll: with nothing new and a `since`, the request waits up to `timeout` for the
  * notifier: on the user's joined rooms, and on any room for a change of the user's own
  * membership (an invite to a new room), which one process-wide `MembershipWatch` reads once
- * per advance for all waiting syncs (api/membership-watch.ts).
- * Account data writes do not wake long-polls yet (they show at the next wake-up or sync).
+ * per advance for all waiting syncs (api/membership-watch.ts), and on the user's account data
+ * (set through any process; api/user-data-watch.ts polls for it every 250 ms while syncs wait).
  * A client that disconnects aborts the wait.
  */
 
@@ -117,16 +117,18 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
   return async (app) => {
     const { db } = app.myelin
 
-    /** Waits for news for `userId` after `after`: their rooms, or their membership anywhere. */
     const membershipWatch = createMembershipWatch({ db, tracker, notifier, log: app.myelin.log })
-    const waitForNews = async (userId: string, rooms: readonly string[], after: RoomStreamToken, timeoutMs: number, signal: AbortSignal) => {
+    const userDataWatch = createUserDataWatch({ db, log: app.myelin.log })
+    /** Waits for news for `userId` after `after`: their rooms, their membership anywhere, their account data. */
+    const waitForNews = async (userId: string, rooms: readonly string[], after: SyncToken, timeoutMs: number, signal: AbortSignal) => {
       const stop = new AbortController()
       const onAbort = () => stop.abort()
       signal.addEventListener('abort', onAbort, { once: true })
       try {
         return await Promise.race([
-          notifier.wait({ rooms: new Set(rooms), after, timeoutMs, signal: stop.signal }),
-          membershipWatch.wait(userId, after, timeoutMs, stop.signal),
+          notifier.wait({ rooms: new Set(rooms), after: after.room, timeoutMs, signal: stop.signal }),
+          membershipWatch.wait(userId, after.room, timeoutMs, stop.signal),
+          userDataWatch.wait(userId, after.accountData, timeoutMs, stop.signal),
         ])
       } finally {
         signal.removeEventListener('abort', onAbort)
@@ -180,7 +182,7 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
         let { upTo, data } = await read()
         const deadline = Date.now() + timeoutMs
         while (since && data.empty && !fullState && !closed.signal.aborted && deadline > Date.now()) {
-          const outcome = await waitForNews(userId, data.joinedRooms, upTo.room, deadline - Date.now(), closed.signal)
+          const outcome = await waitForNews(userId, data.joinedRooms, upTo, deadline - Date.now(), closed.signal)
           if (outcome !== 'advanced') break
           ;({ upTo, data } = await read())
         }

@@ -104,6 +104,23 @@ describe('api /sync', function () {
     expect(bodies(body.rooms.join[roomId]!.timeline.events)).to.deep.equal(['wake up'])
   })
 
+  it("should wake a long-poll when the user's account data changes, and not another user's", async () => {
+    const quiet = JSON.stringify({ room: { rooms: [] } })
+    const [bobStart, carolStart] = [await sync(bob, { filter: quiet }), await sync(carol, { filter: quiet })]
+    const started = Date.now()
+    const bobPoll = sync(bob, { since: bobStart.next_batch, timeout: '20000', filter: quiet })
+    const carolPoll = sync(carol, { since: carolStart.next_batch, timeout: '1500', filter: quiet }).then((body) => ({ body, ms: Date.now() - started }))
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    const put = await h.call('PUT', `${v3}/user/${enc(bob.user_id)}/account_data/m.test.wake`, { token: bob.access_token, body: { n: 1 } })
+    expect(put.statusCode).to.equal(200)
+    const woken = await bobPoll
+    expect(Date.now() - started, 'woken by the write, not the 20 s timeout').to.be.below(5000)
+    expect(woken.account_data.events).to.deep.include({ type: 'm.test.wake', content: { n: 1 } })
+    const carolAnswer = await carolPoll
+    expect(carolAnswer.ms, "carol's poll ran its whole timeout").to.be.at.least(1400)
+    expect(carolAnswer.body.account_data.events).to.deep.equal([])
+  })
+
   it('should wait the whole timeout when nothing happens in the user\'s rooms, and answer the same position', async () => {
     const mine = await createRoom(h, carol.user_id)
     const start = await sync(carol, { filter: only([mine]) })
