@@ -77,7 +77,12 @@ export async function buildApp(ctx: ApiContext, options: BuildAppOptions = {}): 
 
   const runtime: ApiRuntime = {
     ...ctx,
-    auth: createAuthenticator({ db: ctx.db, clock, ...(options.tokenCacheTtlMs !== undefined && { ttlMs: options.tokenCacheTtlMs }) }),
+    auth: createAuthenticator({
+      db: ctx.db,
+      clock,
+      ...(options.tokenCacheTtlMs !== undefined && { ttlMs: options.tokenCacheTtlMs }),
+      onPollError: (err) => ctx.log.warn({ err }, 'token revocation poll failed; cached tokens still expire'),
+    }),
     clock,
     failedLogins: createRateLimiter({ ...(options.failedLoginLimit ?? { burst: 5, perSecond: 0.1 }), clock }),
     presence: createPresenceStore(clock),

@@ -1,6 +1,6 @@
 import type { Kysely } from 'kysely'
 import { hashAccessToken, passesTokenCheck } from '../storage/access-token.js'
-import { findAccessToken, type Requester } from '../storage/accounts.js'
+import { findAccessToken, recentlyRevokedTokenIds, type Requester } from '../storage/accounts.js'
 import type { Database } from '../storage/schema.js'
 
 /**
@@ -8,8 +8,10 @@ import type { Database } from '../storage/schema.js'
  * SHA-256 (never the token itself).
  *
  * Staleness: a logout, device deletion or password change made through THIS process forgets the
- * affected entries at once. Another process keeps serving a revoked token from its cache for at
- * most `ttlMs` (default 30 s); deployments that cannot accept that set a smaller TTL.
+ * affected entries at once. Other processes learn of it from `access_token_revocations` (filled by
+ * triggers), which every authenticator with cached tokens polls every `revocationPollMs`
+ * (default 500 ms): a revoked token stops working everywhere within about a second. If the
+ * poll fails, entries still expire after `ttlMs` (default 30 s).
  * Unknown tokens are not cached (each costs one indexed lookup; a `syt_` token with a wrong check
  * part costs none).
  */
@@ -27,7 +29,14 @@ export interface AuthenticatorOptions {
   /** Most cached tokens; the oldest entries go first (default 10 000). */
   readonly maxEntries?: number
   readonly clock?: () => number
+  /** How often cached tokens are checked against recent revocations (default 500 ms; 0: never). */
+  readonly revocationPollMs?: number
+  /** Logs a failed revocation poll. */
+  readonly onPollError?: (err: unknown) => void
 }
+
+/** How far back each revocation poll looks (database clock): several polls overlap. */
+const revocationLookbackMs = 5_000
 
 interface Entry {
   readonly requester: Requester
@@ -45,6 +54,27 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
   const maxEntries = options.maxEntries ?? 10_000
   const clock = options.clock ?? Date.now
   const cache = new Map<string, Entry>()
+  const pollMs = options.revocationPollMs ?? 500
+  let poller: NodeJS.Timeout | undefined
+
+  /** Drops cached tokens revoked recently; runs while anything is cached. */
+  async function pollRevocations(): Promise<void> {
+    poller = undefined
+    if (cache.size === 0) return
+    try {
+      const revoked = new Set(await recentlyRevokedTokenIds(options.db, revocationLookbackMs))
+      if (revoked.size > 0) for (const [key, { requester }] of cache) if (revoked.has(requester.tokenId)) cache.delete(key)
+    } catch (err) {
+      options.onPollError?.(err)
+    }
+    schedulePoll()
+  }
+
+  function schedulePoll(): void {
+    if (pollMs <= 0 || poller !== undefined || cache.size === 0) return
+    poller = setTimeout(() => void pollRevocations(), pollMs)
+    poller.unref()
+  }
 
   return {
     async authenticate(token) {
@@ -63,6 +93,7 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
           if (!oldest.done) cache.delete(oldest.value)
         }
         cache.set(key, { requester, expiresAt: clock() + ttlMs })
+        schedulePoll()
       }
       return requester
     },

@@ -7,7 +7,10 @@ import type { Database } from '../storage/schema.js'
 export const txnIdLifetimeMs = 24 * 60 * 60 * 1000
 /** Replication request answers are kept an hour (callers retry within seconds). */
 export const replicationRequestLifetimeMs = 60 * 60 * 1000
+/** Token revocations are read by the caches within seconds; an hour is plenty. */
+export const tokenRevocationLifetimeMs = 60 * 60 * 1000
 /** Interval between housekeeping runs. */
+
 export const housekeepingIntervalMs = 60 * 1000
 
 export interface BackgroundTasks {
@@ -43,9 +46,15 @@ export function startBackgroundTasks(options: {
     const now = clock()
     const txn = await db.deleteFrom('event_txn_ids').where('inserted_ts', '<', BigInt(now - txnIdLifetimeMs)).executeTakeFirst()
     const requests = await db.deleteFrom('replication_requests').where('inserted_ts', '<', BigInt(now - replicationRequestLifetimeMs)).executeTakeFirst()
-    const counts = { txnIds: Number(txn.numDeletedRows), replicationRequests: Number(requests.numDeletedRows) }
+    const revocations = await db.deleteFrom('access_token_revocations').where('revoked_ts', '<', BigInt(now - tokenRevocationLifetimeMs)).executeTakeFirst()
+    const counts = {
+      txnIds: Number(txn.numDeletedRows),
+      replicationRequests: Number(requests.numDeletedRows),
+      tokenRevocations: Number(revocations.numDeletedRows),
+    }
     expired.inc({ table: 'event_txn_ids' }, counts.txnIds)
     expired.inc({ table: 'replication_requests' }, counts.replicationRequests)
+    expired.inc({ table: 'access_token_revocations' }, counts.tokenRevocations)
     const { n } = await db.selectFrom('rooms').select((eb) => eb.fn.countAll<bigint>().as('n')).executeTakeFirstOrThrow()
     rooms.set(Number(n))
     log.debug(counts, 'housekeeping done')

@@ -1,5 +1,5 @@
 import { randomInt } from 'node:crypto'
-import type { Kysely } from 'kysely'
+import { sql, type Kysely } from 'kysely'
 import { generateAccessToken, hashAccessToken } from './access-token.js'
 import type { Database } from './schema.js'
 
@@ -234,6 +234,22 @@ export async function findAccessToken(db: Kysely<Database>, tokenHash: Buffer): 
     .where('users.deactivated', '=', false)
     .executeTakeFirst()
   return row && { userId: row.user_id, deviceId: row.device_id, tokenId: row.id }
+}
+
+/**
+ * IDs of the access tokens revoked (deleted, or their user deactivated) in the last `withinMs`
+ * by the database's clock; triggers log them (migration 0007), whatever deleted them.
+ *
+ * @example
+ * for (const id of await recentlyRevokedTokenIds(db, 5000)) cache.forget(id)
+ */
+export async function recentlyRevokedTokenIds(db: Kysely<Database>, withinMs: number): Promise<bigint[]> {
+  const rows = await db
+    .selectFrom('access_token_revocations')
+    .select('token_id')
+    .where('revoked_ts', '>', sql<bigint>`myelin_now_ms() - ${withinMs}::int8`)
+    .execute()
+  return rows.map((row) => BigInt(row.token_id))
 }
 
 /**

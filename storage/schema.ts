@@ -27,6 +27,7 @@ export interface Database {
   users: UsersTable
   devices: DevicesTable
   access_tokens: AccessTokensTable
+  access_token_revocations: AccessTokenRevocationsTable
   user_filters: UserFiltersTable
   account_data: AccountDataTable
   push_rules: PushRulesTable
@@ -172,6 +173,13 @@ export interface AccessTokensTable {
   device_id: string
   created_ts: Int8
   last_used_ts: Int8 | null
+}
+
+/** Filled by triggers (migration 0007) when a token is deleted or its user deactivated. */
+export interface AccessTokenRevocationsTable {
+  id: Generated<bigint>
+  token_id: Int8
+  revoked_ts: Int8
 }
 
 export interface UserFiltersTable {

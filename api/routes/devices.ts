@@ -8,7 +8,7 @@ import { authDictSchema, requirePasswordAuth, type AuthDict } from '../user-inte
 /**
  * `GET /devices`, `GET|PUT|DELETE /devices/{deviceId}`, `POST /delete_devices`. Deleting needs
  * user-interactive `m.login.password` and revokes the devices' tokens at once (in this process;
- * others within the authenticator's cache TTL).
+ * in others within about a second, see api/authenticator.ts).
  */
 
 function deviceJson(device: Device) {

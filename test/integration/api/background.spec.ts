@@ -1,5 +1,5 @@
 import { expect } from 'chai'
-import { startBackgroundTasks, replicationRequestLifetimeMs, txnIdLifetimeMs } from '../../../api/background.js'
+import { replicationRequestLifetimeMs, startBackgroundTasks, tokenRevocationLifetimeMs, txnIdLifetimeMs } from '../../../api/background.js'
 import { silentLogger } from '../../../storage/logger.js'
 import { Registry } from 'prom-client'
 import { createTestDatabase, type TestDatabase } from '../../support/db.js'
@@ -14,7 +14,7 @@ describe('api/background: housekeeping', function () {
     await t.drop()
   })
 
-  it('should expire txn IDs after a day and replication answers after an hour, keeping younger rows', async () => {
+  it('should expire txn IDs after a day, replication answers and token revocations after an hour, keeping younger rows', async () => {
     const now = 10_000_000_000
     const row = (age: number, i: number) => ({ room_id: '!r:hs', user_id: '@u:hs', device_id: 'D', txn_id: `t${i}`, event_id: `$e${i}`, inserted_ts: BigInt(now - age) })
     await t.db.insertInto('event_txn_ids').values([row(txnIdLifetimeMs + 1, 1), row(txnIdLifetimeMs - 1000, 2)]).execute()
@@ -25,6 +25,13 @@ describe('api/background: housekeeping', function () {
         { request_id: 'new', idx: 0, event_id: '$b', inserted_ts: BigInt(now - 1000) },
       ])
       .execute()
+    await t.db
+      .insertInto('access_token_revocations')
+      .values([
+        { token_id: 1n, revoked_ts: BigInt(now - tokenRevocationLifetimeMs - 1) },
+        { token_id: 2n, revoked_ts: BigInt(now - 1000) },
+      ])
+      .execute()
     const registry = new Registry()
     const tasks = startBackgroundTasks({ db: t.db, log: silentLogger(), registry, clock: () => now, intervalMs: 3_600_000 })
     try {
@@ -32,9 +39,11 @@ describe('api/background: housekeeping', function () {
       await tasks.runOnce()
       expect((await t.db.selectFrom('event_txn_ids').select('txn_id').execute()).map((r) => r.txn_id)).to.deep.equal(['t2'])
       expect((await t.db.selectFrom('replication_requests').select('request_id').execute()).map((r) => r.request_id)).to.deep.equal(['new'])
+      expect((await t.db.selectFrom('access_token_revocations').select('token_id').execute()).map((r) => String(r.token_id))).to.deep.equal(['2'])
       const metrics = await registry.metrics()
       expect(metrics).to.match(/myelin_background_expired_rows_total\{table="event_txn_ids"\} 1\n/)
       expect(metrics).to.match(/myelin_background_expired_rows_total\{table="replication_requests"\} 1\n/)
+      expect(metrics).to.match(/myelin_background_expired_rows_total\{table="access_token_revocations"\} 1\n/)
     } finally {
       await tasks.close()
     }
