@@ -5,13 +5,14 @@ import type { Notifier } from '../storage/streams/notifier.js'
 import type { RoomStreamToken } from '../storage/streams/room-stream-token.js'
 import type { StreamTracker } from '../storage/streams/stream-tracker.js'
 import { membershipChanged, membershipChangesBetween } from '../storage/sync.js'
+import { createUserWaiters, type WaitOutcome } from './user-waiters.js'
 
 export interface MembershipWatch {
   /**
    * Resolves `advanced` once a membership event of `userId` (in any room) lands after `after`,
    * `timeout` after `timeoutMs`, `aborted` when `signal` aborts.
    */
-  wait(userId: string, after: RoomStreamToken, timeoutMs: number, signal: AbortSignal): Promise<'advanced' | 'timeout' | 'aborted'>
+  wait(userId: string, after: RoomStreamToken, timeoutMs: number, signal: AbortSignal): Promise<WaitOutcome>
 }
 
 /**
@@ -28,7 +29,7 @@ export interface MembershipWatch {
 export function createMembershipWatch(options: { db: Kysely<Database>; tracker: StreamTracker; notifier: Notifier; log: Logger }): MembershipWatch {
   const { db, tracker, notifier } = options
   const log = options.log.child({ component: 'membership-watch' })
-  const waiters = new Map<string, Set<() => void>>()
+  const waiters = createUserWaiters<RoomStreamToken>({ onEmpty: () => idle?.abort() })
   let running = false
   /** Ends the loop's current wait when the last waiter leaves. */
   let idle: AbortController | undefined
@@ -44,7 +45,7 @@ export function createMembershipWatch(options: { db: Kysely<Database>; tracker: 
         try {
           const users = await membershipChangesBetween(db, last, upTo)
           last = upTo
-          for (const user of users) for (const wake of waiters.get(user) ?? []) wake()
+          for (const user of users) waiters.wake(user)
         } catch (err) {
           log.warn({ err }, 'could not read membership changes; retrying')
           await new Promise((resolve) => setTimeout(resolve, 250))
@@ -58,37 +59,20 @@ export function createMembershipWatch(options: { db: Kysely<Database>; tracker: 
 
   return {
     wait(userId, after, timeoutMs, signal) {
-      if (signal.aborted) return Promise.resolve('aborted')
-      return new Promise((resolve) => {
-        const done = (outcome: 'advanced' | 'timeout' | 'aborted') => {
-          clearTimeout(timer)
-          signal.removeEventListener('abort', onAbort)
-          const mine = waiters.get(userId)
-          mine?.delete(wake)
-          if (mine?.size === 0) waiters.delete(userId)
-          if (waiters.size === 0) idle?.abort()
-          resolve(outcome)
-        }
-        const wake = () => done('advanced')
-        const onAbort = () => done('aborted')
-        const timer = setTimeout(() => done('timeout'), Math.max(0, timeoutMs))
-        signal.addEventListener('abort', onAbort, { once: true })
-        // Register before checking: a change the loop reads from now on wakes this waiter, and
-        // the check covers (after, now]. The loop starts at a token no later than that `now`.
-        const mine = waiters.get(userId) ?? new Set()
-        mine.add(wake)
-        waiters.set(userId, mine)
-        if (!running) {
-          running = true
-          void follow(tracker.currentToken())
-        }
-        membershipChanged(db, userId, after, tracker.currentToken()).then(
-          (changed) => {
-            if (changed) wake()
-          },
-          (err: unknown) => log.warn({ err }, 'could not check membership changes'),
-        )
-      })
+      // Registered before checking: a change the loop reads from now on wakes this waiter, and
+      // the check covers (after, now]. The loop starts at a token no later than that `now`.
+      const outcome = waiters.wait(userId, after, timeoutMs, signal)
+      if (!running && waiters.size > 0) {
+        running = true
+        void follow(tracker.currentToken())
+      }
+      membershipChanged(db, userId, after, tracker.currentToken()).then(
+        (changed) => {
+          if (changed) waiters.wake(userId, (waitingAfter) => waitingAfter === after)
+        },
+        (err: unknown) => log.warn({ err }, 'could not check membership changes'),
+      )
+      return outcome
     },
   }
 }

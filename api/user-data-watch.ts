@@ -2,13 +2,14 @@ import type { Kysely } from 'kysely'
 import { accountDataPosition, usersWithAccountDataChanges } from '../storage/account-data.js'
 import type { Logger } from '../storage/logger.js'
 import type { Database } from '../storage/schema.js'
+import { createUserWaiters, type WaitOutcome } from './user-waiters.js'
 
 export interface UserDataWatch {
   /**
    * Resolves `advanced` once account data or push rules of `userId` change after position
    * `after`, `timeout` after `timeoutMs`, `aborted` when `signal` aborts.
    */
-  wait(userId: string, after: bigint, timeoutMs: number, signal: AbortSignal): Promise<'advanced' | 'timeout' | 'aborted'>
+  wait(userId: string, after: bigint, timeoutMs: number, signal: AbortSignal): Promise<WaitOutcome>
 }
 
 /**
@@ -25,7 +26,7 @@ export function createUserDataWatch(options: { db: Kysely<Database>; log: Logger
   const { db } = options
   const log = options.log.child({ component: 'user-data-watch' })
   const intervalMs = options.intervalMs ?? 250
-  const waiters = new Map<string, Set<{ after: bigint; wake: () => void }>>()
+  const waiters = createUserWaiters<bigint>()
   /** Position up to which changes were read. */
   let last: bigint | undefined
   /** The oldest `after` of waiters that came since the last poll started: read from there. */
@@ -44,7 +45,7 @@ export function createUserDataWatch(options: { db: Kysely<Database>; log: Logger
       const position = await accountDataPosition(db)
       if (from !== undefined && position > from) {
         for (const [user, newest] of await usersWithAccountDataChanges(db, from, position)) {
-          for (const waiter of waiters.get(user) ?? []) if (newest > waiter.after) waiter.wake()
+          waiters.wake(user, (after) => newest > after)
         }
       }
       if (last === undefined || position > last) last = position
@@ -58,28 +59,12 @@ export function createUserDataWatch(options: { db: Kysely<Database>; log: Logger
 
   return {
     wait(userId, after, timeoutMs, signal) {
-      if (signal.aborted) return Promise.resolve('aborted')
-      return new Promise((resolve) => {
-        const waiter = { after, wake: () => done('advanced') }
-        const done = (outcome: 'advanced' | 'timeout' | 'aborted') => {
-          clearTimeout(deadline)
-          signal.removeEventListener('abort', onAbort)
-          const mine = waiters.get(userId)
-          mine?.delete(waiter)
-          if (mine?.size === 0) waiters.delete(userId)
-          resolve(outcome)
-        }
-        const onAbort = () => done('aborted')
-        const deadline = setTimeout(() => done('timeout'), Math.max(0, timeoutMs))
-        signal.addEventListener('abort', onAbort, { once: true })
-        const mine = waiters.get(userId) ?? new Set()
-        mine.add(waiter)
-        waiters.set(userId, mine)
-        // The next poll reads from this waiter's position on, so a change after `after` is seen
-        // whether it landed before or after this call.
-        if (rescanFrom === undefined || after < rescanFrom) rescanFrom = after
-        timer ??= setTimeout(() => void poll(), intervalMs)
-      })
+      const outcome = waiters.wait(userId, after, timeoutMs, signal)
+      // The next poll reads from this waiter's position on, so a change after `after` is seen
+      // whether it landed before or after this call.
+      if (rescanFrom === undefined || after < rescanFrom) rescanFrom = after
+      if (waiters.size > 0) timer ??= setTimeout(() => void poll(), intervalMs)
+      return outcome
     },
   }
 }

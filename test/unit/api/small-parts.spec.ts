@@ -4,9 +4,33 @@ import { createPresenceStore } from '../../../api/presence-store.js'
 import { createRateLimiter } from '../../../api/rate-limiter.js'
 import { redactUrl } from '../../../api/request-logging.js'
 import { createMembershipCache } from '../../../api/routes/rooms.js'
+import { createUserWaiters } from '../../../api/user-waiters.js'
 import { checkLocalpart, loginUserId } from '../../../api/user-ids.js'
 
 describe('api small parts', () => {
+  describe('createUserWaiters', () => {
+    it('should wake the chosen waiters of a user only, time out or abort the others, and report when empty', async () => {
+      let emptied = 0
+      const waiters = createUserWaiters<number>({ onEmpty: () => emptied++ })
+      const abort = new AbortController()
+      const early = waiters.wait('@a:hs', 1, 5000, new AbortController().signal)
+      const late = waiters.wait('@a:hs', 9, 5000, new AbortController().signal)
+      const other = waiters.wait('@b:hs', 1, 30, new AbortController().signal)
+      const aborted = waiters.wait('@c:hs', 1, 5000, abort.signal)
+      expect(waiters.size).to.equal(3)
+      waiters.wake('@a:hs', (after) => 5 > after)
+      abort.abort()
+      expect(await early).to.equal('advanced')
+      expect(await aborted).to.equal('aborted')
+      expect(await other).to.equal('timeout')
+      expect(waiters.size, '@a:hs still has its late waiter').to.equal(1)
+      expect(emptied).to.equal(0)
+      waiters.wake('@a:hs')
+      expect(await late).to.equal('advanced')
+      expect([waiters.size, emptied]).to.deep.equal([0, 1])
+    })
+  })
+
   describe('createMembershipCache', () => {
     it('should remember a join for its TTL only, per room and user, and drop the oldest beyond its size', () => {
       let now = 1_000
