@@ -118,8 +118,7 @@ export function createReplicationSender(options: ReplicationSenderOptions): Repl
   function flush(writer: string): void {
     const queue = queued.get(writer) ?? []
     queued.delete(writer)
-    for (let i = 0; i < queue.length; i += maxRequestsPerBatch) {
-      const chunk = queue.slice(i, i + maxRequestsPerBatch)
+    for (const chunk of batchesOf(queue)) {
       batchSizes.observe({ persister: writer }, chunk.length)
       if (chunk.length === 1) {
         const [only] = chunk as [(typeof chunk)[number]]
@@ -214,6 +213,27 @@ export function createReplicationSender(options: ReplicationSenderOptions): Repl
     },
     close: () => agent.close(),
   }
+}
+
+/** Most body bytes coalesced into one `persist_batch` call; bigger requests travel alone. */
+const maxBatchBodyBytes = 1024 * 1024
+
+/** Splits queued requests into batches of at most `maxRequestsPerBatch` and `maxBatchBodyBytes`. */
+function batchesOf<Q extends { body: string }>(queue: readonly Q[]): Q[][] {
+  const batches: Q[][] = []
+  let current: Q[] = []
+  let bytes = 0
+  for (const item of queue) {
+    if (current.length > 0 && (current.length === maxRequestsPerBatch || bytes + item.body.length > maxBatchBodyBytes)) {
+      batches.push(current)
+      current = []
+      bytes = 0
+    }
+    current.push(item)
+    bytes += item.body.length
+  }
+  if (current.length > 0) batches.push(current)
+  return batches
 }
 
 /** A persister's answer to one persist request: its status and JSON body. */

@@ -104,6 +104,17 @@ describe('replication sender (api worker → persister over HTTP)', () => {
     expect(calls.slice(before.calls).filter((c) => c.endsWith('/persist_batch')).length).to.be.at.least(1)
   })
 
+  it('sends a request too large to coalesce on its own, next to coalesced small ones', async () => {
+    const roomId = newRoomId()
+    await sender.send({ requestId: randomUUID(), roomId, events: createRoomEvents(alice) })
+    const start = calls.length
+    const big = sender.send({ requestId: randomUUID(), roomId, events: Array.from({ length: 150 }, (_, i) => message(alice, `${i} ${'x'.repeat(8000)}`)) })
+    const small = [1, 2, 3].map((i) => sender.send({ requestId: randomUUID(), roomId, events: [message(alice, `small ${i}`)] }))
+    expect((await big).length).to.equal(150)
+    expect((await Promise.all(small)).map((events) => events.length)).to.deep.equal([1, 1, 1])
+    expect(calls.slice(start).sort()).to.deep.equal(['/_myelin/replication/persist/:id', '/_myelin/replication/persist_batch'])
+  })
+
   it('sends a lone request through the single persist route', async () => {
     const roomId = newRoomId()
     const start = calls.length
