@@ -1,5 +1,5 @@
-import { canonicalJsonBytes, encodeCanonicalJson } from '../storage/events/canonical-json.js'
-import { computeContentHash, eventIdOfRedactedBytes } from '../storage/events/event-hashes.js'
+import { encodeCanonicalObject, type CanonicalMemberCache } from '../storage/events/canonical-json.js'
+import { contentHashOfBytes, eventIdOfRedactedBytes } from '../storage/events/event-hashes.js'
 import { redactedView, type JsonObject } from '../storage/events/redaction.js'
 import { signBytes, type SigningKey } from '../storage/events/signing.js'
 
@@ -46,10 +46,11 @@ export function buildPdu(fields: PduFields, serverName: string, key: SigningKey)
     type: fields.type,
   }
   if (fields.stateKey !== undefined) unsigned['state_key'] = fields.stateKey
-  const hashed = { ...unsigned, hashes: { sha256: computeContentHash(unsigned) } }
-  // The reference hash and the signature cover the same bytes: the redacted PDU without
-  // `signatures` and `unsigned` (it has neither yet). Encode them once.
-  const redactedBytes = canonicalJsonBytes(redactedView(hashed))
+  // Three views of one event are encoded: without hashes (content hash), redacted (event ID and
+  // signature cover the same bytes), and whole (stored). Members they share are encoded once.
+  const members: CanonicalMemberCache = new Map()
+  const hashed = { ...unsigned, hashes: { sha256: contentHashOfBytes(encodeCanonicalObject(unsigned, members)) } }
+  const redactedBytes = Buffer.from(encodeCanonicalObject(redactedView(hashed), members), 'utf8')
   const pdu = { ...hashed, signatures: { [serverName]: { [key.keyId]: signBytes(redactedBytes, key) } } }
-  return { eventId: eventIdOfRedactedBytes(redactedBytes), pdu, json: encodeCanonicalJson(pdu) }
+  return { eventId: eventIdOfRedactedBytes(redactedBytes), pdu, json: encodeCanonicalObject(pdu, members) }
 }

@@ -51,6 +51,45 @@ export function encodeCanonicalJson(value: unknown): string {
 }
 
 /**
+ * Encoded top-level members of objects encoded with `encodeCanonicalObject`, by key: a member
+ * whose value is the same reference as before is not encoded again.
+ */
+export type CanonicalMemberCache = Map<string, { readonly value: unknown; readonly member: string }[]>
+
+/**
+ * `encodeCanonicalJson` of a plain object, reusing the encoding of every top-level member whose
+ * value is the very same reference as in an object encoded before with the same `cache`. For
+ * encoding several views of one event (content hash, redacted form, stored JSON) where only a
+ * few members differ. The values must not be mutated between the calls.
+ *
+ * @throws StorageError `ES_BAD_EVENT` as `encodeCanonicalJson`.
+ * @example
+ * const cache: CanonicalMemberCache = new Map()
+ * encodeCanonicalObject(event, cache)
+ * encodeCanonicalObject({ ...event, hashes }, cache) // only `hashes` is encoded
+ */
+export function encodeCanonicalObject(record: Readonly<Record<string, unknown>>, cache: CanonicalMemberCache): string {
+  const proto: unknown = Object.getPrototypeOf(record)
+  if (proto !== Object.prototype && proto !== null) return encodeCanonicalJson(record)
+  const keys = Object.keys(record).sort(compareCodePoints)
+  let text = '{'
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i] as string
+    const value = record[key]
+    const seen = cache.get(key) ?? []
+    let member = seen.find((entry) => Object.is(entry.value, value))?.member
+    if (member === undefined) {
+      const path = ['$', `.${key.length > 64 ? `${key.slice(0, 64)}…` : key}`]
+      member = `${encodeString(key, path)}:${encodeValue(value, path, new Set([record]))}`
+      seen.push({ value, member })
+      cache.set(key, seen)
+    }
+    text += (i === 0 ? '' : ',') + member
+  }
+  return `${text}}`
+}
+
+/**
  * The UTF-8 bytes of `encodeCanonicalJson(value)`: what is hashed and signed.
  *
  * @throws StorageError `ES_BAD_EVENT` as `encodeCanonicalJson`.

@@ -18,7 +18,18 @@ import type { JsonObject } from './redaction.js'
  */
 export function computeContentHash(pdu: Readonly<JsonObject>): string {
   const { unsigned: _unsigned, signatures: _signatures, hashes: _hashes, ...hashed } = pdu
-  return sha256(hashed).toString('base64').replace(/=+$/, '')
+  return contentHashOfBytes(canonicalJsonBytes(hashed))
+}
+
+/**
+ * The content hash (unpadded base64 SHA-256) of the canonical JSON of a PDU without `unsigned`,
+ * `signatures` and `hashes`, for a caller that already holds those bytes (see buildPdu).
+ *
+ * @example
+ * contentHashOfBytes(canonicalJsonBytes(unsignedPdu)) === computeContentHash(unsignedPdu) // true
+ */
+export function contentHashOfBytes(bytes: Uint8Array | string): string {
+  return createHash('sha256').update(bytes).digest('base64').replace(/=+$/, '')
 }
 
 /**

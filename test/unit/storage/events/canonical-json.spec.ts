@@ -1,7 +1,7 @@
 import { expect } from 'chai'
 import fc from 'fast-check'
 import { isStorageError } from '../../../../storage/errors.js'
-import { canonicalJsonBytes, compareCodePoints, encodeCanonicalJson } from '../../../../storage/events/canonical-json.js'
+import { canonicalJsonBytes, compareCodePoints, encodeCanonicalJson, encodeCanonicalObject, type CanonicalMemberCache } from '../../../../storage/events/canonical-json.js'
 
 /** JSON values within canonical JSON's domain, with strings over the whole Unicode range. */
 const unicodeString = fc.string({ unit: 'binary', maxLength: 12 })
@@ -238,5 +238,31 @@ describe('compareCodePoints', () => {
         expect(Math.sign(compareCodePoints(a, b))).to.equal(expected)
       }),
     )
+  })
+
+  it('encodeCanonicalObject should equal encodeCanonicalJson for views sharing members, with one cache (property)', () => {
+    const json = fc.jsonValue({ maxDepth: 3 }).filter((v) => {
+      try {
+        encodeCanonicalJson(v)
+        return true
+      } catch {
+        return false
+      }
+    })
+    fc.assert(
+      fc.property(fc.dictionary(fc.string({ maxLength: 6 }), json, { maxKeys: 6 }), json, fc.string({ maxLength: 6 }), (base, extra, key) => {
+        const cache: CanonicalMemberCache = new Map()
+        const views = [base, { ...base, [key]: extra }, Object.fromEntries(Object.entries(base).slice(1)), base]
+        for (const view of views) expect(encodeCanonicalObject(view, cache)).to.equal(encodeCanonicalJson(view))
+      }),
+    )
+  })
+
+  it('encodeCanonicalObject should refuse what encodeCanonicalJson refuses, naming the path', () => {
+    const cache: CanonicalMemberCache = new Map()
+    expect(() => encodeCanonicalObject({ a: { b: 1.5 } }, cache)).to.throw(/at \$\.a\.b: 1\.5 is not an integer/)
+    const cyclic: Record<string, unknown> = {}
+    cyclic['self'] = cyclic
+    expect(() => encodeCanonicalObject(cyclic, cache)).to.throw(/cyclic/)
   })
 })
