@@ -17,12 +17,20 @@ import { logger as sdkLogger, type Logger } from 'matrix-js-sdk/lib/logger.js'
 import { createTestDatabase, redisUrl, type TestDatabase } from '../../support/db.js'
 import { eventually } from '../reliability/load.js'
 import { register, startTestCluster, type TestCluster } from '../reliability/test-cluster.js'
+import { unexpectedErrors } from './server-answers.js'
 
 const messages = 100
 
-/** The SDK logs every sync at debug level; the tests' output is about Myelin. */
+/**
+ * The SDK logs every sync at debug level; the tests' output is about Myelin. Clients get a
+ * silent logger; the SDK's module-wide `loglevel` logger (which MatrixRTC sessions take child
+ * loggers from, each reset to debug level but built with its parent's method factory) writes
+ * nowhere.
+ */
 const silent: Logger = { trace() {}, debug() {}, info() {}, warn() {}, error() {}, getChild: () => silent }
-;(sdkLogger as unknown as { setLevel(level: string): void }).setLevel('silent')
+const rootLogger = sdkLogger as unknown as { methodFactory: () => () => void; rebuild(): void }
+rootLogger.methodFactory = () => () => {}
+rootLogger.rebuild()
 
 /**
  * matrix-js-sdk arms a timer per HTTP request (its AbortSignal.timeout ponyfill, 80-110 s) and a
@@ -178,6 +186,8 @@ describe('matrix-js-sdk against a myelin cluster', function () {
       // Local echo: the sender's pending events all resolved into their remote echoes; none left
       // pending, none shown twice.
       expect(room.getPendingEvents(), `${name}: no local echo left pending`).to.deep.equal([])
+      const unsent = room.getLiveTimeline().getEvents().filter((e) => e.status !== null)
+      expect(unsent.map((e) => `${e.getId()}: ${e.status}`), `${name}: every live event is sent`).to.deep.equal([])
       const live = liveBodies(room)
       expect(new Set(live).size, `${name}: no message twice in the live timeline`).to.equal(live.length)
       expect(live.slice(-10)).to.deep.equal(sent.slice(-10).map((s) => s.body))
@@ -203,5 +213,8 @@ describe('matrix-js-sdk against a myelin cluster', function () {
     }
     expect(room.getLiveTimeline().getEvents()[0]?.getType(), 'scrolled back to the room creation').to.equal(EventType.RoomCreate)
     expect(liveBodies(room), 'the whole history, in order').to.deep.equal(sent.map((s) => s.body))
+
+    // No request of the three clients met a missing route or a server error.
+    expect(unexpectedErrors(cluster), 'error answers the SDK met').to.deep.equal([])
   })
 })
