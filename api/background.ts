@@ -10,7 +10,6 @@ export const replicationRequestLifetimeMs = 60 * 60 * 1000
 /** Token revocations are read by the caches within seconds; an hour is plenty. */
 export const tokenRevocationLifetimeMs = 60 * 60 * 1000
 /** Interval between housekeeping runs. */
-
 export const housekeepingIntervalMs = 60 * 1000
 
 export interface BackgroundTasks {

@@ -1,6 +1,9 @@
 import type { FastifyInstance } from 'fastify'
 import { Histogram, type Registry } from 'prom-client'
 
+/** Buckets (seconds) of client request latency histograms: fast API calls up to minute-long long-polls. */
+export const httpLatencyBuckets: readonly number[] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
+
 /** Name of the per-route latency histogram. */
 export const httpDurationMetric = 'myelin_http_request_duration_seconds'
 
@@ -21,7 +24,7 @@ export function installHttpMetrics(app: FastifyInstance, registry: Registry): vo
       name: httpDurationMetric,
       help: 'Client API request duration by method, route pattern and status',
       labelNames: ['method', 'route', 'status'] as const,
-      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      buckets: [...httpLatencyBuckets],
       registers: [registry],
     })
   app.addHook('onResponse', async (request, reply) => {

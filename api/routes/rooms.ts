@@ -311,7 +311,6 @@ export function roomWriteRoutes(services: RoomServices): FastifyPluginAsync {
   }
 }
 
-/** An m.room.member event of `sender` about `target`. */
 /**
  * Recent positive "joined" pre-checks of the write routes, so a busy sender costs no lookup per
  * send: entries live `ttlMs` (default 10 s), at most `maxEntries` (oldest dropped first).
@@ -346,6 +345,7 @@ export function createMembershipCache(options: { ttlMs?: number; maxEntries?: nu
   }
 }
 
+/** An m.room.member event of `sender` about `target`. */
 function member(sender: string, target: string, membership: string, reason: string | undefined, extra: Record<string, string> = {}): NewEvent {
   return { type: 'm.room.member', state_key: target, sender, content: { membership, ...extra, ...(reason !== undefined && { reason }) } }
 }

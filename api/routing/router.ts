@@ -5,6 +5,7 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
 import { Pool } from 'undici'
 import type { ShardMap } from '../../persisters/shard-map.js'
 import type { Logger } from '../../storage/logger.js'
+import { httpLatencyBuckets } from '../http-metrics.js'
 import { classifyRequest } from './path-table.js'
 import { createUpstreamSet, type RouterUpstreams, type Upstream, type UpstreamSet } from './upstream-set.js'
 import { userKeyFromRequest } from './user-key.js'
@@ -244,7 +245,7 @@ function routerMetrics(registry: Registry) {
       name: 'myelin_router_request_duration_seconds',
       help: 'Client requests through the router, by path-table route and status (aborted: the client left first)',
       labelNames: ['route', 'status'] as const,
-      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      buckets: [...httpLatencyBuckets],
       registers: [registry],
     }),
     inFlight: new Gauge({ name: 'myelin_router_requests_in_flight', help: 'Client requests the router is handling', registers: [registry] }),

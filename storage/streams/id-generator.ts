@@ -40,10 +40,10 @@ export type AllocateIds = (n: number, rooms?: readonly string[]) => Promise<bigi
  * - After every transaction, and at least every `announceIntervalMs`, the position is stored
  *   in `stream_positions` (`GREATEST`, its own statement, after the transaction ended: it only
  *   ever increases and never covers an uncommitted row; with the bus up it is written in the
- *   background just after publishing, without it before the transaction resolves) and announced on the bus as
- *   `POSITION stream writer prev next rooms`, where `rooms` merges the hints of the committed
- *   IDs in (prev, next]. Announcements of one generator are published in order, with
- *   `prev` = the previous announcement's `next`.
+ *   background just after publishing, without it before the transaction resolves) and
+ *   announced on the bus as `POSITION stream writer prev next rooms`, where `rooms` merges the
+ *   hints of the committed IDs in (prev, next]. Announcements of one generator are published
+ *   in order, with `prev` = the previous announcement's `next`.
  * - A REPLICATE on the bus, and every bus `up`, is answered by announcing.
  * - Failures to store or publish a position are logged and retried on the next announcement;
  *   they never fail a transaction that committed.
@@ -355,5 +355,4 @@ class IdGenerator implements MultiWriterIdGenerator {
       this.#storing = undefined
     })
   }
-
 }
