@@ -126,14 +126,16 @@ class IdGenerator implements MultiWriterIdGenerator {
   #stored: bigint
   /** Serializes announcements, so they leave in position order. */
   #announceTail: Promise<void> = Promise.resolve()
-  /** Background `stream_positions` write in progress, and whether another was requested meanwhile. */
-  #storing: Promise<void> | undefined
-  #storeAgain = false
+  /** Writes `stream_positions` in the background, coalescing requests made while one runs. */
+  readonly #storer = coalescing(() => this.#store(this.#state.position))
   #timer: NodeJS.Timeout | undefined
   #unsubscribe: (() => void)[] = []
-  /** Sequence read in progress, and whether another was requested meanwhile. */
-  #refreshing: Promise<void> | undefined
-  #refreshAgain = false
+  /** Reads the sequence and announces if that advanced this writer; coalesced. */
+  readonly #refresher = coalescing(async () => {
+    const before = this.#state.position
+    await this.#refreshSequence()
+    if (this.#state.position > before) await this.#announce(false)
+  }, () => !this.#closed)
   /** Highest position a peer announced (a hint to read the sequence, never trusted as a value). */
   #peerMax = 0n
   #ticking = false
@@ -225,8 +227,8 @@ class IdGenerator implements MultiWriterIdGenerator {
     for (const unsubscribe of this.#unsubscribe) unsubscribe()
     this.#unsubscribe = []
     await this.#announceTail
-    await this.#refreshing
-    await this.#storing
+    await this.#refresher.current()
+    await this.#storer.current()
   }
 
   #onMessage(message: BusMessage): void {
@@ -245,7 +247,7 @@ class IdGenerator implements MultiWriterIdGenerator {
    * sequence, never the peer's claim; see WriterPosition) instead of at the next tick.
    */
   #followPeers(): void {
-    if (!this.#closed && this.#state.idle && this.#peerMax > this.#state.maxSeen) void this.#refresh()
+    if (!this.#closed && this.#state.idle && this.#peerMax > this.#state.maxSeen) void this.#refresher.run()
   }
 
   async #tick(): Promise<void> {
@@ -259,24 +261,7 @@ class IdGenerator implements MultiWriterIdGenerator {
     }
   }
 
-  /** Reads the sequence and announces if that advanced this writer; coalesced. */
-  #refresh(): Promise<void> {
-    if (this.#refreshing) {
-      this.#refreshAgain = true
-      return this.#refreshing
-    }
-    this.#refreshing = (async () => {
-      do {
-        this.#refreshAgain = false
-        const before = this.#state.position
-        await this.#refreshSequence()
-        if (this.#state.position > before) await this.#announce(false)
-      } while (this.#refreshAgain && !this.#closed)
-    })().finally(() => {
-      this.#refreshing = undefined
-    })
-    return this.#refreshing
-  }
+
 
   async #refreshSequence(): Promise<void> {
     if (this.#closed) return
@@ -318,7 +303,7 @@ class IdGenerator implements MultiWriterIdGenerator {
         }
       }
     }
-    if (pushed) this.#storeInBackground()
+    if (pushed) void this.#storer.run()
   }
 
   /** Upserts `stream_positions` to `next` (`GREATEST`) unless a higher position is stored. */
@@ -340,19 +325,37 @@ class IdGenerator implements MultiWriterIdGenerator {
     }
   }
 
-  /** Stores the current position without blocking the caller; coalesces writes under load. */
-  #storeInBackground(): void {
-    if (this.#storing) {
-      this.#storeAgain = true
-      return
-    }
-    this.#storing = (async () => {
-      do {
-        this.#storeAgain = false
-        await this.#store(this.#state.position)
-      } while (this.#storeAgain)
-    })().finally(() => {
-      this.#storing = undefined
-    })
+
+}
+
+/**
+ * Runs `task` now or, when called while a run is in progress, once more after it (however many
+ * calls came meanwhile) as long as `again()` allows. `run()` answers the run in progress.
+ *
+ * @example
+ * const refresher = coalescing(() => readSequence(), () => !closed)
+ * void refresher.run(); void refresher.run() // two calls, at most two runs back to back
+ * await refresher.current()
+ */
+function coalescing(task: () => Promise<void>, again: () => boolean = () => true): { run(): Promise<void>; current(): Promise<void> | undefined } {
+  let running: Promise<void> | undefined
+  let requested = false
+  return {
+    run() {
+      if (running) {
+        requested = true
+        return running
+      }
+      running = (async () => {
+        do {
+          requested = false
+          await task()
+        } while (requested && again())
+      })().finally(() => {
+        running = undefined
+      })
+      return running
+    },
+    current: () => running,
   }
 }
