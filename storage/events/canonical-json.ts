@@ -69,24 +69,7 @@ export type CanonicalMemberCache = Map<string, { readonly value: unknown; readon
  * encodeCanonicalObject({ ...event, hashes }, cache) // only `hashes` is encoded
  */
 export function encodeCanonicalObject(record: Readonly<Record<string, unknown>>, cache: CanonicalMemberCache): string {
-  const proto: unknown = Object.getPrototypeOf(record)
-  if (proto !== Object.prototype && proto !== null) return encodeCanonicalJson(record)
-  const keys = Object.keys(record).sort(compareCodePoints)
-  let text = '{'
-  for (let i = 0; i < keys.length; i++) {
-    const key = keys[i] as string
-    const value = record[key]
-    const seen = cache.get(key) ?? []
-    let member = seen.find((entry) => Object.is(entry.value, value))?.member
-    if (member === undefined) {
-      const path = ['$', `.${key.length > 64 ? `${key.slice(0, 64)}…` : key}`]
-      member = `${encodeString(key, path)}:${encodeValue(value, path, new Set([record]))}`
-      seen.push({ value, member })
-      cache.set(key, seen)
-    }
-    text += (i === 0 ? '' : ',') + member
-  }
-  return `${text}}`
+  return encodeContainer(record, ['$'], new Set(), cache)
 }
 
 /**
@@ -154,7 +137,8 @@ function encodeValue(value: unknown, path: string[], ancestors: Set<object>): st
   }
 }
 
-function encodeContainer(value: object, path: string[], ancestors: Set<object>): string {
+/** An array or plain object; `cache` (top level of `encodeCanonicalObject` only) reuses members. */
+function encodeContainer(value: object, path: string[], ancestors: Set<object>, cache?: CanonicalMemberCache): string {
   if (ancestors.has(value)) throw bad(path, 'the structure is cyclic')
   ancestors.add(value)
   let text: string
@@ -176,14 +160,28 @@ function encodeContainer(value: object, path: string[], ancestors: Set<object>):
     text = '{'
     for (let i = 0; i < keys.length; i++) {
       const key = keys[i] as string
-      path.push(`.${key.length > 64 ? `${key.slice(0, 64)}…` : key}`)
-      text += `${i === 0 ? '' : ','}${encodeString(key, path)}:${encodeValue(record[key], path, ancestors)}`
-      path.pop()
+      const member = memberOf(key, record[key], path, ancestors, cache)
+      text += (i === 0 ? '' : ',') + member
     }
     text += '}'
   }
   ancestors.delete(value)
   return text
+}
+
+/** `"key":value`, from `cache` when it holds this very value for `key`. */
+function memberOf(key: string, value: unknown, path: string[], ancestors: Set<object>, cache: CanonicalMemberCache | undefined): string {
+  const seen = cache?.get(key)
+  const cached = seen?.find((entry) => Object.is(entry.value, value))
+  if (cached !== undefined) return cached.member
+  path.push(`.${key.length > 64 ? `${key.slice(0, 64)}…` : key}`)
+  const member = `${encodeString(key, path)}:${encodeValue(value, path, ancestors)}`
+  path.pop()
+  if (cache !== undefined) {
+    if (seen === undefined) cache.set(key, [{ value, member }])
+    else seen.push({ value, member })
+  }
+  return member
 }
 
 function encodeString(value: string, path: readonly string[]): string {
