@@ -2,6 +2,7 @@ import type { Kysely } from 'kysely'
 import { hashAccessToken, passesTokenCheck } from '../storage/access-token.js'
 import { findAccessToken, recentlyRevokedTokenIds, type Requester } from '../storage/accounts.js'
 import type { Database } from '../storage/schema.js'
+import { createTtlCache } from './ttl-cache.js'
 
 /**
  * Resolves access tokens to requesters, with a small in-process cache keyed by the token's
@@ -38,11 +39,6 @@ export interface AuthenticatorOptions {
 /** How far back each revocation poll looks (database clock): several polls overlap. */
 const revocationLookbackMs = 5_000
 
-interface Entry {
-  readonly requester: Requester
-  readonly expiresAt: number
-}
-
 /**
  * @example
  * const auth = createAuthenticator({ db })
@@ -51,9 +47,7 @@ interface Entry {
  */
 export function createAuthenticator(options: AuthenticatorOptions): Authenticator {
   const ttlMs = options.ttlMs ?? 30_000
-  const maxEntries = options.maxEntries ?? 10_000
-  const clock = options.clock ?? Date.now
-  const cache = new Map<string, Entry>()
+  const cache = createTtlCache<Requester>({ ttlMs, maxEntries: options.maxEntries ?? 10_000, clock: options.clock ?? Date.now })
   const pollMs = options.revocationPollMs ?? 500
   let poller: NodeJS.Timeout | undefined
 
@@ -63,7 +57,7 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
     if (cache.size === 0) return
     try {
       const revoked = new Set(await recentlyRevokedTokenIds(options.db, revocationLookbackMs))
-      if (revoked.size > 0) for (const [key, { requester }] of cache) if (revoked.has(requester.tokenId)) cache.delete(key)
+      if (revoked.size > 0) cache.deleteWhere((requester) => revoked.has(requester.tokenId))
     } catch (err) {
       options.onPollError?.(err)
     }
@@ -82,29 +76,20 @@ export function createAuthenticator(options: AuthenticatorOptions): Authenticato
       const hash = hashAccessToken(token)
       const key = hash.toString('base64')
       const cached = cache.get(key)
-      if (cached) {
-        if (cached.expiresAt > clock()) return cached.requester
-        cache.delete(key)
-      }
+      if (cached) return cached
       const requester = await findAccessToken(options.db, hash)
       if (requester && ttlMs > 0) {
-        if (cache.size >= maxEntries) {
-          const oldest = cache.keys().next()
-          if (!oldest.done) cache.delete(oldest.value)
-        }
-        cache.set(key, { requester, expiresAt: clock() + ttlMs })
+        cache.set(key, requester)
         schedulePoll()
       }
       return requester
     },
     forget(which) {
-      for (const [key, { requester }] of cache) {
-        const matches =
-          'tokenId' in which
-            ? requester.tokenId === which.tokenId
-            : requester.userId === which.userId && (which.deviceIds === undefined || which.deviceIds.includes(requester.deviceId))
-        if (matches) cache.delete(key)
-      }
+      cache.deleteWhere((requester) =>
+        'tokenId' in which
+          ? requester.tokenId === which.tokenId
+          : requester.userId === which.userId && (which.deviceIds === undefined || which.deviceIds.includes(requester.deviceId)),
+      )
     },
   }
 }

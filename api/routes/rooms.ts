@@ -13,6 +13,7 @@ import { requireUser } from '../require-user.js'
 import { createRoomBodySchema, planRoomCreation, profileContent, type CreateRoomBody } from '../room-creation.js'
 import { checkRoomAlias, checkRoomId, checkUserId, generateRoomId, maxIdentifierLength, serverNameOf } from '../room-ids.js'
 import type { NewEvent, PersistedEvent, RoomServices } from '../room-services.js'
+import { createTtlCache } from '../ttl-cache.js'
 
 /**
  * The client API's room writes: `POST /createRoom`, joining (`/join/{roomIdOrAlias}`,
@@ -49,9 +50,11 @@ export function roomWriteRoutes(services: RoomServices): FastifyPluginAsync {
     const { db, config } = app.myelin
     const serverName = config.server_name
 
-    // Write routes only: the persister authorizes every event against the room's current state,
-    // so a member who left within the TTL still gets 403 (from the persister, with its reason).
-    const recentlyJoined = createMembershipCache()
+    // Recent positive "joined" pre-checks, so a busy sender costs no lookup per send. Write
+    // routes only: the persister authorizes every event against the room's current state, so a
+    // member who left within the 10 s still gets 403 (from the persister, with its reason).
+    const recentlyJoined = createTtlCache<true>({ ttlMs: 10_000, maxEntries: 10_000, clock: Date.now })
+    const joinKey = (roomId: string, userId: string) => `${roomId}\u0000${userId}`
 
     /** Persists `events` in order through the room's persister; its refusals become Matrix errors. */
     async function send(roomId: string, events: readonly NewEvent[]): Promise<PersistedEvent[]> {
@@ -80,10 +83,10 @@ export function roomWriteRoutes(services: RoomServices): FastifyPluginAsync {
     /** Like `existingRoom`, and 403 unless `userId` is joined to it. */
     async function joinedRoom(raw: string, userId: string): Promise<string> {
       const roomId = checkRoomId(raw)
-      if (recentlyJoined.has(roomId, userId)) return roomId
+      if (recentlyJoined.get(joinKey(roomId, userId))) return roomId
       // A joined member proves the room exists: the common case costs one lookup.
       if ((await currentMembership(db, roomId, userId)) === 'join') {
-        recentlyJoined.add(roomId, userId)
+        recentlyJoined.set(joinKey(roomId, userId), true)
         return roomId
       }
       await existingRoom(roomId)
@@ -308,40 +311,6 @@ export function roomWriteRoutes(services: RoomServices): FastifyPluginAsync {
         return { event_id: redaction }
       },
     })
-  }
-}
-
-/**
- * Recent positive "joined" pre-checks of the write routes, so a busy sender costs no lookup per
- * send: entries live `ttlMs` (default 10 s), at most `maxEntries` (oldest dropped first).
- * Never used for reads: only the persister's authorization, which always runs, decides writes.
- *
- * @example
- * const cache = createMembershipCache()
- * cache.add('!r:hs', '@a:hs')
- * cache.has('!r:hs', '@a:hs') // true for 10 s
- */
-export function createMembershipCache(options: { ttlMs?: number; maxEntries?: number; clock?: () => number } = {}) {
-  const ttlMs = options.ttlMs ?? 10_000
-  const maxEntries = options.maxEntries ?? 10_000
-  const clock = options.clock ?? Date.now
-  const expiries = new Map<string, number>()
-  const key = (roomId: string, userId: string) => `${roomId}\u0000${userId}`
-  return {
-    has(roomId: string, userId: string): boolean {
-      const k = key(roomId, userId)
-      const expiry = expiries.get(k)
-      if (expiry === undefined) return false
-      if (expiry > clock()) return true
-      expiries.delete(k)
-      return false
-    },
-    add(roomId: string, userId: string): void {
-      const k = key(roomId, userId)
-      expiries.delete(k)
-      expiries.set(k, clock() + ttlMs)
-      if (expiries.size > maxEntries) expiries.delete(expiries.keys().next().value as string)
-    },
   }
 }
 

@@ -3,7 +3,7 @@ import { jsonProblem, maxJsonDepth } from '../../../api/json-body.js'
 import { createPresenceStore } from '../../../api/presence-store.js'
 import { createRateLimiter } from '../../../api/rate-limiter.js'
 import { redactUrl } from '../../../api/request-logging.js'
-import { createMembershipCache } from '../../../api/routes/rooms.js'
+import { createTtlCache } from '../../../api/ttl-cache.js'
 import { createUserWaiters } from '../../../api/user-waiters.js'
 import { checkLocalpart, loginUserId } from '../../../api/user-ids.js'
 
@@ -31,20 +31,29 @@ describe('api small parts', () => {
     })
   })
 
-  describe('createMembershipCache', () => {
-    it('should remember a join for its TTL only, per room and user, and drop the oldest beyond its size', () => {
+  describe('createTtlCache', () => {
+    it('should remember a value for its TTL only, per key, and drop the oldest beyond its size', () => {
       let now = 1_000
-      const cache = createMembershipCache({ ttlMs: 100, maxEntries: 2, clock: () => now })
-      cache.add('!a:hs', '@u:hs')
-      expect(cache.has('!a:hs', '@u:hs')).to.equal(true)
-      expect(cache.has('!a:hs', '@v:hs')).to.equal(false)
-      expect(cache.has('!b:hs', '@u:hs')).to.equal(false)
+      const cache = createTtlCache<true>({ ttlMs: 100, maxEntries: 2, clock: () => now })
+      cache.set('!a:hs @u:hs', true)
+      expect(cache.get('!a:hs @u:hs')).to.equal(true)
+      expect(cache.get('!a:hs @v:hs')).to.equal(undefined)
+      expect(cache.get('!b:hs @u:hs')).to.equal(undefined)
       now += 100
-      expect(cache.has('!a:hs', '@u:hs'), 'expired').to.equal(false)
-      cache.add('!a:hs', '@u:hs')
-      cache.add('!b:hs', '@u:hs')
-      cache.add('!c:hs', '@u:hs')
-      expect([cache.has('!a:hs', '@u:hs'), cache.has('!b:hs', '@u:hs'), cache.has('!c:hs', '@u:hs')]).to.deep.equal([false, true, true])
+      expect(cache.get('!a:hs @u:hs'), 'expired').to.equal(undefined)
+      cache.set('!a:hs @u:hs', true)
+      cache.set('!b:hs @u:hs', true)
+      cache.set('!c:hs @u:hs', true)
+      expect([cache.get('!a:hs @u:hs'), cache.get('!b:hs @u:hs'), cache.get('!c:hs @u:hs')]).to.deep.equal([undefined, true, true])
+    })
+
+    it('should drop the entries whose value matches', () => {
+      const cache = createTtlCache<{ user: string }>({ ttlMs: 1000, maxEntries: 10, clock: () => 0 })
+      cache.set('t1', { user: 'a' })
+      cache.set('t2', { user: 'b' })
+      cache.set('t3', { user: 'a' })
+      cache.deleteWhere((v) => v.user === 'a')
+      expect([cache.get('t1'), cache.get('t2'), cache.get('t3'), cache.size]).to.deep.equal([undefined, { user: 'b' }, undefined, 1])
     })
   })
 
