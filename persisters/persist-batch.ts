@@ -1,6 +1,7 @@
+import { sql } from 'kysely'
 import type { Insertable, Kysely, Transaction } from 'kysely'
 import {
-  advanceRoom,
+  advanceRooms,
   appendEventRows,
   insertRoomHead,
   upsertCurrentState,
@@ -10,7 +11,7 @@ import type { Extremity } from '../storage/events/event-store.js'
 import type { SigningKey } from '../storage/events/signing.js'
 import { StorageError } from '../storage/errors.js'
 import type { Logger } from '../storage/logger.js'
-import type { CurrentStateEventsTable, Database } from '../storage/schema.js'
+import type { CurrentStateEventsTable, Database, ReplicationRequestsTable } from '../storage/schema.js'
 import { authEventKeys, authorizeEvent, checkEventSize, stateKey } from './auth-rules.js'
 import type { AuthEventInput } from './auth-rules.js'
 import { buildPdu } from './build-pdu.js'
@@ -182,16 +183,11 @@ export async function persistBatch(
   const now = deps.clock()
   await appendEventRows(trx, {
     ...eventRows(roomId, accepted, deps.writer, now),
-    replicationRequests: requestRows.map((row) => ({
-      request_id: row.requestId,
-      idx: row.idx,
-      event_id: persisted(row.answer).event_id,
-      inserted_ts: now,
-    })),
+    replicationRequests: requestAnswerRows(requestRows, persisted, now),
   })
   if (accepted.length > 0) {
     await upsertCurrentState(trx, currentStateRows(roomId, accepted))
-    await advanceRoom(trx, roomId, { extremities: extremities.map((x) => x.eventId), maxDepth, lastStreamOrdering: lastStreamOrdering as bigint })
+    await advanceRooms(trx, [{ roomId, extremities: extremities.map((x) => x.eventId), maxDepth, lastStreamOrdering: lastStreamOrdering as bigint }])
   }
 
   return {
@@ -375,14 +371,13 @@ function currentStateRows(roomId: string, accepted: readonly AcceptedEvent[]): I
 export async function loadRequestAnswers(db: Kysely<Database>, requestIds: readonly string[]): Promise<Map<string, PersistedEvent[]>> {
   const answers = new Map<string, PersistedEvent[]>()
   if (requestIds.length === 0) return answers
-  const rows = await db
-    .selectFrom('replication_requests as r')
-    .innerJoin('events as e', 'e.event_id', 'r.event_id')
-    .select(['r.request_id', 'r.idx', 'e.event_id', 'e.stream_ordering', 'e.instance_name'])
-    .where('r.request_id', 'in', [...new Set(requestIds)])
-    .orderBy('r.request_id')
-    .orderBy('r.idx')
-    .execute()
+  const { rows } = await sql<{ request_id: string; idx: number; event_id: string; stream_ordering: bigint; instance_name: string }>`
+    SELECT r.request_id, r.first_idx + a.ord::int - 1 AS idx, e.event_id, e.stream_ordering, e.instance_name
+    FROM replication_requests r
+    CROSS JOIN LATERAL unnest(r.event_ids) WITH ORDINALITY AS a(event_id, ord)
+    JOIN events e ON e.event_id = a.event_id
+    WHERE r.request_id = ANY(${[...new Set(requestIds)]}::text[])
+    ORDER BY r.request_id, idx`.execute(db)
   for (const row of rows) {
     const list = answers.get(row.request_id) ?? []
     if (row.idx !== list.length) continue
@@ -392,20 +387,34 @@ export async function loadRequestAnswers(db: Kysely<Database>, requestIds: reado
   return answers
 }
 
+/** One `replication_requests` row per request: the events the batch answered it with, from its first new index. */
+function requestAnswerRows(
+  rows: readonly { requestId: string; idx: number; answer: Answer }[],
+  persisted: (answer: Answer) => PersistedEvent,
+  now: number,
+): Insertable<ReplicationRequestsTable>[] {
+  const byRequest = new Map<string, Insertable<ReplicationRequestsTable> & { event_ids: string[] }>()
+  for (const row of rows) {
+    const entry = byRequest.get(row.requestId)
+    if (entry === undefined) {
+      byRequest.set(row.requestId, { request_id: row.requestId, first_idx: row.idx, event_ids: [persisted(row.answer).event_id], inserted_ts: now })
+    } else {
+      entry.event_ids.push(persisted(row.answer).event_id)
+    }
+  }
+  return [...byRequest.values()]
+}
+
 /** Stored events of the batch's client transactions, keyed by `txnKeyOf`. */
 async function loadTxnEvents(trx: Transaction<Database>, roomId: string, requests: readonly PersistRequest[]): Promise<Map<string, PersistedEvent>> {
   const found = new Map<string, PersistedEvent>()
   const keys = requests.flatMap((r) => r.events.flatMap((e) => (e.txn === undefined ? [] : [{ user: e.sender, ...e.txn }])))
   if (keys.length === 0) return found
-  const rows = await trx
-    .selectFrom('event_txn_ids as t')
-    .innerJoin('events as e', 'e.event_id', 't.event_id')
-    .select(['t.user_id', 't.device_id', 't.txn_id', 'e.event_id', 'e.stream_ordering', 'e.instance_name'])
-    .where('t.room_id', '=', roomId)
-    .where((eb) =>
-      eb.or(keys.map((k) => eb.and([eb('t.user_id', '=', k.user), eb('t.device_id', '=', k.deviceId), eb('t.txn_id', '=', k.txnId)]))),
-    )
-    .execute()
+  const { rows } = await sql<{ user_id: string; device_id: string; txn_id: string; event_id: string; stream_ordering: bigint; instance_name: string }>`
+    SELECT t.user_id, t.device_id, t.txn_id, e.event_id, e.stream_ordering, e.instance_name
+    FROM unnest(${keys.map((k) => k.user)}::text[], ${keys.map((k) => k.deviceId)}::text[], ${keys.map((k) => k.txnId)}::text[]) AS k(user_id, device_id, txn_id)
+    JOIN event_txn_ids t ON t.room_id = ${roomId} AND t.user_id = k.user_id AND t.device_id = k.device_id AND t.txn_id = k.txn_id
+    JOIN events e ON e.event_id = t.event_id`.execute(trx)
   for (const row of rows) {
     found.set(txnKeyOf(row.user_id, { deviceId: row.device_id, txnId: row.txn_id }), {
       event_id: row.event_id,
@@ -428,12 +437,8 @@ async function loadRedactedSenders(trx: Transaction<Database>, roomId: string, r
   }
   const senders = new Map<string, string>()
   if (targets.size === 0) return senders
-  const rows = await trx
-    .selectFrom('events')
-    .select(['event_id', 'sender'])
-    .where('room_id', '=', roomId)
-    .where('event_id', 'in', [...targets])
-    .execute()
+  const { rows } = await sql<{ event_id: string; sender: string }>`
+    SELECT event_id, sender FROM events WHERE room_id = ${roomId} AND event_id = ANY(${[...targets]}::text[])`.execute(trx)
   for (const row of rows) senders.set(row.event_id, row.sender)
   return senders
 }

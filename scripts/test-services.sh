@@ -62,6 +62,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # MYELIN_PG_DURABLE=1 (benchmarks) keeps PostgreSQL's defaults: fsync and synchronous_commit on.
+# MYELIN_PG_STATEMENTS=1 loads pg_stat_statements (CREATE EXTENSION it in the database to profile).
 if [ "${MYELIN_PG_DURABLE:-0}" = 1 ]; then
   durability="fsync = on"
 else
@@ -79,6 +80,9 @@ $durability
 max_connections = 300
 shared_buffers = 256MB
 CONF
+if [ "${MYELIN_PG_STATEMENTS:-0}" = 1 ]; then
+  printf "shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track_planning = on\n" >>"$pgdata/postgresql.conf"
+fi
 runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w start >/dev/null
 log "PostgreSQL on 127.0.0.1:$pg_port"
 

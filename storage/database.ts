@@ -10,6 +10,41 @@ const types = {
   },
 } as pg.CustomTypesConfig
 
+/**
+ * Statements run as named prepared statements: PostgreSQL parses and plans them once per
+ * connection, not once per call (on the persist path, parse and plan cost more than running the
+ * statement). Only statements with parameters are named (a parameterless text may hold several
+ * statements, which the extended protocol refuses), with at most `maxParameters` of them (texts
+ * whose parameter count grows with the data, such as long IN lists or multi-row VALUES, would
+ * each become a new statement), and at most `maxNamed` texts per process, so a server keeps a
+ * bounded set per connection.
+ */
+const preparedStatements = { maxParameters: 64, maxNamed: 1000 }
+const statementNames = new Map<string, string>()
+
+function statementName(text: string, parameters: number): string | undefined {
+  if (parameters === 0 || parameters > preparedStatements.maxParameters) return undefined
+  let name = statementNames.get(text)
+  if (name === undefined && statementNames.size < preparedStatements.maxNamed) {
+    name = `myelin_${statementNames.size + 1}`
+    statementNames.set(text, name)
+  }
+  return name
+}
+
+/** Makes `client.query(text, values)` (kysely's call) run `text` as a named prepared statement where `statementName` allows. */
+function prepareStatements(client: pg.PoolClient): void {
+  const query = client.query.bind(client) as (...args: unknown[]) => unknown
+  client.query = ((...args: unknown[]) => {
+    const [text, values] = args
+    if (args.length === 2 && typeof text === 'string' && Array.isArray(values)) {
+      const name = statementName(text, values.length)
+      if (name !== undefined) return query({ name, text, values })
+    }
+    return query(...args)
+  }) as typeof client.query
+}
+
 export interface DatabaseHandle {
   readonly db: Kysely<Database>
   readonly pool: pg.Pool
@@ -29,6 +64,8 @@ export function createDatabase(options: {
   url: string
   poolSize?: number
   applicationName?: string
+  /** Run parameterized statements as named prepared statements (default true); false behind a pooler that cannot keep them (pgbouncer in transaction mode before 1.21). */
+  prepareStatements?: boolean
 }): DatabaseHandle {
   const pool = new pg.Pool({
     connectionString: options.url,
@@ -44,7 +81,10 @@ export function createDatabase(options: {
   // The same for a checked-out client (for example idle in a transaction when the server goes
   // away): pg emits 'error' on the client, which crashes the process without a listener. The
   // query in flight rejects on its own, and the pool discards the broken client on release.
-  pool.on('connect', (client) => client.on('error', () => {}))
+  pool.on('connect', (client) => {
+    client.on('error', () => {})
+    if (options.prepareStatements !== false) prepareStatements(client)
+  })
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) })
   let closed = false
   return {

@@ -19,8 +19,8 @@ import type { Database } from './schema.js'
  * code migrated (raised only by a migration that older code cannot live with). A process refuses
  * to start when migrations are pending, or when the database demands newer code.
  */
-export const SCHEMA_VERSION = 7
-export const SCHEMA_COMPAT_VERSION = 1
+export const SCHEMA_VERSION = 8
+export const SCHEMA_COMPAT_VERSION = 8
 
 /** The folder of the migrations that ship with this code. */
 export const defaultMigrationsDir = fileURLToPath(new URL('../migrations/', import.meta.url))

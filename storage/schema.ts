@@ -140,8 +140,9 @@ export interface EventTxnIdsTable {
 
 export interface ReplicationRequestsTable {
   request_id: string
-  idx: number
-  event_id: string
+  /** Index in the request of the first event of `event_ids`. */
+  first_idx: number
+  event_ids: string[]
   inserted_ts: Int8
 }
 

@@ -152,8 +152,8 @@ async function preload(pool: pg.Pool, rooms: readonly string[], count: number, o
          FROM s),
        x AS (
          INSERT INTO event_edges (event_id, prev_event_id, room_id) SELECT id, prev, room FROM s)
-       INSERT INTO replication_requests (request_id, idx, event_id, inserted_ts)
-       SELECT 'preload-' || g, 0, id, $6::bigint + g FROM s`,
+       INSERT INTO replication_requests (request_id, first_idx, event_ids, inserted_ts)
+       SELECT 'preload-' || g, 0, ARRAY[id], $6::bigint + g FROM s`,
       [start, rooms, rooms.length, from, to, ts],
     )
     onProgress(to)

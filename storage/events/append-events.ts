@@ -1,4 +1,5 @@
-import type { Insertable, OperationNodeSource, QueryCreator, Transaction } from 'kysely'
+import { CompiledQuery, sql } from 'kysely'
+import type { Insertable, Transaction } from 'kysely'
 import type {
   CurrentStateEventsTable,
   Database,
@@ -14,9 +15,9 @@ import type {
 } from '../schema.js'
 
 /**
- * The writes of one persist batch. Each table gets ONE multi-row INSERT per batch (split only
- * when a statement would exceed PostgreSQL's 65,535 bind parameters), so a batch of 100 events
- * costs about a dozen statements, not a dozen per event.
+ * The writes of persist batches: a handful of statements per batch whatever its size, each with
+ * a fixed text (rows travel as one array parameter per column), so PostgreSQL prepares them once
+ * per connection.
  *
  * Callers MUST hold the room's head row lock (`lockRoomHead`) in the same transaction: these
  * functions check nothing about ordering, ownership or the DAG.
@@ -34,62 +35,119 @@ export interface EventBatchRows {
   readonly replicationRequests: readonly Insertable<ReplicationRequestsTable>[]
 }
 
-/** Bind parameters one statement may use (PostgreSQL's limit is 65,535). */
-const maxParameters = 60_000
+/** A table a batch writes: its columns with their PostgreSQL types, in `Insertable` key order. */
+interface TableSpec {
+  readonly key: keyof EventBatchRows
+  readonly table: string
+  readonly columns: readonly (readonly [name: string, type: string, select?: string])[]
+  readonly onConflict?: string
+}
+
+const batchTables: readonly TableSpec[] = [
+  {
+    key: 'events',
+    table: 'events',
+    columns: [
+      ['stream_ordering', 'int8'],
+      ['event_id', 'text'],
+      ['room_id', 'text'],
+      ['type', 'text'],
+      ['state_key', 'text'],
+      ['sender', 'text'],
+      ['origin_server_ts', 'int8'],
+      ['received_ts', 'int8'],
+      ['depth', 'int8'],
+      ['instance_name', 'text'],
+      ['redacts', 'text'],
+      ['membership', 'text'],
+    ],
+  },
+  { key: 'eventJson', table: 'event_json', columns: [['event_id', 'text'], ['room_id', 'text'], ['json', 'text']] },
+  { key: 'edges', table: 'event_edges', columns: [['event_id', 'text'], ['prev_event_id', 'text'], ['room_id', 'text']], onConflict: 'ON CONFLICT DO NOTHING' },
+  {
+    key: 'stateEvents',
+    table: 'state_events',
+    columns: [['event_id', 'text'], ['room_id', 'text'], ['type', 'text'], ['state_key', 'text'], ['prev_state_event_id', 'text']],
+  },
+  { key: 'redactions', table: 'redactions', columns: [['event_id', 'text'], ['redacts', 'text']] },
+  {
+    key: 'memberships',
+    table: 'room_memberships',
+    columns: [
+      ['event_id', 'text'],
+      ['room_id', 'text'],
+      ['user_id', 'text'],
+      ['sender', 'text'],
+      ['membership', 'text'],
+      ['stream_ordering', 'int8'],
+      ['depth', 'int8'],
+    ],
+  },
+  {
+    key: 'txnIds',
+    table: 'event_txn_ids',
+    columns: [['room_id', 'text'], ['user_id', 'text'], ['device_id', 'text'], ['txn_id', 'text'], ['event_id', 'text'], ['inserted_ts', 'int8']],
+  },
+  {
+    key: 'replicationRequests',
+    table: 'replication_requests',
+    // An array column cannot ride in unnest (it would flatten): each row's IDs travel as a JSON array.
+    columns: [
+      ['request_id', 'text'],
+      ['first_idx', 'int4'],
+      ['event_ids', 'text', 'ARRAY(SELECT jsonb_array_elements_text(c2::jsonb))'],
+      ['inserted_ts', 'int8'],
+    ],
+  },
+]
+
+/** Statement texts by the set of non-empty tables (at most 2^8, so the prepared set stays bounded). */
+const appendStatements = new Map<string, string>()
 
 /**
- * Inserts a batch's rows in one statement (each table's insert a data-modifying CTE of it), or,
- * for a batch beyond the protocol's parameter limit, one statement per table and chunk.
+ * Inserts a batch's rows in ONE statement: each table's insert is a data-modifying CTE reading
+ * `unnest` of one array parameter per column. The text depends only on which tables have rows,
+ * so PostgreSQL parses and plans it once per connection (storage/database.ts prepares it),
+ * whatever the batch size, and no batch comes near the protocol's parameter limit.
  *
  * @example
  * await appendEventRows(trx, { events, eventJson, edges, stateEvents: [], redactions: [],
  *   memberships: [], txnIds: [], replicationRequests: [] })
  */
 export async function appendEventRows(trx: Transaction<Database>, rows: EventBatchRows): Promise<void> {
-  const tables: { readonly rows: readonly object[]; readonly columns: number; readonly insert: TableInsert }[] = [
-    { rows: rows.events, columns: 13, insert: (db, chunk) => db.insertInto('events').values(chunk as Insertable<EventsTable>[]) },
-    { rows: rows.eventJson, columns: 3, insert: (db, chunk) => db.insertInto('event_json').values(chunk as Insertable<EventJsonTable>[]) },
-    {
-      rows: rows.edges,
-      columns: 3,
-      insert: (db, chunk) =>
-        db
-          .insertInto('event_edges')
-          .values(chunk as Insertable<EventEdgesTable>[])
-          .onConflict((oc) => oc.doNothing()),
-    },
-    { rows: rows.stateEvents, columns: 5, insert: (db, chunk) => db.insertInto('state_events').values(chunk as Insertable<StateEventsTable>[]) },
-    { rows: rows.redactions, columns: 2, insert: (db, chunk) => db.insertInto('redactions').values(chunk as Insertable<RedactionsTable>[]) },
-    { rows: rows.memberships, columns: 7, insert: (db, chunk) => db.insertInto('room_memberships').values(chunk as Insertable<RoomMembershipsTable>[]) },
-    { rows: rows.txnIds, columns: 6, insert: (db, chunk) => db.insertInto('event_txn_ids').values(chunk as Insertable<EventTxnIdsTable>[]) },
-    {
-      rows: rows.replicationRequests,
-      columns: 4,
-      insert: (db, chunk) => db.insertInto('replication_requests').values(chunk as Insertable<ReplicationRequestsTable>[]),
-    },
-  ]
-  const inserts = tables.filter((table) => table.rows.length > 0)
-  if (inserts.length === 0) return
-  const parameters = inserts.reduce((sum, table) => sum + table.rows.length * table.columns, 0)
-  if (parameters > maxParameters) {
-    for (const table of inserts) for (const chunk of chunks(table.rows, table.columns)) await table.insert(trx, chunk).execute()
-    return
+  const tables = batchTables.filter((spec) => rows[spec.key].length > 0)
+  if (tables.length === 0) return
+  const key = tables.map((spec) => spec.key).join(',')
+  let text = appendStatements.get(key)
+  if (text === undefined) {
+    text = appendStatement(tables)
+    appendStatements.set(key, text)
   }
-  // One round trip instead of one per table (5 to 8): every insert but the last is a CTE, and
-  // PostgreSQL runs data-modifying CTEs whether or not the outer statement reads them.
-  const last = inserts.pop() as (typeof inserts)[number]
-  let creator = trx as unknown as WithChain
-  inserts.forEach((table, k) => {
-    creator = creator.with(`w${k}`, (db) => table.insert(db, table.rows))
-  })
-  await last.insert(creator, last.rows).execute()
+  const parameters: unknown[] = []
+  for (const spec of tables) {
+    const tableRows = rows[spec.key] as readonly Record<string, unknown>[]
+    for (const [name, , select] of spec.columns) {
+      const values = tableRows.map((row) => row[name] ?? null)
+      parameters.push(select === undefined ? values : values.map((value) => JSON.stringify(value)))
+    }
+  }
+  await trx.executeQuery(CompiledQuery.raw(text, parameters))
 }
 
-/** An insert of `chunk` into one table of the batch, built on `db` (the transaction or a WITH chain). */
-type TableInsert = (db: QueryCreator<Database>, chunk: readonly object[]) => { execute(): Promise<unknown> } & OperationNodeSource
-
-/** `QueryCreator.with` for CTEs that are inserts without RETURNING (kysely types a CTE by its output). */
-type WithChain = QueryCreator<Database> & { with(name: string, query: (db: QueryCreator<Database>) => OperationNodeSource): WithChain }
+function appendStatement(tables: readonly TableSpec[]): string {
+  let parameter = 0
+  const inserts = tables.map((spec) => {
+    const columns = spec.columns.map(([name]) => name).join(', ')
+    const arrays = spec.columns.map(([, type]) => `$${++parameter}::${type}[]`).join(', ')
+    const aliases = spec.columns.map((_, i) => `c${i}`).join(', ')
+    const selects = spec.columns.map(([, , select], i) => select ?? `c${i}`).join(', ')
+    return `INSERT INTO ${spec.table} (${columns}) SELECT ${selects} FROM unnest(${arrays}) AS u(${aliases})${spec.onConflict === undefined ? '' : ` ${spec.onConflict}`}`
+  })
+  // Every insert but the last is a CTE; PostgreSQL runs data-modifying CTEs whether or not the
+  // outer statement reads them.
+  const last = inserts.pop() as string
+  return inserts.length === 0 ? last : `WITH ${inserts.map((insert, k) => `w${k} AS (${insert})`).join(', ')} ${last}`
+}
 
 /**
  * Upserts current state entries. At most one row per (room_id, type, state_key) — the caller
@@ -99,19 +157,13 @@ type WithChain = QueryCreator<Database> & { with(name: string, query: (db: Query
  * await upsertCurrentState(trx, [{ room_id, type: 'm.room.name', state_key: '', event_id, membership: null, stream_ordering: 42n }])
  */
 export async function upsertCurrentState(trx: Transaction<Database>, rows: readonly Insertable<CurrentStateEventsTable>[]): Promise<void> {
-  for (const chunk of chunks(rows, 6)) {
-    await trx
-      .insertInto('current_state_events')
-      .values(chunk)
-      .onConflict((oc) =>
-        oc.columns(['room_id', 'type', 'state_key']).doUpdateSet((eb) => ({
-          event_id: eb.ref('excluded.event_id'),
-          membership: eb.ref('excluded.membership'),
-          stream_ordering: eb.ref('excluded.stream_ordering'),
-        })),
-      )
-      .execute()
-  }
+  if (rows.length === 0) return
+  await sql`
+    INSERT INTO current_state_events (room_id, type, state_key, event_id, membership, stream_ordering)
+    SELECT * FROM unnest(${column(rows, 'room_id')}::text[], ${column(rows, 'type')}::text[], ${column(rows, 'state_key')}::text[],
+                         ${column(rows, 'event_id')}::text[], ${column(rows, 'membership')}::text[], ${column(rows, 'stream_ordering')}::int8[])
+    ON CONFLICT (room_id, type, state_key) DO UPDATE
+      SET event_id = excluded.event_id, membership = excluded.membership, stream_ordering = excluded.stream_ordering`.execute(trx)
 }
 
 /**
@@ -127,18 +179,12 @@ export async function updateBackwardExtremities(
   change: { readonly stored: readonly string[]; readonly missing: readonly string[] },
 ): Promise<void> {
   if (change.stored.length > 0) {
-    await trx
-      .deleteFrom('event_backward_extremities')
-      .where('room_id', '=', roomId)
-      .where('event_id', 'in', [...change.stored])
-      .execute()
+    await sql`DELETE FROM event_backward_extremities WHERE room_id = ${roomId} AND event_id = ANY(${change.stored}::text[])`.execute(trx)
   }
-  for (const chunk of chunks(change.missing, 2)) {
-    await trx
-      .insertInto('event_backward_extremities')
-      .values(chunk.map((event_id) => ({ room_id: roomId, event_id })))
-      .onConflict((oc) => oc.doNothing())
-      .execute()
+  if (change.missing.length > 0) {
+    await sql`
+      INSERT INTO event_backward_extremities (room_id, event_id) SELECT ${roomId}, unnest(${change.missing}::text[])
+      ON CONFLICT DO NOTHING`.execute(trx)
   }
 }
 
@@ -176,46 +222,43 @@ export async function claimRoomHead(trx: Transaction<Database>, roomId: string, 
   return row.epoch
 }
 
-/**
- * Moves the room's head past a batch of live events, in one statement: replaces the whole
- * forward-extremity set by `extremities` (non-empty: a batch always leaves its last event as
- * one) and advances the head's high-water marks.
- *
- * @example
- * await advanceRoom(trx, roomId, { extremities: ['$latest'], maxDepth: 18n, lastStreamOrdering: 1234n })
- */
-export async function advanceRoom(
-  trx: Transaction<Database>,
-  roomId: string,
-  head: { readonly extremities: readonly string[]; readonly maxDepth: bigint; readonly lastStreamOrdering: bigint },
-): Promise<void> {
-  // The extremities not kept are deleted, the new ones inserted (a kept one conflicts with
-  // itself and stays); data-modifying CTEs run whether or not the outer statement reads them.
-  await trx
-    .with('dropped', (db) =>
-      db
-        .deleteFrom('event_forward_extremities')
-        .where('room_id', '=', roomId)
-        .where('event_id', 'not in', [...head.extremities])
-        .returning('event_id'),
-    )
-    .with('advanced', (db) =>
-      db
-        .updateTable('rooms')
-        .set({ max_depth: head.maxDepth, last_stream_ordering: head.lastStreamOrdering })
-        .where('room_id', '=', roomId)
-        .returning('room_id'),
-    )
-    .insertInto('event_forward_extremities')
-    .values(head.extremities.map((event_id) => ({ room_id: roomId, event_id })))
-    .onConflict((oc) => oc.doNothing())
-    .execute()
+/** Where a batch leaves one room: its whole forward-extremity set and its head's high-water marks. */
+export interface RoomAdvance {
+  readonly roomId: string
+  /** Non-empty: a batch always leaves its last event as one. */
+  readonly extremities: readonly string[]
+  readonly maxDepth: bigint
+  readonly lastStreamOrdering: bigint
 }
 
-function chunks<T>(rows: readonly T[], columns: number): T[][] {
-  if (rows.length === 0) return []
-  const size = Math.max(1, Math.floor(maxParameters / columns))
-  const out: T[][] = []
-  for (let i = 0; i < rows.length; i += size) out.push(rows.slice(i, i + size))
-  return out
+/**
+ * Moves rooms' heads past a batch of live events, in one statement: replaces each room's whole
+ * forward-extremity set and advances its head row.
+ *
+ * @example
+ * await advanceRooms(trx, [{ roomId, extremities: ['$latest'], maxDepth: 18n, lastStreamOrdering: 1234n }])
+ */
+export async function advanceRooms(trx: Transaction<Database>, rooms: readonly RoomAdvance[]): Promise<void> {
+  if (rooms.length === 0) return
+  const pairs = rooms.flatMap((room) => room.extremities.map((eventId) => [room.roomId, eventId] as const))
+  // The extremities not kept are deleted, the new ones inserted (a kept one conflicts with
+  // itself and stays); data-modifying CTEs run whether or not the outer statement reads them.
+  await sql`
+    WITH heads AS (
+      SELECT * FROM unnest(${rooms.map((r) => r.roomId)}::text[], ${rooms.map((r) => r.maxDepth)}::int8[],
+                           ${rooms.map((r) => r.lastStreamOrdering)}::int8[]) AS h(room_id, max_depth, last_stream_ordering)
+    ), kept AS (
+      SELECT * FROM unnest(${pairs.map((p) => p[0])}::text[], ${pairs.map((p) => p[1])}::text[]) AS k(room_id, event_id)
+    ), dropped AS (
+      DELETE FROM event_forward_extremities f USING heads h
+      WHERE f.room_id = h.room_id AND NOT EXISTS (SELECT 1 FROM kept k WHERE k.room_id = f.room_id AND k.event_id = f.event_id)
+    ), advanced AS (
+      UPDATE rooms r SET max_depth = h.max_depth, last_stream_ordering = h.last_stream_ordering FROM heads h WHERE r.room_id = h.room_id
+    )
+    INSERT INTO event_forward_extremities (room_id, event_id) SELECT room_id, event_id FROM kept ON CONFLICT DO NOTHING`.execute(trx)
+}
+
+/** One column of `rows` as an array parameter (absent values as NULL). */
+function column<T extends object>(rows: readonly T[], name: keyof T): unknown[] {
+  return rows.map((row) => row[name] ?? null)
 }

@@ -21,8 +21,8 @@ describe('api/background: housekeeping', function () {
     await t.db
       .insertInto('replication_requests')
       .values([
-        { request_id: 'old', idx: 0, event_id: '$a', inserted_ts: BigInt(now - replicationRequestLifetimeMs - 1) },
-        { request_id: 'new', idx: 0, event_id: '$b', inserted_ts: BigInt(now - 1000) },
+        { request_id: 'old', first_idx: 0, event_ids: ['$a'], inserted_ts: BigInt(now - replicationRequestLifetimeMs - 1) },
+        { request_id: 'new', first_idx: 0, event_ids: ['$b'], inserted_ts: BigInt(now - 1000) },
       ])
       .execute()
     await t.db

@@ -9,6 +9,7 @@ import {
   generateSigningKey,
   parseSigningKey,
   signEvent,
+  signBytes,
   signJson,
   verifyEventSignature,
   verifyJsonSignature,
@@ -127,6 +128,17 @@ describe('signing', () => {
       expect(signJson({ one: 1, two: 'Two' }, 'domain', specKey).signatures).to.deep.equal({
         domain: { 'ed25519:1': 'KqmLSbO39/Bzb0QIYE82zqLwsA+PDzYIpIRA2sRQ4sL53+sN6/fpNSoqE7BP7vBZhG6kYdD13EIMJpvhJI+6Bw' },
       })
+    })
+
+    it('should sign any bytes exactly as an independent crypto.sign does, with parsed and fresh keys (libsodium path, property)', () => {
+      const fresh = parseSigningKey(generateSigningKey('p'))
+      fc.assert(
+        fc.property(fc.string({ unit: 'binary', maxLength: 2000 }), (text) => {
+          expect(signBytes(Buffer.from(text, 'utf8'), specKey)).to.equal(independentSign(text))
+          const bytes = new TextEncoder().encode(text)
+          expect(signBytes(bytes, fresh)).to.equal(sign(null, bytes, fresh.privateKey).toString('base64').replace(/=+$/, ''))
+        }),
+      )
     })
 
     it('should sign without signatures and unsigned, keep unsigned in the result and not mutate the input', () => {
