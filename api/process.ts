@@ -129,6 +129,8 @@ export async function startProcess(config: MyelinConfig, options: StartProcessOp
         log,
         maxBatch: config.persister.max_batch,
         roomConcurrency: config.persister.room_concurrency,
+        transactionConcurrency: config.persister.transaction_concurrency,
+        maxTransactionEvents: config.persister.max_transaction_events,
         registry,
       })
       persister = created

@@ -7,6 +7,7 @@
 -- rises to 8 (storage/migrations.ts SCHEMA_COMPAT_VERSION): stop old persisters before migrating.
 
 ALTER TABLE replication_requests RENAME TO replication_requests_v7;
+ALTER TABLE replication_requests_v7 RENAME CONSTRAINT replication_requests_pkey TO replication_requests_v7_pkey;
 ALTER INDEX replication_requests_inserted RENAME TO replication_requests_v7_inserted;
 
 CREATE TABLE replication_requests (
@@ -14,7 +15,7 @@ CREATE TABLE replication_requests (
   first_idx integer NOT NULL,
   event_ids text[] NOT NULL,
   inserted_ts bigint NOT NULL,
-  PRIMARY KEY (request_id, first_idx)
+  CONSTRAINT replication_requests_pkey PRIMARY KEY (request_id, first_idx)
 );
 COMMENT ON TABLE replication_requests IS
   'Replication request ID -> the events it persisted, in request order from first_idx, so a retried request returns the first answer, also after a persister restart.';

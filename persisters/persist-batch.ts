@@ -17,8 +17,8 @@ import type { AuthEventInput } from './auth-rules.js'
 import { buildPdu } from './build-pdu.js'
 import type { NewEvent, PersistedEvent, PersistRequest } from './new-event.js'
 import { RejectedEventError } from './persist-errors.js'
-import { acquireRoom } from './room-snapshot.js'
-import type { RoomSnapshot, SnapshotStateEvent } from './room-snapshot.js'
+import { acquireRooms } from './room-snapshot.js'
+import type { AcquiredRoom, RoomSnapshot, SnapshotStateEvent } from './room-snapshot.js'
 
 /** Most prev_events a new event takes (Synapse takes up to 10 forward extremities, deepest first). */
 export const maxPrevEvents = 10
@@ -46,7 +46,8 @@ export interface BatchResult {
 
 /**
  * Thrown inside the transaction when the batch must be retried from scratch: the room did not
- * exist when the batch started and another writer created it meanwhile.
+ * exist when the batch started and another writer created it meanwhile, or the batch assumed
+ * no earlier answers and met one (see `persistBatches`).
  */
 export class RetryBatchError extends Error {
   override readonly name = 'RetryBatchError'
@@ -68,58 +69,173 @@ interface AcceptedEvent {
 
 type Answer = { readonly stored: PersistedEvent } | { readonly accepted: AcceptedEvent }
 
+/** One room's batch: its requests in order, and its snapshot cached from the last commit. */
+export interface RoomBatch {
+  readonly roomId: string
+  readonly requests: readonly PersistRequest[]
+  readonly cached: RoomSnapshot | undefined
+}
+
 /**
- * Persists one batch of requests for one room inside `trx` (ARCHITECTURE §2, step 5). The caller
- * MUST run it inside the events stream's ID transaction, hold no other lock on the room, have
- * checked that the shard map assigns the room to `deps.writer`, and answer callers only after
- * the transaction commits.
+ * Persists the batches of several rooms (each room at most once) in one transaction, `trx`
+ * (ARCHITECTURE §2, step 5), with one statement per step for all of them, so a group of rooms
+ * costs one commit and about six round trips, not that many per room. The caller MUST run it
+ * inside the events stream's ID transaction, hold no other lock on these rooms, have checked
+ * that the shard map assigns every room to `deps.writer`, and answer callers only after the
+ * transaction commits.
  *
- * In order: lock the head row and claim ownership if needed (`acquireRoom`); answer requests
- * already answered (by `replication_requests`, resuming a request after its answered prefix)
- * and duplicate client transactions; for each remaining event, authorize it against the state
- * left by the events before it, link it to the forward extremities, build and size-check the
- * PDU; allocate all stream IDs at once; write every table with one statement each; replace the
- * forward extremities; update current state and the head row.
+ * In order: lock the head rows and claim ownership where needed (`acquireRooms`); answer
+ * requests already answered (by `replication_requests`, resuming a request after its answered
+ * prefix) and duplicate client transactions; for each remaining event, authorize it against the
+ * state left by the events before it in its room, link it to the room's forward extremities,
+ * build and size-check the PDU; allocate all stream IDs at once; write every table with one
+ * statement; replace the forward extremities and advance the head rows; update current state.
  *
  * A refused event ends only its own request (`RejectedEventError` naming the event index; the
  * request's earlier events are stored and recorded under its request ID, so a retry resumes
- * after them). Any database error aborts the whole batch.
+ * after them). Any database error aborts the whole transaction, every room's batch with it.
  *
+ * Earlier answers (a request ID answered before, a client transaction stored before) are looked
+ * up first when `lookUpEarlier` is set. Without it, the batch assumes there are none, which is
+ * the case for all but retries, and saves two queries per transaction: if one exists after all,
+ * the unique key of `replication_requests` or `event_txn_ids` refuses the insert and the batch
+ * throws `RetryBatchError`, to be retried with `lookUpEarlier`.
+ *
+ * @returns one result per batch, in batch order.
  * @example
- * const result = await events.transaction((trx, allocate) =>
- *   persistBatch(trx, allocate, deps, roomId, requests, cache.get(roomId)))
- * cache.set(roomId, result.snapshot)
+ * const results = await events.transaction((trx, allocate) =>
+ *   persistBatches(trx, allocate, deps, [{ roomId, requests, cached: cache.get(roomId) }], { lookUpEarlier: false }))
  */
-export async function persistBatch(
+export async function persistBatches(
   trx: Transaction<Database>,
   allocate: (n: number, rooms?: readonly string[]) => Promise<bigint[]>,
   deps: BatchDeps,
-  roomId: string,
-  requests: readonly PersistRequest[],
-  cached: RoomSnapshot | undefined,
-): Promise<BatchResult> {
-  const { head, snapshot } = await acquireRoom(trx, roomId, deps.writer, cached, deps.log)
+  batches: readonly RoomBatch[],
+  options: { readonly lookUpEarlier: boolean },
+): Promise<BatchResult[]> {
+  if (new Set(batches.map((b) => b.roomId)).size !== batches.length) throw new Error('persistBatches: a room appears twice in one group')
+  const acquired = await acquireRooms(trx, batches, deps.writer, deps.log)
+  const previousAnswers = options.lookUpEarlier
+    ? await loadRequestAnswers(trx, batches.flatMap((b) => b.requests.map((r) => r.requestId)))
+    : new Map<string, PersistedEvent[]>()
+  const storedTxns = options.lookUpEarlier ? await loadTxnEvents(trx, batches) : new Map<string, PersistedEvent>()
+  const redactedSenders = await loadRedactedSenders(trx, batches)
+  const plans = batches.map((batch, i) =>
+    planRoom(deps, batch, acquired[i] as AcquiredRoom, previousAnswers, storedTxns, redactedSenders.get(batch.roomId) ?? new Map()),
+  )
+
+  for (const plan of plans) {
+    if (plan.head !== undefined || plan.createEvent === undefined) continue
+    const created = await insertRoomHead(trx, {
+      room_id: plan.roomId,
+      room_version: String(plan.createEvent.input.content['room_version'] ?? '11'),
+      creator: plan.createEvent.input.sender,
+      created_ts: plan.createEvent.originServerTs,
+      owner: deps.writer,
+      epoch: 1n,
+    })
+    if (!created) throw new RetryBatchError(`room ${plan.roomId} was created concurrently`)
+  }
+
+  const accepted = plans.flatMap((plan) => plan.accepted)
+  if (accepted.length > 0) {
+    // Sorted IDs dealt out in plan order: each room's events get increasing stream orderings.
+    const rooms = plans.filter((plan) => plan.accepted.length > 0).map((plan) => plan.roomId)
+    const ids = (await allocate(accepted.length, rooms)).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
+    accepted.forEach((event, i) => {
+      event.streamOrdering = ids[i] as bigint
+    })
+  }
+  const persisted = (answer: Answer): PersistedEvent =>
+    'stored' in answer
+      ? answer.stored
+      : { event_id: answer.accepted.eventId, stream_ordering: answer.accepted.streamOrdering as bigint, writer: deps.writer }
+
+  const now = deps.clock()
+  const rows = emptyRows()
+  for (const plan of plans) addEventRows(rows, plan.roomId, plan.accepted, deps.writer, now)
+  rows.replicationRequests.push(...requestAnswerRows(plans.flatMap((plan) => plan.requestRows), persisted, now))
+  try {
+    await appendEventRows(trx, rows)
+  } catch (err) {
+    const constraint = (err as { code?: unknown; constraint?: unknown }).code === '23505' ? (err as { constraint?: unknown }).constraint : undefined
+    if (!options.lookUpEarlier && (constraint === 'replication_requests_pkey' || constraint === 'event_txn_ids_pkey')) {
+      throw new RetryBatchError(`a request or client transaction of the batch was answered before (${constraint})`, { cause: err })
+    }
+    throw err
+  }
+  const advanced = plans.filter((plan) => plan.accepted.length > 0)
+  if (advanced.length > 0) {
+    await upsertCurrentState(trx, advanced.flatMap((plan) => currentStateRows(plan.roomId, plan.accepted)))
+    await advanceRooms(
+      trx,
+      advanced.map((plan) => ({
+        roomId: plan.roomId,
+        extremities: plan.extremities.map((x) => x.eventId),
+        maxDepth: plan.maxDepth,
+        lastStreamOrdering: (plan.accepted.at(-1) as AcceptedEvent).streamOrdering as bigint,
+      })),
+    )
+  }
+
+  return plans.map((plan) => {
+    const lastStreamOrdering = plan.accepted.length > 0 ? ((plan.accepted.at(-1) as AcceptedEvent).streamOrdering as bigint) : plan.snapshot.lastStreamOrdering
+    return {
+      outcomes: plan.answersByRequest.map(({ answers, error }) =>
+        error === undefined ? { ok: true, events: answers.map(persisted) } : { ok: false, error },
+      ),
+      snapshot: {
+        epoch: plan.head?.epoch ?? 1n,
+        lastStreamOrdering,
+        state: plan.state,
+        extremities: sortExtremities(plan.extremities),
+        maxDepth: plan.maxDepth,
+      },
+      stored: plan.accepted.length,
+    }
+  })
+}
+
+/** What one room's batch will write, worked out in memory before any write. */
+interface RoomPlan {
+  readonly roomId: string
+  readonly head: AcquiredRoom['head']
+  readonly snapshot: RoomSnapshot
+  readonly state: Map<string, SnapshotStateEvent>
+  readonly extremities: Extremity[]
+  readonly maxDepth: bigint
+  readonly accepted: AcceptedEvent[]
+  readonly createEvent: AcceptedEvent | undefined
+  readonly requestRows: { requestId: string; idx: number; answer: Answer }[]
+  readonly answersByRequest: { answers: Answer[]; error?: StorageError }[]
+}
+
+/** Answers, authorizes, links and builds a room's requests in order against its running state. */
+function planRoom(
+  deps: BatchDeps,
+  batch: RoomBatch,
+  { head, snapshot }: AcquiredRoom,
+  previousAnswers: ReadonlyMap<string, PersistedEvent[]>,
+  storedTxns: ReadonlyMap<string, PersistedEvent>,
+  redactedSenders: Map<string, string>,
+): RoomPlan {
+  const { roomId } = batch
   const state = new Map<string, SnapshotStateEvent>(snapshot.state)
   let extremities: Extremity[] = [...snapshot.extremities]
   let maxDepth = snapshot.maxDepth
-
-  const previousAnswers = await loadRequestAnswers(trx, requests.map((r) => r.requestId))
-  const storedTxns = await loadTxnEvents(trx, roomId, requests)
-  const redactedSenders = await loadRedactedSenders(trx, roomId, requests)
-
   const accepted: AcceptedEvent[] = []
   const batchTxns = new Map<string, AcceptedEvent>()
   const requestRows: { requestId: string; idx: number; answer: Answer }[] = []
   const answersByRequest: { answers: Answer[]; error?: StorageError }[] = []
   let createEvent: AcceptedEvent | undefined
 
-  for (const request of requests) {
+  for (const request of batch.requests) {
     const answers: Answer[] = (previousAnswers.get(request.requestId) ?? []).map((stored) => ({ stored }))
     const outcome: { answers: Answer[]; error?: StorageError } = { answers }
     answersByRequest.push(outcome)
     for (let index = answers.length; index < request.events.length; index++) {
       const event = request.events[index] as NewEvent
-      const txnKey = event.txn === undefined ? undefined : txnKeyOf(event.sender, event.txn)
+      const txnKey = event.txn === undefined ? undefined : txnKeyOf(roomId, event.sender, event.txn)
       const duplicate = txnKey === undefined ? undefined : (batchTxns.get(txnKey) ?? storedTxns.get(txnKey))
       if (duplicate !== undefined) {
         const answer: Answer = 'eventId' in duplicate ? { accepted: duplicate } : { stored: duplicate }
@@ -154,55 +270,7 @@ export async function persistBatch(
       requestRows.push({ requestId: request.requestId, idx: index, answer })
     }
   }
-
-  if (head === undefined && createEvent !== undefined) {
-    const created = await insertRoomHead(trx, {
-      room_id: roomId,
-      room_version: String(createEvent.input.content['room_version'] ?? '11'),
-      creator: createEvent.input.sender,
-      created_ts: createEvent.originServerTs,
-      owner: deps.writer,
-      epoch: 1n,
-    })
-    if (!created) throw new RetryBatchError(`room ${roomId} was created concurrently`)
-  }
-
-  let lastStreamOrdering = snapshot.lastStreamOrdering
-  if (accepted.length > 0) {
-    const ids = (await allocate(accepted.length, [roomId])).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
-    accepted.forEach((event, i) => {
-      event.streamOrdering = ids[i] as bigint
-    })
-    lastStreamOrdering = ids[ids.length - 1] as bigint
-  }
-  const persisted = (answer: Answer): PersistedEvent =>
-    'stored' in answer
-      ? answer.stored
-      : { event_id: answer.accepted.eventId, stream_ordering: answer.accepted.streamOrdering as bigint, writer: deps.writer }
-
-  const now = deps.clock()
-  await appendEventRows(trx, {
-    ...eventRows(roomId, accepted, deps.writer, now),
-    replicationRequests: requestAnswerRows(requestRows, persisted, now),
-  })
-  if (accepted.length > 0) {
-    await upsertCurrentState(trx, currentStateRows(roomId, accepted))
-    await advanceRooms(trx, [{ roomId, extremities: extremities.map((x) => x.eventId), maxDepth, lastStreamOrdering: lastStreamOrdering as bigint }])
-  }
-
-  return {
-    outcomes: answersByRequest.map(({ answers, error }) =>
-      error === undefined ? { ok: true, events: answers.map(persisted) } : { ok: false, error },
-    ),
-    snapshot: {
-      epoch: head?.epoch ?? 1n,
-      lastStreamOrdering,
-      state,
-      extremities: sortExtremities(extremities),
-      maxDepth,
-    },
-    stored: accepted.length,
-  }
+  return { roomId, head, snapshot, state, extremities, maxDepth, accepted, createEvent, requestRows, answersByRequest }
 }
 
 /** Authorizes, links and builds one event against the batch's running state, or says why not. */
@@ -278,16 +346,14 @@ function buildEvent(
   }
 }
 
-function eventRows(roomId: string, accepted: readonly AcceptedEvent[], writer: string, now: number): Omit<EventBatchRows, 'replicationRequests'> {
-  const rows = {
-    events: [] as Mutable<EventBatchRows['events']>,
-    eventJson: [] as Mutable<EventBatchRows['eventJson']>,
-    edges: [] as Mutable<EventBatchRows['edges']>,
-    stateEvents: [] as Mutable<EventBatchRows['stateEvents']>,
-    redactions: [] as Mutable<EventBatchRows['redactions']>,
-    memberships: [] as Mutable<EventBatchRows['memberships']>,
-    txnIds: [] as Mutable<EventBatchRows['txnIds']>,
-  }
+type BatchRows = { [K in keyof EventBatchRows]: EventBatchRows[K][number][] }
+
+function emptyRows(): BatchRows {
+  return { events: [], eventJson: [], edges: [], stateEvents: [], redactions: [], memberships: [], txnIds: [], replicationRequests: [] }
+}
+
+/** Appends the rows of a room's accepted events to `rows`. */
+function addEventRows(rows: BatchRows, roomId: string, accepted: readonly AcceptedEvent[], writer: string, now: number): void {
   for (const event of accepted) {
     const { input } = event
     const streamOrdering = event.streamOrdering as bigint
@@ -340,7 +406,6 @@ function eventRows(roomId: string, accepted: readonly AcceptedEvent[], writer: s
       })
     }
   }
-  return rows
 }
 
 /** The last event per state key of the batch (an upsert must not touch a row twice). */
@@ -372,10 +437,10 @@ export async function loadRequestAnswers(db: Kysely<Database>, requestIds: reado
   const answers = new Map<string, PersistedEvent[]>()
   if (requestIds.length === 0) return answers
   const { rows } = await sql<{ request_id: string; idx: number; event_id: string; stream_ordering: bigint; instance_name: string }>`
-    SELECT r.request_id, r.first_idx + a.ord::int - 1 AS idx, e.event_id, e.stream_ordering, e.instance_name
+    SELECT r.request_id, r.first_idx + a.ord::int - 1 AS idx, a.event_id, e.stream_ordering, e.instance_name
     FROM replication_requests r
     CROSS JOIN LATERAL unnest(r.event_ids) WITH ORDINALITY AS a(event_id, ord)
-    JOIN events e ON e.event_id = a.event_id
+    CROSS JOIN LATERAL (SELECT stream_ordering, instance_name FROM events WHERE event_id = a.event_id LIMIT 1) e
     WHERE r.request_id = ANY(${[...new Set(requestIds)]}::text[])
     ORDER BY r.request_id, idx`.execute(db)
   for (const row of rows) {
@@ -405,18 +470,29 @@ function requestAnswerRows(
   return [...byRequest.values()]
 }
 
-/** Stored events of the batch's client transactions, keyed by `txnKeyOf`. */
-async function loadTxnEvents(trx: Transaction<Database>, roomId: string, requests: readonly PersistRequest[]): Promise<Map<string, PersistedEvent>> {
+// The lookups below join arrays of keys to tables through LATERAL subqueries with LIMIT 1 (each
+// key matches at most one row): the planner cannot turn them into a hash join over the whole
+// table, which a prepared statement's generic plan would otherwise pick (it cannot see the
+// array's size).
+
+/** Stored events of the batches' client transactions, keyed by `txnKeyOf`. */
+async function loadTxnEvents(trx: Transaction<Database>, batches: readonly RoomBatch[]): Promise<Map<string, PersistedEvent>> {
   const found = new Map<string, PersistedEvent>()
-  const keys = requests.flatMap((r) => r.events.flatMap((e) => (e.txn === undefined ? [] : [{ user: e.sender, ...e.txn }])))
+  const keys = batches.flatMap((b) =>
+    b.requests.flatMap((r) => r.events.flatMap((e) => (e.txn === undefined ? [] : [{ room: b.roomId, user: e.sender, ...e.txn }]))),
+  )
   if (keys.length === 0) return found
-  const { rows } = await sql<{ user_id: string; device_id: string; txn_id: string; event_id: string; stream_ordering: bigint; instance_name: string }>`
-    SELECT t.user_id, t.device_id, t.txn_id, e.event_id, e.stream_ordering, e.instance_name
-    FROM unnest(${keys.map((k) => k.user)}::text[], ${keys.map((k) => k.deviceId)}::text[], ${keys.map((k) => k.txnId)}::text[]) AS k(user_id, device_id, txn_id)
-    JOIN event_txn_ids t ON t.room_id = ${roomId} AND t.user_id = k.user_id AND t.device_id = k.device_id AND t.txn_id = k.txn_id
-    JOIN events e ON e.event_id = t.event_id`.execute(trx)
+  const { rows } = await sql<{ room_id: string; user_id: string; device_id: string; txn_id: string; event_id: string; stream_ordering: bigint; instance_name: string }>`
+    SELECT k.room_id, k.user_id, k.device_id, k.txn_id, t.event_id, t.stream_ordering, t.instance_name
+    FROM unnest(${keys.map((k) => k.room)}::text[], ${keys.map((k) => k.user)}::text[], ${keys.map((k) => k.deviceId)}::text[],
+                ${keys.map((k) => k.txnId)}::text[]) AS k(room_id, user_id, device_id, txn_id)
+    CROSS JOIN LATERAL (
+      SELECT e.event_id, e.stream_ordering, e.instance_name FROM event_txn_ids t JOIN events e ON e.event_id = t.event_id
+      WHERE t.room_id = k.room_id AND t.user_id = k.user_id AND t.device_id = k.device_id AND t.txn_id = k.txn_id
+      LIMIT 1
+    ) t`.execute(trx)
   for (const row of rows) {
-    found.set(txnKeyOf(row.user_id, { deviceId: row.device_id, txnId: row.txn_id }), {
+    found.set(txnKeyOf(row.room_id, row.user_id, { deviceId: row.device_id, txnId: row.txn_id }), {
       event_id: row.event_id,
       stream_ordering: row.stream_ordering,
       writer: row.instance_name,
@@ -425,21 +501,32 @@ async function loadTxnEvents(trx: Transaction<Database>, roomId: string, request
   return found
 }
 
-/** Senders of the stored events the batch's redactions target (same room only). */
-async function loadRedactedSenders(trx: Transaction<Database>, roomId: string, requests: readonly PersistRequest[]): Promise<Map<string, string>> {
-  const targets = new Set<string>()
-  for (const request of requests) {
-    for (const event of request.events) {
-      if (event.type !== 'm.room.redaction') continue
-      const target = event.redacts ?? stringOrUndefined(event.content['redacts'])
-      if (target !== undefined) targets.add(target)
+/** Per room, the senders of the stored events its batch's redactions target (in that room only). */
+async function loadRedactedSenders(trx: Transaction<Database>, batches: readonly RoomBatch[]): Promise<Map<string, Map<string, string>>> {
+  const rooms: string[] = []
+  const targets: string[] = []
+  for (const batch of batches) {
+    for (const request of batch.requests) {
+      for (const event of request.events) {
+        if (event.type !== 'm.room.redaction') continue
+        const target = event.redacts ?? stringOrUndefined(event.content['redacts'])
+        if (target === undefined) continue
+        rooms.push(batch.roomId)
+        targets.push(target)
+      }
     }
   }
-  const senders = new Map<string, string>()
-  if (targets.size === 0) return senders
-  const { rows } = await sql<{ event_id: string; sender: string }>`
-    SELECT event_id, sender FROM events WHERE room_id = ${roomId} AND event_id = ANY(${[...targets]}::text[])`.execute(trx)
-  for (const row of rows) senders.set(row.event_id, row.sender)
+  const senders = new Map<string, Map<string, string>>()
+  if (targets.length === 0) return senders
+  const { rows } = await sql<{ room_id: string; event_id: string; sender: string }>`
+    SELECT t.room_id, t.event_id, e.sender
+    FROM unnest(${rooms}::text[], ${targets}::text[]) AS t(room_id, event_id)
+    CROSS JOIN LATERAL (SELECT sender FROM events WHERE event_id = t.event_id AND room_id = t.room_id LIMIT 1) e`.execute(trx)
+  for (const row of rows) {
+    const room = senders.get(row.room_id) ?? new Map<string, string>()
+    room.set(row.event_id, row.sender)
+    senders.set(row.room_id, room)
+  }
   return senders
 }
 
@@ -447,8 +534,8 @@ function sortExtremities(extremities: readonly Extremity[]): Extremity[] {
   return [...extremities].sort((a, b) => (a.depth !== b.depth ? (a.depth > b.depth ? -1 : 1) : a.eventId < b.eventId ? -1 : 1))
 }
 
-function txnKeyOf(sender: string, txn: { readonly deviceId: string; readonly txnId: string }): string {
-  return `${sender}\u0000${txn.deviceId}\u0000${txn.txnId}`
+function txnKeyOf(roomId: string, sender: string, txn: { readonly deviceId: string; readonly txnId: string }): string {
+  return `${roomId}\u0000${sender}\u0000${txn.deviceId}\u0000${txn.txnId}`
 }
 
 function membershipOf(input: AuthEventInput): string | null {
@@ -468,4 +555,3 @@ function domainOf(userId: string): string | undefined {
   return colon < 0 ? undefined : userId.slice(colon + 1)
 }
 
-type Mutable<T> = T extends readonly (infer U)[] ? U[] : never

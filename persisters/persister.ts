@@ -9,8 +9,9 @@ import { importBatch } from './import-batch.js'
 import type { ImportOutcome } from './import-batch.js'
 import { validatePersistRequest } from './new-event.js'
 import type { PersistedEvent, PersistRequest } from './new-event.js'
-import { loadRequestAnswers, persistBatch, RetryBatchError } from './persist-batch.js'
-import type { BatchDeps, RequestOutcome } from './persist-batch.js'
+import { CommitGroups } from './commit-groups.js'
+import { loadRequestAnswers, persistBatches, RetryBatchError } from './persist-batch.js'
+import type { BatchDeps, BatchResult, RequestOutcome, RoomBatch } from './persist-batch.js'
 import { NotOwnerError } from './persist-errors.js'
 import { createPersisterMetrics } from './persister-metrics.js'
 import type { BatchKind } from './persister-metrics.js'
@@ -49,6 +50,13 @@ export interface PersisterOptions {
   readonly maxBatch?: number
   /** Rooms persisted in parallel (default 32). */
   readonly roomConcurrency?: number
+  /**
+   * Live transactions running at once (default 4). Room batches ready while that many run wait,
+   * and the next transaction takes all of them (group commit, `CommitGroups`).
+   */
+  readonly transactionConcurrency?: number
+  /** Most events one live transaction takes over all its rooms (default 1,000). */
+  readonly maxTransactionEvents?: number
   /** Rooms whose snapshot (state, extremities) stays cached between batches (default 10,000). */
   readonly maxCachedRooms?: number
   readonly registry?: Registry
@@ -93,10 +101,11 @@ const maxAttempts = 3
 const retryableSqlStates = new Set(['40001', '40P01'])
 
 /**
- * Creates the persister of `options.writer`. Rooms are queued and batched by `RoomQueue`; each
- * batch runs `persistBatch` (or `importBatch`) in one ID transaction of the events (or
- * backfill) generator; callers hear back only after that transaction committed and its stream
- * position was published. Per room, the snapshot (state, forward extremities) of the last batch
+ * Creates the persister of `options.writer`. Rooms are queued and batched by `RoomQueue`; live
+ * batches of different rooms that are ready together share one ID transaction of the events
+ * generator (`CommitGroups` + `persistBatches`), an import batch runs `importBatch` in its own
+ * transaction of the backfill generator; callers hear back only after their transaction
+ * committed and its stream position was published. Per room, the snapshot (state, forward extremities) of the last batch
  * is cached and reused while the head row shows it is current.
  *
  * @throws StorageError `ES_CONFIG_INVALID` for a bad signing key or a writer mismatch.
@@ -132,10 +141,17 @@ export function createPersister(options: PersisterOptions): Persister {
     run: runBatch,
     onError: (roomId, err) => log.error({ roomId, err }, 'room batch failed outside its transaction'),
   })
+  const liveGroups = new CommitGroups<RoomBatch, PromiseSettledResult<BatchResult>>({
+    concurrency: options.transactionConcurrency ?? 4,
+    maxWeight: options.maxTransactionEvents ?? 1000,
+    weight: (batch) => batch.requests.reduce((sum, request) => sum + request.events.length, 0),
+    run: runLiveGroup,
+  })
   const metrics = createPersisterMetrics({
     ...(options.registry === undefined ? {} : { registry: options.registry }),
     writer,
     queueDepth: () => queue.pendingItems,
+    groupsWaiting: () => liveGroups.waiting,
   })
 
   function cacheSnapshot(roomId: string, snapshot: RoomSnapshot | undefined): void {
@@ -149,44 +165,77 @@ export function createPersister(options: PersisterOptions): Persister {
     const kind: BatchKind = batch[0]?.kind === 'import' ? 'import' : 'live'
     const weight = batch.reduce((sum, item) => sum + (item.kind === 'live' ? item.request.events.length : item.pdus.length), 0)
     const started = performance.now()
-    for (let attempt = 1; ; attempt++) {
+    try {
+      const { outcomes, snapshot, stored } = kind === 'live' ? await runLive(roomId, batch) : await withRetries(roomId, (retry) => runImport(roomId, batch, retry))
+      cacheSnapshot(roomId, snapshot)
+      metrics.batch(kind, weight, stored, (performance.now() - started) / 1000, true)
+      batch.forEach((item, i) => {
+        const outcome = outcomes[i] as RequestOutcome | ImportOutcome
+        if (outcome.ok) item.answer.resolve(outcome.events)
+        else item.answer.reject(outcome.error)
+      })
+      log.debug({ roomId, kind, requests: batch.length, events: weight, stored }, 'batch persisted')
+    } catch (err) {
+      cacheSnapshot(roomId, undefined)
+      metrics.batch(kind, weight, 0, (performance.now() - started) / 1000, false)
+      log.error({ roomId, kind, requests: batch.length, err }, 'batch failed')
+      const error = isStorageError(err)
+        ? err
+        : new StorageError('ES_UNAVAILABLE', `persisting to room ${roomId} failed; retry with the same request ID`, { cause: err })
+      for (const item of batch) item.answer.reject(error)
+    }
+  }
+
+  /** Runs `attempt` again (up to `maxAttempts` in all) while it fails retryably. */
+  async function withRetries<T>(roomIds: string | readonly string[], attempt: (retry: boolean) => Promise<T>): Promise<T> {
+    for (let n = 1; ; n++) {
       try {
-        const { outcomes, snapshot, stored } = kind === 'live' ? await runLive(roomId, batch) : await runImport(roomId, batch)
-        cacheSnapshot(roomId, snapshot)
-        metrics.batch(kind, weight, stored, (performance.now() - started) / 1000, true)
-        batch.forEach((item, i) => {
-          const outcome = outcomes[i] as RequestOutcome | ImportOutcome
-          if (outcome.ok) item.answer.resolve(outcome.events)
-          else item.answer.reject(outcome.error)
-        })
-        log.debug({ roomId, kind, requests: batch.length, events: weight, stored }, 'batch persisted')
-        return
+        return await attempt(n > 1)
       } catch (err) {
-        cacheSnapshot(roomId, undefined)
-        if (attempt < maxAttempts && isRetryable(err)) {
-          log.debug({ roomId, attempt, err }, 'batch retried')
-          continue
-        }
-        metrics.batch(kind, weight, 0, (performance.now() - started) / 1000, false)
-        log.error({ roomId, kind, requests: batch.length, err }, 'batch failed')
-        const error = isStorageError(err)
-          ? err
-          : new StorageError('ES_UNAVAILABLE', `persisting to room ${roomId} failed; retry with the same request ID`, { cause: err })
-        for (const item of batch) item.answer.reject(error)
-        return
+        if (n >= maxAttempts || !isRetryable(err)) throw err
+        log.debug({ roomIds, attempt: n, err }, 'batch retried')
       }
     }
   }
 
-  async function runLive(roomId: string, batch: Item[]) {
+  async function runLive(roomId: string, batch: Item[]): Promise<BatchResult> {
     const requests = batch.flatMap((item) => (item.kind === 'live' ? [item.request] : []))
-    return options.events.transaction((trx, allocate) => persistBatch(trx, allocate, deps, roomId, requests, snapshots.get(roomId)))
+    const settled = await liveGroups.submit({ roomId, requests, cached: snapshots.get(roomId) })
+    if (settled.status === 'rejected') throw settled.reason
+    return settled.value
   }
 
-  async function runImport(roomId: string, batch: Item[]) {
+  /**
+   * One transaction for the batches of several rooms. The first attempt assumes no request or
+   * client transaction of the group was answered before; a retry looks them up, and drops the
+   * cached snapshots (they are reloaded in the transaction). When the group still fails, each room is tried alone, so a
+   * room whose batch cannot commit never fails another room's.
+   */
+  async function runLiveGroup(batches: RoomBatch[]): Promise<PromiseSettledResult<BatchResult>[]> {
+    const run = async (group: readonly RoomBatch[]) => {
+      const results = await withRetries(
+        group.map((b) => b.roomId),
+        (retry) =>
+          options.events.transaction((trx, allocate) =>
+            persistBatches(trx, allocate, deps, retry ? group.map((b) => ({ ...b, cached: undefined })) : group, { lookUpEarlier: retry }),
+          ),
+      )
+      metrics.group(group.length, results.reduce((sum, r) => sum + r.stored, 0))
+      return results
+    }
+    try {
+      return (await run(batches)).map((value) => ({ status: 'fulfilled', value }))
+    } catch (err) {
+      if (batches.length === 1) return [{ status: 'rejected', reason: err }]
+      log.warn({ rooms: batches.length, err }, 'group transaction failed; retrying its rooms one by one')
+      return Promise.allSettled(batches.map(async (batch) => ((await run([batch])) as [BatchResult])[0]))
+    }
+  }
+
+  async function runImport(roomId: string, batch: Item[], retry: boolean) {
     const requests = batch.flatMap((item) => (item.kind === 'import' ? [{ roomId, pdus: item.pdus }] : []))
     return options.backfill.transaction((trx, allocate) =>
-      importBatch(trx, allocate, { writer, clock, log }, roomId, requests, snapshots.get(roomId)),
+      importBatch(trx, allocate, { writer, clock, log }, roomId, requests, retry ? undefined : snapshots.get(roomId)),
     )
   }
 

@@ -1,6 +1,6 @@
 import type { Transaction } from 'kysely'
 import { claimRoomHead } from '../storage/events/append-events.js'
-import { getCurrentState, getForwardExtremities, lockRoomHead } from '../storage/events/event-store.js'
+import { getCurrentState, getForwardExtremities, lockRoomHead, lockRoomHeads } from '../storage/events/event-store.js'
 import type { Extremity, RoomHead } from '../storage/events/event-store.js'
 import type { Logger } from '../storage/logger.js'
 import type { Database } from '../storage/schema.js'
@@ -61,18 +61,45 @@ export async function acquireRoom(
   cached: RoomSnapshot | undefined,
   log: Logger,
 ): Promise<AcquiredRoom> {
-  let head = await lockRoomHead(trx, roomId)
-  if (head === undefined) {
-    return { head, snapshot: { epoch: 1n, lastStreamOrdering: null, state: new Map(), extremities: [], maxDepth: 0n } }
+  const [acquired] = await acquireRooms(trx, [{ roomId, cached }], writer, log)
+  return acquired as AcquiredRoom
+}
+
+/**
+ * `acquireRoom` for several rooms: their head rows are locked in one statement (in room ID
+ * order); claims and snapshot loads, rare once rooms are cached, go room by room.
+ *
+ * @returns one entry per room, in the order given.
+ */
+export async function acquireRooms(
+  trx: Transaction<Database>,
+  rooms: readonly { readonly roomId: string; readonly cached: RoomSnapshot | undefined }[],
+  writer: string,
+  log: Logger,
+): Promise<AcquiredRoom[]> {
+  const heads = rooms.length === 1 ? singleHead(await lockRoomHead(trx, (rooms[0] as (typeof rooms)[number]).roomId)) : await lockRoomHeads(trx, rooms.map((r) => r.roomId))
+  const acquired: AcquiredRoom[] = []
+  for (const { roomId, cached } of rooms) {
+    let head = heads.get(roomId)
+    if (head === undefined) {
+      acquired.push({ head, snapshot: { epoch: 1n, lastStreamOrdering: null, state: new Map(), extremities: [], maxDepth: 0n } })
+      continue
+    }
+    if (head.owner !== writer) {
+      const epoch = await claimRoomHead(trx, roomId, writer)
+      log.info({ roomId, previousOwner: head.owner, epoch: String(epoch) }, 'room ownership claimed')
+      head = { ...head, owner: writer, epoch }
+    } else if (cached !== undefined && cached.epoch === head.epoch && cached.lastStreamOrdering === head.lastStreamOrdering) {
+      acquired.push({ head, snapshot: cached })
+      continue
+    }
+    acquired.push({ head, snapshot: await loadSnapshot(trx, head) })
   }
-  if (head.owner !== writer) {
-    const epoch = await claimRoomHead(trx, roomId, writer)
-    log.info({ roomId, previousOwner: head.owner, epoch: String(epoch) }, 'room ownership claimed')
-    head = { ...head, owner: writer, epoch }
-  } else if (cached !== undefined && cached.epoch === head.epoch && cached.lastStreamOrdering === head.lastStreamOrdering) {
-    return { head, snapshot: cached }
-  }
-  return { head, snapshot: await loadSnapshot(trx, head) }
+  return acquired
+}
+
+function singleHead(head: RoomHead | undefined): Map<string, RoomHead> {
+  return new Map(head === undefined ? [] : [[head.roomId, head]])
 }
 
 async function loadSnapshot(trx: Transaction<Database>, head: RoomHead): Promise<RoomSnapshot> {

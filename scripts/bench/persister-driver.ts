@@ -29,7 +29,7 @@ export const poolSize = 10
 export interface BenchPersister {
   readonly persister: Persister
   readonly db: DatabaseHandle
-  /** Mean events per batch transaction since the last call (from the persister's metrics). */
+  /** Mean events per live transaction (all its rooms) since the last call (from the persister's metrics). */
   takeMeanBatch(): Promise<number>
   close(): Promise<void>
 }
@@ -67,8 +67,8 @@ export async function startBenchPersister(url: string, redisUrl: string): Promis
     persister,
     db,
     async takeMeanBatch() {
-      const values = ((await registry.getSingleMetric('myelin_persist_batch_size')?.get())?.values ?? []) as { metricName?: string; value: number }[]
-      const total = (suffix: string) => values.filter((v) => v.metricName === `myelin_persist_batch_size_${suffix}`).reduce((sum, v) => sum + v.value, 0)
+      const values = ((await registry.getSingleMetric('myelin_persist_transaction_events')?.get())?.values ?? []) as { metricName?: string; value: number }[]
+      const total = (suffix: string) => values.filter((v) => v.metricName === `myelin_persist_transaction_events_${suffix}`).reduce((sum, v) => sum + v.value, 0)
       const now = { sum: total('sum'), count: total('count') }
       const mean = now.count > seen.count ? (now.sum - seen.sum) / (now.count - seen.count) : 0
       seen = now

@@ -243,6 +243,7 @@ export async function advanceRooms(trx: Transaction<Database>, rooms: readonly R
   const pairs = rooms.flatMap((room) => room.extremities.map((eventId) => [room.roomId, eventId] as const))
   // The extremities not kept are deleted, the new ones inserted (a kept one conflicts with
   // itself and stays); data-modifying CTEs run whether or not the outer statement reads them.
+  // The `= ANY(rooms)` conditions give the planner index scans on the rooms' rows.
   await sql`
     WITH heads AS (
       SELECT * FROM unnest(${rooms.map((r) => r.roomId)}::text[], ${rooms.map((r) => r.maxDepth)}::int8[],
@@ -250,10 +251,12 @@ export async function advanceRooms(trx: Transaction<Database>, rooms: readonly R
     ), kept AS (
       SELECT * FROM unnest(${pairs.map((p) => p[0])}::text[], ${pairs.map((p) => p[1])}::text[]) AS k(room_id, event_id)
     ), dropped AS (
-      DELETE FROM event_forward_extremities f USING heads h
-      WHERE f.room_id = h.room_id AND NOT EXISTS (SELECT 1 FROM kept k WHERE k.room_id = f.room_id AND k.event_id = f.event_id)
+      DELETE FROM event_forward_extremities f
+      WHERE f.room_id = ANY(${rooms.map((r) => r.roomId)}::text[])
+        AND NOT EXISTS (SELECT 1 FROM kept k WHERE k.room_id = f.room_id AND k.event_id = f.event_id)
     ), advanced AS (
-      UPDATE rooms r SET max_depth = h.max_depth, last_stream_ordering = h.last_stream_ordering FROM heads h WHERE r.room_id = h.room_id
+      UPDATE rooms r SET max_depth = h.max_depth, last_stream_ordering = h.last_stream_ordering FROM heads h
+      WHERE r.room_id = ANY(${rooms.map((r) => r.roomId)}::text[]) AND r.room_id = h.room_id
     )
     INSERT INTO event_forward_extremities (room_id, event_id) SELECT room_id, event_id FROM kept ON CONFLICT DO NOTHING`.execute(trx)
 }

@@ -1,3 +1,4 @@
+import { sql } from 'kysely'
 import type { Kysely, Transaction } from 'kysely'
 import type { Database } from '../schema.js'
 import type { JsonObject } from './redaction.js'
@@ -84,6 +85,21 @@ export async function getRoomHead(db: Db, roomId: string): Promise<RoomHead | un
 export async function lockRoomHead(trx: Transaction<Database>, roomId: string): Promise<RoomHead | undefined> {
   const row = await headQuery(trx, roomId).forUpdate().executeTakeFirst()
   return row === undefined ? undefined : toHead(row)
+}
+
+/**
+ * `lockRoomHead` for several rooms in one statement, locking in room ID order (so two
+ * transactions locking overlapping sets cannot deadlock). Rooms that do not exist are absent.
+ *
+ * @example
+ * const heads = await lockRoomHeads(trx, ['!a:hs', '!b:hs'])
+ * heads.get('!a:hs')?.epoch // 3n
+ */
+export async function lockRoomHeads(trx: Transaction<Database>, roomIds: readonly string[]): Promise<Map<string, RoomHead>> {
+  const { rows } = await sql<Parameters<typeof toHead>[0]>`
+    SELECT room_id, room_version, creator, owner, epoch, max_depth, last_stream_ordering FROM rooms
+    WHERE room_id = ANY(${[...roomIds]}::text[]) ORDER BY room_id FOR UPDATE`.execute(trx)
+  return new Map(rows.map((row) => [row.room_id, toHead(row)]))
 }
 
 /**

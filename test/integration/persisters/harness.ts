@@ -35,6 +35,7 @@ export async function startPersister(
     writers?: readonly string[]
     pins?: Record<string, string>
     maxBatch?: number
+    transactionConcurrency?: number
     registry?: Registry
     clock?: () => number
   },
@@ -53,6 +54,7 @@ export async function startPersister(
     signingKey,
     log,
     ...(options.maxBatch === undefined ? {} : { maxBatch: options.maxBatch }),
+    ...(options.transactionConcurrency === undefined ? {} : { transactionConcurrency: options.transactionConcurrency }),
     ...(options.registry === undefined ? {} : { registry: options.registry }),
     ...(options.clock === undefined ? {} : { clock: options.clock }),
   })

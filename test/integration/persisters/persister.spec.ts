@@ -1,4 +1,5 @@
 import { expect } from 'chai'
+import { sql } from 'kysely'
 import { Registry } from 'prom-client'
 import { NotOwnerError, RejectedEventError } from '../../../persisters/persist-errors.js'
 import type { Persister } from '../../../persisters/persister.js'
@@ -134,6 +135,62 @@ describe('persister', () => {
         const persisted = await registry.getSingleMetric('myelin_events_persisted_total')!.get()
         expect(persisted.values[0]?.value).to.equal(55)
         expect(await registry.metrics()).to.include('myelin_room_queue_depth')
+      } finally {
+        await p.close()
+      }
+    })
+
+    it('should commit the batches of rooms ready together in shared transactions, each room its own chain', async () => {
+      const registry = new Registry()
+      const p = await startPersister(t.db, { writer: 'p1', registry })
+      try {
+        const rooms = Array.from({ length: 12 }, () => newRoomId())
+        await Promise.all(rooms.map((roomId) => send(p, roomId, ...createRoomEvents(alice))))
+        const answers = await Promise.all(rooms.flatMap((roomId) => Array.from({ length: 5 }, (_, i) => send(p, roomId, message(alice, `${roomId} m${i}`)))))
+        expect(answers.flat()).to.have.length(60)
+        for (const roomId of rooms) {
+          const dag = await roomDag(t.db, roomId)
+          // createRoom's 5 events, then the 5 messages.
+          expect(dag.events).to.have.length(10)
+          expect(dag.forward).to.have.length(1)
+          expect(dag.edges).to.have.length(9)
+          expect(new Set(dag.events.map((e) => e.depth)).size).to.equal(10)
+        }
+        const orderings = answers.flat().map((a) => a.stream_ordering)
+        expect(new Set(orderings).size).to.equal(orderings.length)
+        const metric = (await registry.getSingleMetric('myelin_persist_group_rooms')!.get()).values as { metricName?: string; value: number }[]
+        const total = (suffix: string) => metric.find((v) => v.metricName === `myelin_persist_group_rooms_${suffix}`)?.value ?? 0
+        // 24 room batches (12 creations, then 12 rooms of messages) in fewer transactions than batches.
+        expect(total('sum')).to.be.at.least(24)
+        expect(total('count')).to.be.lessThan(total('sum'))
+      } finally {
+        await p.close()
+      }
+    })
+
+    it('should not let a room whose batch cannot commit fail the other rooms of its group', async () => {
+      const registry = new Registry()
+      // One transaction at a time: the first room runs alone, the five others wait and share one.
+      const p = await startPersister(t.db, { writer: 'p1', registry, transactionConcurrency: 1 })
+      try {
+        const rooms = Array.from({ length: 6 }, () => newRoomId())
+        for (const roomId of rooms) await send(p, roomId, ...createRoomEvents(alice))
+        const broken = rooms[5] as string
+        await sql`CREATE FUNCTION refuse_broken_room() RETURNS trigger LANGUAGE plpgsql AS $$
+                  BEGIN IF NEW.room_id = ${sql.lit(broken)} THEN RAISE EXCEPTION 'this room is broken'; END IF; RETURN NEW; END $$`.execute(t.db)
+        await sql`CREATE TRIGGER refuse_broken_room BEFORE INSERT ON event_json FOR EACH ROW EXECUTE FUNCTION refuse_broken_room()`.execute(t.db)
+        const outcomes = await Promise.allSettled(rooms.map((roomId) => send(p, roomId, message(alice, 'after the break'))))
+        expect(outcomes.slice(0, 5).map((o) => o.status)).to.deep.equal(Array(5).fill('fulfilled'))
+        expect(outcomes[5]?.status).to.equal('rejected')
+        expect(isStorageError((outcomes[5] as PromiseRejectedResult).reason, 'ES_UNAVAILABLE')).to.equal(true)
+        for (const roomId of rooms.slice(0, 5)) expect(await eventCount(t.db, roomId)).to.equal(6)
+        expect(await eventCount(t.db, broken)).to.equal(5)
+        // The shared transaction failed, then its rooms committed one by one.
+        const failed = (await registry.getSingleMetric('myelin_persist_duration_seconds')!.get()).values.find(
+          (v) => (v as { metricName?: string }).metricName === 'myelin_persist_duration_seconds_count' && v.labels['outcome'] === 'error',
+        )
+        expect(failed?.value).to.equal(1)
+        expect(await registry.metrics()).to.match(/myelin_persist_group_rooms_bucket\{le="1",writer="p1"\} 11\n/)
       } finally {
         await p.close()
       }

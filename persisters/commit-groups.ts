@@ -1,0 +1,80 @@
+/** Options of `CommitGroups`. */
+export interface CommitGroupsOptions<W, R> {
+  /** Groups running at once (≥ 1). */
+  readonly concurrency: number
+  /** Most weight a group takes; a single heavier work item still forms a group on its own. */
+  readonly maxWeight: number
+  readonly weight: (work: W) => number
+  /** Runs one group; resolves one result per work item, in order. A rejection fails every item of the group. */
+  readonly run: (group: W[]) => Promise<R[]>
+}
+
+interface Waiting<W, R> {
+  readonly work: W
+  readonly answer: PromiseWithResolvers<R>
+}
+
+/**
+ * Group commit without a timer: work submitted while `concurrency` groups are running waits,
+ * and the next group to start takes everything waiting (up to `maxWeight`). An idle system
+ * runs each item at once, alone; a busy one runs fewer, larger groups, so the per-group cost
+ * (a transaction, its round trips, its WAL flush) is shared by more work exactly when the
+ * system is short of capacity.
+ *
+ * @example
+ * const groups = new CommitGroups<RoomBatch, BatchResult>({ concurrency: 2, maxWeight: 1000,
+ *   weight: (b) => b.events, run: (batches) => persistInOneTransaction(batches) })
+ * const result = await groups.submit(batch)
+ */
+export class CommitGroups<W, R> {
+  readonly #options: CommitGroupsOptions<W, R>
+  readonly #waiting: Waiting<W, R>[] = []
+  #running = 0
+
+  constructor(options: CommitGroupsOptions<W, R>) {
+    if (!(options.concurrency >= 1)) throw new RangeError('CommitGroups: concurrency must be at least 1')
+    this.#options = options
+  }
+
+  /** Runs `work` in the next group that starts; resolves with its own result. */
+  submit(work: W): Promise<R> {
+    const answer = Promise.withResolvers<R>()
+    this.#waiting.push({ work, answer })
+    this.#pump()
+    return answer.promise
+  }
+
+  /** Work items submitted and not yet in a running group. */
+  get waiting(): number {
+    return this.#waiting.length
+  }
+
+  #pump(): void {
+    while (this.#running < this.#options.concurrency && this.#waiting.length > 0) {
+      const group: Waiting<W, R>[] = []
+      let weight = 0
+      while (this.#waiting.length > 0) {
+        const next = this.#waiting[0] as Waiting<W, R>
+        const w = this.#options.weight(next.work)
+        if (group.length > 0 && weight + w > this.#options.maxWeight) break
+        group.push(next)
+        weight += w
+        this.#waiting.shift()
+      }
+      this.#running++
+      void this.#run(group)
+    }
+  }
+
+  async #run(group: Waiting<W, R>[]): Promise<void> {
+    try {
+      const results = await this.#options.run(group.map((g) => g.work))
+      group.forEach((g, i) => g.answer.resolve(results[i] as R))
+    } catch (err) {
+      for (const g of group) g.answer.reject(err)
+    } finally {
+      this.#running--
+      this.#pump()
+    }
+  }
+}

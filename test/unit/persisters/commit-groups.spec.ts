@@ -1,0 +1,109 @@
+import { expect } from 'chai'
+import fc from 'fast-check'
+import { CommitGroups } from '../../../persisters/commit-groups.js'
+
+/** A run that records its groups and finishes when the test says so. */
+function gatedRun() {
+  const groups: number[][] = []
+  const gates: PromiseWithResolvers<void>[] = []
+  return {
+    groups,
+    run: async (group: number[]) => {
+      groups.push(group)
+      const gate = Promise.withResolvers<void>()
+      gates.push(gate)
+      await gate.promise
+      return group.map((n) => n * 10)
+    },
+    release: async (index: number) => {
+      gates[index]?.resolve()
+      await new Promise((resolve) => setImmediate(resolve))
+    },
+  }
+}
+
+describe('CommitGroups', () => {
+  it('should run work at once and alone while fewer than `concurrency` groups run', async () => {
+    const gated = gatedRun()
+    const groups = new CommitGroups<number, number>({ concurrency: 2, maxWeight: 100, weight: () => 1, run: gated.run })
+    const a = groups.submit(1)
+    const b = groups.submit(2)
+    expect(gated.groups).to.deep.equal([[1], [2]])
+    await gated.release(0)
+    await gated.release(1)
+    expect(await Promise.all([a, b])).to.deep.equal([10, 20])
+  })
+
+  it('should give everything that waited to the next group, within maxWeight', async () => {
+    const gated = gatedRun()
+    const groups = new CommitGroups<number, number>({ concurrency: 1, maxWeight: 5, weight: (n) => n, run: gated.run })
+    const answers = [1, 2, 2, 1, 4, 9].map((n) => groups.submit(n))
+    expect(gated.groups).to.deep.equal([[1]])
+    expect(groups.waiting).to.equal(5)
+    await gated.release(0)
+    expect(gated.groups).to.deep.equal([[1], [2, 2, 1]])
+    await gated.release(1)
+    expect(gated.groups.at(-1)).to.deep.equal([4])
+    await gated.release(2)
+    // Heavier than maxWeight on its own: still runs, alone.
+    expect(gated.groups.at(-1)).to.deep.equal([9])
+    await gated.release(3)
+    expect(await Promise.all(answers)).to.deep.equal([10, 20, 20, 10, 40, 90])
+    expect(groups.waiting).to.equal(0)
+  })
+
+  it('should fail only the items of a group whose run rejects, and keep going', async () => {
+    let calls = 0
+    const groups = new CommitGroups<string, string>({
+      concurrency: 1,
+      maxWeight: 10,
+      weight: () => 1,
+      run: async (group) => {
+        calls++
+        if (group.includes('bad')) throw new Error('boom')
+        return group.map((s) => s.toUpperCase())
+      },
+    })
+    const [first, bad, other] = await Promise.allSettled([groups.submit('ok'), groups.submit('bad'), groups.submit('fine')])
+    expect(first).to.deep.equal({ status: 'fulfilled', value: 'OK' })
+    expect(bad.status).to.equal('rejected')
+    expect(other.status).to.equal('rejected')
+    expect(await groups.submit('later')).to.equal('LATER')
+    expect(calls).to.equal(3)
+  })
+
+  it('should answer every item exactly once with its own result, never exceeding concurrency (property)', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.integer({ min: 1, max: 8 }), { minLength: 1, maxLength: 60 }),
+        fc.integer({ min: 1, max: 4 }),
+        fc.integer({ min: 1, max: 20 }),
+        async (items, concurrency, maxWeight) => {
+          let running = 0
+          let peak = 0
+          const seen: number[] = []
+          const groups = new CommitGroups<{ id: number; w: number }, number>({
+            concurrency,
+            maxWeight,
+            weight: (item) => item.w,
+            run: async (group) => {
+              running++
+              peak = Math.max(peak, running)
+              const weight = group.reduce((sum, item) => sum + item.w, 0)
+              expect(group.length === 1 || weight <= maxWeight).to.equal(true)
+              await new Promise((resolve) => setImmediate(resolve))
+              running--
+              seen.push(...group.map((item) => item.id))
+              return group.map((item) => item.id * 2)
+            },
+          })
+          const answers = await Promise.all(items.map((w, id) => groups.submit({ id, w })))
+          expect(answers).to.deep.equal(items.map((_, id) => id * 2))
+          expect([...seen].sort((a, b) => a - b)).to.deep.equal(items.map((_, id) => id))
+          expect(peak).to.be.at.most(concurrency)
+        },
+      ),
+      { numRuns: 100 },
+    )
+  })
+})
