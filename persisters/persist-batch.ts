@@ -1,11 +1,6 @@
 import { sql } from 'kysely'
 import type { Insertable, Kysely, Transaction } from 'kysely'
-import {
-  advanceRooms,
-  appendEventRows,
-  insertRoomHead,
-  upsertCurrentState,
-} from '../storage/events/append-events.js'
+import { insertRoomHead, writeBatch } from '../storage/events/append-events.js'
 import type { EventBatchRows } from '../storage/events/append-events.js'
 import type { Extremity } from '../storage/events/event-store.js'
 import type { SigningKey } from '../storage/events/signing.js'
@@ -79,7 +74,8 @@ export interface RoomBatch {
 /**
  * Persists the batches of several rooms (each room at most once) in one transaction, `trx`
  * (ARCHITECTURE §2, step 5), with one statement per step for all of them, so a group of rooms
- * costs one commit and about six round trips, not that many per room. The caller MUST run it
+ * costs one commit and five round trips (begin, lock, allocate, write, commit), not that many
+ * per room. The caller MUST run it
  * inside the events stream's ID transaction, hold no other lock on these rooms, have checked
  * that the shard map assigns every room to `deps.writer`, and answer callers only after the
  * transaction commits.
@@ -89,7 +85,7 @@ export interface RoomBatch {
  * prefix) and duplicate client transactions; for each remaining event, authorize it against the
  * state left by the events before it in its room, link it to the room's forward extremities,
  * build and size-check the PDU; allocate all stream IDs at once; write every table with one
- * statement; replace the forward extremities and advance the head rows; update current state.
+ * statement (rows, current state, forward extremities and head rows: `writeBatch`).
  *
  * A refused event ends only its own request (`RejectedEventError` naming the event index; the
  * request's earlier events are stored and recorded under its request ID, so a retry resumes
@@ -138,10 +134,10 @@ export async function persistBatches(
   }
 
   const accepted = plans.flatMap((plan) => plan.accepted)
+  const advanced = plans.filter((plan) => plan.accepted.length > 0)
   if (accepted.length > 0) {
     // Sorted IDs dealt out in plan order: each room's events get increasing stream orderings.
-    const rooms = plans.filter((plan) => plan.accepted.length > 0).map((plan) => plan.roomId)
-    const ids = (await allocate(accepted.length, rooms)).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
+    const ids = (await allocate(accepted.length, advanced.map((plan) => plan.roomId))).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
     accepted.forEach((event, i) => {
       event.streamOrdering = ids[i] as bigint
     })
@@ -156,26 +152,22 @@ export async function persistBatches(
   for (const plan of plans) addEventRows(rows, plan.roomId, plan.accepted, deps.writer, now)
   rows.replicationRequests.push(...requestAnswerRows(plans.flatMap((plan) => plan.requestRows), persisted, now))
   try {
-    await appendEventRows(trx, rows)
+    await writeBatch(trx, {
+      rows,
+      currentState: advanced.flatMap((plan) => currentStateRows(plan.roomId, plan.accepted)),
+      advances: advanced.map((plan) => ({
+        roomId: plan.roomId,
+        extremities: plan.extremities.map((x) => x.eventId),
+        maxDepth: plan.maxDepth,
+        lastStreamOrdering: (plan.accepted.at(-1) as AcceptedEvent).streamOrdering as bigint,
+      })),
+    })
   } catch (err) {
     const constraint = (err as { code?: unknown; constraint?: unknown }).code === '23505' ? (err as { constraint?: unknown }).constraint : undefined
     if (!options.lookUpEarlier && (constraint === 'replication_requests_pkey' || constraint === 'event_txn_ids_pkey')) {
       throw new RetryBatchError(`a request or client transaction of the batch was answered before (${constraint})`, { cause: err })
     }
     throw err
-  }
-  const advanced = plans.filter((plan) => plan.accepted.length > 0)
-  if (advanced.length > 0) {
-    await upsertCurrentState(trx, advanced.flatMap((plan) => currentStateRows(plan.roomId, plan.accepted)))
-    await advanceRooms(
-      trx,
-      advanced.map((plan) => ({
-        roomId: plan.roomId,
-        extremities: plan.extremities.map((x) => x.eventId),
-        maxDepth: plan.maxDepth,
-        lastStreamOrdering: (plan.accepted.at(-1) as AcceptedEvent).streamOrdering as bigint,
-      })),
-    )
   }
 
   return plans.map((plan) => {

@@ -101,69 +101,146 @@ const batchTables: readonly TableSpec[] = [
   },
 ]
 
-/** Statement texts by the set of non-empty tables (at most 2^8, so the prepared set stays bounded). */
-const appendStatements = new Map<string, string>()
+/**
+ * One piece of a batch's statement: CTEs (name, body) whose bodies use `$` placeholders for
+ * `parameters`, in order (`p[i]` is the placeholder of `parameters[i]`, and may appear twice).
+ */
+interface StatementPart {
+  /** Identifies the text of `ctes` (the statement cache's key). */
+  readonly key: string
+  readonly parameters: readonly unknown[]
+  readonly ctes: (p: readonly string[]) => [name: string, body: string][]
+}
+
+/** Statement texts by the keys of their parts (a few dozen combinations, so the prepared set stays bounded). */
+const batchStatements = new Map<string, string>()
 
 /**
- * Inserts a batch's rows in ONE statement: each table's insert is a data-modifying CTE reading
- * `unnest` of one array parameter per column. The text depends only on which tables have rows,
- * so PostgreSQL parses and plans it once per connection (storage/database.ts prepares it),
- * whatever the batch size, and no batch comes near the protocol's parameter limit.
+ * What one persist transaction writes after its reads: the rows of every table, current state,
+ * and each advanced room's new forward extremities and head marks.
+ */
+export interface BatchWrite {
+  readonly rows: EventBatchRows
+  /** At most one row per (room_id, type, state_key): the caller keeps only the last event per key. */
+  readonly currentState?: readonly Insertable<CurrentStateEventsTable>[]
+  readonly advances?: readonly RoomAdvance[]
+}
+
+/** Where a batch leaves one room: its whole forward-extremity set and its head's high-water marks. */
+export interface RoomAdvance {
+  readonly roomId: string
+  /** Non-empty: a batch always leaves its last event as one. */
+  readonly extremities: readonly string[]
+  readonly maxDepth: bigint
+  readonly lastStreamOrdering: bigint
+}
+
+/**
+ * Writes a batch in ONE statement: each table's insert, the current state upsert and the rooms'
+ * advance are data-modifying CTEs (PostgreSQL runs them whether or not the outer statement reads
+ * them), reading `unnest` of one array parameter per column. The text depends only on which
+ * parts are present, so PostgreSQL parses and plans it once per connection
+ * (storage/database.ts prepares it), whatever the batch size, and no batch comes near the
+ * protocol's parameter limit.
+ *
+ * Advancing a room replaces its whole forward-extremity set (extremities not kept are deleted,
+ * new ones inserted; a kept one conflicts with itself and stays) and sets its head row's
+ * `max_depth` and `last_stream_ordering`.
+ *
+ * @example
+ * await writeBatch(trx, { rows, currentState, advances: [{ roomId, extremities: ['$latest'], maxDepth: 18n, lastStreamOrdering: 1234n }] })
+ */
+export async function writeBatch(trx: Transaction<Database>, write: BatchWrite): Promise<void> {
+  const parts: StatementPart[] = batchTables.filter((spec) => write.rows[spec.key].length > 0).map((spec) => tablePart(spec, write.rows[spec.key]))
+  if (write.currentState !== undefined && write.currentState.length > 0) parts.push(currentStatePart(write.currentState))
+  if (write.advances !== undefined && write.advances.length > 0) parts.push(advancePart(write.advances))
+  if (parts.length === 0) return
+  const key = parts.map((part) => part.key).join(',')
+  let text = batchStatements.get(key)
+  if (text === undefined) {
+    let n = 0
+    const ctes = parts.flatMap((part) => part.ctes(part.parameters.map(() => `$${++n}`)))
+    text = `WITH ${ctes.map(([name, body]) => `${name} AS (${body})`).join(', ')} SELECT 1`
+    batchStatements.set(key, text)
+  }
+  await trx.executeQuery(CompiledQuery.raw(text, parts.flatMap((part) => part.parameters)))
+}
+
+/**
+ * Inserts a batch's rows (see `writeBatch`); for imports, which touch neither current state nor
+ * forward extremities.
  *
  * @example
  * await appendEventRows(trx, { events, eventJson, edges, stateEvents: [], redactions: [],
  *   memberships: [], txnIds: [], replicationRequests: [] })
  */
 export async function appendEventRows(trx: Transaction<Database>, rows: EventBatchRows): Promise<void> {
-  const tables = batchTables.filter((spec) => rows[spec.key].length > 0)
-  if (tables.length === 0) return
-  const key = tables.map((spec) => spec.key).join(',')
-  let text = appendStatements.get(key)
-  if (text === undefined) {
-    text = appendStatement(tables)
-    appendStatements.set(key, text)
-  }
-  const parameters: unknown[] = []
-  for (const spec of tables) {
-    const tableRows = rows[spec.key] as readonly Record<string, unknown>[]
-    for (const [name, , select] of spec.columns) {
-      const values = tableRows.map((row) => row[name] ?? null)
-      parameters.push(select === undefined ? values : values.map((value) => JSON.stringify(value)))
-    }
-  }
-  await trx.executeQuery(CompiledQuery.raw(text, parameters))
+  await writeBatch(trx, { rows })
 }
 
-function appendStatement(tables: readonly TableSpec[]): string {
-  let parameter = 0
-  const inserts = tables.map((spec) => {
-    const columns = spec.columns.map(([name]) => name).join(', ')
-    const arrays = spec.columns.map(([, type]) => `$${++parameter}::${type}[]`).join(', ')
-    const aliases = spec.columns.map((_, i) => `c${i}`).join(', ')
-    const selects = spec.columns.map(([, , select], i) => select ?? `c${i}`).join(', ')
-    return `INSERT INTO ${spec.table} (${columns}) SELECT ${selects} FROM unnest(${arrays}) AS u(${aliases})${spec.onConflict === undefined ? '' : ` ${spec.onConflict}`}`
+function tablePart(spec: TableSpec, rows: readonly object[]): StatementPart {
+  const parameters = spec.columns.map(([name, , select]) => {
+    const values = rows.map((row) => (row as Record<string, unknown>)[name] ?? null)
+    return select === undefined ? values : values.map((value) => JSON.stringify(value))
   })
-  // Every insert but the last is a CTE; PostgreSQL runs data-modifying CTEs whether or not the
-  // outer statement reads them.
-  const last = inserts.pop() as string
-  return inserts.length === 0 ? last : `WITH ${inserts.map((insert, k) => `w${k} AS (${insert})`).join(', ')} ${last}`
+  return {
+    key: spec.key,
+    parameters,
+    ctes: (p) => {
+      const columns = spec.columns.map(([name]) => name).join(', ')
+      const arrays = spec.columns.map(([, type], i) => `${p[i]}::${type}[]`).join(', ')
+      const aliases = spec.columns.map((_, i) => `c${i}`).join(', ')
+      const selects = spec.columns.map(([, , select], i) => select ?? `c${i}`).join(', ')
+      const conflict = spec.onConflict === undefined ? '' : ` ${spec.onConflict}`
+      return [[`insert_${spec.table}`, `INSERT INTO ${spec.table} (${columns}) SELECT ${selects} FROM unnest(${arrays}) AS u(${aliases})${conflict}`]]
+    },
+  }
 }
 
-/**
- * Upserts current state entries. At most one row per (room_id, type, state_key) — the caller
- * keeps only the last event per key (PostgreSQL rejects an upsert touching a row twice).
- *
- * @example
- * await upsertCurrentState(trx, [{ room_id, type: 'm.room.name', state_key: '', event_id, membership: null, stream_ordering: 42n }])
- */
-export async function upsertCurrentState(trx: Transaction<Database>, rows: readonly Insertable<CurrentStateEventsTable>[]): Promise<void> {
-  if (rows.length === 0) return
-  await sql`
-    INSERT INTO current_state_events (room_id, type, state_key, event_id, membership, stream_ordering)
-    SELECT * FROM unnest(${column(rows, 'room_id')}::text[], ${column(rows, 'type')}::text[], ${column(rows, 'state_key')}::text[],
-                         ${column(rows, 'event_id')}::text[], ${column(rows, 'membership')}::text[], ${column(rows, 'stream_ordering')}::int8[])
-    ON CONFLICT (room_id, type, state_key) DO UPDATE
-      SET event_id = excluded.event_id, membership = excluded.membership, stream_ordering = excluded.stream_ordering`.execute(trx)
+function currentStatePart(rows: readonly Insertable<CurrentStateEventsTable>[]): StatementPart {
+  return {
+    key: 'currentState',
+    parameters: (['room_id', 'type', 'state_key', 'event_id', 'membership', 'stream_ordering'] as const).map((name) => column(rows, name)),
+    ctes: (p) => [
+      [
+        'upsert_current_state',
+        `INSERT INTO current_state_events (room_id, type, state_key, event_id, membership, stream_ordering)
+         SELECT * FROM unnest(${p[0]}::text[], ${p[1]}::text[], ${p[2]}::text[], ${p[3]}::text[], ${p[4]}::text[], ${p[5]}::int8[])
+         ON CONFLICT (room_id, type, state_key) DO UPDATE
+           SET event_id = excluded.event_id, membership = excluded.membership, stream_ordering = excluded.stream_ordering`,
+      ],
+    ],
+  }
+}
+
+function advancePart(rooms: readonly RoomAdvance[]): StatementPart {
+  const pairs = rooms.flatMap((room) => room.extremities.map((eventId) => [room.roomId, eventId] as const))
+  return {
+    key: 'advance',
+    parameters: [
+      rooms.map((r) => r.roomId),
+      rooms.map((r) => r.maxDepth),
+      rooms.map((r) => r.lastStreamOrdering),
+      pairs.map((pair) => pair[0]),
+      pairs.map((pair) => pair[1]),
+    ],
+    // The `= ANY(rooms)` conditions give the planner index scans on the rooms' rows.
+    ctes: ([rooms, depths, orderings, keptRooms, keptEvents]) => [
+      ['heads', `SELECT * FROM unnest(${rooms}::text[], ${depths}::int8[], ${orderings}::int8[]) AS h(room_id, max_depth, last_stream_ordering)`],
+      ['kept', `SELECT * FROM unnest(${keptRooms}::text[], ${keptEvents}::text[]) AS k(room_id, event_id)`],
+      [
+        'dropped',
+        `DELETE FROM event_forward_extremities f WHERE f.room_id = ANY(${rooms}::text[])
+         AND NOT EXISTS (SELECT 1 FROM kept k WHERE k.room_id = f.room_id AND k.event_id = f.event_id)`,
+      ],
+      [
+        'advanced',
+        `UPDATE rooms r SET max_depth = h.max_depth, last_stream_ordering = h.last_stream_ordering FROM heads h
+         WHERE r.room_id = ANY(${rooms}::text[]) AND r.room_id = h.room_id`,
+      ],
+      ['added', `INSERT INTO event_forward_extremities (room_id, event_id) SELECT room_id, event_id FROM kept ON CONFLICT DO NOTHING`],
+    ],
+  }
 }
 
 /**
@@ -220,45 +297,6 @@ export async function claimRoomHead(trx: Transaction<Database>, roomId: string, 
     .returning('epoch')
     .executeTakeFirstOrThrow()
   return row.epoch
-}
-
-/** Where a batch leaves one room: its whole forward-extremity set and its head's high-water marks. */
-export interface RoomAdvance {
-  readonly roomId: string
-  /** Non-empty: a batch always leaves its last event as one. */
-  readonly extremities: readonly string[]
-  readonly maxDepth: bigint
-  readonly lastStreamOrdering: bigint
-}
-
-/**
- * Moves rooms' heads past a batch of live events, in one statement: replaces each room's whole
- * forward-extremity set and advances its head row.
- *
- * @example
- * await advanceRooms(trx, [{ roomId, extremities: ['$latest'], maxDepth: 18n, lastStreamOrdering: 1234n }])
- */
-export async function advanceRooms(trx: Transaction<Database>, rooms: readonly RoomAdvance[]): Promise<void> {
-  if (rooms.length === 0) return
-  const pairs = rooms.flatMap((room) => room.extremities.map((eventId) => [room.roomId, eventId] as const))
-  // The extremities not kept are deleted, the new ones inserted (a kept one conflicts with
-  // itself and stays); data-modifying CTEs run whether or not the outer statement reads them.
-  // The `= ANY(rooms)` conditions give the planner index scans on the rooms' rows.
-  await sql`
-    WITH heads AS (
-      SELECT * FROM unnest(${rooms.map((r) => r.roomId)}::text[], ${rooms.map((r) => r.maxDepth)}::int8[],
-                           ${rooms.map((r) => r.lastStreamOrdering)}::int8[]) AS h(room_id, max_depth, last_stream_ordering)
-    ), kept AS (
-      SELECT * FROM unnest(${pairs.map((p) => p[0])}::text[], ${pairs.map((p) => p[1])}::text[]) AS k(room_id, event_id)
-    ), dropped AS (
-      DELETE FROM event_forward_extremities f
-      WHERE f.room_id = ANY(${rooms.map((r) => r.roomId)}::text[])
-        AND NOT EXISTS (SELECT 1 FROM kept k WHERE k.room_id = f.room_id AND k.event_id = f.event_id)
-    ), advanced AS (
-      UPDATE rooms r SET max_depth = h.max_depth, last_stream_ordering = h.last_stream_ordering FROM heads h
-      WHERE r.room_id = ANY(${rooms.map((r) => r.roomId)}::text[]) AND r.room_id = h.room_id
-    )
-    INSERT INTO event_forward_extremities (room_id, event_id) SELECT room_id, event_id FROM kept ON CONFLICT DO NOTHING`.execute(trx)
 }
 
 /** One column of `rows` as an array parameter (absent values as NULL). */

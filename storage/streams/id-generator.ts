@@ -24,6 +24,12 @@ export interface IdGeneratorOptions {
   log: Logger
   /** Interval of the idle advance and re-announcement; default 1,000 ms. */
   announceIntervalMs?: number
+  /**
+   * With the bus up, the least time between two background writes of `stream_positions`
+   * (default 50 ms): each is a commit with its own WAL flush, and readers only read the row to
+   * catch up. Without the bus every position is stored before its transaction resolves.
+   */
+  storeIntervalMs?: number
 }
 
 /** Allocates `n` IDs inside the caller's transaction; see `MultiWriterIdGenerator.transaction`. */
@@ -40,7 +46,8 @@ export type AllocateIds = (n: number, rooms?: readonly string[]) => Promise<bigi
  * - After every transaction, and at least every `announceIntervalMs`, the position is stored
  *   in `stream_positions` (`GREATEST`, its own statement, after the transaction ended: it only
  *   ever increases and never covers an uncommitted row; with the bus up it is written in the
- *   background just after publishing, without it before the transaction resolves) and
+ *   background after publishing, at most once per `storeIntervalMs`, without it before the
+ *   transaction resolves) and
  *   announced on the bus as `POSITION stream writer prev next rooms`, where `rooms` merges the
  *   hints of the committed IDs in (prev, next]. Announcements of one generator are published
  *   in order, with `prev` = the previous announcement's `next`.
@@ -126,8 +133,17 @@ class IdGenerator implements MultiWriterIdGenerator {
   #stored: bigint
   /** Serializes announcements, so they leave in position order. */
   #announceTail: Promise<void> = Promise.resolve()
-  /** Writes `stream_positions` in the background, coalescing requests made while one runs. */
-  readonly #storer = coalescing(() => this.#store(this.#state.position))
+  /**
+   * Writes `stream_positions` in the background, coalescing requests made while one runs or
+   * during the pause after it.
+   */
+  readonly #storer = coalescing(async () => {
+    await this.#store(this.#state.position)
+    if (!this.#closed) await this.#pause(this.#storeIntervalMs)
+  })
+  readonly #storeIntervalMs: number
+  /** Ends the storer's pause early (on close). */
+  #endPause: (() => void) | undefined
   #timer: NodeJS.Timeout | undefined
   #unsubscribe: (() => void)[] = []
   /** Reads the sequence and announces if that advanced this writer; coalesced. */
@@ -148,6 +164,7 @@ class IdGenerator implements MultiWriterIdGenerator {
     this.#bus = options.bus
     this.#log = log
     this.#announceIntervalMs = options.announceIntervalMs ?? 1000
+    this.#storeIntervalMs = options.storeIntervalMs ?? 50
     this.#state = state
     this.#announced = stored
     this.#stored = stored
@@ -228,7 +245,20 @@ class IdGenerator implements MultiWriterIdGenerator {
     this.#unsubscribe = []
     await this.#announceTail
     await this.#refresher.current()
+    this.#endPause?.()
     await this.#storer.current()
+    await this.#store(this.#state.position)
+  }
+
+  #pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms)
+      function done(): void {
+        clearTimeout(timer)
+        resolve()
+      }
+      this.#endPause = done
+    })
   }
 
   #onMessage(message: BusMessage): void {
