@@ -39,7 +39,13 @@ export interface EventBatchRows {
 interface TableSpec {
   readonly key: keyof EventBatchRows
   readonly table: string
-  readonly columns: readonly (readonly [name: string, type: string, select?: string])[]
+  /**
+   * `select` replaces the column's value in the SELECT list (it reads the unnest alias `cN`);
+   * `lines` sends a text column as ONE parameter of newline-joined values (split by
+   * `string_to_array`): for canonical JSON, which never holds a raw newline, this skips the array
+   * literal's quoting and escaping of every `"` on both ends.
+   */
+  readonly columns: readonly (readonly [name: string, type: string, select?: string, transport?: 'lines'])[]
   readonly onConflict?: string
 }
 
@@ -62,7 +68,7 @@ const batchTables: readonly TableSpec[] = [
       ['membership', 'text'],
     ],
   },
-  { key: 'eventJson', table: 'event_json', columns: [['event_id', 'text'], ['room_id', 'text'], ['json', 'text']] },
+  { key: 'eventJson', table: 'event_json', columns: [['event_id', 'text'], ['room_id', 'text'], ['json', 'text', undefined, 'lines']] },
   { key: 'edges', table: 'event_edges', columns: [['event_id', 'text'], ['prev_event_id', 'text'], ['room_id', 'text']], onConflict: 'ON CONFLICT DO NOTHING' },
   {
     key: 'stateEvents',
@@ -179,16 +185,20 @@ export async function appendEventRows(trx: Transaction<Database>, rows: EventBat
 }
 
 function tablePart(spec: TableSpec, rows: readonly object[]): StatementPart {
-  const parameters = spec.columns.map(([name, , select]) => {
+  const asLines: boolean[] = []
+  const parameters = spec.columns.map(([name, , select, transport]) => {
     const values = rows.map((row) => (row as Record<string, unknown>)[name] ?? null)
+    const lines = transport === 'lines' && values.every((value) => typeof value === 'string' && value !== '' && !value.includes('\n'))
+    asLines.push(lines)
+    if (lines) return values.join('\n')
     return select === undefined ? values : values.map((value) => JSON.stringify(value))
   })
   return {
-    key: spec.key,
+    key: `${spec.key}${asLines.map((lines) => (lines ? 'L' : 'A')).join('')}`,
     parameters,
     ctes: (p) => {
       const columns = spec.columns.map(([name]) => name).join(', ')
-      const arrays = spec.columns.map(([, type], i) => `${p[i]}::${type}[]`).join(', ')
+      const arrays = spec.columns.map(([, type], i) => (asLines[i] ? `string_to_array(${p[i]}::text, E'\\n')` : `${p[i]}::${type}[]`)).join(', ')
       const aliases = spec.columns.map((_, i) => `c${i}`).join(', ')
       const selects = spec.columns.map(([, , select], i) => select ?? `c${i}`).join(', ')
       const conflict = spec.onConflict === undefined ? '' : ` ${spec.onConflict}`
