@@ -95,9 +95,10 @@ process.exit(failed ? 1 : 0)
 
 /**
  * The simulator's persister service model from `persister.throughput` with 1,000 rooms (one
- * request per transaction) at batch 1 and 100: the per-transaction and per-event costs that
+ * request per room batch) at batch 1 and 100: the per-room-batch and per-event costs that
  * reproduce both measured throughputs, with the parallelism of the run (32 callers, a pool of
- * 10) folded into them, hence `parallel_efficiency` 0. Undefined when those results are missing.
+ * 10) and the persister's group commit (room batches ready together share a transaction)
+ * folded into them, hence `parallel_efficiency` 0. Undefined when those results are missing.
  */
 function persisterCalibration(results: readonly BenchResult[]): Record<string, number | string> | undefined {
   const perS = (batch: number) =>
@@ -107,7 +108,7 @@ function persisterCalibration(results: readonly BenchResult[]): Record<string, n
   const one = perS(1)
   const hundred = perS(100)
   if (one === undefined || hundred === undefined || one <= 0 || hundred <= 0) return undefined
-  // 1000 / one = fixed + per; 100 * 1000 / hundred = fixed + 100 * per (ms per transaction).
+  // 1000 / one = fixed + per; 100 * 1000 / hundred = fixed + 100 * per (ms per room batch).
   const per = Math.max(0, (100_000 / hundred - 1000 / one) / 99)
   const fixed = 1000 / one - per
   if (fixed <= 0) return undefined

@@ -1,0 +1,60 @@
+import { expect } from 'chai'
+import { sql } from 'kysely'
+import { createDatabase } from '../../../storage/database.js'
+import { createTestDatabase, type TestDatabase } from '../../support/db.js'
+
+describe('createDatabase (prepared statements)', () => {
+  let t: TestDatabase
+  beforeEach(async () => {
+    t = await createTestDatabase({ empty: true })
+  })
+  afterEach(async () => {
+    await t.drop()
+  })
+
+  /** The statements prepared on the pool's one connection. */
+  async function prepared(db: ReturnType<typeof createDatabase>['db']): Promise<string[]> {
+    const { rows } = await sql<{ statement: string }>`SELECT statement FROM pg_prepared_statements ORDER BY prepare_time`.execute(db)
+    return rows.map((r) => r.statement)
+  }
+
+  it('should prepare a parameterized statement once per connection and reuse it', async () => {
+    const handle = createDatabase({ url: t.url, poolSize: 1 })
+    try {
+      for (const n of [1, 2, 3]) {
+        const { rows } = await sql<{ v: number }>`SELECT ${n}::int + 1 AS v`.execute(handle.db)
+        expect(rows[0]?.v).to.equal(n + 1)
+      }
+      const statements = await prepared(handle.db)
+      expect(statements.filter((s) => s.includes('::int + 1'))).to.have.length(1)
+    } finally {
+      await handle.close()
+    }
+  })
+
+  it('should not prepare statements with many parameters or none (those may hold several statements)', async () => {
+    const handle = createDatabase({ url: t.url, poolSize: 1 })
+    try {
+      const many = Array.from({ length: 65 }, (_, i) => i)
+      const { rows } = await sql<{ n: number }>`SELECT cardinality(ARRAY[${sql.join(many)}]::int[]) AS n`.execute(handle.db)
+      expect(rows[0]?.n).to.equal(65)
+      await sql`CREATE TABLE two (x int); INSERT INTO two VALUES (1)`.execute(handle.db)
+      expect((await sql<{ x: number }>`SELECT x FROM two`.execute(handle.db)).rows).to.deep.equal([{ x: 1 }])
+      const statements = await prepared(handle.db)
+      expect(statements.some((s) => s.includes('cardinality'))).to.equal(false)
+      expect(statements.some((s) => s.includes('CREATE TABLE two'))).to.equal(false)
+    } finally {
+      await handle.close()
+    }
+  })
+
+  it('should run every statement unprepared when prepareStatements is false', async () => {
+    const handle = createDatabase({ url: t.url, poolSize: 1, prepareStatements: false })
+    try {
+      await sql`SELECT ${1}::int AS v`.execute(handle.db)
+      expect(await prepared(handle.db)).to.deep.equal([])
+    } finally {
+      await handle.close()
+    }
+  })
+})
