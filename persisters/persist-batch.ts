@@ -1,6 +1,8 @@
 import { sql } from 'kysely'
 import type { Insertable, Kysely, Transaction } from 'kysely'
-import { insertRoomHead, writeBatch } from '../storage/events/append-events.js'
+import { insertRoomHead, writeBatch, writeBatchGuarded } from '../storage/events/append-events.js'
+import type { BatchWrite } from '../storage/events/append-events.js'
+import type { MultiWriterIdGenerator } from '../storage/streams/id-generator.js'
 import type { EventBatchRows } from '../storage/events/append-events.js'
 import type { Extremity } from '../storage/events/event-store.js'
 import type { SigningKey } from '../storage/events/signing.js'
@@ -121,7 +123,7 @@ export async function persistBatches(
   )
 
   for (const plan of plans) {
-    if (plan.head !== undefined || plan.createEvent === undefined) continue
+    if (!plan.roomIsNew || plan.createEvent === undefined) continue
     const created = await insertRoomHead(trx, {
       room_id: plan.roomId,
       room_version: String(plan.createEvent.input.content['room_version'] ?? '11'),
@@ -142,34 +144,104 @@ export async function persistBatches(
       event.streamOrdering = ids[i] as bigint
     })
   }
-  const persisted = (answer: Answer): PersistedEvent =>
+  const write = batchWrite(plans, deps)
+  try {
+    await writeBatch(trx, write)
+  } catch (err) {
+    throw options.lookUpEarlier ? err : answeredBefore(err)
+  }
+  return batchResults(plans, deps)
+}
+
+/**
+ * The optimistic form of `persistBatches`: when every room of the group has a cached snapshot
+ * and no event needs the database to be planned (no redaction, no refusal, no new room), the
+ * batches are planned in memory first and written by ONE statement outside a transaction block
+ * (`writeBatchGuarded` through `events.statement`): it locks the head rows, checks they still
+ * are what the snapshots say (owner, epoch, last stream ordering), allocates the stream IDs
+ * and writes everything, or writes nothing when a head moved on. One round trip instead of
+ * five.
+ *
+ * @returns the results, or `undefined` when the group must take the transactional path
+ * (not eligible, or a head moved on; nothing was written).
+ * @throws RetryBatchError when an earlier answer exists after all (retry with lookups).
+ */
+export async function persistBatchesAtOnce(
+  events: Pick<MultiWriterIdGenerator, 'statement'>,
+  deps: BatchDeps,
+  batches: readonly RoomBatch[],
+): Promise<BatchResult[] | undefined> {
+  const cached = batches.map((batch) => batch.cached)
+  if (cached.some((snapshot) => snapshot === undefined)) return undefined
+  if (batches.some((batch) => batch.requests.some((request) => request.events.some((event) => event.type === 'm.room.redaction')))) return undefined
+  const empty = new Map()
+  const plans = batches.map((batch) => planRoom(deps, batch, { head: { epoch: (batch.cached as RoomSnapshot).epoch }, snapshot: batch.cached as RoomSnapshot }, empty, empty, new Map()))
+  if (plans.some((plan) => plan.createEvent !== undefined || plan.answersByRequest.some((answer) => answer.error !== undefined))) return undefined
+  const accepted = plans.flatMap((plan) => plan.accepted)
+  // Until the statement answers, stream orderings are 1-based indexes into its allocation.
+  accepted.forEach((event, i) => {
+    event.streamOrdering = BigInt(i + 1)
+  })
+  const write = batchWrite(plans, deps)
+  const rooms = plans.filter((plan) => plan.accepted.length > 0).map((plan) => plan.roomId)
+  const outcome = await events.statement(rooms, async (db, sequence) => {
+    let answer
+    try {
+      answer = await writeBatchGuarded(db, write, {
+        writer: deps.writer,
+        heads: batches.map((batch) => ({ roomId: batch.roomId, epoch: (batch.cached as RoomSnapshot).epoch, lastStreamOrdering: (batch.cached as RoomSnapshot).lastStreamOrdering })),
+        count: accepted.length,
+        sequence,
+      })
+    } catch (err) {
+      throw answeredBefore(err)
+    }
+    return { ids: answer.ids, result: answer }
+  })
+  if (!outcome.ok) return undefined
+  accepted.forEach((event, i) => {
+    event.streamOrdering = outcome.ids[i] as bigint
+  })
+  return batchResults(plans, deps)
+}
+
+/** A unique-key refusal of an earlier answer (see `persistBatches`) as `RetryBatchError`; any other error as is. */
+function answeredBefore(err: unknown): unknown {
+  const constraint = (err as { code?: unknown; constraint?: unknown }).code === '23505' ? (err as { constraint?: unknown }).constraint : undefined
+  if (constraint === 'replication_requests_pkey' || constraint === 'event_txn_ids_pkey') {
+    return new RetryBatchError(`a request or client transaction of the batch was answered before (${constraint})`, { cause: err })
+  }
+  return err
+}
+
+function persistedAnswer(deps: BatchDeps): (answer: Answer) => PersistedEvent {
+  return (answer) =>
     'stored' in answer
       ? answer.stored
       : { event_id: answer.accepted.eventId, stream_ordering: answer.accepted.streamOrdering as bigint, writer: deps.writer }
+}
 
+/** Everything the plans write, their events' stream orderings set. */
+function batchWrite(plans: readonly RoomPlan[], deps: BatchDeps): BatchWrite {
   const now = deps.clock()
   const rows = emptyRows()
   for (const plan of plans) addEventRows(rows, plan.roomId, plan.accepted, deps.writer, now)
-  rows.replicationRequests.push(...requestAnswerRows(plans.flatMap((plan) => plan.requestRows), persisted, now))
-  try {
-    await writeBatch(trx, {
-      rows,
-      currentState: advanced.flatMap((plan) => currentStateRows(plan.roomId, plan.accepted)),
-      advances: advanced.map((plan) => ({
-        roomId: plan.roomId,
-        extremities: plan.extremities.map((x) => x.eventId),
-        maxDepth: plan.maxDepth,
-        lastStreamOrdering: (plan.accepted.at(-1) as AcceptedEvent).streamOrdering as bigint,
-      })),
-    })
-  } catch (err) {
-    const constraint = (err as { code?: unknown; constraint?: unknown }).code === '23505' ? (err as { constraint?: unknown }).constraint : undefined
-    if (!options.lookUpEarlier && (constraint === 'replication_requests_pkey' || constraint === 'event_txn_ids_pkey')) {
-      throw new RetryBatchError(`a request or client transaction of the batch was answered before (${constraint})`, { cause: err })
-    }
-    throw err
+  rows.replicationRequests.push(...requestAnswerRows(plans.flatMap((plan) => plan.requestRows), persistedAnswer(deps), now))
+  const advanced = plans.filter((plan) => plan.accepted.length > 0)
+  return {
+    rows,
+    currentState: advanced.flatMap((plan) => currentStateRows(plan.roomId, plan.accepted)),
+    advances: advanced.map((plan) => ({
+      roomId: plan.roomId,
+      extremities: plan.extremities.map((x) => x.eventId),
+      maxDepth: plan.maxDepth,
+      lastStreamOrdering: (plan.accepted.at(-1) as AcceptedEvent).streamOrdering as bigint,
+    })),
   }
+}
 
+function batchResults(plans: readonly RoomPlan[], deps: BatchDeps): BatchResult[] {
+  const persisted = persistedAnswer(deps)
   return plans.map((plan) => {
     const lastStreamOrdering = plan.accepted.length > 0 ? ((plan.accepted.at(-1) as AcceptedEvent).streamOrdering as bigint) : plan.snapshot.lastStreamOrdering
     return {
@@ -177,7 +249,7 @@ export async function persistBatches(
         error === undefined ? { ok: true, events: answers.map(persisted) } : { ok: false, error },
       ),
       snapshot: {
-        epoch: plan.head?.epoch ?? 1n,
+        epoch: plan.epoch,
         lastStreamOrdering,
         state: plan.state,
         extremities: sortExtremities(plan.extremities),
@@ -191,7 +263,10 @@ export async function persistBatches(
 /** What one room's batch will write, worked out in memory before any write. */
 interface RoomPlan {
   readonly roomId: string
-  readonly head: AcquiredRoom['head']
+  /** The room has no head row yet (its batch must start with m.room.create). */
+  readonly roomIsNew: boolean
+  /** The ownership epoch the batch commits under. */
+  readonly epoch: bigint
   readonly snapshot: RoomSnapshot
   readonly state: Map<string, SnapshotStateEvent>
   readonly extremities: Extremity[]
@@ -206,7 +281,7 @@ interface RoomPlan {
 function planRoom(
   deps: BatchDeps,
   batch: RoomBatch,
-  { head, snapshot }: AcquiredRoom,
+  { head, snapshot }: Pick<AcquiredRoom, 'head' | 'snapshot'> | { readonly head: { readonly epoch: bigint }; readonly snapshot: RoomSnapshot },
   previousAnswers: ReadonlyMap<string, PersistedEvent[]>,
   storedTxns: ReadonlyMap<string, PersistedEvent>,
   redactedSenders: Map<string, string>,
@@ -262,7 +337,7 @@ function planRoom(
       requestRows.push({ requestId: request.requestId, idx: index, answer })
     }
   }
-  return { roomId, head, snapshot, state, extremities, maxDepth, accepted, createEvent, requestRows, answersByRequest }
+  return { roomId, roomIsNew: head === undefined, epoch: head?.epoch ?? 1n, snapshot, state, extremities, maxDepth, accepted, createEvent, requestRows, answersByRequest }
 }
 
 /** Authorizes, links and builds one event against the batch's running state, or says why not. */

@@ -4,12 +4,15 @@ import type { Registry } from 'prom-client'
 /** Whether a batch persisted live events (events stream) or imported history (backfill stream). */
 export type BatchKind = 'live' | 'import'
 
+/** How a live group committed: one guarded statement, or a transaction (see `persistBatchesAtOnce`). */
+export type CommitPath = 'statement' | 'transaction'
+
 /** What the persister reports per batch. */
 export interface PersisterMetrics {
   /** A batch finished (committed or failed) after `seconds`; `stored` new events were committed. */
   batch(kind: BatchKind, events: number, stored: number, seconds: number, ok: boolean): void
-  /** A live transaction committed the batches of `rooms` rooms, `events` events in all. */
-  group(rooms: number, events: number): void
+  /** A live transaction committed the batches of `rooms` rooms, `events` events in all, by `path`. */
+  group(rooms: number, events: number, path: CommitPath): void
 }
 
 /**
@@ -21,6 +24,9 @@ export interface PersisterMetrics {
  *   position publication included;
  * - `myelin_persist_group_rooms{writer}` and `myelin_persist_transaction_events{writer}`: rooms
  *   and events per live transaction (group commit, `CommitGroups`);
+ * - `myelin_persist_commits_total{writer,path}`: live commits by path, `statement` (one guarded
+ *   statement on cached snapshots) or `transaction` (cache missed, new room, redaction, refusal,
+ *   retry);
  * - `myelin_room_queue_depth{writer}`: requests waiting in room queues, read at scrape time;
  * - `myelin_persist_groups_waiting{writer}`: room batches waiting for a transaction, at scrape time.
  *
@@ -70,6 +76,12 @@ export function createPersisterMetrics(options: {
     buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
     registers,
   })
+  const commits = new Counter({
+    name: 'myelin_persist_commits_total',
+    help: 'Live persist commits by path: one guarded statement, or a transaction',
+    labelNames: ['writer', 'path'] as const,
+    registers,
+  })
   const { writer, queueDepth, groupsWaiting } = options
   new Gauge({
     name: 'myelin_persist_groups_waiting',
@@ -95,9 +107,10 @@ export function createPersisterMetrics(options: {
       batchSize.observe({ writer, kind }, events)
       duration.observe({ writer, kind, outcome: ok ? 'ok' : 'error' }, seconds)
     },
-    group(rooms, events) {
+    group(rooms, events, path) {
       groupRooms.observe({ writer }, rooms)
       transactionEvents.observe({ writer }, events)
+      commits.inc({ writer, path })
     },
   }
 }

@@ -5,16 +5,17 @@ import { parseSigningKey } from '../storage/events/signing.js'
 import { isStorageError, StorageError } from '../storage/errors.js'
 import type { Logger } from '../storage/logger.js'
 import type { Database } from '../storage/schema.js'
+import type { MultiWriterIdGenerator } from '../storage/streams/id-generator.js'
 import { importBatch } from './import-batch.js'
 import type { ImportOutcome } from './import-batch.js'
 import { validatePersistRequest } from './new-event.js'
 import type { PersistedEvent, PersistRequest } from './new-event.js'
 import { CommitGroups } from './commit-groups.js'
-import { loadRequestAnswers, persistBatches, RetryBatchError } from './persist-batch.js'
+import { loadRequestAnswers, persistBatches, persistBatchesAtOnce, RetryBatchError } from './persist-batch.js'
 import type { BatchDeps, BatchResult, RequestOutcome, RoomBatch } from './persist-batch.js'
 import { NotOwnerError } from './persist-errors.js'
 import { createPersisterMetrics } from './persister-metrics.js'
-import type { BatchKind } from './persister-metrics.js'
+import type { BatchKind, CommitPath } from './persister-metrics.js'
 import { RoomQueue } from './room-queue.js'
 import type { RoomSnapshot } from './room-snapshot.js'
 import type { ShardMap } from './shard-map.js'
@@ -24,7 +25,7 @@ import type { ShardMap } from './shard-map.js'
  * Postgres transaction per call, IDs allocated late inside it, finished and published before
  * the call resolves (so answering after it resolves means answering after commit).
  */
-export interface StreamTransactions {
+export interface StreamTransactions extends Pick<MultiWriterIdGenerator, 'statement'> {
   readonly stream: 'events' | 'backfill'
   readonly writer: string
   transaction<T>(
@@ -206,21 +207,27 @@ export function createPersister(options: PersisterOptions): Persister {
   }
 
   /**
-   * One transaction for the batches of several rooms. The first attempt assumes no request or
-   * client transaction of the group was answered before; a retry looks them up, and drops the
-   * cached snapshots (they are reloaded in the transaction). When the group still fails, each room is tried alone, so a
+   * One transaction for the batches of several rooms: first, when the group allows it, the
+   * one-statement form (`persistBatchesAtOnce`), else a transaction (`persistBatches`). The
+   * first attempt assumes no request or client transaction of the group was answered before; a
+   * retry looks them up, and drops the cached snapshots (they are reloaded in the transaction). When the group still fails, each room is tried alone, so a
    * room whose batch cannot commit never fails another room's.
    */
   async function runLiveGroup(batches: RoomBatch[]): Promise<PromiseSettledResult<BatchResult>[]> {
     const run = async (group: readonly RoomBatch[]) => {
+      let path: CommitPath = 'statement'
       const results = await withRetries(
         group.map((b) => b.roomId),
-        (retry) =>
-          options.events.transaction((trx, allocate) =>
+        async (retry) => {
+          const atOnce = retry ? undefined : await persistBatchesAtOnce(options.events, deps, group)
+          if (atOnce !== undefined) return atOnce
+          path = 'transaction'
+          return options.events.transaction((trx, allocate) =>
             persistBatches(trx, allocate, deps, retry ? group.map((b) => ({ ...b, cached: undefined })) : group, { lookUpEarlier: retry }),
-          ),
+          )
+        },
       )
-      metrics.group(group.length, results.reduce((sum, r) => sum + r.stored, 0))
+      metrics.group(group.length, results.reduce((sum, r) => sum + r.stored, 0), path)
       return results
     }
     try {

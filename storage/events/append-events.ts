@@ -1,5 +1,5 @@
 import { CompiledQuery, sql } from 'kysely'
-import type { Insertable, Transaction } from 'kysely'
+import type { Insertable, Kysely, Transaction } from 'kysely'
 import type {
   CurrentStateEventsTable,
   Database,
@@ -43,9 +43,10 @@ interface TableSpec {
    * `select` replaces the column's value in the SELECT list (it reads the unnest alias `cN`);
    * `lines` sends a text column as ONE parameter of newline-joined values (split by
    * `string_to_array`): for canonical JSON, which never holds a raw newline, this skips the array
-   * literal's quoting and escaping of every `"` on both ends.
+   * literal's quoting and escaping of every `"` on both ends; `ordering` marks a stream
+   * ordering, which `writeBatchGuarded` maps from an index into its allocation.
    */
-  readonly columns: readonly (readonly [name: string, type: string, select?: string, transport?: 'lines'])[]
+  readonly columns: readonly (readonly [name: string, type: string, select?: string, transport?: 'lines' | 'ordering'])[]
   readonly onConflict?: string
 }
 
@@ -54,7 +55,7 @@ const batchTables: readonly TableSpec[] = [
     key: 'events',
     table: 'events',
     columns: [
-      ['stream_ordering', 'int8'],
+      ['stream_ordering', 'int8', undefined, 'ordering'],
       ['event_id', 'text'],
       ['room_id', 'text'],
       ['type', 'text'],
@@ -85,7 +86,7 @@ const batchTables: readonly TableSpec[] = [
       ['user_id', 'text'],
       ['sender', 'text'],
       ['membership', 'text'],
-      ['stream_ordering', 'int8'],
+      ['stream_ordering', 'int8', undefined, 'ordering'],
       ['depth', 'int8'],
     ],
   },
@@ -110,12 +111,25 @@ const batchTables: readonly TableSpec[] = [
 /**
  * One piece of a batch's statement: CTEs (name, body) whose bodies use `$` placeholders for
  * `parameters`, in order (`p[i]` is the placeholder of `parameters[i]`, and may appear twice).
+ * With `guard`, every write is conditioned on `guard.ok` and stream orderings are mapped
+ * through `guard.ordering` (see `writeBatchGuarded`).
  */
 interface StatementPart {
   /** Identifies the text of `ctes` (the statement cache's key). */
   readonly key: string
   readonly parameters: readonly unknown[]
-  readonly ctes: (p: readonly string[]) => [name: string, body: string][]
+  readonly ctes: (p: readonly string[], guard?: Guard) => [name: string, body: string][]
+}
+
+/** SQL of the guarded form: the condition every write waits on, and index → allocated stream ordering. */
+interface Guard {
+  readonly ok: string
+  readonly ordering: (index: string) => string
+}
+
+const guard: Guard = {
+  ok: '(SELECT ok FROM verified)',
+  ordering: (index) => `(SELECT ids FROM allocated)[${index}::int]`,
 }
 
 /** Statement texts by the keys of their parts (a few dozen combinations, so the prepared set stays bounded). */
@@ -157,19 +171,88 @@ export interface RoomAdvance {
  * await writeBatch(trx, { rows, currentState, advances: [{ roomId, extremities: ['$latest'], maxDepth: 18n, lastStreamOrdering: 1234n }] })
  */
 export async function writeBatch(trx: Transaction<Database>, write: BatchWrite): Promise<void> {
+  const parts = writeParts(write)
+  if (parts.length === 0) return
+  await trx.executeQuery(CompiledQuery.raw(statementText(parts), parts.flatMap((part) => part.parameters)))
+}
+
+/** The heads a guarded write expects, and its allocation. */
+export interface WriteGuard {
+  readonly writer: string
+  /** Each room's head row as the write was planned against: owner `writer`, this epoch and last stream ordering. */
+  readonly heads: readonly { readonly roomId: string; readonly epoch: bigint; readonly lastStreamOrdering: bigint | null }[]
+  /** Stream IDs to allocate; the write's stream orderings are 1-based indexes into them. */
+  readonly count: number
+  /** The sequence to allocate from (`nextval`). */
+  readonly sequence: string
+}
+
+/**
+ * `writeBatch` as ONE statement that needs no transaction block around it: it locks the rooms'
+ * head rows (in room ID order), checks each still names `guard.writer` at the expected epoch
+ * and last stream ordering, and only then allocates `guard.count` IDs from the sequence and
+ * writes; when a head moved on it writes nothing and allocates nothing. The write's stream
+ * orderings (events, memberships, current state, rooms' last stream ordering) are given as
+ * 1-based indexes into the allocation, which is ascending.
+ *
+ * @returns whether it wrote, and the IDs it allocated (ascending; empty when it did not write).
+ * @example
+ * const { ok, ids } = await writeBatchGuarded(db, write, { writer: 'p1', heads, count: 3, sequence: 'events_stream_seq' })
+ */
+export async function writeBatchGuarded(db: Kysely<Database>, write: BatchWrite, expected: WriteGuard): Promise<{ ok: boolean; ids: bigint[] }> {
+  const check: StatementPart = {
+    key: 'guard',
+    parameters: [
+      expected.heads.map((h) => h.roomId),
+      expected.heads.map((h) => h.epoch),
+      expected.heads.map((h) => h.lastStreamOrdering),
+      expected.writer,
+      expected.count,
+      expected.sequence,
+    ],
+    // `allocated` reads `verified`, which reads `locked`: the IDs are taken after the locks, so
+    // within a room stream order follows the DAG even when two writers contend for it.
+    ctes: ([rooms, epochs, orderings, writer, count, sequence]) => [
+      [
+        'locked',
+        `SELECT r.room_id, r.owner = ${writer}::text AND r.epoch = c.epoch AND r.last_stream_ordering IS NOT DISTINCT FROM c.last_stream_ordering AS ok
+         FROM unnest(${rooms}::text[], ${epochs}::int8[], ${orderings}::int8[]) AS c(room_id, epoch, last_stream_ordering)
+         JOIN rooms r ON r.room_id = c.room_id ORDER BY r.room_id FOR UPDATE OF r`,
+      ],
+      ['verified', `SELECT count(*) = cardinality(${rooms}::text[]) AND coalesce(bool_and(ok), false) AS ok FROM locked`],
+      [
+        'allocated',
+        `SELECT coalesce(array_agg(id ORDER BY id), '{}') AS ids
+         FROM (SELECT nextval(${sequence}::regclass) AS id FROM generate_series(1, ${count}::int) WHERE ${guard.ok}) AS s`,
+      ],
+    ],
+  }
+  const parts = [check, ...writeParts(write)]
+  const { rows } = await db.executeQuery<{ ok: boolean; ids: (string | bigint)[] }>(
+    CompiledQuery.raw(statementText(parts, guard, 'SELECT (SELECT ok FROM verified) AS ok, (SELECT ids FROM allocated) AS ids'), parts.flatMap((part) => part.parameters)),
+  )
+  const row = rows[0]
+  return { ok: row?.ok === true, ids: (row?.ids ?? []).map((id) => BigInt(id)) }
+}
+
+function writeParts(write: BatchWrite): StatementPart[] {
   const parts: StatementPart[] = batchTables.filter((spec) => write.rows[spec.key].length > 0).map((spec) => tablePart(spec, write.rows[spec.key]))
   if (write.currentState !== undefined && write.currentState.length > 0) parts.push(currentStatePart(write.currentState))
   if (write.advances !== undefined && write.advances.length > 0) parts.push(advancePart(write.advances))
-  if (parts.length === 0) return
-  const key = parts.map((part) => part.key).join(',')
+  return parts
+}
+
+/** The cached text of a statement made of `parts` (placeholders numbered across them). */
+function statementText(parts: readonly StatementPart[], withGuard?: Guard, select = 'SELECT 1'): string {
+  const key = `${withGuard === undefined ? '' : 'guarded:'}${parts.map((part) => part.key).join(',')}`
   let text = batchStatements.get(key)
   if (text === undefined) {
     let n = 0
-    const ctes = parts.flatMap((part) => part.ctes(part.parameters.map(() => `$${++n}`)))
-    text = `WITH ${ctes.map(([name, body]) => `${name} AS (${body})`).join(', ')} SELECT 1`
+    const ctes = parts.flatMap((part) => part.ctes(part.parameters.map(() => `$${++n}`), withGuard))
+    text = `WITH ${ctes.map(([name, body]) => `${name} AS (${body})`).join(', ')} ${select}`
     batchStatements.set(key, text)
   }
-  await trx.executeQuery(CompiledQuery.raw(text, parts.flatMap((part) => part.parameters)))
+  return text
 }
 
 /**
@@ -196,13 +279,14 @@ function tablePart(spec: TableSpec, rows: readonly object[]): StatementPart {
   return {
     key: `${spec.key}${asLines.map((lines) => (lines ? 'L' : 'A')).join('')}`,
     parameters,
-    ctes: (p) => {
+    ctes: (p, g) => {
       const columns = spec.columns.map(([name]) => name).join(', ')
       const arrays = spec.columns.map(([, type], i) => (asLines[i] ? `string_to_array(${p[i]}::text, E'\\n')` : `${p[i]}::${type}[]`)).join(', ')
       const aliases = spec.columns.map((_, i) => `c${i}`).join(', ')
-      const selects = spec.columns.map(([, , select], i) => select ?? `c${i}`).join(', ')
+      const selects = spec.columns.map(([, , select, transport], i) => select ?? (g !== undefined && transport === 'ordering' ? g.ordering(`c${i}`) : `c${i}`)).join(', ')
+      const where = g === undefined ? '' : ` WHERE ${g.ok}`
       const conflict = spec.onConflict === undefined ? '' : ` ${spec.onConflict}`
-      return [[`insert_${spec.table}`, `INSERT INTO ${spec.table} (${columns}) SELECT ${selects} FROM unnest(${arrays}) AS u(${aliases})${conflict}`]]
+      return [[`insert_${spec.table}`, `INSERT INTO ${spec.table} (${columns}) SELECT ${selects} FROM unnest(${arrays}) AS u(${aliases})${where}${conflict}`]]
     },
   }
 }
@@ -211,11 +295,13 @@ function currentStatePart(rows: readonly Insertable<CurrentStateEventsTable>[]):
   return {
     key: 'currentState',
     parameters: (['room_id', 'type', 'state_key', 'event_id', 'membership', 'stream_ordering'] as const).map((name) => column(rows, name)),
-    ctes: (p) => [
+    ctes: (p, g) => [
       [
         'upsert_current_state',
         `INSERT INTO current_state_events (room_id, type, state_key, event_id, membership, stream_ordering)
-         SELECT * FROM unnest(${p[0]}::text[], ${p[1]}::text[], ${p[2]}::text[], ${p[3]}::text[], ${p[4]}::text[], ${p[5]}::int8[])
+         SELECT c0, c1, c2, c3, c4, ${g === undefined ? 'c5' : g.ordering('c5')}
+         FROM unnest(${p[0]}::text[], ${p[1]}::text[], ${p[2]}::text[], ${p[3]}::text[], ${p[4]}::text[], ${p[5]}::int8[]) AS u(c0, c1, c2, c3, c4, c5)
+         ${g === undefined ? '' : `WHERE ${g.ok}`}
          ON CONFLICT (room_id, type, state_key) DO UPDATE
            SET event_id = excluded.event_id, membership = excluded.membership, stream_ordering = excluded.stream_ordering`,
       ],
@@ -235,20 +321,23 @@ function advancePart(rooms: readonly RoomAdvance[]): StatementPart {
       pairs.map((pair) => pair[1]),
     ],
     // The `= ANY(rooms)` conditions give the planner index scans on the rooms' rows.
-    ctes: ([rooms, depths, orderings, keptRooms, keptEvents]) => [
+    ctes: ([rooms, depths, orderings, keptRooms, keptEvents], g) => [
       ['heads', `SELECT * FROM unnest(${rooms}::text[], ${depths}::int8[], ${orderings}::int8[]) AS h(room_id, max_depth, last_stream_ordering)`],
       ['kept', `SELECT * FROM unnest(${keptRooms}::text[], ${keptEvents}::text[]) AS k(room_id, event_id)`],
       [
         'dropped',
         `DELETE FROM event_forward_extremities f WHERE f.room_id = ANY(${rooms}::text[])
-         AND NOT EXISTS (SELECT 1 FROM kept k WHERE k.room_id = f.room_id AND k.event_id = f.event_id)`,
+         AND NOT EXISTS (SELECT 1 FROM kept k WHERE k.room_id = f.room_id AND k.event_id = f.event_id)${g === undefined ? '' : ` AND ${g.ok}`}`,
       ],
       [
         'advanced',
-        `UPDATE rooms r SET max_depth = h.max_depth, last_stream_ordering = h.last_stream_ordering FROM heads h
-         WHERE r.room_id = ANY(${rooms}::text[]) AND r.room_id = h.room_id`,
+        `UPDATE rooms r SET max_depth = h.max_depth, last_stream_ordering = ${g === undefined ? 'h.last_stream_ordering' : g.ordering('h.last_stream_ordering')}
+         FROM heads h WHERE r.room_id = ANY(${rooms}::text[]) AND r.room_id = h.room_id${g === undefined ? '' : ` AND ${g.ok}`}`,
       ],
-      ['added', `INSERT INTO event_forward_extremities (room_id, event_id) SELECT room_id, event_id FROM kept ON CONFLICT DO NOTHING`],
+      [
+        'added',
+        `INSERT INTO event_forward_extremities (room_id, event_id) SELECT room_id, event_id FROM kept${g === undefined ? '' : ` WHERE ${g.ok}`} ON CONFLICT DO NOTHING`,
+      ],
     ],
   }
 }

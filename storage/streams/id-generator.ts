@@ -81,6 +81,24 @@ export interface MultiWriterIdGenerator {
    * })
    */
   transaction<T>(fn: (trx: Transaction<Database>, allocate: AllocateIds) => Promise<T>): Promise<T>
+  /**
+   * Runs ONE statement outside any transaction block (it commits on its own) that allocates
+   * IDs itself with `nextval(sequence)` and answers the IDs it took, ascending, with its
+   * result. Like `transaction`, resolves after the position covering them was published; while
+   * it runs, the position stays below any ID it may take. For the `events` stream only (the IDs
+   * are the stream orderings). A persist costs one round trip this way instead of five
+   * (begin, lock, allocate, write, commit).
+   *
+   * @example
+   * const { ok } = await events.statement(['!r:hs'], async (db, sequence) => {
+   *   const row = await runGuardedWrite(db, sequence)  // INSERT … nextval(sequence) … RETURNING
+   *   return { ids: row.ids, result: { ok: row.ok } }
+   * })
+   */
+  statement<T>(
+    rooms: readonly string[] | undefined,
+    run: (db: Kysely<Database>, sequence: string) => Promise<{ readonly ids: readonly bigint[]; readonly result: T }>,
+  ): Promise<T>
   /** This writer's current advertised position (positive for `backfill` too). */
   position(): bigint
   /** Stops the re-announce timer and the bus subscription; later transactions reject. Idempotent. */
@@ -235,6 +253,33 @@ class IdGenerator implements MultiWriterIdGenerator {
     await this.#announce(false)
     if (!committed) throw failure
     return result as T
+  }
+
+  async statement<T>(
+    rooms: readonly string[] | undefined,
+    run: (db: Kysely<Database>, sequence: string) => Promise<{ readonly ids: readonly bigint[]; readonly result: T }>,
+  ): Promise<T> {
+    if (this.#closed) throw new StorageError('ES_UNAVAILABLE', `the ${this.stream} ID generator of ${this.writer} is closed`)
+    if (this.stream !== 'events') throw new StorageError('ES_INVALID_PARAM', 'statement() allocates positive IDs: events stream only')
+    const fetch = this.#state.beginFetch()
+    let outcome: { readonly ids: readonly bigint[]; readonly result: T }
+    try {
+      outcome = await run(this.#db, sequenceName(this.stream))
+    } catch (err) {
+      // Whatever the statement allocated was rolled back with it: gaps.
+      this.#state.endFetch(fetch, undefined)
+      this.#followPeers()
+      throw err
+    }
+    const ids = [...outcome.ids].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
+    this.#state.endFetch(fetch, ids)
+    this.#state.finish(
+      ids.map((id) => ({ id, rooms })),
+      true,
+    )
+    this.#followPeers()
+    await this.#announce(false)
+    return outcome.result
   }
 
   async close(): Promise<void> {

@@ -1,8 +1,9 @@
 import { expect } from 'chai'
+import { Registry } from 'prom-client'
 import type { PersistedEvent } from '../../../persisters/new-event.js'
 import { NotOwnerError } from '../../../persisters/persist-errors.js'
 import type { Persister } from '../../../persisters/persister.js'
-import { getEvent, getRoomHead } from '../../../storage/events/event-store.js'
+import { getCurrentState, getEvent, getRoomHead } from '../../../storage/events/event-store.js'
 import { createTestDatabase } from '../../support/db.js'
 import type { TestDatabase } from '../../support/db.js'
 import { createRoomEvents, message, newRoomId, rejection, roomDag, send, startPersister, user } from './harness.js'
@@ -36,11 +37,44 @@ describe('persister fencing', () => {
     await t.drop()
   })
 
-  async function start(writer: string, pins: Record<string, string>): Promise<Persister> {
-    const p = await startPersister(t.db, { writer, writers: ['p1', 'p2'], pins })
+  async function start(writer: string, pins: Record<string, string>, registry?: Registry): Promise<Persister> {
+    const p = await startPersister(t.db, { writer, writers: ['p1', 'p2'], pins, ...(registry === undefined ? {} : { registry }) })
     persisters.push(p)
     return p
   }
+
+  it('should commit on a current cache in one guarded statement, and by a transaction once another writer moved the head', async () => {
+    const roomId = newRoomId()
+    const registry = new Registry()
+    const p1 = await start('p1', { [roomId]: 'p1' }, registry)
+    const p2 = await start('p2', { [roomId]: 'p2' })
+    const commits = async (path: string) =>
+      (await registry.getSingleMetric('myelin_persist_commits_total')!.get()).values.find((v) => v.labels['path'] === path)?.value ?? 0
+
+    const created = await send(p1, roomId, ...createRoomEvents(alice, { joinRule: 'public' }))
+    expect([await commits('transaction'), await commits('statement')], 'a new room takes a transaction').to.deep.equal([1, 0])
+    const first = await send(p1, roomId, message(alice, 'one'), { type: 'm.room.topic', state_key: '', sender: alice, content: { topic: 'cached' } })
+    expect([await commits('transaction'), await commits('statement')], 'a cached room takes the statement').to.deep.equal([1, 1])
+
+    const other = await send(p2, roomId, message(alice, 'from p2'))
+    const stale = await send(p1, roomId, message(alice, 'after p2'))
+    expect([await commits('transaction'), await commits('statement')], 'the guard saw p2 move the head').to.deep.equal([2, 1])
+    const again = await send(p1, roomId, message(alice, 'cached again'))
+    expect(await commits('statement')).to.equal(2)
+
+    const all = [...created, ...first, ...other, ...stale, ...again]
+    await expectSingleChain(t, roomId, all)
+    const orderings = all.map((a) => a.stream_ordering)
+    expect([...orderings].sort((a, b) => (a < b ? -1 : 1)), 'stream order follows the chain').to.deep.equal(orderings)
+    const head = await getRoomHead(t.db, roomId)
+    expect(head?.lastStreamOrdering).to.equal(again[0]?.stream_ordering)
+    expect(head?.owner).to.equal('p1')
+    const dag = await roomDag(t.db, roomId)
+    expect(dag.forward).to.deep.equal([again[0]?.event_id])
+    const topic = (await getCurrentState(t.db, roomId)).find((s) => s.type === 'm.room.topic')
+    expect(topic).to.include({ eventId: first[1]?.event_id, streamOrdering: first[1]?.stream_ordering })
+    expect(topic?.content).to.deep.equal({ topic: 'cached' })
+  })
 
   it('should never fork a room when two persisters both believe they own it', async () => {
     const roomId = newRoomId()

@@ -1,4 +1,5 @@
 import { expect } from 'chai'
+import { sql } from 'kysely'
 import type { Bus } from '../../../../storage/bus/bus.js'
 import type { BusMessage } from '../../../../storage/bus/bus-message.js'
 import { createMemoryBus, MemoryBusHub } from '../../../../storage/bus/memory-bus.js'
@@ -90,6 +91,44 @@ describe('MultiWriterIdGenerator', () => {
     const message = positionsOf('w1').find((m) => m.next === ids[2])!
     expect(message.rooms).to.deep.equal([roomId])
     expect(message.prev).to.equal(start)
+  })
+
+  it('should run a one-statement write that allocates its own IDs: position held while it runs, advanced and announced after', async () => {
+    const g = await generator('w1')
+    const start = g.position()
+    const ids = await g.statement([roomId], async (db, sequence) => {
+      const { rows } = await sql<{ id: string }>`
+        WITH ids AS (SELECT nextval(${sequence}::regclass) AS id FROM generate_series(1, 2)),
+             ins AS (INSERT INTO events (stream_ordering, event_id, room_id, type, sender, origin_server_ts, received_ts, depth, instance_name)
+                     SELECT id, '$s' || id, ${roomId}, 'm.room.message', '@t:test', 1, 1, 1, 'w1' FROM ids)
+        SELECT id FROM ids`.execute(db)
+      expect(g.position(), 'not past IDs the statement may hold').to.equal(start)
+      return { ids: rows.map((r) => BigInt(r.id)), result: rows.map((r) => BigInt(r.id)) }
+    })
+    expect(ids).to.have.length(2)
+    expect(g.position()).to.equal(ids.reduce((a, b) => (a > b ? a : b)))
+    await eventually(() => positionsOf('w1').some((m) => m.next === g.position() && m.rooms?.includes(roomId) === true), 'the POSITION message with the room hint')
+
+    // A failed statement rolls back what it allocated: gaps, which later writes move past.
+    const failed = await g
+      .statement([roomId], async (db, sequence) => {
+        await sql`SELECT nextval(${sequence}::regclass), 1 / 0`.execute(db)
+        return { ids: [], result: undefined }
+      })
+      .catch((err: unknown) => err)
+    expect((failed as { code?: string }).code).to.equal('22012')
+    const [next] = await g.transaction(async (trx, allocate) => {
+      const got = await allocate(1, [roomId])
+      await insertEventRow(trx, roomId, got[0]!, 'w1')
+      return got
+    })
+    expect(g.position()).to.equal(next)
+  })
+
+  it('should refuse a one-statement write on the backfill stream', async () => {
+    const g = await generator('w1', { stream: 'backfill' })
+    const err = await g.statement(undefined, async () => ({ ids: [], result: 1 })).catch((e: unknown) => e)
+    expect(isStorageError(err, 'ES_INVALID_PARAM')).to.equal(true)
   })
 
   it('should hand out negative IDs for the backfill stream and keep positive positions', async () => {
