@@ -30,6 +30,7 @@ export class CommitGroups<W, R> {
   readonly #options: CommitGroupsOptions<W, R>
   readonly #waiting: Waiting<W, R>[] = []
   #running = 0
+  #pumpScheduled = false
 
   constructor(options: CommitGroupsOptions<W, R>) {
     if (!(options.concurrency >= 1)) throw new RangeError('CommitGroups: concurrency must be at least 1')
@@ -40,7 +41,15 @@ export class CommitGroups<W, R> {
   submit(work: W): Promise<R> {
     const answer = Promise.withResolvers<R>()
     this.#waiting.push({ work, answer })
-    this.#pump()
+    // Work submitted in the same turn of the event loop (the requests of one replication call,
+    // say) goes into one group: the pump runs once that turn's microtasks are done.
+    if (!this.#pumpScheduled) {
+      this.#pumpScheduled = true
+      setImmediate(() => {
+        this.#pumpScheduled = false
+        this.#pump()
+      })
+    }
     return answer.promise
   }
 

@@ -23,21 +23,28 @@ function gatedRun() {
 }
 
 describe('CommitGroups', () => {
-  it('should run work at once and alone while fewer than `concurrency` groups run', async () => {
+  it('should run work at once while fewer than `concurrency` groups run, grouping only what came in the same turn', async () => {
     const gated = gatedRun()
     const groups = new CommitGroups<number, number>({ concurrency: 2, maxWeight: 100, weight: () => 1, run: gated.run })
     const a = groups.submit(1)
     const b = groups.submit(2)
-    expect(gated.groups).to.deep.equal([[1], [2]])
+    expect(gated.groups, 'nothing runs before the turn ends').to.deep.equal([])
+    await new Promise((resolve) => setImmediate(resolve))
+    expect(gated.groups, 'the same turn: one group').to.deep.equal([[1, 2]])
+    const c = groups.submit(3)
+    await new Promise((resolve) => setImmediate(resolve))
+    expect(gated.groups, 'a later turn with a free slot: at once, alone').to.deep.equal([[1, 2], [3]])
     await gated.release(0)
     await gated.release(1)
-    expect(await Promise.all([a, b])).to.deep.equal([10, 20])
+    expect(await Promise.all([a, b, c])).to.deep.equal([10, 20, 30])
   })
 
   it('should give everything that waited to the next group, within maxWeight', async () => {
     const gated = gatedRun()
     const groups = new CommitGroups<number, number>({ concurrency: 1, maxWeight: 5, weight: (n) => n, run: gated.run })
-    const answers = [1, 2, 2, 1, 4, 9].map((n) => groups.submit(n))
+    const first = groups.submit(1)
+    await new Promise((resolve) => setImmediate(resolve))
+    const answers = [first, ...[2, 2, 1, 4, 9].map((n) => groups.submit(n))]
     expect(gated.groups).to.deep.equal([[1]])
     expect(groups.waiting).to.equal(5)
     await gated.release(0)
@@ -64,7 +71,9 @@ describe('CommitGroups', () => {
         return group.map((s) => s.toUpperCase())
       },
     })
-    const [first, bad, other] = await Promise.allSettled([groups.submit('ok'), groups.submit('bad'), groups.submit('fine')])
+    const ok = groups.submit('ok')
+    await new Promise((resolve) => setImmediate(resolve))
+    const [first, bad, other] = await Promise.allSettled([ok, groups.submit('bad'), groups.submit('fine')])
     expect(first).to.deep.equal({ status: 'fulfilled', value: 'OK' })
     expect(bad.status).to.equal('rejected')
     expect(other.status).to.equal('rejected')
