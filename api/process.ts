@@ -76,7 +76,12 @@ export const defaultListener: ListenerConfig = { port: 8008, bind_address: '127.
 export async function startProcess(config: MyelinConfig, options: StartProcessOptions): Promise<MyelinProcess> {
   const log = options.log.child({ worker: config.worker_name, role: config.worker_app })
   const registry = options.registry ?? defaultRegistry(config)
-  const database = options.database ?? createDatabase({ url: config.database.url, poolSize: config.database.pool_size, applicationName: `myelin-${config.worker_name}` })
+  const database = options.database ?? createDatabase({
+      url: config.database.url,
+      poolSize: config.database.pool_size,
+      prepareStatements: config.database.prepare_statements,
+      applicationName: `myelin-${config.worker_name}`,
+    })
   const ownsDatabase = options.database === undefined
   const closers: (() => Promise<void>)[] = []
   const closeAll = async () => {

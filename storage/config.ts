@@ -35,6 +35,8 @@ const configSchema = z
     database: z.strictObject({
       url: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL'),
       pool_size: z.number().int().min(1).max(200).default(10),
+      /** Named prepared statements (storage/database.ts); false behind pgbouncer's transaction mode before 1.21. */
+      prepare_statements: z.boolean().default(true),
     }),
     redis: z
       .strictObject({

@@ -1,0 +1,38 @@
+import { expect } from 'chai'
+import { ConfigError, parseConfig } from '../../../storage/config.js'
+import { generateSigningKey } from '../../../storage/events/signing.js'
+
+const minimal = {
+  server_name: 'example.org',
+  database: { url: 'postgres://127.0.0.1/myelin' },
+  signing_key: generateSigningKey('t'),
+  replication_secret: 'a-long-enough-secret-value',
+}
+
+describe('parseConfig: database and persister tuning', () => {
+  it('should default to prepared statements and group commit of 4 transactions of at most 1,000 events', () => {
+    const config = parseConfig(minimal, {})
+    expect(config.database.prepare_statements).to.equal(true)
+    expect(config.persister).to.include({ transaction_concurrency: 4, max_transaction_events: 1000 })
+  })
+
+  it('should take prepare_statements: false and persister tuning', () => {
+    const config = parseConfig({ ...minimal, database: { ...minimal.database, prepare_statements: false }, persister: { transaction_concurrency: 1, max_transaction_events: 50 } }, {})
+    expect(config.database.prepare_statements).to.equal(false)
+    expect(config.persister).to.include({ transaction_concurrency: 1, max_transaction_events: 50, max_batch: 200 })
+  })
+
+  it('should list every bad tuning value at once', () => {
+    let thrown: unknown
+    try {
+      parseConfig({ ...minimal, database: { ...minimal.database, prepare_statements: 'yes' }, persister: { transaction_concurrency: 0, max_transaction_events: 1.5 } }, {})
+    } catch (err) {
+      thrown = err
+    }
+    expect(thrown).to.be.instanceOf(ConfigError)
+    const problems = (thrown as ConfigError).problems.join('\n')
+    expect(problems).to.match(/database\.prepare_statements/)
+    expect(problems).to.match(/persister\.transaction_concurrency/)
+    expect(problems).to.match(/persister\.max_transaction_events/)
+  })
+})
