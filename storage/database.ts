@@ -17,13 +17,16 @@ const types = {
  * statements, which the extended protocol refuses), with at most `maxParameters` of them (texts
  * whose parameter count grows with the data, such as long IN lists or multi-row VALUES, would
  * each become a new statement), and at most `maxNamed` texts per process, so a server keeps a
- * bounded set per connection.
+ * bounded set per connection. Texts that select or return `*` of a table are not named: after a
+ * migration adds a column, PostgreSQL refuses to run such a prepared statement ("cached plan
+ * must not change result type"), which would break running processes during a rolling upgrade.
  */
 const preparedStatements = { maxParameters: 64, maxNamed: 1000 }
 const statementNames = new Map<string, string>()
+const selectsStar = /\b(?:select|returning)\s+(?:distinct\s+)?\*|\.\*/i
 
 function statementName(text: string, parameters: number): string | undefined {
-  if (parameters === 0 || parameters > preparedStatements.maxParameters) return undefined
+  if (parameters === 0 || parameters > preparedStatements.maxParameters || selectsStar.test(text)) return undefined
   let name = statementNames.get(text)
   if (name === undefined && statementNames.size < preparedStatements.maxNamed) {
     name = `myelin_${statementNames.size + 1}`

@@ -322,8 +322,12 @@ function advancePart(rooms: readonly RoomAdvance[]): StatementPart {
     ],
     // The `= ANY(rooms)` conditions give the planner index scans on the rooms' rows.
     ctes: ([rooms, depths, orderings, keptRooms, keptEvents], g) => [
-      ['heads', `SELECT * FROM unnest(${rooms}::text[], ${depths}::int8[], ${orderings}::int8[]) AS h(room_id, max_depth, last_stream_ordering)`],
-      ['kept', `SELECT * FROM unnest(${keptRooms}::text[], ${keptEvents}::text[]) AS k(room_id, event_id)`],
+      [
+        'heads',
+        `SELECT h.room_id, h.max_depth, h.last_stream_ordering
+         FROM unnest(${rooms}::text[], ${depths}::int8[], ${orderings}::int8[]) AS h(room_id, max_depth, last_stream_ordering)`,
+      ],
+      ['kept', `SELECT k.room_id, k.event_id FROM unnest(${keptRooms}::text[], ${keptEvents}::text[]) AS k(room_id, event_id)`],
       [
         'dropped',
         `DELETE FROM event_forward_extremities f WHERE f.room_id = ANY(${rooms}::text[])

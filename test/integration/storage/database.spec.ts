@@ -48,6 +48,23 @@ describe('createDatabase (prepared statements)', () => {
     }
   })
 
+  it('should not prepare a statement that selects or returns * (a later added column would break it)', async () => {
+    const handle = createDatabase({ url: t.url, poolSize: 1 })
+    try {
+      await sql`CREATE TABLE wide (x int)`.execute(handle.db)
+      const star = () => sql<{ x: number }>`SELECT * FROM wide WHERE x = ${1}`.execute(handle.db)
+      await sql`INSERT INTO wide VALUES (1)`.execute(handle.db)
+      expect((await star()).rows).to.deep.equal([{ x: 1 }])
+      // What a rolling upgrade does while processes run.
+      await sql`ALTER TABLE wide ADD COLUMN y int`.execute(handle.db)
+      expect((await star()).rows).to.deep.equal([{ x: 1, y: null }])
+      await handle.db.insertInto('wide' as never).values({ x: 2 } as never).returningAll().execute()
+      expect((await prepared(handle.db)).filter((s) => s.includes('wide'))).to.deep.equal([])
+    } finally {
+      await handle.close()
+    }
+  })
+
   it('should run every statement unprepared when prepareStatements is false', async () => {
     const handle = createDatabase({ url: t.url, poolSize: 1, prepareStatements: false })
     try {
