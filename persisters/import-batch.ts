@@ -1,5 +1,5 @@
 import type { Transaction } from 'kysely'
-import { appendEventRows, updateBackwardExtremities } from '../storage/events/append-events.js'
+import { appendEventRows, emptyBatchRows, updateBackwardExtremities } from '../storage/events/append-events.js'
 import type { EventBatchRows } from '../storage/events/append-events.js'
 import { encodeCanonicalJson } from '../storage/events/canonical-json.js'
 import { computeContentHash, computeEventId } from '../storage/events/event-hashes.js'
@@ -188,16 +188,7 @@ function checkPdu(roomId: string, raw: JsonObject): ImportedPdu | string | { too
 }
 
 function importRows(roomId: string, pdus: readonly ImportedPdu[], writer: string, now: number): EventBatchRows {
-  const rows: { [K in keyof EventBatchRows]: EventBatchRows[K][number][] } = {
-    events: [],
-    eventJson: [],
-    edges: [],
-    stateEvents: [],
-    redactions: [],
-    memberships: [],
-    txnIds: [],
-    replicationRequests: [],
-  }
+  const rows = emptyBatchRows()
   for (const pdu of pdus) {
     const streamOrdering = pdu.streamOrdering as bigint
     const membership = pdu.type === 'm.room.member' && typeof pdu.content['membership'] === 'string' ? pdu.content['membership'] : null

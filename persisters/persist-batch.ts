@@ -1,14 +1,13 @@
 import { sql } from 'kysely'
 import type { Insertable, Kysely, Transaction } from 'kysely'
-import { insertRoomHead, writeBatch, writeBatchGuarded } from '../storage/events/append-events.js'
-import type { BatchWrite } from '../storage/events/append-events.js'
-import type { MultiWriterIdGenerator } from '../storage/streams/id-generator.js'
-import type { EventBatchRows } from '../storage/events/append-events.js'
+import { emptyBatchRows, insertRoomHead, writeBatch, writeBatchGuarded } from '../storage/events/append-events.js'
+import type { BatchWrite, MutableBatchRows } from '../storage/events/append-events.js'
 import type { Extremity } from '../storage/events/event-store.js'
 import type { SigningKey } from '../storage/events/signing.js'
 import { StorageError } from '../storage/errors.js'
 import type { Logger } from '../storage/logger.js'
 import type { CurrentStateEventsTable, Database, ReplicationRequestsTable } from '../storage/schema.js'
+import type { MultiWriterIdGenerator } from '../storage/streams/id-generator.js'
 import { authEventKeys, authorizeEvent, checkEventSize, stateKey } from './auth-rules.js'
 import type { AuthEventInput } from './auth-rules.js'
 import { buildPdu } from './build-pdu.js'
@@ -77,10 +76,9 @@ export interface RoomBatch {
  * Persists the batches of several rooms (each room at most once) in one transaction, `trx`
  * (ARCHITECTURE §2, step 5), with one statement per step for all of them, so a group of rooms
  * costs one commit and five round trips (begin, lock, allocate, write, commit), not that many
- * per room. The caller MUST run it
- * inside the events stream's ID transaction, hold no other lock on these rooms, have checked
- * that the shard map assigns every room to `deps.writer`, and answer callers only after the
- * transaction commits.
+ * per room. The caller MUST run it inside the events stream's ID transaction, hold no other
+ * lock on these rooms, have checked that the shard map assigns every room to `deps.writer`, and
+ * answer callers only after the transaction commits.
  *
  * In order: lock the head rows and claim ownership where needed (`acquireRooms`); answer
  * requests already answered (by `replication_requests`, resuming a request after its answered
@@ -136,10 +134,9 @@ export async function persistBatches(
   }
 
   const accepted = plans.flatMap((plan) => plan.accepted)
-  const advanced = plans.filter((plan) => plan.accepted.length > 0)
   if (accepted.length > 0) {
     // Sorted IDs dealt out in plan order: each room's events get increasing stream orderings.
-    const ids = (await allocate(accepted.length, advanced.map((plan) => plan.roomId))).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
+    const ids = (await allocate(accepted.length, roomsWithNewEvents(plans))).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
     accepted.forEach((event, i) => {
       event.streamOrdering = ids[i] as bigint
     })
@@ -171,25 +168,29 @@ export async function persistBatchesAtOnce(
   deps: BatchDeps,
   batches: readonly RoomBatch[],
 ): Promise<BatchResult[] | undefined> {
-  const cached = batches.map((batch) => batch.cached)
-  if (cached.some((snapshot) => snapshot === undefined)) return undefined
-  if (batches.some((batch) => batch.requests.some((request) => request.events.some((event) => event.type === 'm.room.redaction')))) return undefined
+  const snapshots = batches.flatMap((batch) => (batch.cached === undefined ? [] : [batch.cached]))
+  if (snapshots.length < batches.length) return undefined
+  const redacts = (batch: RoomBatch) => batch.requests.some((request) => request.events.some((event) => event.type === 'm.room.redaction'))
+  if (batches.some(redacts)) return undefined
   const empty = new Map()
-  const plans = batches.map((batch) => planRoom(deps, batch, { head: { epoch: (batch.cached as RoomSnapshot).epoch }, snapshot: batch.cached as RoomSnapshot }, empty, empty, new Map()))
-  if (plans.some((plan) => plan.createEvent !== undefined || plan.answersByRequest.some((answer) => answer.error !== undefined))) return undefined
+  const plans = batches.map((batch, i) => {
+    const snapshot = snapshots[i] as RoomSnapshot
+    return planRoom(deps, batch, { head: { epoch: snapshot.epoch }, snapshot }, empty, empty, new Map())
+  })
+  const refuses = (plan: RoomPlan) => plan.answersByRequest.some((answer) => answer.error !== undefined)
+  if (plans.some((plan) => plan.createEvent !== undefined || refuses(plan))) return undefined
   const accepted = plans.flatMap((plan) => plan.accepted)
   // Until the statement answers, stream orderings are 1-based indexes into its allocation.
   accepted.forEach((event, i) => {
     event.streamOrdering = BigInt(i + 1)
   })
   const write = batchWrite(plans, deps)
-  const rooms = plans.filter((plan) => plan.accepted.length > 0).map((plan) => plan.roomId)
-  const outcome = await events.statement(rooms, async (db, sequence) => {
+  const outcome = await events.statement(roomsWithNewEvents(plans), async (db, sequence) => {
     let answer
     try {
       answer = await writeBatchGuarded(db, write, {
         writer: deps.writer,
-        heads: batches.map((batch) => ({ roomId: batch.roomId, epoch: (batch.cached as RoomSnapshot).epoch, lastStreamOrdering: (batch.cached as RoomSnapshot).lastStreamOrdering })),
+        heads: plans.map(({ roomId, snapshot }) => ({ roomId, epoch: snapshot.epoch, lastStreamOrdering: snapshot.lastStreamOrdering })),
         count: accepted.length,
         sequence,
       })
@@ -205,10 +206,15 @@ export async function persistBatchesAtOnce(
   return batchResults(plans, deps)
 }
 
+/** The rooms the plans add events to (the stream position's room hint). */
+function roomsWithNewEvents(plans: readonly RoomPlan[]): string[] {
+  return plans.filter((plan) => plan.accepted.length > 0).map((plan) => plan.roomId)
+}
+
 /** A unique-key refusal of an earlier answer (see `persistBatches`) as `RetryBatchError`; any other error as is. */
 function answeredBefore(err: unknown): unknown {
-  const constraint = (err as { code?: unknown; constraint?: unknown }).code === '23505' ? (err as { constraint?: unknown }).constraint : undefined
-  if (constraint === 'replication_requests_pkey' || constraint === 'event_txn_ids_pkey') {
+  const { code, constraint } = err as { code?: unknown; constraint?: unknown }
+  if (code === '23505' && (constraint === 'replication_requests_pkey' || constraint === 'event_txn_ids_pkey')) {
     return new RetryBatchError(`a request or client transaction of the batch was answered before (${constraint})`, { cause: err })
   }
   return err
@@ -224,7 +230,7 @@ function persistedAnswer(deps: BatchDeps): (answer: Answer) => PersistedEvent {
 /** Everything the plans write, their events' stream orderings set. */
 function batchWrite(plans: readonly RoomPlan[], deps: BatchDeps): BatchWrite {
   const now = deps.clock()
-  const rows = emptyRows()
+  const rows = emptyBatchRows()
   for (const plan of plans) addEventRows(rows, plan.roomId, plan.accepted, deps.writer, now)
   rows.replicationRequests.push(...requestAnswerRows(plans.flatMap((plan) => plan.requestRows), persistedAnswer(deps), now))
   const advanced = plans.filter((plan) => plan.accepted.length > 0)
@@ -243,7 +249,7 @@ function batchWrite(plans: readonly RoomPlan[], deps: BatchDeps): BatchWrite {
 function batchResults(plans: readonly RoomPlan[], deps: BatchDeps): BatchResult[] {
   const persisted = persistedAnswer(deps)
   return plans.map((plan) => {
-    const lastStreamOrdering = plan.accepted.length > 0 ? ((plan.accepted.at(-1) as AcceptedEvent).streamOrdering as bigint) : plan.snapshot.lastStreamOrdering
+    const lastStreamOrdering = plan.accepted.at(-1)?.streamOrdering ?? plan.snapshot.lastStreamOrdering
     return {
       outcomes: plan.answersByRequest.map(({ answers, error }) =>
         error === undefined ? { ok: true, events: answers.map(persisted) } : { ok: false, error },
@@ -281,7 +287,7 @@ interface RoomPlan {
 function planRoom(
   deps: BatchDeps,
   batch: RoomBatch,
-  { head, snapshot }: Pick<AcquiredRoom, 'head' | 'snapshot'> | { readonly head: { readonly epoch: bigint }; readonly snapshot: RoomSnapshot },
+  { head, snapshot }: { readonly head: { readonly epoch: bigint } | undefined; readonly snapshot: RoomSnapshot },
   previousAnswers: ReadonlyMap<string, PersistedEvent[]>,
   storedTxns: ReadonlyMap<string, PersistedEvent>,
   redactedSenders: Map<string, string>,
@@ -337,7 +343,19 @@ function planRoom(
       requestRows.push({ requestId: request.requestId, idx: index, answer })
     }
   }
-  return { roomId, roomIsNew: head === undefined, epoch: head?.epoch ?? 1n, snapshot, state, extremities, maxDepth, accepted, createEvent, requestRows, answersByRequest }
+  return {
+    roomId,
+    roomIsNew: head === undefined,
+    epoch: head?.epoch ?? 1n,
+    snapshot,
+    state,
+    extremities,
+    maxDepth,
+    accepted,
+    createEvent,
+    requestRows,
+    answersByRequest,
+  }
 }
 
 /** Authorizes, links and builds one event against the batch's running state, or says why not. */
@@ -413,14 +431,8 @@ function buildEvent(
   }
 }
 
-type BatchRows = { [K in keyof EventBatchRows]: EventBatchRows[K][number][] }
-
-function emptyRows(): BatchRows {
-  return { events: [], eventJson: [], edges: [], stateEvents: [], redactions: [], memberships: [], txnIds: [], replicationRequests: [] }
-}
-
 /** Appends the rows of a room's accepted events to `rows`. */
-function addEventRows(rows: BatchRows, roomId: string, accepted: readonly AcceptedEvent[], writer: string, now: number): void {
+function addEventRows(rows: MutableBatchRows, roomId: string, accepted: readonly AcceptedEvent[], writer: string, now: number): void {
   for (const event of accepted) {
     const { input } = event
     const streamOrdering = event.streamOrdering as bigint
@@ -529,7 +541,8 @@ function requestAnswerRows(
   for (const row of rows) {
     const entry = byRequest.get(row.requestId)
     if (entry === undefined) {
-      byRequest.set(row.requestId, { request_id: row.requestId, first_idx: row.idx, event_ids: [persisted(row.answer).event_id], inserted_ts: now })
+      const eventIds = [persisted(row.answer).event_id]
+      byRequest.set(row.requestId, { request_id: row.requestId, first_idx: row.idx, event_ids: eventIds, inserted_ts: now })
     } else {
       entry.event_ids.push(persisted(row.answer).event_id)
     }

@@ -106,8 +106,8 @@ const retryableSqlStates = new Set(['40001', '40P01'])
  * batches of different rooms that are ready together share one ID transaction of the events
  * generator (`CommitGroups` + `persistBatches`), an import batch runs `importBatch` in its own
  * transaction of the backfill generator; callers hear back only after their transaction
- * committed and its stream position was published. Per room, the snapshot (state, forward extremities) of the last batch
- * is cached and reused while the head row shows it is current.
+ * committed and its stream position was published. Per room, the snapshot (state, forward
+ * extremities) of the last batch is cached and reused while the head row shows it is current.
  *
  * @throws StorageError `ES_CONFIG_INVALID` for a bad signing key or a writer mismatch.
  * @example
@@ -210,8 +210,9 @@ export function createPersister(options: PersisterOptions): Persister {
    * One transaction for the batches of several rooms: first, when the group allows it, the
    * one-statement form (`persistBatchesAtOnce`), else a transaction (`persistBatches`). The
    * first attempt assumes no request or client transaction of the group was answered before; a
-   * retry looks them up, and drops the cached snapshots (they are reloaded in the transaction). When the group still fails, each room is tried alone, so a
-   * room whose batch cannot commit never fails another room's.
+   * retry looks them up, and drops the cached snapshots (they are reloaded in the transaction).
+   * When the group still fails, each room is tried alone, so a room whose batch cannot commit
+   * never fails another room's.
    */
   async function runLiveGroup(batches: RoomBatch[]): Promise<PromiseSettledResult<BatchResult>[]> {
     const run = async (group: readonly RoomBatch[]) => {

@@ -1,6 +1,6 @@
 import type { Transaction } from 'kysely'
 import { claimRoomHead } from '../storage/events/append-events.js'
-import { getCurrentState, getForwardExtremities, lockRoomHead, lockRoomHeads } from '../storage/events/event-store.js'
+import { getCurrentState, getForwardExtremities, lockRoomHeads } from '../storage/events/event-store.js'
 import type { Extremity, RoomHead } from '../storage/events/event-store.js'
 import type { Logger } from '../storage/logger.js'
 import type { Database } from '../storage/schema.js'
@@ -77,7 +77,7 @@ export async function acquireRooms(
   writer: string,
   log: Logger,
 ): Promise<AcquiredRoom[]> {
-  const heads = rooms.length === 1 ? singleHead(await lockRoomHead(trx, (rooms[0] as (typeof rooms)[number]).roomId)) : await lockRoomHeads(trx, rooms.map((r) => r.roomId))
+  const heads = await lockRoomHeads(trx, rooms.map((r) => r.roomId))
   const acquired: AcquiredRoom[] = []
   for (const { roomId, cached } of rooms) {
     let head = heads.get(roomId)
@@ -98,9 +98,6 @@ export async function acquireRooms(
   return acquired
 }
 
-function singleHead(head: RoomHead | undefined): Map<string, RoomHead> {
-  return new Map(head === undefined ? [] : [[head.roomId, head]])
-}
 
 async function loadSnapshot(trx: Transaction<Database>, head: RoomHead): Promise<RoomSnapshot> {
   const [entries, extremities] = await Promise.all([getCurrentState(trx, head.roomId), getForwardExtremities(trx, head.roomId)])

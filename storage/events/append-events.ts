@@ -19,7 +19,7 @@ import type {
  * a fixed text (rows travel as one array parameter per column), so PostgreSQL prepares them once
  * per connection.
  *
- * Callers MUST hold the room's head row lock (`lockRoomHead`) in the same transaction: these
+ * Callers MUST hold the room's head row lock (`lockRoomHeads`) in the same transaction: these
  * functions check nothing about ordering, ownership or the DAG.
  */
 
@@ -33,6 +33,14 @@ export interface EventBatchRows {
   readonly memberships: readonly Insertable<RoomMembershipsTable>[]
   readonly txnIds: readonly Insertable<EventTxnIdsTable>[]
   readonly replicationRequests: readonly Insertable<ReplicationRequestsTable>[]
+}
+
+/** `EventBatchRows` with mutable arrays, for building a batch's rows. */
+export type MutableBatchRows = { [K in keyof EventBatchRows]: EventBatchRows[K][number][] }
+
+/** A batch with no rows yet. */
+export function emptyBatchRows(): MutableBatchRows {
+  return { events: [], eventJson: [], edges: [], stateEvents: [], redactions: [], memberships: [], txnIds: [], replicationRequests: [] }
 }
 
 /** A table a batch writes: its columns with their PostgreSQL types, in `Insertable` key order. */

@@ -74,31 +74,24 @@ export async function getRoomHead(db: Db, roomId: string): Promise<RoomHead | un
 }
 
 /**
- * Like `getRoomHead`, but locks the row (`SELECT … FOR UPDATE`) until the transaction ends: the
- * persister's per-room mutual exclusion across processes. MUST run inside a transaction.
+ * Like `getRoomHead` for several rooms, but locks their rows (`SELECT … FOR UPDATE`) until the
+ * transaction ends: the persister's per-room mutual exclusion across processes. Locks in room
+ * ID order (so two transactions locking overlapping sets cannot deadlock). Rooms that do not
+ * exist are absent. MUST run inside a transaction.
  *
  * @example
  * await db.transaction().execute(async (trx) => {
- *   const head = await lockRoomHead(trx, roomId) // other writers of roomId wait here
+ *   const heads = await lockRoomHeads(trx, ['!a:hs', '!b:hs']) // other writers of these rooms wait here
+ *   heads.get('!a:hs')?.epoch // 3n
  * })
  */
-export async function lockRoomHead(trx: Transaction<Database>, roomId: string): Promise<RoomHead | undefined> {
-  const row = await headQuery(trx, roomId).forUpdate().executeTakeFirst()
-  return row === undefined ? undefined : toHead(row)
-}
-
-/**
- * `lockRoomHead` for several rooms in one statement, locking in room ID order (so two
- * transactions locking overlapping sets cannot deadlock). Rooms that do not exist are absent.
- *
- * @example
- * const heads = await lockRoomHeads(trx, ['!a:hs', '!b:hs'])
- * heads.get('!a:hs')?.epoch // 3n
- */
 export async function lockRoomHeads(trx: Transaction<Database>, roomIds: readonly string[]): Promise<Map<string, RoomHead>> {
-  const { rows } = await sql<Parameters<typeof toHead>[0]>`
-    SELECT room_id, room_version, creator, owner, epoch, max_depth, last_stream_ordering FROM rooms
-    WHERE room_id = ANY(${[...roomIds]}::text[]) ORDER BY room_id FOR UPDATE`.execute(trx)
+  // `= ANY(array)`: one statement text whatever the number of rooms (prepared once).
+  const rows = await headSelect(trx)
+    .where(sql<boolean>`room_id = ANY(${[...roomIds]}::text[])`)
+    .orderBy('room_id')
+    .forUpdate()
+    .execute()
   return new Map(rows.map((row) => [row.room_id, toHead(row)]))
 }
 
@@ -209,10 +202,11 @@ export async function getBackwardExtremities(db: Db, roomId: string): Promise<st
 }
 
 function headQuery(db: Db, roomId: string) {
-  return db
-    .selectFrom('rooms')
-    .select(['room_id', 'room_version', 'creator', 'owner', 'epoch', 'max_depth', 'last_stream_ordering'])
-    .where('room_id', '=', roomId)
+  return headSelect(db).where('room_id', '=', roomId)
+}
+
+function headSelect(db: Db) {
+  return db.selectFrom('rooms').select(['room_id', 'room_version', 'creator', 'owner', 'epoch', 'max_depth', 'last_stream_ordering'])
 }
 
 function toHead(row: {

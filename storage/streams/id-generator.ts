@@ -208,7 +208,7 @@ class IdGenerator implements MultiWriterIdGenerator {
   }
 
   async transaction<T>(fn: (trx: Transaction<Database>, allocate: AllocateIds) => Promise<T>): Promise<T> {
-    if (this.#closed) throw new StorageError('ES_UNAVAILABLE', `the ${this.stream} ID generator of ${this.writer} is closed`)
+    this.#assertOpen()
     const allocated: AllocatedId[] = []
     let open = true
     const allocate = async (trx: Transaction<Database>, n: number, rooms: readonly string[] | undefined): Promise<bigint[]> => {
@@ -259,7 +259,7 @@ class IdGenerator implements MultiWriterIdGenerator {
     rooms: readonly string[] | undefined,
     run: (db: Kysely<Database>, sequence: string) => Promise<{ readonly ids: readonly bigint[]; readonly result: T }>,
   ): Promise<T> {
-    if (this.#closed) throw new StorageError('ES_UNAVAILABLE', `the ${this.stream} ID generator of ${this.writer} is closed`)
+    this.#assertOpen()
     if (this.stream !== 'events') throw new StorageError('ES_INVALID_PARAM', 'statement() allocates positive IDs: events stream only')
     const fetch = this.#state.beginFetch()
     let outcome: { readonly ids: readonly bigint[]; readonly result: T }
@@ -280,6 +280,10 @@ class IdGenerator implements MultiWriterIdGenerator {
     this.#followPeers()
     await this.#announce(false)
     return outcome.result
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new StorageError('ES_UNAVAILABLE', `the ${this.stream} ID generator of ${this.writer} is closed`)
   }
 
   async close(): Promise<void> {
