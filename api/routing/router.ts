@@ -1,12 +1,11 @@
-import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http'
-import type { AddressInfo } from 'node:net'
-import type { Readable } from 'node:stream'
+import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net'
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
-import { Pool } from 'undici'
 import type { ShardMap } from '../../persisters/shard-map.js'
 import type { Logger } from '../../storage/logger.js'
 import { httpLatencyBuckets } from '../http-metrics.js'
-import { classifyRequest } from './path-table.js'
+import { BodyTracker, headerValue, headLength, HttpParseError, parseRequestHead, parseResponseHead, serializeHead, type BodyFraming, type RequestHead, type ResponseHead } from './http1.js'
+import { classifyRequest, type Route } from './path-table.js'
+import { ConnectError, originOf, UpstreamPool } from './upstream-pool.js'
 import { createUpstreamSet, type RouterUpstreams, type Upstream, type UpstreamSet } from './upstream-set.js'
 import { userKeyFromRequest } from './user-key.js'
 
@@ -63,18 +62,35 @@ const publicPrefixes = ['/_matrix/', '/_synapse/', '/.well-known/matrix/']
 const idempotentMethods = new Set(['GET', 'HEAD', 'PUT', 'DELETE', 'OPTIONS'])
 
 /** Errors that prove the request never reached the upstream: safe to send elsewhere, any method. */
-const notDeliveredCodes = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'UND_ERR_CONNECT_TIMEOUT'])
+const notDeliveredCodes = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'CONNECT_TIMEOUT'])
 
-/** Hop-by-hop headers (RFC 9110 7.6.1) plus `expect`, which the proxy answers itself. */
-const hopByHop = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'expect', 'proxy-authorization', 'proxy-authenticate'])
+/** An idle client connection closes after this long (node:http's default keep-alive timeout). */
+const clientKeepAliveMs = 5_000
+/** A client has this long to send a complete request head (node:http's `headersTimeout`). */
+const headersTimeoutMs = 60_000
+/** Opening a connection to an upstream gives up after this long (then: not delivered). */
+const connectTimeoutMs = 10_000
+/** Bytes a client may pipeline behind a request in flight before the router stops reading. */
+const maxPipelinedBytes = 1024 * 1024
+
+const emptyBuffer: Buffer = Buffer.alloc(0)
+const continueLine = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n', 'latin1')
+const reasons: Record<number, string> = { 200: 'OK', 400: 'Bad Request', 404: 'Not Found', 431: 'Request Header Fields Too Large', 502: 'Bad Gateway', 503: 'Service Unavailable' }
 
 /**
  * A small reverse proxy for `myelin cluster`: classifies each client request with the seed's
- * path table (`path-table.ts`) and forwards it over keep-alive undici pools, streaming bodies both
- * ways and preserving status and headers (minus hop-by-hop ones); adds `X-Forwarded-For` and
- * `X-Forwarded-Proto`. Only `/_matrix/`, `/_synapse/` and `/.well-known/matrix/` are forwarded:
- * the router answers `/health` itself and 404 `M_UNRECOGNIZED` for anything else (the workers'
- * `/metrics` stays off the client port).
+ * path table (`path-table.ts`) and forwards it over keep-alive connections to the upstreams,
+ * bodies streaming both ways byte for byte, status and headers preserved (minus hop-by-hop
+ * ones); adds `X-Forwarded-For` and `X-Forwarded-Proto`. Only `/_matrix/`, `/_synapse/` and
+ * `/.well-known/matrix/` are forwarded: the router answers `/health` itself and 404
+ * `M_UNRECOGNIZED` for anything else (the workers' `/metrics` stays off the client port).
+ *
+ * It speaks HTTP/1.1 on plain sockets (`http1.ts`) rather than through node:http and an HTTP
+ * client: every client send crosses it, and the general-purpose stacks cost about three times
+ * the CPU per request (measured: 130–180 µs against 50–65 µs, `scripts/bench/RESULTS.md`).
+ * Messages are parsed strictly (no bare LF, no folding, one Content-Length, not both framings):
+ * a malformed request gets 400 (431 for a head over 16 KiB) and its connection closes.
+ * `Expect: 100-continue` is answered by the router.
  *
  * Failure handling, per request, over the plan of `UpstreamSet.plan`:
  * - connection refused / unreachable / connect timeout: the request was not delivered; the
@@ -85,8 +101,8 @@ const hopByHop = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 
  * - when no attempt succeeds the client gets a Matrix error with `retry_after_ms`: 503 if nothing
  *   was delivered, 502 otherwise;
  * - a failure after the response head was sent ends the client connection (the status is gone).
- * A client that disconnects aborts its upstream request; nothing a client does throws out of the
- * request handler.
+ * A client that disconnects aborts its upstream request (the upstream connection closes); nothing
+ * a client does throws out of the connection handler.
  *
  * @example
  * const router = createRouter({
@@ -105,105 +121,172 @@ export function createRouter(options: RouterOptions): Router {
   const retryAfterMs = options.retryAfterMs ?? 1000
   const setOptions = { shardMap: options.shardMap, downMs: options.downMs ?? 1000, clock: options.clock ?? Date.now }
   let current: UpstreamSet = createUpstreamSet(options.upstreams, setOptions)
-  const pools = new Map<string, Pool>()
+  const pool = new UpstreamPool(options.keepAliveTimeoutMs ?? 30_000, connectTimeoutMs)
   const metrics = options.registry === undefined ? undefined : routerMetrics(options.registry)
+  const connections = new Set<ClientConnection>()
+  let closing = false
 
-  const originOf = (u: Upstream): string => `http://${u.host.includes(':') ? `[${u.host}]` : u.host}:${u.port}`
-
-  function poolFor(upstream: Upstream): Pool {
-    const origin = originOf(upstream)
-    let pool = pools.get(origin)
-    if (!pool) {
-      pool = new Pool(origin, { connections: null, keepAliveTimeout: options.keepAliveTimeoutMs ?? 30_000 })
-      pools.set(origin, pool)
-    }
-    return pool
-  }
-
-  function retirePools(keep: RouterUpstreams): void {
-    const live = new Set([...keep.api, ...keep.persisters.values()].map(originOf))
-    for (const [origin, pool] of pools) {
-      if (live.has(origin)) continue
-      pools.delete(origin)
-      pool.close().catch((err: unknown) => log.debug({ err }, 'closing a retired upstream pool failed'))
-    }
-  }
-
-  const server = createServer((req, res) => {
-    handle(req, res).catch((err: unknown) => {
-      log.error({ err }, 'request handling failed')
-      if (!res.headersSent && !res.destroyed) sendError(res, 502, 'bad gateway')
-      else res.destroy()
-    })
+  const server = createNetServer({ noDelay: true }, (socket) => {
+    const connection = new ClientConnection(socket, handle, log)
+    connections.add(connection)
+    socket.once('close', () => connections.delete(connection))
+    connection.start()
   })
-  server.on('clientError', (err, socket) => {
-    log.debug({ err }, 'client connection error')
-    socket.destroy()
-  })
+  server.on('error', (err) => log.error({ err }, 'router listener failed'))
 
-  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const method = (req.method ?? 'GET').toUpperCase()
-    const path = req.url ?? '/'
+  /** Handles one request; resolves true when the connection must close after it. */
+  async function handle(conn: ClientConnection, head: RequestHead): Promise<boolean> {
+    const method = head.method.toUpperCase()
+    const path = head.target
     if (!publicPrefixes.some((prefix) => path.startsWith(prefix))) {
       // Workers also serve /metrics and /health on their ports: those stay internal.
-      if (path === '/health') res.writeHead(200, { 'content-type': 'text/plain' }).end('OK')
-      else sendError(res, 404, 'Unrecognized request', undefined, 'M_UNRECOGNIZED')
-      return
+      const done = conn.body.discard()
+      if (path === '/health' && method === 'GET') conn.answer(200, 'OK', 'text/plain', closing)
+      else conn.answer(404, matrixError('M_UNRECOGNIZED', 'Unrecognized request'), 'application/json', closing)
+      return (await done) || closing
     }
     const route = classifyRequest(method, path)
-    if (metrics !== undefined) {
-      const stopTimer = metrics.duration.startTimer({ route: route.kind })
-      metrics.inFlight.inc()
-      res.once('close', () => {
-        metrics.inFlight.dec()
-        stopTimer({ status: res.headersSent ? String(res.statusCode) : 'aborted' })
-      })
+    const stopTimer = metrics?.duration.startTimer({ route: route.kind })
+    metrics?.inFlight.inc()
+    let status: string = 'aborted'
+    try {
+      const result = await forward(conn, head, method, route)
+      status = result.status
+      return result.close
+    } finally {
+      metrics?.inFlight.dec()
+      stopTimer?.({ status })
     }
-    const upstreams = current.plan(route, route.kind === 'sync' ? userKeyFromRequest(req.headers.authorization, path) : undefined)
-    const aborter = new AbortController()
-    res.on('close', () => {
-      if (!res.writableFinished) aborter.abort()
-    })
-    req.on('error', (err) => log.debug({ err }, 'client request stream failed'))
-    res.on('error', (err) => log.debug({ err }, 'client response stream failed'))
+  }
 
-    const body = await readBody(req, maxReplayBodyBytes)
-    if (body === undefined || aborter.signal.aborted) {
-      res.destroy()
-      return
-    }
-    const replayable = body.kind !== 'stream'
-    const headers = forwardHeaders(req, body)
+  async function forward(conn: ClientConnection, head: RequestHead, method: string, route: Route): Promise<{ status: string; close: boolean }> {
+    const upstreams = current.plan(route, route.kind === 'sync' ? userKeyFromRequest(headerValue(head.headers, 'authorization'), head.target) : undefined)
+    const replayable = head.framing.kind === 'none' || (head.framing.kind === 'length' && head.framing.bytes <= maxReplayBodyBytes)
+    if (head.expectContinue && head.framing.kind !== 'none' && !conn.write(continueLine)) await conn.drained()
+    const body = replayable ? await conn.body.buffered() : undefined
+    if (conn.gone) return { status: 'aborted', close: true }
+    const requestHead = forwardedHead(head, conn.remoteAddress)
     let delivered = false
     for (const [attempt, upstream] of upstreams.entries()) {
       try {
-        const response = await poolFor(upstream).request({
-          path,
-          method,
-          headers,
-          body: body.kind === 'stream' ? req : body.kind === 'buffer' ? body.data : null,
-          signal: aborter.signal,
-        })
-        log.debug({ route: route.kind, upstream: upstream.name, status: response.statusCode, attempt }, 'proxied')
-        res.writeHead(response.statusCode, responseHeaders(response.headers))
-        const err = await relay(response.body, res)
-        if (err !== undefined && !aborter.signal.aborted) log.warn({ err, upstream: upstream.name }, 'response body failed mid-stream')
-        return
+        const outcome = await exchange(conn, upstream, requestHead, body, method, head.close || closing)
+        log.debug({ route: route.kind, upstream: upstream.name, status: outcome.status, attempt }, 'proxied')
+        return outcome
       } catch (err) {
-        if (aborter.signal.aborted) return
-        const code = (err as { code?: unknown }).code
-        const notDelivered = typeof code === 'string' && notDeliveredCodes.has(code)
+        if (conn.gone) return { status: 'aborted', close: true }
+        if (err instanceof ExchangeError && err.afterHead) {
+          log.warn({ err: err.cause, upstream: upstream.name }, 'response failed mid-stream')
+          conn.destroy()
+          return { status: err.status, close: true }
+        }
+        const notDelivered = err instanceof ConnectError && notDeliveredCodes.has(err.code)
         if (notDelivered) current.markDown(upstream)
         else delivered = true
         metrics?.upstreamFailures.inc({ upstream: upstream.name, delivered: String(!notDelivered) })
         const retry = replayable && (notDelivered || idempotentMethods.has(method))
-        log.warn({ err, route: route.kind, upstream: upstream.name, attempt, retry }, 'upstream request failed')
+        log.warn({ err: err instanceof ExchangeError ? err.cause : err, route: route.kind, upstream: upstream.name, attempt, retry }, 'upstream request failed')
         if (!retry) break
       }
     }
     if (upstreams.length === 0) log.error({ route: route.kind }, 'no upstream for request')
-    if (delivered) sendError(res, 502, 'an upstream failed while handling the request', retryAfterMs)
-    else sendError(res, 503, 'no upstream is available', retryAfterMs)
+    const status = delivered ? 502 : 503
+    const done = conn.body.discard()
+    conn.answer(status, matrixError('M_UNKNOWN', delivered ? 'an upstream failed while handling the request' : 'no upstream is available', retryAfterMs), 'application/json', head.close || closing)
+    return { status: String(status), close: (await done) || head.close || closing }
+  }
+
+  /**
+   * One attempt: sends the request to `upstream` and relays its response to the client.
+   * Resolves when the response is complete; rejects with `ConnectError` (not delivered) or
+   * `ExchangeError` (delivered, before or after the response head).
+   */
+  async function exchange(conn: ClientConnection, upstream: Upstream, requestHead: Buffer, body: Buffer | undefined, method: string, closeAfter: boolean): Promise<{ status: string; close: boolean }> {
+    const { socket } = await pool.acquire(upstream.host, upstream.port)
+    if (conn.gone) {
+      socket.destroy()
+      return { status: 'aborted', close: true }
+    }
+    return new Promise((resolve, reject) => {
+      let head = emptyBuffer
+      let response: ResponseHead | undefined
+      let tracker: BodyTracker | undefined
+      let close = closeAfter
+      let requestSent = body !== undefined
+      const finish = (keep: boolean): void => {
+        cleanup()
+        pool.release(upstream.host, upstream.port, socket, keep && requestSent && response?.close === false)
+        resolve({ status: String(response?.status ?? 0), close })
+      }
+      const fail = (cause: unknown): void => {
+        cleanup()
+        socket.destroy()
+        reject(new ExchangeError(cause, response !== undefined, String(response?.status ?? 502)))
+      }
+      const onData = (chunk: Buffer): void => {
+        try {
+          if (response === undefined) {
+            head = head.length === 0 ? chunk : Buffer.concat([head, chunk])
+            let length = headLength(head)
+            while (length !== -1) {
+              const parsed = parseResponseHead(head, length, method)
+              const rest = head.subarray(length)
+              if (parsed.status >= 200) {
+                response = parsed
+                chunk = rest
+                break
+              }
+              conn.write(serializeHead(parsed.statusLine, parsed.headers)) // 1xx: relayed, then the real head
+              head = rest
+              length = headLength(head)
+            }
+            if (response === undefined) return
+            close ||= response.framing.kind === 'close'
+            const keep = response.framing.kind === 'chunked' ? chunkedKept : undefined
+            conn.write(serializeHead(response.statusLine, response.headers, close ? connectionClose : [], keep))
+            tracker = new BodyTracker(response.framing, 502)
+          }
+          const { used, done } = (tracker as BodyTracker).take(chunk)
+          if (used > 0 && !conn.write(used === chunk.length ? chunk : chunk.subarray(0, used))) {
+            socket.pause()
+            void conn.drained().then(() => socket.resume())
+          }
+          if (done) finish(used === chunk.length)
+        } catch (err) {
+          fail(err)
+        }
+      }
+      const onEnd = (): void => {
+        if (response?.framing.kind === 'close') finish(false)
+        else fail(new Error('upstream closed the connection before the response was complete'))
+      }
+      const onError = (err: Error): void => fail(err)
+      const cleanup = (): void => {
+        socket.off('data', onData)
+        socket.off('end', onEnd)
+        socket.off('error', onError)
+        socket.off('close', onEnd)
+        conn.onGone = undefined
+        conn.body.unpipe()
+      }
+      conn.onGone = () => {
+        cleanup()
+        socket.destroy()
+        resolve({ status: 'aborted', close: true })
+      }
+      socket.on('data', onData)
+      socket.once('end', onEnd)
+      socket.once('close', onEnd)
+      socket.on('error', onError)
+      socket.write(requestHead)
+      if (body !== undefined) {
+        if (body.length > 0) socket.write(body)
+      } else {
+        conn.body.pipe(socket).then(
+          () => (requestSent = true),
+          () => {},
+        )
+      }
+    })
   }
 
   return {
@@ -220,7 +303,7 @@ export function createRouter(options: RouterOptions): Router {
     },
     setUpstreams(upstreams) {
       current = createUpstreamSet(upstreams, setOptions)
-      retirePools(current.upstreams)
+      pool.retire(new Set([...current.upstreams.api, ...current.upstreams.persisters.values()].map((u) => originOf(u.host, u.port))))
       log.info(
         { api: current.upstreams.api.map((u) => `${u.name}:${u.port}`), persisters: [...current.upstreams.persisters.values()].map((u) => `${u.name}:${u.port}`) },
         'upstreams updated',
@@ -228,14 +311,293 @@ export function createRouter(options: RouterOptions): Router {
     },
     upstreams: () => current.upstreams,
     async close(graceMs = 5000) {
+      closing = true
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))
-      server.closeIdleConnections()
-      const timer = setTimeout(() => server.closeAllConnections(), graceMs)
+      for (const connection of connections) connection.closeIfIdle()
+      const timer = setTimeout(() => {
+        for (const connection of connections) connection.destroy()
+      }, graceMs)
       await closed
       clearTimeout(timer)
-      await Promise.all([...pools.values()].map((pool) => pool.destroy()))
-      pools.clear()
+      pool.close()
     },
+  }
+}
+
+const connectionClose = ['connection: close']
+const chunkedKept: ReadonlySet<string> = new Set(['transfer-encoding'])
+
+/** A failed attempt after the request was (or may have been) delivered. */
+class ExchangeError extends Error {
+  constructor(
+    override readonly cause: unknown,
+    /** The response head already went to the client. */
+    readonly afterHead: boolean,
+    readonly status: string,
+  ) {
+    super(cause instanceof Error ? cause.message : String(cause))
+    this.name = 'ExchangeError'
+  }
+}
+
+/** The request head as the upstream gets it: hop-by-hop headers out, X-Forwarded-* in. */
+function forwardedHead(head: RequestHead, peer: string | undefined): Buffer {
+  const headers = head.headers.filter((h) => h.lower !== 'x-forwarded-for' && h.lower !== 'x-forwarded-proto' && !(head.framing.kind === 'none' && h.lower === 'content-length'))
+  const extra: string[] = []
+  const prior = headerValue(head.headers, 'x-forwarded-for')
+  if (peer !== undefined) extra.push(`x-forwarded-for: ${prior ? `${prior}, ${peer}` : peer}`)
+  else if (prior !== undefined) extra.push(`x-forwarded-for: ${prior}`)
+  extra.push('x-forwarded-proto: http')
+  return serializeHead(`${head.method} ${head.target} HTTP/1.1`, headers, extra, head.framing.kind === 'chunked' ? chunkedKept : undefined)
+}
+
+function matrixError(errcode: string, error: string, retryAfterMs?: number): string {
+  return JSON.stringify({ errcode, error, ...(retryAfterMs === undefined ? {} : { retry_after_ms: retryAfterMs }) })
+}
+
+type RequestHandler = (conn: ClientConnection, head: RequestHead) => Promise<boolean>
+
+/**
+ * One client connection: reads request heads one at a time (pipelined requests wait their
+ * turn), hands each to the handler with its body, and closes on malformed input, on a handler
+ * that asks for it, when idle for `clientKeepAliveMs`, or when a head takes over
+ * `headersTimeoutMs`.
+ */
+class ClientConnection {
+  /** Bytes read but not consumed by a request yet. */
+  #pending = emptyBuffer
+  #busy = false
+  #closing = false
+  gone = false
+  /** Set while an upstream exchange runs: called when the client goes away. */
+  onGone: (() => void) | undefined
+  body: RequestBody = new RequestBody(this, { kind: 'none' })
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly handler: RequestHandler,
+    private readonly log: Logger,
+  ) {}
+
+  get remoteAddress(): string | undefined {
+    return this.socket.remoteAddress
+  }
+
+  start(): void {
+    const socket = this.socket
+    socket.on('error', (err) => this.log.debug({ err }, 'client connection error'))
+    socket.on('timeout', () => {
+      if (!this.#busy) socket.destroy()
+    })
+    socket.on('data', (chunk: Buffer) => {
+      const rest = this.body.feed(chunk)
+      if (rest.length > 0) this.#pending = this.#pending.length === 0 ? rest : Buffer.concat([this.#pending, rest])
+      if (this.#busy) {
+        if (this.#pending.length > maxPipelinedBytes) socket.pause()
+      } else {
+        this.#next()
+      }
+    })
+    socket.once('close', () => {
+      this.gone = true
+      this.onGone?.()
+    })
+    socket.setTimeout(clientKeepAliveMs)
+  }
+
+  /** Writes to the client; false when the caller should wait for `drained()`. */
+  write(data: Buffer): boolean {
+    return this.gone ? true : this.socket.write(data)
+  }
+
+  drained(): Promise<void> {
+    return this.gone || !this.socket.writableNeedDrain ? Promise.resolve() : new Promise((resolve) => {
+      const done = (): void => {
+        this.socket.off('drain', done)
+        this.socket.off('close', done)
+        resolve()
+      }
+      this.socket.once('drain', done)
+      this.socket.once('close', done)
+    })
+  }
+
+  /** Writes a whole answer of the router's own. */
+  answer(status: number, body: string, contentType: string, close: boolean): void {
+    const bytes = Buffer.from(body)
+    const head = `HTTP/1.1 ${status} ${reasons[status] ?? ''}\r\ncontent-type: ${contentType}\r\ncontent-length: ${bytes.length}\r\n${close ? 'connection: close\r\n' : ''}\r\n`
+    this.write(Buffer.concat([Buffer.from(head, 'latin1'), bytes]))
+  }
+
+  destroy(): void {
+    this.socket.destroy()
+  }
+
+  /** Closes the connection now when no request is in flight, else after it (router shutdown). */
+  closeIfIdle(): void {
+    this.#closing = true
+    if (!this.#busy) this.socket.destroy()
+  }
+
+  #next(): void {
+    if (this.#busy || this.gone) return
+    const socket = this.socket
+    if (this.#closing) {
+      socket.end()
+      return
+    }
+    let head: RequestHead
+    try {
+      const length = headLength(this.#pending)
+      if (length === -1) {
+        socket.setTimeout(this.#pending.length === 0 ? clientKeepAliveMs : headersTimeoutMs)
+        return
+      }
+      head = parseRequestHead(this.#pending, length)
+      this.#pending = this.#pending.subarray(length)
+    } catch (err) {
+      this.#reject(err)
+      return
+    }
+    this.#busy = true
+    socket.setTimeout(0)
+    this.body = new RequestBody(this, head.framing)
+    const initial = this.#pending
+    this.#pending = emptyBuffer
+    const rest = this.body.feed(initial)
+    this.#pending = rest
+    this.handler(this, head).then(
+      (close) => this.#finish(close),
+      (err: unknown) => {
+        this.log.error({ err }, 'request handling failed')
+        socket.destroy()
+      },
+    )
+  }
+
+  #finish(close: boolean): void {
+    this.#busy = false
+    if (close || this.#closing) {
+      this.socket.end()
+      return
+    }
+    if (this.socket.isPaused()) this.socket.resume()
+    this.#next()
+  }
+
+  /** A malformed request: its status, then close (the rest of the stream cannot be trusted). */
+  #reject(err: unknown): void {
+    const status = err instanceof HttpParseError && err.status !== 502 ? err.status : 400
+    this.log.debug({ err }, 'malformed request')
+    this.answer(status, matrixError('M_UNKNOWN', err instanceof Error ? err.message : 'malformed request'), 'application/json', true)
+    this.#closing = true
+    this.socket.end()
+  }
+
+  /** Malformed body framing mid-request: nothing more can be read from this connection. */
+  bodyFailed(err: unknown): void {
+    this.log.debug({ err }, 'malformed request body')
+    this.onGone?.()
+    this.socket.destroy()
+  }
+
+  pauseReading(): void {
+    this.socket.pause()
+  }
+
+  resumeReading(): void {
+    this.socket.resume()
+  }
+}
+
+/**
+ * The body of the request in flight, as its bytes arrive: held until the handler decides to
+ * buffer it whole (`buffered`), stream it into an upstream (`pipe`), or drop it (`discard`).
+ */
+class RequestBody {
+  readonly #tracker: BodyTracker
+  #held: Buffer[] = []
+  #sink: Socket | undefined
+  #discarding = false
+  #failed = false
+  #waiters: (() => void)[] = []
+
+  constructor(
+    private readonly conn: ClientConnection,
+    framing: BodyFraming,
+  ) {
+    this.#tracker = new BodyTracker(framing, 400)
+  }
+
+  get done(): boolean {
+    return this.#tracker.done
+  }
+
+  /** Takes the body's share of `chunk`; returns what follows the body (the next request). */
+  feed(chunk: Buffer): Buffer {
+    if (this.#tracker.done || this.#failed) return chunk
+    let used: number
+    try {
+      used = this.#tracker.take(chunk).used
+    } catch (err) {
+      this.#failed = true
+      this.conn.bodyFailed(err)
+      return emptyBuffer
+    }
+    const part = used === chunk.length ? chunk : chunk.subarray(0, used)
+    if (this.#sink !== undefined) {
+      if (!this.#sink.write(part)) {
+        this.conn.pauseReading()
+        this.#sink.once('drain', () => this.conn.resumeReading())
+      }
+    } else if (!this.#discarding && part.length > 0) {
+      this.#held.push(part)
+    }
+    if (this.#tracker.done) for (const wake of this.#waiters.splice(0)) wake()
+    return used === chunk.length ? emptyBuffer : chunk.subarray(used)
+  }
+
+  #complete(): Promise<boolean> {
+    if (this.#tracker.done) return Promise.resolve(true)
+    if (this.conn.gone || this.#failed) return Promise.resolve(false)
+    return new Promise((resolve) => {
+      this.#waiters.push(() => resolve(true))
+      const previous = this.conn.onGone
+      this.conn.onGone = () => {
+        previous?.()
+        resolve(false)
+      }
+    })
+  }
+
+  /** The whole body (for bodies small enough to replay); empty if the client left first. */
+  async buffered(): Promise<Buffer> {
+    await this.#complete()
+    return this.#held.length === 1 ? (this.#held[0] as Buffer) : Buffer.concat(this.#held)
+  }
+
+  /** Streams the body into `socket`, held bytes first; resolves once all of it was written. */
+  async pipe(socket: Socket): Promise<void> {
+    this.#sink = socket
+    for (const part of this.#held.splice(0)) socket.write(part)
+    if (!(await this.#complete())) throw new Error('client left before its request body was complete')
+  }
+
+  /** Stops streaming into the current upstream (the attempt ended). */
+  unpipe(): void {
+    this.#sink = undefined
+    this.#discarding = true
+    this.conn.resumeReading()
+  }
+
+  /**
+   * Drops the rest of the body (the router answers without forwarding it); resolves once it has
+   * been read, true when the connection cannot be reused (the client left or the framing broke).
+   */
+  async discard(): Promise<boolean> {
+    this.#discarding = true
+    this.#held = []
+    return !(await this.#complete())
   }
 }
 
@@ -256,94 +618,4 @@ function routerMetrics(registry: Registry) {
       registers: [registry],
     }),
   }
-}
-
-/**
- * Pipes an upstream body into the client response; resolves when the response is done (or
- * destroyed), with the body's error if it failed. `stream.pipeline` did the same but allocated
- * an AbortController per call and aborted it on every finish: a DOMException with a stack trace
- * per proxied request, 5% of the router's CPU.
- */
-function relay(body: Readable, res: ServerResponse): Promise<Error | undefined> {
-  return new Promise((resolve) => {
-    let failure: Error | undefined
-    body.once('error', (err) => {
-      failure = err
-      res.destroy(err)
-    })
-    res.once('close', () => {
-      if (!body.readableEnded) body.destroy()
-      resolve(failure)
-    })
-    body.pipe(res)
-  })
-}
-
-type RequestBody = { kind: 'none' } | { kind: 'buffer'; data: Buffer } | { kind: 'stream' }
-
-/**
- * Buffers small bodies (replayable) and leaves large or chunked ones to stream; `undefined` when
- * the client's body failed before it was complete.
- */
-async function readBody(req: IncomingMessage, maxReplayBodyBytes: number): Promise<RequestBody | undefined> {
-  const lengthHeader = req.headers['content-length']
-  if (req.headers['transfer-encoding'] !== undefined) return { kind: 'stream' }
-  if (lengthHeader === undefined || lengthHeader === '0') return { kind: 'none' }
-  const length = Number(lengthHeader)
-  if (!Number.isSafeInteger(length) || length > maxReplayBodyBytes) return { kind: 'stream' }
-  const chunks: Buffer[] = []
-  try {
-    for await (const chunk of req) chunks.push(chunk as Buffer)
-  } catch {
-    return undefined
-  }
-  return { kind: 'buffer', data: Buffer.concat(chunks) }
-}
-
-function forwardHeaders(req: IncomingMessage, body: RequestBody): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = {}
-  const connectionTokens = new Set(
-    String(req.headers.connection ?? '')
-      .split(',')
-      .map((t) => t.trim().toLowerCase())
-      .filter((t) => t.length > 0),
-  )
-  for (const [name, value] of Object.entries(req.headers)) {
-    if (value === undefined || hopByHop.has(name) || connectionTokens.has(name)) continue
-    out[name] = value
-  }
-  if (body.kind === 'buffer') out['content-length'] = String(body.data.length)
-  else if (body.kind === 'none') delete out['content-length']
-  const peer = req.socket.remoteAddress
-  if (peer !== undefined) {
-    const prior = req.headers['x-forwarded-for']
-    out['x-forwarded-for'] = prior ? `${String(prior)}, ${peer}` : peer
-  }
-  out['x-forwarded-proto'] = 'http'
-  return out
-}
-
-function responseHeaders(headers: IncomingHttpHeaders): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = {}
-  const connectionTokens = new Set(
-    String(headers.connection ?? '')
-      .split(',')
-      .map((t) => t.trim().toLowerCase()),
-  )
-  for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || hopByHop.has(name) || connectionTokens.has(name)) continue
-    out[name] = value
-  }
-  return out
-}
-
-/** A Matrix error answer from the router itself. */
-function sendError(res: ServerResponse, status: number, error: string, retryAfterMs?: number, errcode = 'M_UNKNOWN'): void {
-  if (res.headersSent || res.destroyed) {
-    res.destroy()
-    return
-  }
-  const body = JSON.stringify({ errcode, error, ...(retryAfterMs === undefined ? {} : { retry_after_ms: retryAfterMs }) })
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
-  res.end(body)
 }
