@@ -86,8 +86,9 @@ const reasons: Record<number, string> = { 200: 'OK', 400: 'Bad Request', 404: 'N
  * `M_UNRECOGNIZED` for anything else (the workers' `/metrics` stays off the client port).
  *
  * It speaks HTTP/1.1 on plain sockets (`http1.ts`) rather than through node:http and an HTTP
- * client: every client send crosses it, and the general-purpose stacks cost about three times
- * the CPU per request (measured: 130–180 µs against 50–65 µs, `scripts/bench/RESULTS.md`).
+ * client: every client send crosses it, and the earlier node:http + undici router cost about
+ * twice the CPU per proxied send (100–170 µs against 52–90 µs back to back; the `router`
+ * benchmark of `make bench`, `scripts/bench/RESULTS.md`).
  * Messages are parsed strictly (no bare LF, no folding, one Content-Length, not both framings):
  * a malformed request gets 400 (431 for a head over 16 KiB) and its connection closes.
  * `Expect: 100-continue` is answered by the router.
@@ -224,8 +225,11 @@ export function createRouter(options: RouterOptions): Router {
       }
       const onData = (chunk: Buffer): void => {
         try {
+          // The head and the body bytes of one read leave in one write (one syscall).
+          let out: Buffer[] | undefined
           if (response === undefined) {
             head = head.length === 0 ? chunk : Buffer.concat([head, chunk])
+            out = []
             let length = headLength(head)
             while (length !== -1) {
               const parsed = parseResponseHead(head, length, method)
@@ -235,18 +239,22 @@ export function createRouter(options: RouterOptions): Router {
                 chunk = rest
                 break
               }
-              conn.write(serializeHead(parsed.statusLine, parsed.headers)) // 1xx: relayed, then the real head
+              out.push(serializeHead(parsed.statusLine, parsed.headers)) // 1xx: relayed, then the real head
               head = rest
               length = headLength(head)
             }
-            if (response === undefined) return
+            if (response === undefined) {
+              if (out.length > 0) conn.write(Buffer.concat(out))
+              return
+            }
             close ||= response.framing.kind === 'close'
             const keep = response.framing.kind === 'chunked' ? chunkedKept : undefined
-            conn.write(serializeHead(response.statusLine, response.headers, close ? connectionClose : [], keep))
+            out.push(serializeHead(response.statusLine, response.headers, close ? connectionClose : [], keep))
             tracker = new BodyTracker(response.framing, 502)
           }
           const { used, done } = (tracker as BodyTracker).take(chunk)
-          if (used > 0 && !conn.write(used === chunk.length ? chunk : chunk.subarray(0, used))) {
+          if (used > 0) (out ??= []).push(used === chunk.length ? chunk : chunk.subarray(0, used))
+          if (out !== undefined && out.length > 0 && !conn.write(out.length === 1 ? (out[0] as Buffer) : Buffer.concat(out))) {
             socket.pause()
             void conn.drained().then(() => socket.resume())
           }
@@ -277,10 +285,10 @@ export function createRouter(options: RouterOptions): Router {
       socket.once('end', onEnd)
       socket.once('close', onEnd)
       socket.on('error', onError)
-      socket.write(requestHead)
       if (body !== undefined) {
-        if (body.length > 0) socket.write(body)
+        socket.write(body.length === 0 ? requestHead : Buffer.concat([requestHead, body]))
       } else {
+        socket.write(requestHead)
         conn.body.pipe(socket).then(
           () => (requestSent = true),
           () => {},

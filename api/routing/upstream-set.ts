@@ -61,7 +61,13 @@ export function createUpstreamSet(upstreams: RouterUpstreams, options: UpstreamS
   let nextIndex = 0
 
   const key = (u: Upstream): string => `${u.name}@${u.host}:${u.port}`
-  const isDown = (u: Upstream): boolean => (downUntil.get(key(u)) ?? 0) > options.clock()
+  const isDown = (u: Upstream): boolean => {
+    const until = downUntil.get(key(u))
+    if (until === undefined) return false
+    if (until > options.clock()) return true
+    downUntil.delete(key(u))
+    return false
+  }
 
   function rotation(): Upstream[] {
     if (api.length === 0) return []
@@ -70,11 +76,16 @@ export function createUpstreamSet(upstreams: RouterUpstreams, options: UpstreamS
     return [...api.slice(start), ...api.slice(0, start)]
   }
 
+  // Owners are pure functions of the set (hashes per writer): remembered, since every request asks.
+  const roomOwner = remembered((roomId: string) => options.shardMap.ownerOf(roomId))
+  const userWorker = userPicker && remembered((userKey: string) => userPicker.ownerOf(userKey))
+
   function plan(route: Route, userKey: string | undefined): Upstream[] {
     let preferred: Upstream | undefined
-    if (route.kind === 'room-write') preferred = persisters.get(options.shardMap.ownerOf(route.roomId))
-    else if (route.kind === 'sync' && userKey !== undefined && userPicker) preferred = byName.get(userPicker.ownerOf(userKey))
+    if (route.kind === 'room-write') preferred = persisters.get(roomOwner(route.roomId))
+    else if (route.kind === 'sync' && userKey !== undefined && userWorker) preferred = byName.get(userWorker(userKey))
     const ordered = preferred ? [preferred, ...rotation().filter((u) => u !== preferred)] : rotation()
+    if (downUntil.size === 0) return ordered
     const healthy = ordered.filter((u) => !isDown(u))
     return healthy.length === ordered.length ? ordered : [...healthy, ...ordered.filter(isDown)]
   }
@@ -84,6 +95,20 @@ export function createUpstreamSet(upstreams: RouterUpstreams, options: UpstreamS
   }
 
   return Object.freeze({ upstreams: Object.freeze({ api, persisters }), plan, markDown })
+}
+
+/** `fn` with its answers for up to 10,000 recent arguments kept (all forgotten when full). */
+function remembered(fn: (key: string) => string): (key: string) => string {
+  const answers = new Map<string, string>()
+  return (key) => {
+    let answer = answers.get(key)
+    if (answer === undefined) {
+      if (answers.size >= 10_000) answers.clear()
+      answer = fn(key)
+      answers.set(key, answer)
+    }
+    return answer
+  }
 }
 
 /**

@@ -2,7 +2,8 @@
  * The router benchmark: CPU per proxied request of `myelin cluster`'s router, in a process of its
  * own, under the e2e load's request mix (C = 64 clients sending into 32 rooms, keep-alive), next
  * to two baselines measured in the same run on the same upstreams:
- * - `node-http-undici`: the same routing on node:http and undici (what the router used to be);
+ * - `node-http-undici`: a bare forwarder on node:http and an undici Pool with the same routing,
+ *   but none of the router's header filtering, metrics, retries or abort handling;
  * - `tcp-pipe`: connections piped to one upstream, no HTTP parsing (the floor).
  * The upstreams are minimal fastify servers answering like a send. Reported per variant: proxied
  * requests/s and proxy CPU µs per request (medians of the repeats); `ratio` is the router's CPU

@@ -4,8 +4,9 @@
  * with its CPU time so far (`process.cpuUsage()`).
  *
  * Variants: `router` (Myelin's router), `node-http-undici` (the same routing on node:http and an
- * undici Pool: the general-purpose stack the router replaced), `tcp-pipe` (every connection piped
- * to the first persister, no HTTP at all: the floor of any proxy on this machine).
+ * undici Pool, and nothing else: no header filtering, metrics, retries or abort handling),
+ * `tcp-pipe` (every connection piped to the first persister, no HTTP at all: the floor of any
+ * proxy on this machine).
  */
 import { createServer as createHttpServer } from 'node:http'
 import { connect, createServer as createNetServer, type AddressInfo } from 'node:net'
