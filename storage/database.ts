@@ -23,12 +23,19 @@ const types = {
  */
 const preparedStatements = { maxParameters: 64, maxNamed: 1000 }
 const statementNames = new Map<string, string>()
+/** Texts already found to select or return `*` (bounded like the names), so the test runs once per text. */
+const starTexts = new Set<string>()
 const selectsStar = /\b(?:select|returning)\s+(?:distinct\s+)?\*|\.\*/i
 
 function statementName(text: string, parameters: number): string | undefined {
-  if (parameters === 0 || parameters > preparedStatements.maxParameters || selectsStar.test(text)) return undefined
+  if (parameters === 0 || parameters > preparedStatements.maxParameters) return undefined
   let name = statementNames.get(text)
-  if (name === undefined && statementNames.size < preparedStatements.maxNamed) {
+  if (name !== undefined || starTexts.has(text)) return name
+  if (selectsStar.test(text)) {
+    if (starTexts.size < preparedStatements.maxNamed) starTexts.add(text)
+    return undefined
+  }
+  if (statementNames.size < preparedStatements.maxNamed) {
     name = `myelin_${statementNames.size + 1}`
     statementNames.set(text, name)
   }
