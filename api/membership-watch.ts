@@ -1,9 +1,9 @@
 import type { Kysely } from 'kysely'
 import type { Logger } from '../storage/logger.js'
 import type { Database } from '../storage/schema.js'
-import type { Notifier } from '../storage/streams/notifier.js'
 import type { RoomStreamToken } from '../storage/streams/room-stream-token.js'
 import type { StreamTracker } from '../storage/streams/stream-tracker.js'
+import { hintedMembers } from '../storage/streams/writer-position.js'
 import { membershipChanged, membershipChangesBetween } from '../storage/sync.js'
 import { createUserWaiters, type WaitOutcome } from './user-waiters.js'
 
@@ -17,55 +17,72 @@ export interface MembershipWatch {
 
 /**
  * Wakes long-polling syncs on their user's membership changes in rooms they do not follow yet
- * (an invite, a join from another device). One loop per process follows the stream while any
- * sync waits and reads, per advance, which users' memberships changed: one query per advance
- * (fewer under load: advances that arrive during a query are read together), however many
- * syncs wait. A waiter also checks its own user once when it starts, from its `after` token.
+ * (an invite, a join from another device), following every stream advance while any sync waits.
+ *
+ * An advance whose hint lists the users whose membership changed (persisters add them, see
+ * `streamHint`) wakes those users at once, with no query. An advance without such a hint (a
+ * poll while the bus is down, a gap, an older writer) is read from the database: one query per
+ * run of such advances (those that arrive during a query are read together by the next). A
+ * waiter also checks its own user once when it starts, from its `after` token.
+ *
+ * The api worker of the e2e benchmark spent 40 % of its CPU on a query per advance before the
+ * hints (`scripts/bench/RESULTS.md`).
  *
  * @example
- * const watch = createMembershipWatch({ db, tracker, notifier, log })
+ * const watch = createMembershipWatch({ db, tracker, log })
  * const outcome = await watch.wait(userId, upTo.room, 30_000, signal)
  */
-export function createMembershipWatch(options: { db: Kysely<Database>; tracker: StreamTracker; notifier: Notifier; log: Logger }): MembershipWatch {
-  const { db, tracker, notifier } = options
+export function createMembershipWatch(options: { db: Kysely<Database>; tracker: StreamTracker; log: Logger }): MembershipWatch {
+  const { db, tracker } = options
   const log = options.log.child({ component: 'membership-watch' })
-  const waiters = createUserWaiters<RoomStreamToken>({ onEmpty: () => idle?.abort() })
-  let running = false
-  /** Ends the loop's current wait when the last waiter leaves. */
-  let idle: AbortController | undefined
+  const waiters = createUserWaiters<RoomStreamToken>()
+  /** The token every advance so far has been handed out up to (by hint or by query). */
+  let seen = tracker.currentToken()
+  /** Start of a run of unhinted advances still to read, if any. */
+  let unreadFrom: RoomStreamToken | undefined
+  let reading = false
 
-  async function follow(from: RoomStreamToken): Promise<void> {
-    let last = from
+  tracker.onAdvance((_writer, _prev, _next, hint) => {
+    const before = seen
+    seen = tracker.currentToken()
+    if (waiters.size === 0) return
+    const members = hintedMembers(hint)
+    if (members === undefined) {
+      unreadFrom ??= before
+      void readUnhinted()
+    } else {
+      for (const member of members) waiters.wake(member)
+    }
+  })
+
+  /** Reads the membership changes of unhinted advances, one query per run, until none is left. */
+  async function readUnhinted(): Promise<void> {
+    if (reading) return
+    reading = true
     try {
-      while (waiters.size > 0) {
-        idle = new AbortController()
-        const outcome = await notifier.wait({ rooms: 'any', after: last, timeoutMs: 10_000, signal: idle.signal })
-        if (outcome !== 'advanced') continue
-        const upTo = tracker.currentToken()
+      while (unreadFrom !== undefined && waiters.size > 0) {
+        const from = unreadFrom
+        const upTo = seen
+        unreadFrom = undefined
         try {
-          const users = await membershipChangesBetween(db, last, upTo)
-          last = upTo
-          for (const user of users) waiters.wake(user)
+          for (const user of await membershipChangesBetween(db, from, upTo)) waiters.wake(user)
         } catch (err) {
           log.warn({ err }, 'could not read membership changes; retrying')
+          unreadFrom = from
           await new Promise((resolve) => setTimeout(resolve, 250))
         }
       }
     } finally {
-      running = false
-      idle = undefined
+      reading = false
+      if (waiters.size === 0) unreadFrom = undefined
     }
   }
 
   return {
     wait(userId, after, timeoutMs, signal) {
-      // Registered before checking: a change the loop reads from now on wakes this waiter, and
-      // the check covers (after, now]. The loop starts at a token no later than that `now`.
+      // Registered before checking: every advance from now on reaches this waiter (by hint or
+      // by query), and the check covers (after, now].
       const outcome = waiters.wait(userId, after, timeoutMs, signal)
-      if (!running && waiters.size > 0) {
-        running = true
-        void follow(tracker.currentToken())
-      }
       membershipChanged(db, userId, after, tracker.currentToken()).then(
         (changed) => {
           if (changed) waiters.wake(userId, (waitingAfter) => waitingAfter === after)

@@ -8,6 +8,7 @@ import { StorageError } from '../storage/errors.js'
 import type { Logger } from '../storage/logger.js'
 import type { CurrentStateEventsTable, Database, ReplicationRequestsTable } from '../storage/schema.js'
 import type { MultiWriterIdGenerator } from '../storage/streams/id-generator.js'
+import { streamHint } from '../storage/streams/writer-position.js'
 import { authEventKeys, authorizeEvent, checkEventSize, stateKey } from './auth-rules.js'
 import type { AuthEventInput } from './auth-rules.js'
 import { buildPdu } from './build-pdu.js'
@@ -136,7 +137,7 @@ export async function persistBatches(
   const accepted = plans.flatMap((plan) => plan.accepted)
   if (accepted.length > 0) {
     // Sorted IDs dealt out in plan order: each room's events get increasing stream orderings.
-    const ids = (await allocate(accepted.length, roomsWithNewEvents(plans))).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
+    const ids = (await allocate(accepted.length, hintOf(plans))).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
     accepted.forEach((event, i) => {
       event.streamOrdering = ids[i] as bigint
     })
@@ -185,7 +186,7 @@ export async function persistBatchesAtOnce(
     event.streamOrdering = BigInt(i + 1)
   })
   const write = batchWrite(plans, deps)
-  const outcome = await events.statement(roomsWithNewEvents(plans), async (db, sequence) => {
+  const outcome = await events.statement(hintOf(plans), async (db, sequence) => {
     let answer
     try {
       answer = await writeBatchGuarded(db, write, {
@@ -206,9 +207,14 @@ export async function persistBatchesAtOnce(
   return batchResults(plans, deps)
 }
 
-/** The rooms the plans add events to (the stream position's room hint). */
-function roomsWithNewEvents(plans: readonly RoomPlan[]): string[] {
-  return plans.filter((plan) => plan.accepted.length > 0).map((plan) => plan.roomId)
+/** The stream position's hint of the plans: the rooms they add events to, and whose membership they change. */
+function hintOf(plans: readonly RoomPlan[]): string[] {
+  const withEvents = plans.filter((plan) => plan.accepted.length > 0)
+  const members = withEvents.flatMap((plan) => plan.accepted.flatMap(({ input }) => (input.type === 'm.room.member' && input.state_key !== undefined ? [input.state_key] : [])))
+  return streamHint(
+    withEvents.map((plan) => plan.roomId),
+    members,
+  )
 }
 
 /** A unique-key refusal of an earlier answer (see `persistBatches`) as `RetryBatchError`; any other error as is. */

@@ -117,7 +117,7 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
   return async (app) => {
     const { db } = app.myelin
 
-    const membershipWatch = createMembershipWatch({ db, tracker, notifier, log: app.myelin.log })
+    const membershipWatch = createMembershipWatch({ db, tracker, log: app.myelin.log })
     const userDataWatch = createUserDataWatch({ db, log: app.myelin.log })
     /** Waits for news for `userId` after `after`: their rooms, their membership anywhere, their account data. */
     const waitForNews = async (userId: string, rooms: readonly string[], after: SyncToken, timeoutMs: number, signal: AbortSignal) => {

@@ -5,7 +5,8 @@ import { StorageError } from '../errors.js'
  *
  * - `POSITION`: `writer` guarantees it wrote nothing on `stream` in (`prev`, `next`]
  *   (`prev ≤ next`; `prev = next` is a bare announcement). `rooms` is an optional hint of the
- *   rooms touched: absent means "any room", `[]` means "no room".
+ *   rooms touched: absent means "any room", `[]` means "no room". After the entry `@` it also
+ *   lists the users whose membership changed (`streamHint` in `streams/writer-position.ts`).
  * - `REPLICATE`: `from` asks every writer to announce its positions.
  *
  * @example

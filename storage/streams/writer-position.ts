@@ -1,8 +1,39 @@
 /**
  * Room hint of a stream update: the rooms touched, or `undefined` for "any room" (unknown).
  * An empty array means "no room" (an idle advance or only rolled-back IDs).
+ *
+ * A hint may also list the users whose membership changed (`@…` entries, Matrix user IDs),
+ * after the marker `membersListed` that says the list is complete: see `streamHint` and
+ * `hintedMembers`. Readers that only want rooms see user IDs as rooms nobody waits on.
  */
 export type RoomHint = readonly string[] | undefined
+
+/** Marks a hint whose `@…` entries are all the users whose membership changed (none when alone). */
+export const membersListed = '@'
+
+/**
+ * The hint of a batch: its rooms (`!…`), then the marker and the users whose membership
+ * changed, so readers can wake those users without reading the rows.
+ *
+ * @example
+ * streamHint(['!a:hs'], ['@bob:hs']) // ['!a:hs', '@', '@bob:hs']
+ */
+export function streamHint(rooms: Iterable<string>, members: Iterable<string>): string[] {
+  return [...rooms, membersListed, ...new Set(members)]
+}
+
+/**
+ * The users whose membership changed in a hinted range, or `undefined` when the hint does not
+ * say (no hint, or one from a writer that lists rooms only).
+ *
+ * @example
+ * hintedMembers(['!a:hs', '@', '@bob:hs']) // ['@bob:hs']
+ * hintedMembers(['!a:hs']) // undefined
+ */
+export function hintedMembers(hint: RoomHint): string[] | undefined {
+  if (hint === undefined || !hint.includes(membersListed)) return undefined
+  return hint.filter((entry) => entry.length > 1 && entry.startsWith('@'))
+}
 
 /** One allocated ID and the room hint the caller gave when allocating it. */
 export interface AllocatedId {

@@ -1,11 +1,15 @@
 import { expect } from 'chai'
+import { Kysely, PostgresDialect } from 'kysely'
+import pg from 'pg'
+import type { Bus } from '../../../storage/bus/bus.js'
+import { createMemoryBus, MemoryBusHub } from '../../../storage/bus/memory-bus.js'
+import type { Database } from '../../../storage/schema.js'
 import { createMembershipWatch, type MembershipWatch } from '../../../api/membership-watch.js'
 import type { Persister } from '../../../persisters/persister.js'
 import { silentLogger } from '../../../storage/logger.js'
-import { createNotifier } from '../../../storage/streams/notifier.js'
 import { createStreamTracker, type StreamTracker } from '../../../storage/streams/stream-tracker.js'
 import { createTestDatabase, type TestDatabase } from '../../support/db.js'
-import { createRoomEvents, member, newRoomId, send, startPersister, user } from '../persisters/harness.js'
+import { createRoomEvents, member, message, newRoomId, send, startPersister, user } from '../persisters/harness.js'
 
 const alice = user('alice')
 
@@ -21,7 +25,7 @@ describe('MembershipWatch (long-polls woken by their user\'s membership anywhere
     persister = await startPersister(t.db, { writer: 'p1' })
     tracker = createStreamTracker({ db: t.db, log: silentLogger(), pollIntervalMs: 20 })
     await tracker.start()
-    watch = createMembershipWatch({ db: t.db, tracker, notifier: createNotifier(tracker), log: silentLogger() })
+    watch = createMembershipWatch({ db: t.db, tracker, log: silentLogger() })
     roomId = newRoomId()
     await send(persister, roomId, ...createRoomEvents(alice))
   })
@@ -66,4 +70,54 @@ describe('MembershipWatch (long-polls woken by their user\'s membership anywhere
     setTimeout(() => abort.abort(), 50)
     expect(await waiting).to.equal('aborted')
   })
+
+  describe('with position hints on the bus', () => {
+    let hub: MemoryBusHub
+    let buses: Bus[]
+    let hinted: Persister
+    let hintedTracker: StreamTracker
+    let broken: Kysely<Database>
+    let hintedRoom: string
+
+    before(async () => {
+      hub = new MemoryBusHub()
+      buses = [createMemoryBus({ hub }), createMemoryBus({ hub })]
+      for (const bus of buses) await bus.start()
+      hinted = await startPersister(t.db, { writer: 'p2', bus: buses[0] })
+      hintedRoom = newRoomId()
+      await send(hinted, hintedRoom, ...createRoomEvents(alice))
+      hintedTracker = createStreamTracker({ db: t.db, bus: buses[1], log: silentLogger(), pollIntervalMs: 60_000 })
+      await hintedTracker.start()
+      // A database handle whose every query fails: only the hints can wake a waiter.
+      broken = new Kysely<Database>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: 'postgres://nobody@127.0.0.1:1/none', connectionTimeoutMillis: 200 }) }) })
+    })
+    after(async () => {
+      await hintedTracker.close()
+      await hinted.close()
+      await broken.destroy()
+      for (const bus of buses) await bus.close()
+    })
+
+    it('wakes the invited user from the hint alone, without reading the database', async () => {
+      const hintedWatch = createMembershipWatch({ db: broken, tracker: hintedTracker, log: silentLogger() })
+      await send(hinted, hintedRoom, message(alice, 'settle'))
+      for (let i = 0; i < 200 && hintedTracker.linearPosition() < (await maxStreamOrdering()); i++) await new Promise((r) => setTimeout(r, 10))
+      const after = hintedTracker.currentToken()
+      const dave = user('dave')
+      const erin = user('erin')
+      const started = Date.now()
+      const waits = [dave, erin].map((u) => hintedWatch.wait(u, after, 1500, new AbortController().signal).then((outcome) => ({ outcome, ms: Date.now() - started })))
+      await new Promise((r) => setTimeout(r, 100))
+      await send(hinted, hintedRoom, member(alice, dave, 'invite'))
+      const [daveWait, erinWait] = await Promise.all(waits)
+      expect(daveWait?.outcome).to.equal('advanced')
+      expect(daveWait?.ms, 'woken at the invite, not at the timeout').to.be.below(1400)
+      expect(erinWait?.outcome).to.equal('timeout')
+    })
+  })
+
+  async function maxStreamOrdering(): Promise<bigint> {
+    const row = await t.db.selectFrom('events').select((eb) => eb.fn.max('stream_ordering').as('max')).executeTakeFirstOrThrow()
+    return BigInt(row.max ?? 0)
+  }
 })

@@ -11,6 +11,7 @@ import { generateSigningKey, parseSigningKey } from '../../../storage/events/sig
 import { silentLogger } from '../../../storage/logger.js'
 import type { Database } from '../../../storage/schema.js'
 import { createIdGenerator } from '../../../storage/streams/id-generator.js'
+import type { Bus } from '../../../storage/bus/bus.js'
 
 export const serverName = 'hs.test'
 export const signingKey = generateSigningKey('test')
@@ -38,11 +39,13 @@ export async function startPersister(
     transactionConcurrency?: number
     registry?: Registry
     clock?: () => number
+    /** Announces positions (with their hints) on this bus. */
+    bus?: Bus
   },
 ): Promise<Persister> {
   const writers = options.writers ?? [options.writer]
   const log = silentLogger()
-  const generator = (stream: 'events' | 'backfill') => createIdGenerator({ db, stream, writer: options.writer, writers, log })
+  const generator = (stream: 'events' | 'backfill') => createIdGenerator({ db, stream, writer: options.writer, writers, log, ...(options.bus === undefined ? {} : { bus: options.bus }) })
   const [events, backfill] = await Promise.all([generator('events'), generator('backfill')])
   const persister = createPersister({
     db,

@@ -1,6 +1,7 @@
 import { expect } from 'chai'
 import fc from 'fast-check'
-import { WriterPosition } from '../../../../storage/streams/writer-position.js'
+import { decodeBusMessage, encodeBusMessage } from '../../../../storage/bus/bus-message.js'
+import { hintedMembers, streamHint, WriterPosition } from '../../../../storage/streams/writer-position.js'
 
 type Op =
   | { kind: 'fetch'; n: number; room: string }
@@ -100,5 +101,43 @@ describe('WriterPosition', () => {
       }),
       { numRuns: 300 },
     )
+  })
+})
+
+describe('membership hints (streamHint, hintedMembers)', () => {
+  it('should give back exactly the members of a hint, through the bus wire format and merged ranges', () => {
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(fc.stringMatching(/^![a-zA-Z0-9]{1,8}:hs$/), { maxLength: 5 }),
+        fc.array(fc.stringMatching(/^@[a-z0-9._=-]{1,8}:hs$/), { maxLength: 5 }),
+        (rooms, members) => {
+          const hint = streamHint(rooms, members)
+          const decoded = decodeBusMessage(encodeBusMessage({ type: 'POSITION', stream: 'events', writer: 'p1', prev: 1n, next: 2n, rooms: hint }).line)
+          expect(decoded.ok).to.equal(true)
+          const wire = decoded.ok && decoded.message.type === 'POSITION' ? decoded.message.rooms : undefined
+          expect(new Set(hintedMembers(wire))).to.deep.equal(new Set(members))
+          // Two IDs of one writer, merged by takeHint: the union of their members.
+          const w = new WriterPosition(0n, 0n)
+          const fetch = w.beginFetch()
+          w.endFetch(fetch, [1n, 2n])
+          w.finish([{ id: 1n, rooms: hint }], true)
+          w.finish([{ id: 2n, rooms: streamHint([], ['@other:hs']) }], true)
+          expect(new Set(hintedMembers(w.takeHint(2n)))).to.deep.equal(new Set([...members, '@other:hs']))
+        },
+      ),
+    )
+  })
+
+  it('should not claim to know the members of a hint that lists rooms only, or of no hint', () => {
+    expect(hintedMembers(['!a:hs'])).to.equal(undefined)
+    expect(hintedMembers(undefined)).to.equal(undefined)
+    expect(hintedMembers(streamHint(['!a:hs'], []))).to.deep.equal([])
+    // A range merged with one whose hint was lost is unknown as a whole.
+    const w = new WriterPosition(0n, 0n)
+    const fetch = w.beginFetch()
+    w.endFetch(fetch, [1n, 2n])
+    w.finish([{ id: 1n, rooms: streamHint(['!a:hs'], ['@b:hs']) }], true)
+    w.finish([{ id: 2n, rooms: undefined }], true)
+    expect(hintedMembers(w.takeHint(2n))).to.equal(undefined)
   })
 })
