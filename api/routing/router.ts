@@ -537,10 +537,6 @@ class RequestBody {
     this.#tracker = new BodyTracker(framing, 400)
   }
 
-  get done(): boolean {
-    return this.#tracker.done
-  }
-
   /** Takes the body's share of `chunk`; returns what follows the body (the next request). */
   feed(chunk: Buffer): Buffer {
     if (this.#tracker.done || this.#failed) return chunk

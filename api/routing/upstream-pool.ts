@@ -1,9 +1,8 @@
 import { connect, type Socket } from 'node:net'
 
-/** A connection to an upstream, and whether it served a request before (a stale keep-alive may fail). */
+/** A connection to an upstream. */
 export interface UpstreamConnection {
   readonly socket: Socket
-  readonly reused: boolean
 }
 
 /** An error of a connection that never opened: the request cannot have reached the upstream. */
@@ -48,7 +47,7 @@ export class UpstreamPool {
     if (socket !== undefined) {
       this.#unwatch.get(socket)?.()
       socket.resume()
-      return Promise.resolve({ socket, reused: true })
+      return Promise.resolve({ socket })
     }
     return new Promise((resolve, reject) => {
       const fresh = connect({ host, port, noDelay: true })
@@ -63,7 +62,7 @@ export class UpstreamPool {
         fresh.off('error', fail)
         fresh.setTimeout(0)
         fresh.removeAllListeners('timeout')
-        resolve({ socket: fresh, reused: false })
+        resolve({ socket: fresh })
       })
     })
   }
