@@ -36,16 +36,18 @@ export function createMembershipWatch(options: { db: Kysely<Database>; tracker: 
   const { db, tracker } = options
   const log = options.log.child({ component: 'membership-watch' })
   const waiters = createUserWaiters<RoomStreamToken>()
-  /** The token every advance so far has been handed out up to (by hint or by query). */
+  /** The token advances have been handed out up to (by hint or by query) while syncs waited. */
   let seen = tracker.currentToken()
   /** Start of a run of unhinted advances still to read, if any. */
   let unreadFrom: RoomStreamToken | undefined
   let reading = false
 
   tracker.onAdvance((_writer, _prev, _next, hint) => {
+    // Without waiters nothing is read, and `seen` may fall behind: a later query then reads a
+    // wider range than needed, never a narrower one.
+    if (waiters.size === 0) return
     const before = seen
     seen = tracker.currentToken()
-    if (waiters.size === 0) return
     const members = hintedMembers(hint)
     if (members === undefined) {
       unreadFrom ??= before

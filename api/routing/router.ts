@@ -273,14 +273,14 @@ export function createRouter(options: RouterOptions): Router {
         socket.off('end', onEnd)
         socket.off('error', onError)
         socket.off('close', onEnd)
-        conn.onGone = undefined
+        stopWatching()
         conn.body.unpipe()
       }
-      conn.onGone = () => {
+      const stopWatching = conn.whenGone(() => {
         cleanup()
         socket.destroy()
         resolve({ status: 'aborted', close: true })
-      }
+      })
       socket.on('data', onData)
       socket.once('end', onEnd)
       socket.once('close', onEnd)
@@ -377,8 +377,7 @@ class ClientConnection {
   #busy = false
   #closing = false
   gone = false
-  /** Set while an upstream exchange runs: called when the client goes away. */
-  onGone: (() => void) | undefined
+  readonly #goneListeners = new Set<() => void>()
   body: RequestBody = new RequestBody(this, { kind: 'none' })
 
   constructor(
@@ -408,9 +407,24 @@ class ClientConnection {
     })
     socket.once('close', () => {
       this.gone = true
-      this.onGone?.()
+      this.#wentAway()
     })
     socket.setTimeout(clientKeepAliveMs)
+  }
+
+  /**
+   * Calls `listener` once when the client goes away (or its body framing breaks, which ends the
+   * connection); returns what removes it.
+   */
+  whenGone(listener: () => void): () => void {
+    this.#goneListeners.add(listener)
+    return () => void this.#goneListeners.delete(listener)
+  }
+
+  #wentAway(): void {
+    const listeners = [...this.#goneListeners]
+    this.#goneListeners.clear()
+    for (const listener of listeners) listener()
   }
 
   /** Writes to the client; false when the caller should wait for `drained()`. */
@@ -505,7 +519,7 @@ class ClientConnection {
   /** Malformed body framing mid-request: nothing more can be read from this connection. */
   bodyFailed(err: unknown): void {
     this.log.debug({ err }, 'malformed request body')
-    this.onGone?.()
+    this.#wentAway()
     this.socket.destroy()
   }
 
@@ -565,12 +579,11 @@ class RequestBody {
     if (this.#tracker.done) return Promise.resolve(true)
     if (this.conn.gone || this.#failed) return Promise.resolve(false)
     return new Promise((resolve) => {
-      this.#waiters.push(() => resolve(true))
-      const previous = this.conn.onGone
-      this.conn.onGone = () => {
-        previous?.()
-        resolve(false)
-      }
+      const stopWatching = this.conn.whenGone(() => resolve(false))
+      this.#waiters.push(() => {
+        stopWatching()
+        resolve(true)
+      })
     })
   }
 
