@@ -51,6 +51,8 @@ export type AllocateIds = (n: number, rooms?: readonly string[]) => Promise<bigi
  *   announced on the bus as `POSITION stream writer prev next rooms`, where `rooms` merges the
  *   hints of the committed IDs in (prev, next]. Announcements of one generator are published
  *   in order, with `prev` = the previous announcement's `next`.
+ * - When `createIdGenerator` resolves, the starting position is announced and stored, so a
+ *   reader that starts later finds it in `stream_positions`.
  * - A REPLICATE on the bus, and every bus `up`, is answered by announcing.
  * - Failures to store or publish a position are logged and retried on the next announcement;
  *   they never fail a transaction that committed.
@@ -201,6 +203,9 @@ class IdGenerator implements MultiWriterIdGenerator {
     this.#timer = setInterval(() => void this.#tick(), this.#announceIntervalMs)
     this.#timer.unref()
     await this.#announce(true)
+    // Readers that start after this one read its position from the table, not the bus message
+    // they were too late for: the row is current before start() resolves.
+    await this.#store(this.#state.position)
   }
 
   position(): bigint {
