@@ -244,16 +244,23 @@ class IdGenerator implements MultiWriterIdGenerator {
     }
 
     let committed = false
+    let bodyDone = false
     let result: T | undefined
     let failure: unknown
     try {
-      result = await this.#db.transaction().execute((trx) => fn(trx, (n, rooms) => allocate(trx, n, rooms)))
+      result = await this.#db.transaction().execute(async (trx) => {
+        const value = await fn(trx, (n, rooms) => allocate(trx, n, rooms))
+        bodyDone = true
+        return value
+      })
       committed = true
     } catch (err) {
       failure = err
     }
     open = false
     this.#state.finish(allocated, committed)
+    // A failure of `fn` rolled back for sure; one of the COMMIT may hide a commit.
+    if (!committed && bodyDone) this.#afterFailure(failure)
     this.#followPeers()
     await this.#announce(false)
     if (!committed) throw failure
@@ -271,8 +278,10 @@ class IdGenerator implements MultiWriterIdGenerator {
     try {
       outcome = await run(this.#db, sequenceName(this.stream))
     } catch (err) {
-      // Whatever the statement allocated was rolled back with it: gaps.
+      // Whatever the statement allocated was rolled back with it (gaps), unless the connection
+      // was lost around the commit.
       this.#state.endFetch(fetch, undefined)
+      this.#afterFailure(err)
       this.#followPeers()
       throw err
     }
@@ -338,6 +347,7 @@ class IdGenerator implements MultiWriterIdGenerator {
     if (this.#ticking) return
     this.#ticking = true
     try {
+      if (this.#state.unknownPending) await this.#boundUnknown()
       await this.#refreshSequence()
       await this.#announce(true)
     } finally {
@@ -346,6 +356,26 @@ class IdGenerator implements MultiWriterIdGenerator {
   }
 
 
+
+  /**
+   * A failed transaction or statement whose commit may have happened (no answer from the
+   * database) may have left rows without a hint: announcements say "any room" until the
+   * sequence, read after the failure, bounds them (WriterPosition.outcomeUnknown).
+   */
+  #afterFailure(err: unknown): void {
+    if (!mayHaveCommitted(err)) return
+    this.#state.outcomeUnknown()
+    void this.#boundUnknown()
+  }
+
+  async #boundUnknown(): Promise<void> {
+    const epoch = this.#state.unknownEpoch
+    try {
+      this.#state.boundUnknown(await readMaxAllocated(this.#db, this.stream), epoch)
+    } catch (err) {
+      this.#log.debug({ err }, 'could not read the stream sequence after a failed commit; retried on the next tick')
+    }
+  }
 
   async #refreshSequence(): Promise<void> {
     if (this.#closed) return
@@ -410,6 +440,16 @@ class IdGenerator implements MultiWriterIdGenerator {
   }
 
 
+}
+
+/**
+ * False when the failure cannot hide a commit: the database answered it (an error with a
+ * SQLSTATE: the statement or transaction rolled back) or Myelin refused before committing.
+ */
+function mayHaveCommitted(err: unknown): boolean {
+  if (err instanceof StorageError) return false
+  const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined
+  return !(typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code))
 }
 
 /**

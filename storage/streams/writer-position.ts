@@ -81,11 +81,55 @@ export class WriterPosition {
   #nextFetch = 0
   /** Hints of committed IDs above the last `takeHint` bound, until taken. */
   readonly #hints = new Map<bigint, RoomHint>()
+  /**
+   * Rows of this writer up to here may have no hint (an earlier process's, committed but never
+   * announced before it died; a transaction whose outcome is unknown): hints covering any of
+   * it are `undefined`.
+   */
+  #unknownUpTo: bigint | undefined
+  #unknownPending = false
+  #unknownEpoch = 0
 
+  /**
+   * `position`: the stored one. Rows of this writer above it (an earlier process's, committed
+   * but never announced before it died) have no hint here: the first `takeHint` that passes
+   * `maxSeen` answers `undefined` (any room), never a hint that would leave their rooms out.
+   */
   constructor(position: bigint, maxSeen: bigint) {
     this.#position = position
     this.#maxSeen = maxSeen > position ? maxSeen : position
+    if (this.#maxSeen > position) this.#unknownUpTo = this.#maxSeen
     this.#recompute()
+  }
+
+  /**
+   * A transaction failed with no answer from the database (a lost connection: its commit may
+   * have happened), so this writer may have rows without a hint. Every hint is `undefined` (any
+   * room) until `boundUnknown` brings a sequence value read after this call, then up to it.
+   * Returns the epoch to give `boundUnknown`.
+   */
+  outcomeUnknown(): number {
+    this.#unknownPending = true
+    return ++this.#unknownEpoch
+  }
+
+  /** The current epoch of `outcomeUnknown` (read it before reading the sequence). */
+  get unknownEpoch(): number {
+    return this.#unknownEpoch
+  }
+
+  /** True while an unknown outcome waits for `boundUnknown`. */
+  get unknownPending(): boolean {
+    return this.#unknownPending
+  }
+
+  /**
+   * `value`: the sequence, read after `epoch` was current. Hints up to it are `undefined`; the
+   * wait ends unless another outcome became unknown since (its IDs may be above `value`).
+   */
+  boundUnknown(value: bigint, epoch: number): void {
+    if (this.#unknownUpTo === undefined || value > this.#unknownUpTo) this.#unknownUpTo = value
+    if (epoch === this.#unknownEpoch) this.#unknownPending = false
   }
 
   /** The advertised position (see the class comment). */
@@ -147,11 +191,13 @@ export class WriterPosition {
 
   /**
    * Removes and merges the hints of committed IDs ≤ `upTo`: `undefined` (any room) when one of
-   * them had no hint, else the union of their rooms (empty when there were none).
+   * them had no hint or rows without a hint may lie there (see `outcomeUnknown`), else the
+   * union of their rooms (empty when there were none).
    */
   takeHint(upTo: bigint): RoomHint {
     const rooms = new Set<string>()
-    let any = false
+    let any = this.#unknownPending || this.#unknownUpTo !== undefined
+    if (!this.#unknownPending && this.#unknownUpTo !== undefined && upTo >= this.#unknownUpTo) this.#unknownUpTo = undefined
     for (const [id, hint] of this.#hints) {
       if (id > upTo) continue
       this.#hints.delete(id)

@@ -125,6 +125,36 @@ describe('MultiWriterIdGenerator', () => {
     expect(g.position()).to.equal(next)
   })
 
+  it('should announce any room over rows whose commit it could not confirm, then hints again', async () => {
+    const g = await generator('w1')
+    // The statement commits a row, then its answer is lost (no SQLSTATE: the outcome is unknown).
+    const lost = await g
+      .statement([roomId], async (db, sequence) => {
+        await sql`INSERT INTO events (stream_ordering, event_id, room_id, type, sender, origin_server_ts, received_ts, depth, instance_name)
+                  SELECT id, '$lost' || id, ${roomId}, 'm.room.message', '@t:test', 1, 1, 1, 'w1' FROM (SELECT nextval(${sequence}::regclass) AS id) ids`.execute(db)
+        throw new Error('Connection terminated unexpectedly')
+      })
+      .catch((err: unknown) => err)
+    expect((lost as Error).message).to.equal('Connection terminated unexpectedly')
+    const [{ id: lostId }] = (await sql<{ id: string }>`SELECT max(stream_ordering) AS id FROM events`.execute(t.db)).rows as [{ id: string }]
+    const [next] = await g.transaction(async (trx, allocate) => {
+      const got = await allocate(1, ['!later:test'])
+      await insertEventRow(trx, roomId, got[0]!, 'w1')
+      return got
+    })
+    await eventually(() => positionsOf('w1').some((m) => m.next >= BigInt(lostId)), 'a POSITION over the lost row')
+    const over = positionsOf('w1').find((m) => m.next >= BigInt(lostId))!
+    expect(over.rooms, 'the lost row may be in any room').to.equal(undefined)
+    const [after] = await g.transaction(async (trx, allocate) => {
+      const got = await allocate(1, ['!after:test'])
+      await insertEventRow(trx, roomId, got[0]!, 'w1')
+      return got
+    })
+    await eventually(() => positionsOf('w1').some((m) => m.next === after), 'the POSITION of the next write')
+    expect(next! < after!).to.equal(true)
+    expect(positionsOf('w1').find((m) => m.next === after)!.rooms).to.deep.equal(['!after:test'])
+  })
+
   it('should refuse a one-statement write on the backfill stream', async () => {
     const g = await generator('w1', { stream: 'backfill' })
     const err = await g.statement(undefined, async () => ({ ids: [], result: 1 })).catch((e: unknown) => e)

@@ -31,6 +31,45 @@ describe('WriterPosition', () => {
     expect(w.takeHint(12n)).to.deep.equal(['!a:hs'])
   })
 
+  it('should hint any room for the range above its stored position when it starts behind the sequence', () => {
+    const w = new WriterPosition(5n, 9n) // rows of a dead process may lie in (5, 9]
+    expect(w.position).to.equal(9n)
+    expect(w.takeHint(9n)).to.equal(undefined)
+    const fetch = w.beginFetch()
+    w.endFetch(fetch, [10n])
+    w.finish([{ id: 10n, rooms: ['!a:hs'] }], true)
+    expect(w.takeHint(10n)).to.deep.equal(['!a:hs'])
+    expect(new WriterPosition(7n, 7n).takeHint(7n)).to.deep.equal([])
+  })
+
+  it('should hint any room after an unknown outcome, up to the sequence read after it', () => {
+    const w = new WriterPosition(10n, 10n)
+    const epoch = w.outcomeUnknown()
+    expect(w.takeHint(10n)).to.equal(undefined) // not bounded yet: any room
+    w.boundUnknown(15n, epoch)
+    w.observeAllocated(15n)
+    expect(w.unknownPending).to.equal(false)
+    expect(w.takeHint(12n)).to.equal(undefined)
+    expect(w.takeHint(15n)).to.equal(undefined)
+    const fetch = w.beginFetch()
+    w.endFetch(fetch, [16n])
+    w.finish([{ id: 16n, rooms: ['!a:hs'] }], true)
+    expect(w.takeHint(16n)).to.deep.equal(['!a:hs'])
+  })
+
+  it('should keep waiting for a bound when another outcome became unknown during the read', () => {
+    const w = new WriterPosition(0n, 0n)
+    const first = w.outcomeUnknown()
+    w.outcomeUnknown()
+    w.boundUnknown(5n, first)
+    expect(w.unknownPending).to.equal(true)
+    expect(w.takeHint(100n)).to.equal(undefined)
+    expect(w.takeHint(100n)).to.equal(undefined)
+    w.boundUnknown(7n, w.unknownEpoch)
+    expect(w.takeHint(100n)).to.equal(undefined)
+    expect(w.takeHint(100n)).to.deep.equal([])
+  })
+
   it('should be held back by an in-flight fetch at the highest ID seen when it started', () => {
     const w = new WriterPosition(5n, 5n)
     const fetch = w.beginFetch()
