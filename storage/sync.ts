@@ -1,5 +1,5 @@
 import type { Kysely } from 'kysely'
-import { accountDataChanges, type AccountDataEntry } from './account-data.js'
+import { accountDataChanges, accountDataPosition, type AccountDataEntry } from './account-data.js'
 import { StorageError } from './errors.js'
 import type { JsonObject } from './events/redaction.js'
 import {
@@ -132,10 +132,17 @@ export interface SyncQuery {
   readonly deviceId?: string
   /** Absent: initial sync. MUST be covered by `upTo`. */
   readonly since?: SyncToken
-  readonly upTo: SyncToken
+  /** `accountData` absent: `accountDataPosition`, read alongside the memberships. */
+  readonly upTo: { readonly room: RoomStreamToken; readonly accountData?: bigint }
   readonly fullState: boolean
   readonly filter: SyncFilter
   readonly now: number
+  /**
+   * A superset of the rooms among `rooms` with events after `since` up to `upTo.room`, when the
+   * caller knows it without a query (api: the notifier's recent advances); undefined: unknown,
+   * the rooms are looked up in `events`.
+   */
+  readonly roomsChangedAfter?: (rooms: readonly string[], since: RoomStreamToken) => ReadonlySet<string> | undefined
 }
 
 /** The `rooms` and `account_data` parts of a /sync response (the caller adds the rest). */
@@ -146,6 +153,8 @@ export interface SyncData {
   readonly empty: boolean
   /** Rooms the user is joined to at `upTo` (what a long-poll waits on). */
   readonly joinedRooms: string[]
+  /** The position read up to: the next sync's `since`. */
+  readonly upTo: SyncToken
 }
 
 interface MembershipRow extends EventKey {
@@ -161,15 +170,23 @@ const strippedTypes = new Set(['m.room.create', 'm.room.join_rules', 'm.room.nam
 /**
  * The user's sync data between `since` and `upTo` (rules in the module comment).
  *
+ * Round trips: the memberships and the account data (position, then changes) together; the
+ * rooms with new events (none when `roomsChangedAfter` knows them); then the rooms' sections,
+ * a few rooms at a time, each a short chain (events, visibility, then state and client forms).
+ *
  * @example
- * const upTo = { room: tracker.currentToken(), accountData: await accountDataPosition(db) }
- * const data = await readSync(db, { userId, deviceId, upTo, fullState: false, filter: parseSyncFilter(undefined), now: Date.now() })
+ * const data = await readSync(db, { userId, deviceId, upTo: { room: tracker.currentToken() }, fullState: false, filter: parseSyncFilter(undefined), now: Date.now() })
  * Object.keys(data.rooms.join) // ['!a:hs']
  */
 export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
   const viewer: Viewer = { userId: q.userId, ...(q.deviceId !== undefined && { deviceId: q.deviceId }) }
-  const memberships = await membershipRows(db, q.userId, q.upTo.room)
   const since = q.since
+  const readAccountData = async () => {
+    const position = q.upTo.accountData ?? (await accountDataPosition(db))
+    return { position, changes: await accountDataChanges(db, q.userId, { ...(since && { after: since.accountData }), upTo: position }) }
+  }
+  const [memberships, { position: accountDataUpTo, changes: accountData }] = await Promise.all([membershipRows(db, q.userId, q.upTo.room), readAccountData()])
+  const upTo: SyncToken = { room: q.upTo.room, accountData: accountDataUpTo }
   const atUpTo = latestPerRoom(memberships)
   const atSince = since ? latestPerRoom(memberships.filter((m) => covers(since.room, m))) : new Map<string, MembershipRow>()
   const changed = new Map<string, MembershipRow[]>()
@@ -181,7 +198,6 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
   }
   const wanted = (roomId: string) => (q.filter.rooms === undefined || q.filter.rooms.has(roomId)) && !q.filter.notRooms.has(roomId)
 
-  const accountData = await accountDataChanges(db, q.userId, { ...(since && { after: since.accountData }), upTo: q.upTo.accountData })
   const joinedRooms = [...atUpTo.values()].filter((m) => m.membership === 'join').map((m) => m.roomId)
   const join: Record<string, JsonObject> = {}
   const invite: Record<string, JsonObject> = {}
@@ -195,15 +211,27 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
     if (newlyJoined) fullRooms.push(roomId)
     else incrementalRooms.push(roomId)
   }
-  const active = since && incrementalRooms.length > 0 ? await roomsWithEvents(db, incrementalRooms, since.room, q.upTo.room) : new Set<string>()
-  const reader = new RoomSyncReader(db, q, viewer)
-  for (const roomId of fullRooms) {
-    join[roomId] = await reader.joinedRoom(roomId, undefined, accountData.rooms.get(roomId) ?? [])
+  let active: ReadonlySet<string> = new Set<string>()
+  if (since && incrementalRooms.length > 0) {
+    active = q.roomsChangedAfter?.(incrementalRooms, since.room) ?? (await roomsWithEvents(db, incrementalRooms, since.room, upTo.room))
   }
-  for (const roomId of incrementalRooms) {
+  const reader = new RoomSyncReader(db, { ...q, upTo }, viewer)
+  const sections = new Map<string, JsonObject>()
+  await forEachLimited(fullRooms, roomConcurrency, async (roomId) => {
+    sections.set(roomId, await reader.joinedRoom(roomId, undefined, accountData.rooms.get(roomId) ?? []))
+  })
+  await forEachLimited(incrementalRooms, roomConcurrency, async (roomId) => {
     const roomAccountData = accountData.rooms.get(roomId) ?? []
-    if (!active.has(roomId) && !q.fullState && filterEntries(roomAccountData, q.filter.roomAccountData).length === 0) continue
-    join[roomId] = await reader.joinedRoom(roomId, since, roomAccountData)
+    const hasAccountData = filterEntries(roomAccountData, q.filter.roomAccountData).length > 0
+    if (!active.has(roomId) && !q.fullState && !hasAccountData) return
+    const section = await reader.joinedRoom(roomId, since, roomAccountData)
+    // Nothing to say (events the filter or visibility hides, or a room the hint over-reported).
+    if (!q.fullState && !hasAccountData && isEmptySection(section)) return
+    sections.set(roomId, section)
+  })
+  for (const roomId of [...fullRooms, ...incrementalRooms]) {
+    const section = sections.get(roomId)
+    if (section) join[roomId] = section
   }
 
   for (const m of atUpTo.values()) {
@@ -226,7 +254,24 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
 
   const globalAccountData = filterEntries(accountData.global, q.filter.accountData)
   const empty = Object.keys(join).length + Object.keys(invite).length + Object.keys(leave).length + globalAccountData.length === 0
-  return { rooms: { join, invite, leave }, accountData: globalAccountData, empty, joinedRooms }
+  return { rooms: { join, invite, leave }, accountData: globalAccountData, empty, joinedRooms, upTo }
+}
+
+/** Rooms whose sections one sync reads at once (each holds a pooled connection per query). */
+const roomConcurrency = 4
+
+/** Runs `fn` over `items`, at most `limit` at a time; rejects with the first failure. */
+async function forEachLimited<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0
+  const worker = async (): Promise<void> => {
+    while (next < items.length) await fn(items[next++] as T)
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
+}
+
+function isEmptySection(section: JsonObject): boolean {
+  const { timeline, state } = section as { timeline: { events: unknown[] }; state: { events: unknown[] } }
+  return timeline.events.length === 0 && state.events.length === 0
 }
 
 /**
@@ -358,13 +403,13 @@ class RoomSyncReader {
     const limited = rows.length > limit
     const page = rows.slice(0, limit).reverse()
     const first = page[0]
-    let state: EventRow[] = []
     const full = since === undefined || q.fullState
-    if (full || limited) {
+    const readState = async (): Promise<EventRow[]> => {
+      if (!full && !limited) return []
       const where = [...bounds, ...(first ? [rowBefore(first)] : []), ...(full ? [] : [rowAfter(since!)])]
-      state = await stateWhere(db, roomId, where, q.filter.state)
+      return stateWhere(db, roomId, where, q.filter.state)
     }
-    const visible = await filterVisible(db, q.userId, filterContainsUrl(page, q.filter.timeline))
+    const [state, visible] = await Promise.all([readState(), filterVisible(db, q.userId, filterContainsUrl(page, q.filter.timeline))])
     const prevBatch = first ? tokenBefore(first) : until ? tokenAt(until) : q.upTo.room
     const [timelineEvents, stateEvents] = await Promise.all([toClientEvents(db, visible, this.viewer, q.now), toClientEvents(db, state, this.viewer, q.now)])
     return { timeline: { events: timelineEvents, limited, prev_batch: prevBatch.toString() }, state: { events: stateEvents } }

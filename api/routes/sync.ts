@@ -3,6 +3,7 @@ import type { Kysely } from 'kysely'
 import { accountDataPosition } from '../../storage/account-data.js'
 import { getFilter } from '../../storage/filters.js'
 import type { Database } from '../../storage/schema.js'
+import type { RoomStreamToken } from '../../storage/streams/room-stream-token.js'
 import { parseSyncFilter, parseSyncToken, readSync, serializeSyncToken, type SyncToken } from '../../storage/sync.js'
 import { clientRoute } from '../client-route.js'
 import { createMembershipWatch } from '../membership-watch.js'
@@ -119,6 +120,7 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
 
     const membershipWatch = createMembershipWatch({ db, tracker, log: app.myelin.log })
     const userDataWatch = createUserDataWatch({ db, log: app.myelin.log })
+    const roomsChangedAfter = (rooms: readonly string[], after: RoomStreamToken) => notifier.roomsChangedAfter(rooms, after)
     /** Waits for news for `userId` after `after`: their rooms, their membership anywhere, their account data. */
     const waitForNews = async (userId: string, rooms: readonly string[], after: SyncToken, timeoutMs: number, signal: AbortSignal) => {
       const stop = new AbortController()
@@ -174,20 +176,26 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
           }
         }
 
-        const read = async () => {
-          const upTo: SyncToken = { room: tracker.currentToken(), accountData: await accountDataPosition(db) }
-          const data = await readSync(db, { userId, deviceId, ...(since && { since }), upTo, fullState, filter, now: request.server.myelin.clock() })
-          return { upTo, data }
-        }
-        let { upTo, data } = await read()
+        const read = () =>
+          readSync(db, {
+            userId,
+            deviceId,
+            ...(since && { since }),
+            upTo: { room: tracker.currentToken() },
+            fullState,
+            filter,
+            now: request.server.myelin.clock(),
+            roomsChangedAfter,
+          })
+        let data = await read()
         const deadline = Date.now() + timeoutMs
         while (since && data.empty && !fullState && !closed.signal.aborted && deadline > Date.now()) {
-          const outcome = await waitForNews(userId, data.joinedRooms, upTo, deadline - Date.now(), closed.signal)
+          const outcome = await waitForNews(userId, data.joinedRooms, data.upTo, deadline - Date.now(), closed.signal)
           if (outcome !== 'advanced') break
-          ;({ upTo, data } = await read())
+          data = await read()
         }
         return {
-          ...emptyResponse(serializeSyncToken(upTo)),
+          ...emptyResponse(serializeSyncToken(data.upTo)),
           account_data: { events: data.accountData },
           rooms: { ...data.rooms, knock: {} },
         }

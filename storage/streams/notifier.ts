@@ -28,6 +28,13 @@ export interface Notifier {
    * token and may find nothing new (a rolled-back ID, a coarse hint) and wait again.
    */
   wait(options: NotifierWaitOptions): Promise<'advanced' | 'timeout' | 'aborted'>
+  /**
+   * Which of `rooms` may have events after `after` up to the tracker's current token, from the
+   * notifier's recent history alone (no query): a superset of the rooms that do (a room in a
+   * writer's advance may have its event below `after`'s position for that writer). Undefined
+   * when the history cannot tell: `after` is older than it, or an advance in range has no hint.
+   */
+  roomsChangedAfter(rooms: readonly string[], after: RoomStreamToken): Set<string> | undefined
 }
 
 /** Advances remembered to answer waits whose `after` is slightly behind the tracker. */
@@ -91,17 +98,41 @@ export function createNotifier(tracker: StreamTracker): Notifier {
     }
   })
 
-  /** True when something relevant to `rooms` happened after `after` before this call (or may have). */
-  const alreadyAdvanced = (rooms: ReadonlySet<string> | 'any', after: RoomStreamToken): boolean => {
+  /**
+   * Whether `history` holds every advance past `after` (see `horizon`). Rows the tracker's
+   * linear position was extended over (a stuck writer's, committed but never announced) come
+   * with no advance: a token past them is beyond what history tells.
+   */
+  const historyCovers = (after: RoomStreamToken): boolean => {
+    const linear = tracker.linearPosition()
     for (const [writer, position] of tracker.positions()) {
+      if (position < linear && isPast(writer, linear, after)) return false
       if (!isPast(writer, position, after)) continue
       const from = horizon.get(writer)
-      if (from === undefined || isPast(writer, from, after)) return true
+      if (from === undefined || isPast(writer, from, after)) return false
     }
+    return true
+  }
+
+  /** True when something relevant to `rooms` happened after `after` before this call (or may have). */
+  const alreadyAdvanced = (rooms: ReadonlySet<string> | 'any', after: RoomStreamToken): boolean => {
+    if (!historyCovers(after)) return true
     return history.some((advance) => isPast(advance.writer, advance.next, after) && touches(advance.rooms, rooms))
   }
 
   return {
+    roomsChangedAfter(rooms, after) {
+      if (!historyCovers(after)) return undefined
+      const wanted = new Set(rooms)
+      const changed = new Set<string>()
+      for (const advance of history) {
+        if (!isPast(advance.writer, advance.next, after)) continue
+        if (advance.rooms === undefined) return undefined
+        for (const room of advance.rooms) if (wanted.has(room)) changed.add(room)
+      }
+      return changed
+    },
+
     wait({ rooms, after, timeoutMs, signal }) {
       if (signal?.aborted) return Promise.resolve('aborted')
       if (alreadyAdvanced(rooms, after)) return Promise.resolve('advanced')

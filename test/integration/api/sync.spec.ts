@@ -219,6 +219,19 @@ describe('api /sync', function () {
     }
   })
 
+  it('should leave a room out of an incremental sync when the filter hides all its new events', async () => {
+    const roomId = await createRoom(h, alice.user_id)
+    const filter = JSON.stringify({ room: { rooms: [roomId], timeline: { types: ['m.room.message'] } } })
+    const first = await sync(alice, { filter })
+    await sendEvents(h, roomId, { type: 'x.hidden', sender: alice.user_id, content: {} })
+    const hidden = await sync(alice, { since: first.next_batch, filter })
+    expect(hidden.rooms.join).to.deep.equal({})
+    expect(hidden.next_batch).to.not.equal(first.next_batch)
+    await sendEvents(h, roomId, text(alice.user_id, 'shown'))
+    const shown = await sync(alice, { since: hidden.next_batch, filter })
+    expect(bodies(shown.rooms.join[roomId]!.timeline.events)).to.deep.equal(['shown'])
+  })
+
   it('should clamp a since from the future and answer promptly, and refuse malformed ones with 400 M_INVALID_PARAM', async () => {
     const started = Date.now()
     const future = await sync(alice, { since: 's900000000000_900000000', timeout: '0' })

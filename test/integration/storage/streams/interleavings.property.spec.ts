@@ -5,6 +5,8 @@ import { createMemoryBus, MemoryBusHub } from '../../../../storage/bus/memory-bu
 import { createDatabase, type DatabaseHandle } from '../../../../storage/database.js'
 import { silentLogger } from '../../../../storage/logger.js'
 import { createIdGenerator, type MultiWriterIdGenerator } from '../../../../storage/streams/id-generator.js'
+import { createNotifier, type Notifier } from '../../../../storage/streams/notifier.js'
+import type { RoomStreamToken } from '../../../../storage/streams/room-stream-token.js'
 import { readMaxAllocated } from '../../../../storage/streams/stream-sequence.js'
 import { createStreamTracker, type StreamTracker } from '../../../../storage/streams/stream-tracker.js'
 import { createTestDatabase, type TestDatabase } from '../../../support/db.js'
@@ -17,7 +19,9 @@ import { createRoom, deferred, eventually, insertEventRow } from './stream-fixtu
  * positions never go backwards; no writer (generator, bus message, stream_positions row,
  * tracker) is at or past one of its own unfinished IDs; the linear position never reaches an
  * unfinished ID; and at the end, every committed row was returned by the reader's reads (none
- * committed below a bound it had already read past).
+ * committed below a bound it had already read past). At every read, a notifier over the reader's
+ * tracker names, for each earlier read's token, a superset of the rooms with rows after it (or
+ * says it cannot tell).
  */
 
 const log = silentLogger()
@@ -70,6 +74,11 @@ class World {
   readonly seenLinear = new Set<bigint>()
   lastLinear = 0n
   lastTrackerLinear = 0n
+  /** Answers `roomsChangedAfter` gave (not undefined), over all runs: the check is not vacuous. */
+  static roomsChangedAnswers = 0
+  /** The reader's token at each earlier read. */
+  readonly readTokens: RoomStreamToken[] = []
+  notifier!: Notifier
   readonly lastTracker = new Map<string, bigint>()
   failures: string[] = []
   tracker!: StreamTracker
@@ -126,6 +135,7 @@ class World {
       this.checkTracker()
     })
     await this.tracker.start()
+    this.notifier = createNotifier(this.tracker)
   }
 
   checkTracker(): void {
@@ -210,6 +220,7 @@ class World {
   }
 
   async read(): Promise<void> {
+    await this.checkRoomsChanged()
     const positions = this.tracker.positions()
     for (const name of writerNames) {
       const upTo = positions.get(name)
@@ -239,6 +250,28 @@ class World {
     }
     const stored = await this.t.db.selectFrom('stream_positions').select(['instance_name', 'stream_id']).where('stream_name', '=', 'events').execute()
     for (const row of stored) this.checkWriter('stream_positions', row.instance_name, BigInt(row.stream_id), this.lastStored)
+  }
+
+  /** `notifier.roomsChangedAfter` from every earlier read's token misses no room with rows after it. */
+  async checkRoomsChanged(): Promise<void> {
+    const upTo = this.tracker.currentToken()
+    const answers = this.readTokens.map((after) => ({ after, answer: this.notifier.roomsChangedAfter(this.rooms, after) }))
+    const rows = await this.t.db.selectFrom('events').select(['room_id', 'stream_ordering', 'instance_name']).execute()
+    const isAfter = (token: RoomStreamToken, writer: string, position: bigint) => {
+      const id = this.tracker.writerId(writer)
+      return id === undefined ? position > token.stream : token.isRowAfter(id, position)
+    }
+    for (const { after, answer } of answers) {
+      if (answer === undefined) continue
+      World.roomsChangedAnswers++
+      for (const row of rows) {
+        const position = BigInt(row.stream_ordering)
+        if (isAfter(after, row.instance_name, position) && !isAfter(upTo, row.instance_name, position) && !answer.has(row.room_id)) {
+          this.fail(`roomsChangedAfter(${after.toString()}) missed ${row.room_id} (row ${position} of ${row.instance_name})`)
+        }
+      }
+    }
+    this.readTokens.push(upTo)
   }
 
   checkGenerators(): void {
@@ -311,5 +344,6 @@ describe('multi-writer streams under random interleavings (property)', function 
       }),
       { numRuns: 15 },
     )
+    expect(World.roomsChangedAnswers).to.be.greaterThan(0)
   })
 })

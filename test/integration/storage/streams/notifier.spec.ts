@@ -1,4 +1,5 @@
 import { expect } from 'chai'
+import { sql } from 'kysely'
 import type { Bus } from '../../../../storage/bus/bus.js'
 import { createMemoryBus, MemoryBusHub } from '../../../../storage/bus/memory-bus.js'
 import { silentLogger } from '../../../../storage/logger.js'
@@ -101,6 +102,51 @@ describe('Notifier', () => {
     await write(w1, roomA)
     await eventually(() => tracker.positions().get('w1') === w1.position(), 'the tracker')
     expect(await notifier.wait({ rooms: new Set([roomA]), after: tracker.currentToken(), timeoutMs: 150 })).to.equal('timeout')
+  })
+
+  it('should name the rooms changed after a token from its history, and not guess beyond it', async () => {
+    const before = tracker.currentToken()
+    const a = await write(w1, roomA)
+    await eventually(() => tracker.positions().get('w1') === a, 'the tracker to see the write to A')
+    const between = tracker.currentToken()
+    const b = await write(w2, roomB)
+    await eventually(() => tracker.positions().get('w2') === b, 'the tracker to see the write to B')
+    expect(notifier.roomsChangedAfter([roomA, roomB], before)).to.deep.equal(new Set([roomA, roomB]))
+    expect(notifier.roomsChangedAfter([roomA, roomB], between)).to.deep.equal(new Set([roomB]))
+    expect(notifier.roomsChangedAfter([roomA], between)).to.deep.equal(new Set())
+    expect(notifier.roomsChangedAfter([roomA, roomB], tracker.currentToken())).to.deep.equal(new Set())
+    // A notifier created now has no history of those writes.
+    expect(createNotifier(tracker).roomsChangedAfter([roomA, roomB], before)).to.equal(undefined)
+    // An advance without a hint may be any room.
+    const beforeUnhinted = tracker.currentToken()
+    const c = await write(w1, roomA, { hint: false })
+    await eventually(() => tracker.positions().get('w1') === c, 'the tracker to see the unhinted write')
+    expect(notifier.roomsChangedAfter([roomB], beforeUnhinted)).to.equal(undefined)
+  })
+
+  it('should count the rows a writer committed but never announced before dying as any room', async () => {
+    const before = tracker.currentToken()
+    const waiting = notifier.wait({ rooms: new Set([roomA]), after: before, timeoutMs: 3000 })
+    await w2.close()
+    const [{ id }] = (await sql<{ id: bigint }>`SELECT nextval('events_stream_seq') AS id`.execute(t.db)).rows as [{ id: bigint }]
+    await insertEventRow(t.db, roomA, id, 'w2')
+    w2 = await createIdGenerator({ db: t.db, stream: 'events', writers: ['w1', 'w2'], log, announceIntervalMs: 60_000, writer: 'w2', bus: await bus() })
+    await eventually(() => tracker.positions().get('w2') === id, 'the tracker to see the restarted writer')
+    expect(await waiting).to.equal('advanced')
+    expect(notifier.roomsChangedAfter([roomA, roomB], before)).to.equal(undefined)
+  })
+
+  it('should not answer for rows the linear position ran over without an advance', async () => {
+    const before = tracker.currentToken()
+    await w2.close()
+    // w2 commits a row in B and dies before announcing it; w1 moves on.
+    const [{ id: deadId }] = (await sql<{ id: bigint }>`SELECT nextval('events_stream_seq') AS id`.execute(t.db)).rows as [{ id: bigint }]
+    await insertEventRow(t.db, roomB, BigInt(deadId), 'w2')
+    const a = await write(w1, roomA)
+    await eventually(() => tracker.linearPosition() >= a, "the linear position to run over the dead writer's row")
+    expect(tracker.positions().get('w2')! < BigInt(deadId)).to.equal(true)
+    expect(notifier.roomsChangedAfter([roomA, roomB], before)).to.equal(undefined)
+    expect(notifier.roomsChangedAfter([roomA, roomB], tracker.currentToken())).to.deep.equal(new Set())
   })
 
   it('should resolve aborted when the signal aborts', async () => {
