@@ -6,7 +6,8 @@
  * user of U, over R rooms picked uniformly or Zipf-skewed (the exponent solved so the hottest
  * room gets `hotShare` of the traffic). A separate probe measures sync wake-up: a probe user
  * long-polls /sync while another user sends into a probe room every `probeIntervalMs`; the
- * wake-up is the time from the send's 200 to the /sync response carrying that event.
+ * wake-up is the time from the send's 200 to the /sync response carrying that event. After the
+ * load, the probe goes on alone for `idleS` (the wake-up of an idle server).
  */
 import { randomUUID } from 'node:crypto'
 import { Pool } from 'undici'
@@ -21,6 +22,8 @@ export interface LoadOptions {
   /** Target share of the hottest room under Zipf (default 0.27). */
   readonly hotShare?: number
   readonly probeIntervalMs?: number
+  /** Seconds the probe runs alone after the load (default 4; 0: none). */
+  readonly idleS?: number
   /** Progress lines go here (stderr). */
   readonly progress?: (line: string) => void
 }
@@ -41,7 +44,11 @@ export interface LoadResult {
   /** Sends into the hottest room only (Zipf). */
   readonly hotRoomSendMs: LatencySummary
   readonly hotRoomShare: number
+  /** Under the load. */
   readonly syncWakeupMs: LatencySummary
+  /** With only the probe running (after the load). */
+  readonly idleSyncWakeupMs: LatencySummary
+  /** Probes sent (under load and idle) and the ones no sync delivered within 10 s. */
   readonly probesSent: number
   readonly probesLost: number
   readonly wallS: number
@@ -193,6 +200,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     let hotSends = 0
     let errors = 0
     let stop = false
+    let stoppedAt = Number.POSITIVE_INFINITY
     const started = performance.now()
     const deadline = started + options.durationS * 1000
 
@@ -200,7 +208,9 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     // answers only after its own tracker covers the event): such a probe counts as woken at 0 ms.
     const acked = new Map<string, number>()
     const seenEarly = new Set<string>()
-    const wakeups: number[] = []
+    const loadedWakeups: number[] = []
+    const idleWakeups: number[] = []
+    let wakeups = loadedWakeups
     const probeSync = (async () => {
       const initial = await client.ok<{ next_batch: string }>('GET', `${v3}/sync?timeout=0&filter=${enc(JSON.stringify({ room: { timeline: { limit: 1 } } }))}`, { token: probeReader.token })
       let since = initial.next_batch
@@ -222,12 +232,12 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
             seenEarly.add(event.event_id)
           }
         }
-        if (stop && performance.now() > deadline + 10_000) break
+        if (stop && performance.now() > stoppedAt + 10_000) break
       }
     })()
     let probesSent = 0
-    const probeSend = (async () => {
-      while (performance.now() < deadline) {
+    const sendProbes = async (until: number) => {
+      while (performance.now() < until) {
         await new Promise((r) => setTimeout(r, options.probeIntervalMs ?? 200))
         const { event_id } = await client.ok<{ event_id: string }>('PUT', `${v3}/rooms/${enc(probeRoom)}/send/m.room.message/${randomUUID()}`, {
           token: probeSender.token,
@@ -237,7 +247,8 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
         else acked.set(event_id, performance.now())
         probesSent++
       }
-    })()
+    }
+    const probeSend = sendProbes(deadline)
 
     let lastReport = started
     const senders = Array.from({ length: options.concurrency }, async (_, c) => {
@@ -267,7 +278,17 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     })
     await Promise.all([...senders, probeSend])
     const wallS = (performance.now() - started) / 1000
+    const idleS = options.idleS ?? 4
+    if (idleS > 0) {
+      // The loaded probes arrive (or count as lost below), then the probe runs alone.
+      const settled = performance.now() + 10_000
+      while (acked.size > 0 && performance.now() < settled) await new Promise((r) => setTimeout(r, 20))
+      wakeups = idleWakeups
+      progress(`  idle: the sync probe alone for ${idleS} s`)
+      await sendProbes(performance.now() + idleS * 1000)
+    }
     stop = true
+    stoppedAt = performance.now()
     // Probes get up to 10 s to arrive; the ones that do not are lost.
     await Promise.race([probeSync, new Promise((r) => setTimeout(r, 10_000))])
     const probesLost = acked.size
@@ -281,7 +302,8 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
       sendMs: summarize(sendMs),
       hotRoomSendMs: summarize(hotMs),
       hotRoomShare: sendMs.length === 0 ? 0 : Math.round((hotSends / sendMs.length) * 1000) / 1000,
-      syncWakeupMs: summarize(wakeups),
+      syncWakeupMs: summarize(loadedWakeups),
+      idleSyncWakeupMs: summarize(idleWakeups),
       probesSent,
       probesLost,
       wallS: Math.round(wallS * 10) / 10,
