@@ -170,9 +170,10 @@ const strippedTypes = new Set(['m.room.create', 'm.room.join_rules', 'm.room.nam
 /**
  * The user's sync data between `since` and `upTo` (rules in the module comment).
  *
- * Round trips: the memberships and the account data (position, then changes) together; the
- * rooms with new events (none when `roomsChangedAfter` knows them); then the rooms' sections,
- * a few rooms at a time, each a short chain (events, visibility, then state and client forms).
+ * Round trips: the memberships and the account data position together; the rooms with new
+ * events (none when `roomsChangedAfter` knows them); then the account data changes alongside
+ * the rooms' sections, a few rooms at a time, each a short chain (events; visibility and state;
+ * client forms). A room with nothing new but account data is read after those.
  *
  * @example
  * const data = await readSync(db, { userId, deviceId, upTo: { room: tracker.currentToken() }, fullState: false, filter: parseSyncFilter(undefined), now: Date.now() })
@@ -181,11 +182,7 @@ const strippedTypes = new Set(['m.room.create', 'm.room.join_rules', 'm.room.nam
 export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
   const viewer: Viewer = { userId: q.userId, ...(q.deviceId !== undefined && { deviceId: q.deviceId }) }
   const since = q.since
-  const readAccountData = async () => {
-    const position = q.upTo.accountData ?? (await accountDataPosition(db))
-    return { position, changes: await accountDataChanges(db, q.userId, { ...(since && { after: since.accountData }), upTo: position }) }
-  }
-  const [memberships, { position: accountDataUpTo, changes: accountData }] = await Promise.all([membershipRows(db, q.userId, q.upTo.room), readAccountData()])
+  const [memberships, accountDataUpTo] = await Promise.all([membershipRows(db, q.userId, q.upTo.room), q.upTo.accountData ?? accountDataPosition(db)])
   const upTo: SyncToken = { room: q.upTo.room, accountData: accountDataUpTo }
   const atUpTo = latestPerRoom(memberships)
   const atSince = since ? latestPerRoom(memberships.filter((m) => covers(since.room, m))) : new Map<string, MembershipRow>()
@@ -216,22 +213,34 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
     active = q.roomsChangedAfter?.(incrementalRooms, since.room) ?? (await roomsWithEvents(db, incrementalRooms, since.room, upTo.room))
   }
   const reader = new RoomSyncReader(db, { ...q, upTo }, viewer)
+  // The rooms' events are read while the account data is: only a room with nothing new but
+  // its account data waits for it.
   const sections = new Map<string, JsonObject>()
-  await forEachLimited(fullRooms, roomConcurrency, async (roomId) => {
-    sections.set(roomId, await reader.joinedRoom(roomId, undefined, accountData.rooms.get(roomId) ?? []))
-  })
-  await forEachLimited(incrementalRooms, roomConcurrency, async (roomId) => {
-    const roomAccountData = accountData.rooms.get(roomId) ?? []
-    const hasAccountData = filterEntries(roomAccountData, q.filter.roomAccountData).length > 0
-    if (!active.has(roomId) && !q.fullState && !hasAccountData) return
-    const section = await reader.joinedRoom(roomId, since, roomAccountData)
-    // Nothing to say (events the filter or visibility hides, or a room the hint over-reported).
-    if (!q.fullState && !hasAccountData && isEmptySection(section)) return
-    sections.set(roomId, section)
-  })
-  for (const roomId of [...fullRooms, ...incrementalRooms]) {
+  const readSections = (rooms: readonly string[], from: SyncToken | undefined) =>
+    forEachLimited(rooms, roomConcurrency, async (roomId) => {
+      sections.set(roomId, await reader.joinedSection(roomId, from))
+    })
+  const withEvents = q.fullState ? incrementalRooms : incrementalRooms.filter((roomId) => active.has(roomId))
+  const [accountData] = await Promise.all([
+    accountDataChanges(db, q.userId, { ...(since && { after: since.accountData }), upTo: upTo.accountData }),
+    readSections(fullRooms, undefined),
+    readSections(withEvents, since),
+  ])
+  const roomAccountData = (roomId: string) => filterEntries(accountData.rooms.get(roomId) ?? [], q.filter.roomAccountData)
+  await readSections(
+    incrementalRooms.filter((roomId) => !sections.has(roomId) && roomAccountData(roomId).length > 0),
+    since,
+  )
+  const addJoined = (roomId: string, section: JsonObject, roomData: JsonObject[]) => {
+    join[roomId] = { ...section, account_data: { events: roomData }, ephemeral: { events: [] }, unread_notifications: {}, summary: {} }
+  }
+  for (const roomId of fullRooms) addJoined(roomId, sections.get(roomId)!, roomAccountData(roomId))
+  for (const roomId of incrementalRooms) {
     const section = sections.get(roomId)
-    if (section) join[roomId] = section
+    const roomData = roomAccountData(roomId)
+    // Nothing to say (events the filter or visibility hides, or a room the hint over-reported).
+    if (section === undefined || (!q.fullState && roomData.length === 0 && isEmptySection(section))) continue
+    addJoined(roomId, section, roomData)
   }
 
   for (const m of atUpTo.values()) {
@@ -377,16 +386,9 @@ class RoomSyncReader {
     private readonly viewer: Viewer,
   ) {}
 
-  /** A `rooms.join` entry; `since` absent: the full form (last events, full state). */
-  async joinedRoom(roomId: string, since: SyncToken | undefined, accountData: readonly AccountDataEntry[]): Promise<JsonObject> {
-    const section = await this.#section(roomId, since?.room, undefined)
-    return {
-      ...section,
-      account_data: { events: filterEntries(accountData, this.q.filter.roomAccountData) },
-      ephemeral: { events: [] },
-      unread_notifications: {},
-      summary: {},
-    }
+  /** The timeline and state of a `rooms.join` entry; `since` absent: the full form (last events, full state). */
+  joinedSection(roomId: string, since: SyncToken | undefined): Promise<JsonObject> {
+    return this.#section(roomId, since?.room, undefined)
   }
 
   /** A `rooms.leave` entry: the timeline up to `left` (the leave event). */

@@ -232,6 +232,18 @@ describe('api /sync', function () {
     expect(bodies(shown.rooms.join[roomId]!.timeline.events)).to.deep.equal(['shown'])
   })
 
+  it("should show a room whose only news is the user's room account data, with no new events", async () => {
+    const roomId = await createRoom(h, alice.user_id)
+    const first = await sync(alice, { filter: only([roomId]) })
+    await h.call('PUT', `${v3}/user/${enc(alice.user_id)}/rooms/${enc(roomId)}/account_data/m.tag`, { token: alice.access_token, body: { tags: { u: {} } } })
+    const tagged = await sync(alice, { since: first.next_batch, filter: only([roomId]) })
+    expect(Object.keys(tagged.rooms.join)).to.deep.equal([roomId])
+    expect(tagged.rooms.join[roomId]!.account_data.events).to.deep.equal([{ type: 'm.tag', content: { tags: { u: {} } } }])
+    expect(tagged.rooms.join[roomId]!.timeline.events).to.deep.equal([])
+    const quiet = await sync(alice, { since: tagged.next_batch, filter: only([roomId]) })
+    expect(quiet.rooms.join).to.deep.equal({})
+  })
+
   it('should clamp a since from the future and answer promptly, and refuse malformed ones with 400 M_INVALID_PARAM', async () => {
     const started = Date.now()
     const future = await sync(alice, { since: 's900000000000_900000000', timeout: '0' })
