@@ -223,7 +223,14 @@ export async function run(ctx: E2eContext): Promise<E2eResult[]> {
       const cpu0 = machineCpu().busy
       const pids = deployment.pids()
       const own0 = pids.reduce((sum, pid) => sum + processCpu(pid), 0)
-      const result = await runLoad({ ...load, baseUrl: deployment.baseUrl, distribution: plan.distribution })
+      // CPU from the set-up to the end of the load (as before the idle probe existed).
+      let cpu1 = cpu0
+      let own1 = own0
+      const onLoadEnd = () => {
+        cpu1 = machineCpu().busy
+        own1 = pids.reduce((sum, pid) => sum + processCpu(pid), 0)
+      }
+      const result = await runLoad({ ...load, baseUrl: deployment.baseUrl, distribution: plan.distribution, onLoadEnd })
       const events = Math.max(1, result.events)
       results.push({
         benchmark: 'e2e',
@@ -231,8 +238,8 @@ export async function run(ctx: E2eContext): Promise<E2eResult[]> {
         distribution: plan.distribution,
         concurrency: load.concurrency,
         result,
-        cpuMsPerEvent: Math.round(((machineCpu().busy - cpu0) * jiffyMs * 1000) / events) / 1000,
-        myelinCpuMsPerEvent: Math.round(((pids.reduce((sum, pid) => sum + processCpu(pid), 0) - own0) * jiffyMs * 1000) / events) / 1000,
+        cpuMsPerEvent: Math.round(((cpu1 - cpu0) * jiffyMs * 1000) / events) / 1000,
+        myelinCpuMsPerEvent: Math.round(((own1 - own0) * jiffyMs * 1000) / events) / 1000,
         baselineEventsPerS: baseline.eventsPerS,
         ratio: Math.round((result.eventsPerS / Math.max(1, baseline.eventsPerS)) * 1000) / 1000,
       })

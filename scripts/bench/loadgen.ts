@@ -24,6 +24,8 @@ export interface LoadOptions {
   readonly probeIntervalMs?: number
   /** Seconds the probe runs alone after the load (default 4; 0: none). */
   readonly idleS?: number
+  /** Called when the senders stop, before the idle probe (where callers stop measuring CPU). */
+  readonly onLoadEnd?: () => void
   /** Progress lines go here (stderr). */
   readonly progress?: (line: string) => void
 }
@@ -278,6 +280,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     })
     await Promise.all([...senders, probeSend])
     const wallS = (performance.now() - started) / 1000
+    options.onLoadEnd?.()
     const idleS = options.idleS ?? 4
     if (idleS > 0) {
       // The loaded probes arrive (or count as lost below), then the probe runs alone.
