@@ -216,21 +216,17 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
   // The rooms' events are read while the account data is: only a room with nothing new but
   // its account data waits for it.
   const sections = new Map<string, JsonObject>()
-  const readSections = (rooms: readonly string[], from: SyncToken | undefined) =>
-    forEachLimited(rooms, roomConcurrency, async (roomId) => {
+  const readSections = (rooms: readonly (readonly [string, SyncToken | undefined])[]) =>
+    forEachLimited(rooms, roomConcurrency, async ([roomId, from]) => {
       sections.set(roomId, await reader.joinedSection(roomId, from))
     })
   const withEvents = q.fullState ? incrementalRooms : incrementalRooms.filter((roomId) => active.has(roomId))
   const [accountData] = await Promise.all([
     accountDataChanges(db, q.userId, { ...(since && { after: since.accountData }), upTo: upTo.accountData }),
-    readSections(fullRooms, undefined),
-    readSections(withEvents, since),
+    readSections([...fullRooms.map((roomId) => [roomId, undefined] as const), ...withEvents.map((roomId) => [roomId, since] as const)]),
   ])
   const roomAccountData = (roomId: string) => filterEntries(accountData.rooms.get(roomId) ?? [], q.filter.roomAccountData)
-  await readSections(
-    incrementalRooms.filter((roomId) => !sections.has(roomId) && roomAccountData(roomId).length > 0),
-    since,
-  )
+  await readSections(incrementalRooms.filter((roomId) => !sections.has(roomId) && roomAccountData(roomId).length > 0).map((roomId) => [roomId, since] as const))
   const addJoined = (roomId: string, section: JsonObject, roomData: JsonObject[]) => {
     join[roomId] = { ...section, account_data: { events: roomData }, ephemeral: { events: [] }, unread_notifications: {}, summary: {} }
   }

@@ -49,8 +49,10 @@ export type AllocateIds = (n: number, rooms?: readonly string[]) => Promise<bigi
  *   background after publishing, at most once per `storeIntervalMs`, without it before the
  *   transaction resolves) and
  *   announced on the bus as `POSITION stream writer prev next rooms`, where `rooms` merges the
- *   hints of the committed IDs in (prev, next]. Announcements of one generator are published
- *   in order, with `prev` = the previous announcement's `next`.
+ *   hints of the committed IDs in (prev, next], or is absent (any room) over rows it cannot
+ *   vouch for: an earlier process's never-announced rows above the stored position at start,
+ *   and the rows of a COMMIT that failed with no answer from the database. Announcements of
+ *   one generator are published in order, with `prev` = the previous announcement's `next`.
  * - When `createIdGenerator` resolves, the starting position is announced and stored, so a
  *   reader that starts later finds it in `stream_positions`.
  * - A REPLICATE on the bus, and every bus `up`, is answered by announcing.
