@@ -49,7 +49,8 @@ export function createMembershipWatch(options: { db: Kysely<Database>; tracker: 
     const before = seen
     seen = tracker.currentToken()
     const members = hintedMembers(hint)
-    if (members === undefined) {
+    // Rows the linear position ran over without an advance (a dead writer's) have no hint either.
+    if (members === undefined || tracker.ranOverUnannounced(before)) {
       unreadFrom ??= before
       void readUnhinted()
     } else {

@@ -32,7 +32,8 @@ export interface Notifier {
    * Which of `rooms` may have events after `after` up to the tracker's current token, from the
    * notifier's recent history alone (no query): a superset of the rooms that do (a room in a
    * writer's advance may have its event below `after`'s position for that writer). Undefined
-   * when the history cannot tell: `after` is older than it, or an advance in range has no hint.
+   * when the history cannot tell: `after` is older than it, an advance in range has no hint,
+   * or the tracker ran over unannounced rows past `after` (`ranOverUnannounced`).
    */
   roomsChangedAfter(rooms: readonly string[], after: RoomStreamToken): Set<string> | undefined
 }
@@ -104,9 +105,8 @@ export function createNotifier(tracker: StreamTracker): Notifier {
    * with no advance: a token past them is beyond what history tells.
    */
   const historyCovers = (after: RoomStreamToken): boolean => {
-    const linear = tracker.linearPosition()
+    if (tracker.ranOverUnannounced(after)) return false
     for (const [writer, position] of tracker.positions()) {
-      if (position < linear && isPast(writer, linear, after)) return false
       if (!isPast(writer, position, after)) continue
       const from = horizon.get(writer)
       if (from === undefined || isPast(writer, from, after)) return false

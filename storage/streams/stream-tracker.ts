@@ -47,6 +47,13 @@ export interface StreamTracker {
   currentToken(): RoomStreamToken
   /** True when every row the token covers is covered by `currentToken()` (a historic token: its stream part ≤ linear). */
   covers(token: RoomStreamToken): boolean
+  /**
+   * True when `currentToken()` covers rows after `after` that no advance announced: the linear
+   * position ran over committed rows above a writer's known position (a writer that died
+   * before announcing them) and past `after`. Readers that follow advances (their hints) must
+   * read such a range from the database.
+   */
+  ranOverUnannounced(after: RoomStreamToken): boolean
   /** A token from the future (forged, from before a restore) clamped to the highest allocated ID; others unchanged. */
   clamp(token: RoomStreamToken): Promise<RoomStreamToken>
   /** Resolves true once `covers(token)`, false after `timeoutMs` or on `close()`. */
@@ -188,6 +195,15 @@ class Tracker implements StreamTracker {
   covers(token: RoomStreamToken): boolean {
     if (token.isHistoric) return token.stream <= this.#linear
     return token.isBeforeOrEqual(this.currentToken())
+  }
+
+  ranOverUnannounced(after: RoomStreamToken): boolean {
+    for (const [writer, position] of this.#positions) {
+      if (position >= this.#linear) continue
+      const id = this.#ids.get(writer)
+      if (this.#linear > (id === undefined ? after.stream : after.positionOf(id))) return true
+    }
+    return false
   }
 
   async clamp(token: RoomStreamToken): Promise<RoomStreamToken> {

@@ -194,9 +194,14 @@ describe('StreamTracker', () => {
     const ids = await write(w1, 4)
     const tr = await tracker({ withBus: false, pollIntervalMs: 20 })
     expect(tr.positions().get('w2')).to.equal(1n)
+    const before = tr.currentToken()
+    expect(tr.ranOverUnannounced(before)).to.equal(false)
     await eventually(() => tr.linearPosition() === ids[3], 'the linear position to run over committed rows')
     expect(tr.positions().get('w2')).to.equal(1n)
     expect(tr.currentToken().toString()).to.equal(`s${ids[3]}`)
+    // The dead writer's row lies after `before`, and no advance announced it.
+    expect(tr.ranOverUnannounced(before)).to.equal(true)
+    expect(tr.ranOverUnannounced(tr.currentToken())).to.equal(false)
   })
 
   it('should not extend the linear position over an uncommitted ID', async () => {
