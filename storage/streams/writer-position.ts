@@ -106,11 +106,10 @@ export class WriterPosition {
    * A transaction failed with no answer from the database (a lost connection: its commit may
    * have happened), so this writer may have rows without a hint. Every hint is `undefined` (any
    * room) until `boundUnknown` brings a sequence value read after this call, then up to it.
-   * Returns the epoch to give `boundUnknown`.
    */
-  outcomeUnknown(): number {
+  outcomeUnknown(): void {
     this.#unknownPending = true
-    return ++this.#unknownEpoch
+    this.#unknownEpoch++
   }
 
   /** The current epoch of `outcomeUnknown` (read it before reading the sequence). */

@@ -44,9 +44,9 @@ describe('WriterPosition', () => {
 
   it('should hint any room after an unknown outcome, up to the sequence read after it', () => {
     const w = new WriterPosition(10n, 10n)
-    const epoch = w.outcomeUnknown()
+    w.outcomeUnknown()
     expect(w.takeHint(10n)).to.equal(undefined) // not bounded yet: any room
-    w.boundUnknown(15n, epoch)
+    w.boundUnknown(15n, w.unknownEpoch)
     w.observeAllocated(15n)
     expect(w.unknownPending).to.equal(false)
     expect(w.takeHint(12n)).to.equal(undefined)
@@ -59,7 +59,8 @@ describe('WriterPosition', () => {
 
   it('should keep waiting for a bound when another outcome became unknown during the read', () => {
     const w = new WriterPosition(0n, 0n)
-    const first = w.outcomeUnknown()
+    w.outcomeUnknown()
+    const first = w.unknownEpoch
     w.outcomeUnknown()
     w.boundUnknown(5n, first)
     expect(w.unknownPending).to.equal(true)
