@@ -16,7 +16,8 @@ import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import Fastify from 'fastify'
 import pg from 'pg'
-import { runLoad, type LoadOptions, type LoadResult } from './loadgen.js'
+import { combineRuns, runLoad, type LoadOptions, type LoadResult, type LoadRun } from './loadgen.js'
+import { percentile, ratio, round } from './stats.js'
 
 const myelinBin = fileURLToPath(new URL('../../bin/myelin', import.meta.url))
 
@@ -25,6 +26,8 @@ export interface E2eContext {
   readonly adminUrl: string
   readonly redisUrl: string
   readonly quick: boolean
+  /** Rounds: every topology (and the baseline) runs once per round, rounds one after another. */
+  readonly repeats: number
   readonly progress: (line: string) => void
 }
 
@@ -33,14 +36,27 @@ export interface E2eResult {
   readonly topology: string
   readonly distribution: LoadOptions['distribution']
   readonly concurrency: number
+  /** The runs together (`combineRuns`): median events/s, latency percentiles over every run's samples. */
   readonly result: LoadResult
-  /** Machine CPU time (all processes, load generator included) per event, ms. */
+  /** Machine CPU time (all processes, load generator included) per event, ms: the runs' median. */
   readonly cpuMsPerEvent: number
-  /** Myelin's processes only (router, api workers, persisters), ms per event. */
+  /** Myelin's processes only (router, api workers, persisters), ms per event: the runs' median. */
   readonly myelinCpuMsPerEvent: number
+  /** The HTTP-only baseline's events/s: the median of its runs (one per round). */
   readonly baselineEventsPerS: number
-  /** events/s of Myelin over the HTTP-only baseline. */
+  /** events/s of Myelin over the HTTP-only baseline, each the median of its runs. */
   readonly ratio: number
+  /** Each run on its own, in round order. */
+  readonly runs: readonly E2eRunFigures[]
+}
+
+/** One run's headline figures. */
+export interface E2eRunFigures {
+  readonly eventsPerS: number
+  readonly baselineEventsPerS: number
+  readonly sendP99: number
+  readonly syncWakeupP99: number
+  readonly cpuMsPerEvent: number
 }
 
 /** Total and idle jiffies of the machine (/proc/stat). */
@@ -192,7 +208,9 @@ async function httpBaseline(options: Omit<LoadOptions, 'baseUrl'>): Promise<Load
 
 /**
  * Runs every topology at C=64 with Zipf-skewed rooms (one room ≈ 27% of traffic), the
- * 2-persister topology also uniformly, each next to the HTTP baseline.
+ * 2-persister topology also uniformly, each next to the HTTP baseline, in `repeats` rounds (so
+ * a slow phase of a noisy machine hits every topology alike, not one), and reports each
+ * topology's runs together.
  */
 export async function run(ctx: E2eContext): Promise<E2eResult[]> {
   const durationS = ctx.quick ? 4 : 20
@@ -205,48 +223,81 @@ export async function run(ctx: E2eContext): Promise<E2eResult[]> {
         { topology: cluster(2), distribution: 'uniform' },
         { topology: cluster(4), distribution: 'zipf' },
       ]
-  ctx.progress('e2e: HTTP-only baseline')
-  const baseline = await httpBaseline({ ...load, distribution: 'zipf' })
-  const results: E2eResult[] = []
-  for (const [i, plan] of plans.entries()) {
-    ctx.progress(`e2e [${i + 1}/${plans.length}]: ${plan.topology.name}, ${plan.distribution}, C=${load.concurrency}, ${durationS} s`)
-    const dir = await mkdtemp(join(tmpdir(), 'myelin-e2e-'))
-    const databaseUrl = await freshDatabase(ctx.adminUrl, `myelin_e2e_${i}`)
-    await new Promise<void>((resolve, reject) => {
-      const m = spawn(myelinBin, ['migrate', 'up', '--database', databaseUrl], { stdio: ['ignore', 'ignore', 'pipe'] })
-      let stderr = ''
-      m.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-      m.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`migrate exited ${code}: ${stderr.slice(-2000)}`))))
-    })
-    const deployment = await plan.topology.start(databaseUrl, dir, ctx.redisUrl)
-    try {
-      const cpu0 = machineCpu().busy
-      const pids = deployment.pids()
-      const own0 = pids.reduce((sum, pid) => sum + processCpu(pid), 0)
-      // CPU from the set-up to the end of the load (as before the idle probe existed).
-      let cpu1 = cpu0
-      let own1 = own0
-      const onLoadEnd = () => {
-        cpu1 = machineCpu().busy
-        own1 = pids.reduce((sum, pid) => sum + processCpu(pid), 0)
-      }
-      const result = await runLoad({ ...load, baseUrl: deployment.baseUrl, distribution: plan.distribution, onLoadEnd })
-      const events = Math.max(1, result.events)
-      results.push({
-        benchmark: 'e2e',
-        topology: plan.topology.name,
-        distribution: plan.distribution,
-        concurrency: load.concurrency,
-        result,
-        cpuMsPerEvent: Math.round(((cpu1 - cpu0) * jiffyMs * 1000) / events) / 1000,
-        myelinCpuMsPerEvent: Math.round(((own1 - own0) * jiffyMs * 1000) / events) / 1000,
-        baselineEventsPerS: baseline.eventsPerS,
-        ratio: Math.round((result.eventsPerS / Math.max(1, baseline.eventsPerS)) * 1000) / 1000,
-      })
-    } finally {
-      await deployment.stop()
-      await rm(dir, { recursive: true, force: true })
+  const rounds = Math.max(1, ctx.repeats)
+  const baselines: number[] = []
+  const measured = plans.map(() => [] as { load: LoadRun; cpuMsPerEvent: number; myelinCpuMsPerEvent: number; baselineEventsPerS: number }[])
+  for (let round = 1; round <= rounds; round++) {
+    const of = `round ${round}/${rounds}`
+    ctx.progress(`e2e ${of}: HTTP-only baseline`)
+    const baseline = (await httpBaseline({ ...load, distribution: 'zipf' })).eventsPerS
+    baselines.push(baseline)
+    for (const [i, plan] of plans.entries()) {
+      ctx.progress(`e2e ${of} [${i + 1}/${plans.length}]: ${plan.topology.name}, ${plan.distribution}, C=${load.concurrency}, ${durationS} s`)
+      measured[i]?.push({ ...(await measureTopology(ctx.adminUrl, ctx.redisUrl, plan, load, `myelin_e2e_${i}`)), baselineEventsPerS: baseline })
     }
   }
-  return results
+  const baselineEventsPerS = percentile(baselines, 50)
+  return plans.map((plan, i) => {
+    const runs = measured[i] ?? []
+    const result = combineRuns(runs.map((r) => r.load))
+    return {
+      benchmark: 'e2e',
+      topology: plan.topology.name,
+      distribution: plan.distribution,
+      concurrency: load.concurrency,
+      result,
+      cpuMsPerEvent: percentile(runs.map((r) => r.cpuMsPerEvent), 50),
+      myelinCpuMsPerEvent: percentile(runs.map((r) => r.myelinCpuMsPerEvent), 50),
+      baselineEventsPerS,
+      ratio: ratio(result.eventsPerS, baselineEventsPerS),
+      runs: runs.map((r) => ({
+        eventsPerS: r.load.eventsPerS,
+        baselineEventsPerS: r.baselineEventsPerS,
+        sendP99: r.load.sendMs.p99,
+        syncWakeupP99: r.load.syncWakeupMs.p99,
+        cpuMsPerEvent: r.cpuMsPerEvent,
+      })),
+    }
+  })
+}
+
+/** One run of `plan` on a fresh, migrated database, with the CPU it took per event. */
+async function measureTopology(
+  adminUrl: string,
+  redisUrl: string,
+  plan: { readonly topology: Topology; readonly distribution: LoadOptions['distribution'] },
+  load: Omit<LoadOptions, 'baseUrl' | 'distribution'>,
+  databaseName: string,
+): Promise<{ load: LoadRun; cpuMsPerEvent: number; myelinCpuMsPerEvent: number }> {
+  const dir = await mkdtemp(join(tmpdir(), 'myelin-e2e-'))
+  const databaseUrl = await freshDatabase(adminUrl, databaseName)
+  await new Promise<void>((resolve, reject) => {
+    const m = spawn(myelinBin, ['migrate', 'up', '--database', databaseUrl], { stdio: ['ignore', 'ignore', 'pipe'] })
+    let stderr = ''
+    m.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+    m.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`migrate exited ${code}: ${stderr.slice(-2000)}`))))
+  })
+  const deployment = await plan.topology.start(databaseUrl, dir, redisUrl)
+  try {
+    const cpu0 = machineCpu().busy
+    const pids = deployment.pids()
+    const own0 = pids.reduce((sum, pid) => sum + processCpu(pid), 0)
+    // CPU from the set-up to the end of the load (as before the idle probe existed).
+    let cpu1 = cpu0
+    let own1 = own0
+    const onLoadEnd = () => {
+      cpu1 = machineCpu().busy
+      own1 = pids.reduce((sum, pid) => sum + processCpu(pid), 0)
+    }
+    const result = await runLoad({ ...load, baseUrl: deployment.baseUrl, distribution: plan.distribution, onLoadEnd })
+    const events = Math.max(1, result.events)
+    return {
+      load: result,
+      cpuMsPerEvent: round(((cpu1 - cpu0) * jiffyMs) / events, 3),
+      myelinCpuMsPerEvent: round(((own1 - own0) * jiffyMs) / events, 3),
+    }
+  } finally {
+    await deployment.stop()
+    await rm(dir, { recursive: true, force: true })
+  }
 }

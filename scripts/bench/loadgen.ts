@@ -11,6 +11,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import { Pool } from 'undici'
+import { percentile, round } from './stats.js'
 
 export interface LoadOptions {
   readonly baseUrl: string
@@ -56,6 +57,16 @@ export interface LoadResult {
   readonly wallS: number
 }
 
+/** One run's result with its raw latencies, which `combineRuns` pools. */
+export interface LoadRun extends LoadResult {
+  readonly samples: {
+    readonly sendMs: readonly number[]
+    readonly hotRoomSendMs: readonly number[]
+    readonly syncWakeupMs: readonly number[]
+    readonly idleSyncWakeupMs: readonly number[]
+  }
+}
+
 interface Session {
   readonly userId: string
   readonly token: string
@@ -63,10 +74,37 @@ interface Session {
 
 /** Percentiles of `values` (ms), nearest rank. */
 export function summarize(values: readonly number[]): LatencySummary {
-  const sorted = [...values].sort((a, b) => a - b)
-  const at = (q: number) => (sorted.length === 0 ? 0 : (sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] as number))
-  const round = (v: number) => Math.round(v * 100) / 100
-  return { count: sorted.length, p50: round(at(0.5)), p95: round(at(0.95)), p99: round(at(0.99)), max: round(sorted.at(-1) ?? 0) }
+  const at = (p: number) => round(percentile(values, p), 2)
+  return { count: values.length, p50: at(50), p95: at(95), p99: at(99), max: at(100) }
+}
+
+/**
+ * Several runs of the same load as one result: events/s is the median run's, the latencies are
+ * percentiles of all runs' samples together (a p99 over a few hundred probes, not the slowest
+ * one or two of a run), the counts are sums.
+ *
+ * @example
+ * combineRuns([await runLoad(options), await runLoad(options), await runLoad(options)]).syncWakeupMs.p99
+ */
+export function combineRuns(runs: readonly LoadRun[]): LoadResult {
+  if (runs.length === 0) throw new RangeError('combineRuns: no runs')
+  const pooled = (pick: (samples: LoadRun['samples']) => readonly number[]) => summarize(runs.flatMap((r) => pick(r.samples)))
+  const sum = (pick: (run: LoadRun) => number) => runs.reduce((total, r) => total + pick(r), 0)
+  const events = sum((r) => r.events)
+  const hotSends = sum((r) => r.samples.hotRoomSendMs.length)
+  return {
+    events,
+    errors: sum((r) => r.errors),
+    eventsPerS: percentile(runs.map((r) => r.eventsPerS), 50),
+    sendMs: pooled((s) => s.sendMs),
+    hotRoomSendMs: pooled((s) => s.hotRoomSendMs),
+    hotRoomShare: events === 0 ? 0 : round(hotSends / events, 3),
+    syncWakeupMs: pooled((s) => s.syncWakeupMs),
+    idleSyncWakeupMs: pooled((s) => s.idleSyncWakeupMs),
+    probesSent: sum((r) => r.probesSent),
+    probesLost: sum((r) => r.probesLost),
+    wallS: round(sum((r) => r.wallS), 1),
+  }
 }
 
 /** The Zipf exponent s for which room 0 of `rooms` gets `share` of the weight (bisection). */
@@ -168,7 +206,7 @@ async function inParallel<T>(items: readonly T[], limit: number, fn: (item: T, i
  * @example
  * const result = await runLoad({ baseUrl: 'http://127.0.0.1:8008', users: 64, rooms: 32, concurrency: 64, durationS: 20, distribution: 'zipf' })
  */
-export async function runLoad(options: LoadOptions): Promise<LoadResult> {
+export async function runLoad(options: LoadOptions): Promise<LoadRun> {
   const progress = options.progress ?? (() => {})
   const client = new MatrixClient(options.baseUrl, options.concurrency + 8)
   const run = randomUUID().slice(0, 8)
@@ -310,6 +348,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
       probesSent,
       probesLost,
       wallS: Math.round(wallS * 10) / 10,
+      samples: { sendMs, hotRoomSendMs: hotMs, syncWakeupMs: loadedWakeups, idleSyncWakeupMs: idleWakeups },
     }
   } finally {
     await client.close()
