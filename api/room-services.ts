@@ -64,7 +64,9 @@ function maxOrdering(events: readonly PersistedEvent[]): bigint {
 export function createDirectSender(persister: Persister, tracker: StreamTracker, waitMs = readYourWritesMs): EventSender {
   return {
     async send(request) {
-      const persisted = await persister.persist(request)
+      // The caller's request ID is fresh and this call is never repeated: no retry will look
+      // its answer up (see `PersistRequest.recordAnswer`).
+      const persisted = await persister.persist({ ...request, recordAnswer: false })
       await tracker.waitFor(tokenCovering(tracker, persisted), waitMs)
       return persisted
     },

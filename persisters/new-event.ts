@@ -25,6 +25,14 @@ export interface PersistRequest {
   readonly requestId: string
   readonly roomId: string
   readonly events: readonly NewEvent[]
+  /**
+   * Whether the answer is stored under `requestId` (`replication_requests`), so that the same
+   * request sent again (a retry after a lost answer, after a restart) gets it instead of
+   * persisting twice. Default true. A caller in the persister's own process that never sends an
+   * ID twice (a client request's fresh ID; the client's retry is a new request, deduplicated by
+   * its transaction ID) sets false and saves the row.
+   */
+  readonly recordAnswer?: boolean
 }
 
 /** The answer for one persisted (or deduplicated) event. */

@@ -113,7 +113,7 @@ export async function persistBatches(
   if (new Set(batches.map((b) => b.roomId)).size !== batches.length) throw new Error('persistBatches: a room appears twice in one group')
   const acquired = await acquireRooms(trx, batches, deps.writer, deps.log)
   const previousAnswers = options.lookUpEarlier
-    ? await loadRequestAnswers(trx, batches.flatMap((b) => b.requests.map((r) => r.requestId)))
+    ? await loadRequestAnswers(trx, batches.flatMap((b) => b.requests.filter(recordsAnswer).map((r) => r.requestId)))
     : new Map<string, PersistedEvent[]>()
   const storedTxns = options.lookUpEarlier ? await loadTxnEvents(trx, batches) : new Map<string, PersistedEvent>()
   const redactedSenders = await loadRedactedSenders(trx, batches)
@@ -217,6 +217,11 @@ function hintOf(plans: readonly RoomPlan[]): string[] {
   )
 }
 
+/** Whether the request's answer is stored for its retries (see `PersistRequest.recordAnswer`). */
+function recordsAnswer(request: PersistRequest): boolean {
+  return request.recordAnswer !== false
+}
+
 /** A unique-key refusal of an earlier answer (see `persistBatches`) as `RetryBatchError`; any other error as is. */
 function answeredBefore(err: unknown): unknown {
   const { code, constraint } = err as { code?: unknown; constraint?: unknown }
@@ -312,6 +317,9 @@ function planRoom(
     const answers: Answer[] = (previousAnswers.get(request.requestId) ?? []).map((stored) => ({ stored }))
     const outcome: { answers: Answer[]; error?: StorageError } = { answers }
     answersByRequest.push(outcome)
+    const record = (idx: number, answer: Answer) => {
+      if (recordsAnswer(request)) requestRows.push({ requestId: request.requestId, idx, answer })
+    }
     for (let index = answers.length; index < request.events.length; index++) {
       const event = request.events[index] as NewEvent
       const txnKey = event.txn === undefined ? undefined : txnKeyOf(roomId, event.sender, event.txn)
@@ -319,7 +327,7 @@ function planRoom(
       if (duplicate !== undefined) {
         const answer: Answer = 'eventId' in duplicate ? { accepted: duplicate } : { stored: duplicate }
         answers.push(answer)
-        requestRows.push({ requestId: request.requestId, idx: index, answer })
+        record(index, answer)
         continue
       }
       const built = buildEvent(deps, roomId, event, index, head === undefined, state, extremities, redactedSenders)
@@ -346,7 +354,7 @@ function planRoom(
       if (depth > maxDepth) maxDepth = depth
       const answer: Answer = { accepted: built }
       answers.push(answer)
-      requestRows.push({ requestId: request.requestId, idx: index, answer })
+      record(index, answer)
     }
   }
   return {

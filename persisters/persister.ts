@@ -255,7 +255,7 @@ export function createPersister(options: PersisterOptions): Persister {
   async function persistOrAnswer(request: PersistRequest): Promise<PersistedEvent[]> {
     const owner = shardMap.ownerOf(request.roomId)
     if (owner !== writer) {
-      const answered = (await loadRequestAnswers(options.db, [request.requestId])).get(request.requestId) ?? []
+      const answered = request.recordAnswer === false ? [] : ((await loadRequestAnswers(options.db, [request.requestId])).get(request.requestId) ?? [])
       if (answered.length >= request.events.length) return answered
       throw new NotOwnerError(request.roomId, owner, writer)
     }

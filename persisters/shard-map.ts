@@ -46,7 +46,9 @@ export interface ShardMap {
  *   every room.
  * Room IDs are encoded as UTF-8; a lone surrogate becomes U+FFFD (Synapse would reject such an ID).
  *
- * Cost: `rendezvous` hashes once per writer per call, `modulo` once per call; nothing is cached.
+ * Cost: `rendezvous` hashes once per writer, `modulo` once, for a room not seen lately; owners
+ * of up to `cachedRooms` rooms are remembered (a send asks twice: where to route, and whether
+ * the persister owns it).
  *
  * @throws StorageError `ES_CONFIG_INVALID` for no writers, duplicate or malformed writer names, an
  *   unknown strategy, or a pin naming a writer not in `writers` (the message lists every problem).
@@ -80,10 +82,28 @@ export function createShardMap(options: ShardMapOptions): ShardMap {
   if (problems.length > 0) {
     throw new StorageError('ES_CONFIG_INVALID', `invalid shard map: ${problems.join('; ')}`)
   }
-  const hashed = strategy === 'modulo' ? moduloOwner(writers) : rendezvousOwner(writers)
+  const owner = strategy === 'modulo' ? moduloOwner(writers) : rendezvousOwner(writers)
+  // With one writer nothing is hashed, so there is nothing to remember.
+  const hashed = writers.length === 1 ? owner : remembered(owner)
   const ownerOf =
     pins.size === 0 ? hashed : (roomId: string): string => pins.get(roomId) ?? hashed(roomId)
   return Object.freeze({ writers, strategy, ownerOf })
+}
+
+/** Rooms whose owner a shard map remembers; past that it forgets them all and starts again. */
+export const cachedRooms = 50_000
+
+function remembered(owner: (roomId: string) => string): (roomId: string) => string {
+  const owners = new Map<string, string>()
+  return (roomId) => {
+    let found = owners.get(roomId)
+    if (found === undefined) {
+      found = owner(roomId)
+      if (owners.size >= cachedRooms) owners.clear()
+      owners.set(roomId, found)
+    }
+    return found
+  }
 }
 
 function rendezvousOwner(writers: readonly string[]): (roomId: string) => string {

@@ -292,6 +292,15 @@ describe('api room writes (createRoom, membership, send, state, redact)', functi
       expect(stored?.pdu['content']).to.deep.equal({ msgtype: 'm.text', body: 'hi' })
     })
 
+    it('should store no replication answer for writes persisted in this process (a retry is a new request)', async () => {
+      const answers = async () => Number((await h.t.db.selectFrom('replication_requests').select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow()).n)
+      const before = await answers()
+      const roomId = await createRoom(alice, { preset: 'public_chat' })
+      const sent = await call('PUT', alice, `/rooms/${enc(roomId)}/send/m.room.message/unrecorded`, { msgtype: 'm.text', body: 'hi' })
+      expect(sent.statusCode).to.equal(200)
+      expect(await answers()).to.equal(before)
+    })
+
     it('should refuse a member who just left (the pre-check remembers joins; the persister decides)', async () => {
       const roomId = await createRoom(alice, { preset: 'public_chat' })
       expect((await membershipAction(bob, roomId, 'join')).statusCode).to.equal(200)

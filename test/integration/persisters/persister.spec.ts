@@ -305,6 +305,20 @@ describe('persister', () => {
       expect(await eventCount(t.db, roomId)).to.equal(count)
     })
 
+    it('should store no answer for a request that asks for none, and still deduplicate its client txn', async () => {
+      const roomId = newRoomId()
+      await send(persister, roomId, ...createRoomEvents(alice))
+      const answers = () => t.db.selectFrom('replication_requests').select('request_id').where('request_id', 'in', ['kept', 'once', 'once-again']).execute()
+      await persister.persist({ requestId: 'kept', roomId, events: [message(alice, 'recorded')] })
+      const txn = { deviceId: 'D', txnId: 'unrecorded' }
+      const [first] = await persister.persist({ requestId: 'once', roomId, events: [message(alice, 'not recorded', txn)], recordAnswer: false })
+      // The client's retry is a new request (with a new ID), answered from its transaction ID.
+      const [retried] = await persister.persist({ requestId: 'once-again', roomId, events: [message(alice, 'not recorded', txn)], recordAnswer: false })
+      expect(retried).to.deep.equal(first)
+      expect((await answers()).map((row) => row.request_id)).to.deep.equal(['kept'])
+      expect(await eventCount(t.db, roomId)).to.equal(7)
+    })
+
     it('should answer a retry from the database even after the room moved to another writer', async () => {
       const roomId = newRoomId()
       await send(persister, roomId, ...createRoomEvents(alice))

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import { expect } from 'chai'
 import fc from 'fast-check'
-import { createShardMap } from '../../../persisters/shard-map.js'
+import { cachedRooms, createShardMap } from '../../../persisters/shard-map.js'
 import { expectStorageError } from '../../support/expect-error.js'
 
 const writers = (n: number): string[] => Array.from({ length: n }, (_, i) => `persister${i + 1}`)
@@ -198,5 +198,22 @@ describe('createShardMap', () => {
       expect(map.writers).to.deep.equal(writers(3))
       expect(Object.isFrozen(map.writers)).to.equal(true)
     })
+  })
+
+  describe('remembered owners', () => {
+    for (const strategy of ['rendezvous', 'modulo'] as const) {
+      it(`should answer every room as a new map does, before and after forgetting (${strategy})`, () => {
+        const all = rooms(cachedRooms + 100)
+        const map = createShardMap({ writers: writers(3), strategy })
+        const first = all.map((roomId) => map.ownerOf(roomId))
+        // Asked again in reverse: the last rooms are remembered, the first ones were forgotten.
+        const again = [...all].reverse().map((roomId) => map.ownerOf(roomId)).reverse()
+        const fresh = createShardMap({ writers: writers(3), strategy })
+        const sample = all.flatMap((_, i) => (i % 97 === 0 || i >= cachedRooms ? [i] : []))
+        expect(sample.map((i) => fresh.ownerOf(all[i] as string))).to.deep.equal(sample.map((i) => first[i]))
+        expect(again).to.deep.equal(first)
+        expect(new Set(first).size).to.equal(3)
+      })
+    }
   })
 })
