@@ -143,6 +143,13 @@ export interface SyncQuery {
    * the rooms are looked up in `events`.
    */
   readonly roomsChangedAfter?: (rooms: readonly string[], since: RoomStreamToken) => ReadonlySet<string> | undefined
+  /**
+   * Rooms the user was joined to at an earlier read with the same `since` (a woken long-poll's
+   * first read). With `roomsChangedAfter`, the few of them with news are read while the
+   * memberships are; a room's early section is used only if the memberships show it joined
+   * since `since`, otherwise it is dropped unseen.
+   */
+  readonly joinedEarlier?: readonly string[]
 }
 
 /** The `rooms` and `account_data` parts of a /sync response (the caller adds the rest). */
@@ -173,7 +180,9 @@ const strippedTypes = new Set(['m.room.create', 'm.room.join_rules', 'm.room.nam
  * Round trips: the memberships and the account data position together; the rooms with new
  * events (none when `roomsChangedAfter` knows them); then the account data changes alongside
  * the rooms' sections, a few rooms at a time, each a short chain (events; visibility and state;
- * client forms). A room with nothing new but account data is read after those.
+ * client forms). A room with nothing new but account data is read after those. A woken
+ * long-poll (`joinedEarlier`) reads the sections of up to `roomConcurrency` rooms with news
+ * alongside the memberships, one round trip fewer on its path.
  *
  * @example
  * const data = await readSync(db, { userId, deviceId, upTo: { room: tracker.currentToken() }, fullState: false, filter: parseSyncFilter(undefined), now: Date.now() })
@@ -182,6 +191,10 @@ const strippedTypes = new Set(['m.room.create', 'm.room.join_rules', 'm.room.nam
 export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
   const viewer: Viewer = { userId: q.userId, ...(q.deviceId !== undefined && { deviceId: q.deviceId }) }
   const since = q.since
+  const wanted = (roomId: string) => (q.filter.rooms === undefined || q.filter.rooms.has(roomId)) && !q.filter.notRooms.has(roomId)
+  // A section reads only `upTo.room` of the bounds, so it may start before the account data position is known.
+  const reader = new RoomSyncReader(db, q, viewer)
+  const early = readEarlySections(reader, q, wanted)
   const [memberships, accountDataUpTo] = await Promise.all([membershipRows(db, q.userId, q.upTo.room), q.upTo.accountData ?? accountDataPosition(db)])
   const upTo: SyncToken = { room: q.upTo.room, accountData: accountDataUpTo }
   const atUpTo = latestPerRoom(memberships)
@@ -193,7 +206,6 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
     if (list) list.push(m)
     else changed.set(m.roomId, [m])
   }
-  const wanted = (roomId: string) => (q.filter.rooms === undefined || q.filter.rooms.has(roomId)) && !q.filter.notRooms.has(roomId)
 
   const joinedRooms = [...atUpTo.values()].filter((m) => m.membership === 'join').map((m) => m.roomId)
   const join: Record<string, JsonObject> = {}
@@ -212,13 +224,13 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
   if (since && incrementalRooms.length > 0) {
     active = q.roomsChangedAfter?.(incrementalRooms, since.room) ?? (await roomsWithEvents(db, incrementalRooms, since.room, upTo.room))
   }
-  const reader = new RoomSyncReader(db, { ...q, upTo }, viewer)
   // The rooms' events are read while the account data is: only a room with nothing new but
-  // its account data waits for it.
+  // its account data waits for it. An incremental room read early is taken as it is (its
+  // section depends only on `since` and `upTo.room`).
   const sections = new Map<string, JsonObject>()
   const readSections = (rooms: readonly (readonly [string, SyncToken | undefined])[]) =>
     forEachLimited(rooms, roomConcurrency, async ([roomId, from]) => {
-      sections.set(roomId, await reader.joinedSection(roomId, from))
+      sections.set(roomId, await ((from !== undefined ? early.get(roomId) : undefined) ?? reader.joinedSection(roomId, from)))
     })
   const withEvents = q.fullState ? incrementalRooms : incrementalRooms.filter((roomId) => active.has(roomId))
   const [accountData] = await Promise.all([
@@ -264,6 +276,27 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
 
 /** Rooms whose sections one sync reads at once (each holds a pooled connection per query). */
 const roomConcurrency = 4
+
+/**
+ * The incremental sections `readSync` starts before the memberships answer: the rooms of
+ * `q.joinedEarlier` (wanted by the filter) that `q.roomsChangedAfter` says have news, when
+ * there are at most `roomConcurrency` of them. None for an initial or full-state sync, or when
+ * the news is unknown. A section not used is dropped, its failure with it.
+ */
+function readEarlySections(reader: RoomSyncReader, q: SyncQuery, wanted: (roomId: string) => boolean): ReadonlyMap<string, Promise<JsonObject>> {
+  const early = new Map<string, Promise<JsonObject>>()
+  const { since, joinedEarlier, roomsChangedAfter } = q
+  if (since === undefined || q.fullState || joinedEarlier === undefined || roomsChangedAfter === undefined) return early
+  const candidates = joinedEarlier.filter(wanted)
+  const changed = candidates.length === 0 ? undefined : roomsChangedAfter(candidates, since.room)
+  if (changed === undefined || changed.size > roomConcurrency) return early
+  for (const roomId of changed) {
+    const section = reader.joinedSection(roomId, since)
+    section.catch(() => {})
+    early.set(roomId, section)
+  }
+  return early
+}
 
 /** Runs `fn` over `items`, at most `limit` at a time; rejects with the first failure. */
 async function forEachLimited<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {

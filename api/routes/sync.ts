@@ -176,7 +176,7 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
           }
         }
 
-        const read = () =>
+        const read = (joinedEarlier?: readonly string[]) =>
           readSync(db, {
             userId,
             deviceId,
@@ -186,13 +186,14 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
             filter,
             now: request.server.myelin.clock(),
             roomsChangedAfter,
+            ...(joinedEarlier && { joinedEarlier }),
           })
         let data = await read()
         const deadline = Date.now() + timeoutMs
         while (since && data.empty && !fullState && !closed.signal.aborted && deadline > Date.now()) {
           const outcome = await waitForNews(userId, data.joinedRooms, data.upTo, deadline - Date.now(), closed.signal)
           if (outcome !== 'advanced') break
-          data = await read()
+          data = await read(data.joinedRooms)
         }
         return {
           ...emptyResponse(serializeSyncToken(data.upTo)),

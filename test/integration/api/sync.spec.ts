@@ -164,6 +164,21 @@ describe('api /sync', function () {
     expect((await sync(carol)).rooms.leave).to.not.have.property(roomId)
   })
 
+  it('should not show a long-poll woken by its own leave the events sent after it', async () => {
+    const roomId = await createRoom(h, alice.user_id, { joinRule: 'public' })
+    await sendEvents(h, roomId, membership(carol.user_id, carol.user_id, 'join'), text(alice.user_id, 'welcome'))
+    const start = await sync(carol, { filter: only([roomId]) })
+    expect(start.rooms.join).to.have.property(roomId)
+    const polling = sync(carol, { since: start.next_batch, timeout: '20000', filter: only([roomId]) })
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    // One batch: the woken read finds the room changed, and joined at its first read.
+    await sendEvents(h, roomId, text(alice.user_id, 'before'), membership(carol.user_id, carol.user_id, 'leave'), text(alice.user_id, 'after carol left'))
+    const woken = await polling
+    expect(woken.rooms.join).to.not.have.property(roomId)
+    expect(woken.rooms.leave[roomId]!.timeline.events.map((e) => e.content['body'] ?? e.content['membership'])).to.deep.equal(['before', 'leave'])
+    expect(JSON.stringify(woken)).to.not.include('after carol left')
+  })
+
   it('should never show a user the events of a room they are not in', async () => {
     const roomId = await createRoom(h, alice.user_id)
     const start = await sync(carol)
@@ -267,11 +282,12 @@ describe('api /sync', function () {
   })
 
   it('property: concatenated timelines (with limited gaps filled from prev_batch) are exactly the events of the user\'s rooms', async () => {
-    type Command = { kind: 'send'; rooms: number[]; bySelf: boolean } | { kind: 'sync' } | { kind: 'sync-while-sending'; room: number }
+    // 'sync-while-sending' with `poll`: a long-poll (nothing new yet, so it waits) woken by the send.
+    type Command = { kind: 'send'; rooms: number[]; bySelf: boolean } | { kind: 'sync' } | { kind: 'sync-while-sending'; room: number; poll: boolean }
     const command: fc.Arbitrary<Command> = fc.oneof(
       fc.record({ kind: fc.constant('send' as const), rooms: fc.array(fc.integer({ min: 0, max: 2 }), { minLength: 1, maxLength: 4 }), bySelf: fc.boolean() }),
       fc.constant({ kind: 'sync' as const }),
-      fc.record({ kind: fc.constant('sync-while-sending' as const), room: fc.integer({ min: 0, max: 2 }) }),
+      fc.record({ kind: fc.constant('sync-while-sending' as const), room: fc.integer({ min: 0, max: 2 }), poll: fc.boolean() }),
     )
     await fc.assert(
       fc.asyncProperty(fc.array(command, { minLength: 1, maxLength: 12 }), fc.integer({ min: 1, max: 4 }), async (commands, limit) => {
@@ -306,9 +322,16 @@ describe('api /sync', function () {
             await Promise.all(c.rooms.map((i) => sendEvents(h, rooms[i]!, text(c.bySelf && i < 2 ? bob.user_id : alice.user_id, `p${counter++}`))))
           } else if (c.kind === 'sync') {
             since = await take(await sync(bob, { since, filter }))
-          } else {
+          } else if (!c.poll) {
             const [body] = await Promise.all([sync(bob, { since, filter }), sendEvents(h, rooms[c.room]!, text(alice.user_id, `p${counter++}`))])
             since = await take(body)
+          } else {
+            // Catch up first, so that the long-poll has nothing to answer until the send.
+            since = await take(await sync(bob, { since, filter }))
+            const polling = sync(bob, { since, filter, timeout: c.room === 2 ? '300' : '10000' })
+            await new Promise((resolve) => setTimeout(resolve, 50))
+            await sendEvents(h, rooms[c.room]!, text(alice.user_id, `p${counter++}`))
+            since = await take(await polling)
           }
         }
         await take(await sync(bob, { since, filter }))
