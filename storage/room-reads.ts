@@ -391,7 +391,20 @@ export async function filterVisible(db: Db, userId: string, rows: readonly Event
  * event.unsigned // { age: 12, transaction_id: 'm1' }
  */
 export async function toClientEvents(db: Db, rows: readonly EventRow[], viewer: Viewer, now: number): Promise<JsonObject[]> {
-  if (rows.length === 0) return []
+  return (await clientFormer(db, rows, viewer))(rows, now)
+}
+
+/**
+ * What `toClientEvents` reads for `rows` (their redactions, the viewer's transaction IDs, the
+ * state they replaced), as a function that forms any of `rows` (or a subset: the visible ones)
+ * once it is read. Lets a caller read it while it reads something else about the same rows.
+ *
+ * @example
+ * const [form, visible] = await Promise.all([clientFormer(db, page, viewer), filterVisible(db, userId, page)])
+ * const events = form(visible, Date.now())
+ */
+export async function clientFormer(db: Db, rows: readonly EventRow[], viewer: Viewer): Promise<(subset: readonly EventRow[], now: number) => JsonObject[]> {
+  if (rows.length === 0) return () => []
   const ids = rows.map((r) => r.eventId)
   const stateIds = rows.filter((r) => r.stateKey !== null).map((r) => r.eventId)
   const [redactions, txns, replaced] = await Promise.all([
@@ -425,20 +438,21 @@ export async function toClientEvents(db: Db, rows: readonly EventRow[], viewer: 
   for (const r of redactions) if (!redactedBy.has(r.redacts)) redactedBy.set(r.redacts, toRow(r))
   const txnOf = new Map(txns.map((t) => [t.event_id, t.txn_id]))
   const prevOf = new Map(replaced.map((p) => [p.event_id, { id: p.prev_state_event_id!, pdu: JSON.parse(p.json) as JsonObject }]))
-  return rows.map((row) => {
-    const redaction = redactedBy.get(row.eventId)
-    const event = clientEvent(redaction ? redactEvent(row.pdu) : row.pdu, row, now)
-    const unsigned = event['unsigned'] as JsonObject
-    if (redaction) unsigned['redacted_because'] = clientEvent(redaction.pdu, redaction, now)
-    const txnId = txnOf.get(row.eventId)
-    if (txnId !== undefined) unsigned['transaction_id'] = txnId
-    const prev = prevOf.get(row.eventId)
-    if (prev) {
-      unsigned['replaces_state'] = prev.id
-      unsigned['prev_content'] = prev.pdu['content'] ?? {}
-    }
-    return event
-  })
+  return (subset, now) =>
+    subset.map((row) => {
+      const redaction = redactedBy.get(row.eventId)
+      const event = clientEvent(redaction ? redactEvent(row.pdu) : row.pdu, row, now)
+      const unsigned = event['unsigned'] as JsonObject
+      if (redaction) unsigned['redacted_because'] = clientEvent(redaction.pdu, redaction, now)
+      const txnId = txnOf.get(row.eventId)
+      if (txnId !== undefined) unsigned['transaction_id'] = txnId
+      const prev = prevOf.get(row.eventId)
+      if (prev) {
+        unsigned['replaces_state'] = prev.id
+        unsigned['prev_content'] = prev.pdu['content'] ?? {}
+      }
+      return event
+    })
 }
 
 function clientEvent(pdu: JsonObject, row: EventRow, now: number): JsonObject {

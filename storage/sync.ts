@@ -3,6 +3,7 @@ import { accountDataChanges, accountDataPosition, type AccountDataEntry } from '
 import { StorageError } from './errors.js'
 import type { JsonObject } from './events/redaction.js'
 import {
+  clientFormer,
   filterContainsUrl,
   filterVisible,
   parseEventFilter,
@@ -440,9 +441,15 @@ class RoomSyncReader {
       const where = [...bounds, ...(first ? [rowBefore(first)] : []), ...(full ? [] : [rowAfter(since!)])]
       return stateWhere(db, roomId, where, q.filter.state)
     }
-    const [state, visible] = await Promise.all([readState(), filterVisible(db, q.userId, filterContainsUrl(page, q.filter.timeline))])
+    // The timeline's client forms are read with the visibility (for the whole page; only the
+    // visible events are formed), the state's after the state.
+    const [stateEvents, visible, formTimeline] = await Promise.all([
+      readState().then((rows) => toClientEvents(db, rows, this.viewer, q.now)),
+      filterVisible(db, q.userId, filterContainsUrl(page, q.filter.timeline)),
+      clientFormer(db, page, this.viewer),
+    ])
+    const timelineEvents = formTimeline(visible, q.now)
     const prevBatch = first ? tokenBefore(first) : until ? tokenAt(until) : q.upTo.room
-    const [timelineEvents, stateEvents] = await Promise.all([toClientEvents(db, visible, this.viewer, q.now), toClientEvents(db, state, this.viewer, q.now)])
     return { timeline: { events: timelineEvents, limited, prev_batch: prevBatch.toString() }, state: { events: stateEvents } }
   }
 }

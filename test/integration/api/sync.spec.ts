@@ -270,6 +270,24 @@ describe('api /sync', function () {
     }
   })
 
+  it('should form timeline events as the event API does: redacted with redacted_because, replaced state with prev_content', async () => {
+    const roomId = await createRoom(h, alice.user_id, { joinRule: 'public' })
+    await sendEvents(h, roomId, membership(bob.user_id, bob.user_id, 'join'))
+    const start = await sync(bob, { filter: only([roomId]) })
+    const topic = (value: string) => ({ type: 'm.room.topic', state_key: '', sender: alice.user_id, content: { topic: value } })
+    const [first, , gone] = await sendEvents(h, roomId, topic('one'), topic('two'), text(alice.user_id, 'regretted'))
+    const [redaction] = await sendEvents(h, roomId, { type: 'm.room.redaction', sender: alice.user_id, content: { redacts: gone!.event_id } })
+    const polled = await sync(bob, { since: start.next_batch, filter: only([roomId]) })
+    const [one, two, redacted, redactionEvent] = polled.rooms.join[roomId]!.timeline.events
+    expect(one!.content).to.deep.equal({ topic: 'one' })
+    expect(two!.unsigned).to.include({ replaces_state: first!.event_id })
+    expect(two!.unsigned['prev_content']).to.deep.equal({ topic: 'one' })
+    expect(redacted!.event_id).to.equal(gone!.event_id)
+    expect(redacted!.content).to.deep.equal({})
+    expect((redacted!.unsigned['redacted_because'] as ClientEvent).event_id).to.equal(redaction!.event_id)
+    expect(redactionEvent!.event_id).to.equal(redaction!.event_id)
+  })
+
   it('should show transaction_id only to the device that sent the event', async () => {
     const roomId = await createRoom(h, alice.user_id)
     await sendEvents(h, roomId, text(alice.user_id, 'mine', { deviceId: alice.device_id, txnId: 'sync-txn' }))
