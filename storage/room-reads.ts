@@ -638,7 +638,7 @@ export async function paginateMessages(db: Db, q: MessagesQuery): Promise<Messag
   const from = q.from ?? (q.dir === 'b' ? q.upTo : roomStart)
   const bounds = [rowCoveredBy(q.upTo), ...accessBounds(access)]
   const liveForward = q.dir === 'f' && !from.isHistoric
-  const chunk: EventRow[] = []
+  const chunk: JsonObject[] = []
   let cursor = from
   let end: RoomStreamToken | undefined
   for (let page = 0; page < maxScannedPages && chunk.length === 0; page++) {
@@ -655,11 +655,12 @@ export async function paginateMessages(db: Db, q: MessagesQuery): Promise<Messag
     }
     cursor = q.dir === 'b' ? tokenBefore(last) : liveForward ? advanceLive(cursor, q.upTo, last.streamOrdering) : tokenAt(last)
     end = more ? cursor : undefined
-    chunk.push(...(await filterVisible(db, q.viewer.userId, filterContainsUrl(scanned, filter))))
+    // The client forms are read with the visibility (for the whole page; the visible events are formed).
+    const [visible, form] = await Promise.all([filterVisible(db, q.viewer.userId, filterContainsUrl(scanned, filter)), clientFormer(db, scanned, q.viewer)])
+    chunk.push(...form(visible, q.now))
     if (!more) break
   }
-  const events = await toClientEvents(db, chunk, q.viewer, q.now)
-  return { start: from.toString(), ...(end !== undefined && { end: end.toString() }), chunk: events }
+  return { start: from.toString(), ...(end !== undefined && { end: end.toString() }), chunk }
 }
 
 /**

@@ -149,6 +149,19 @@ describe('api room reads (state, event, messages, context, members)', function (
       expect(Date.now() - started).to.be.below(4_000)
     })
 
+    it('should form its events as the event API does: redacted with redacted_because, replaced state with prev_content', async () => {
+      const roomId = await createRoom(h, alice.user_id)
+      const topic = (value: string) => ({ type: 'm.room.topic', state_key: '', sender: alice.user_id, content: { topic: value } })
+      const [first, , gone] = await sendEvents(h, roomId, topic('one'), topic('two'), text(alice.user_id, 'regretted'))
+      const [redaction] = await sendEvents(h, roomId, { type: 'm.room.redaction', sender: alice.user_id, content: { redacts: gone!.event_id } })
+      const chunk = (await get(alice, `/rooms/${enc(roomId)}/messages?dir=b&limit=4`)).json().chunk as ClientEvent[]
+      expect(chunk.map((e) => e.event_id)).to.deep.equal([redaction!.event_id, gone!.event_id, chunk[2]!.event_id, first!.event_id])
+      expect(chunk[1]!.content).to.deep.equal({})
+      expect((chunk[1]!.unsigned['redacted_because'] as ClientEvent).event_id).to.equal(redaction!.event_id)
+      expect(chunk[2]!.unsigned).to.include({ replaces_state: first!.event_id })
+      expect(chunk[2]!.unsigned['prev_content']).to.deep.equal({ topic: 'one' })
+    })
+
     it('should hide events before the join under history visibility joined, and show them under shared', async () => {
       for (const [value, expected] of [
         ['joined', ['after']],
