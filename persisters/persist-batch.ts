@@ -218,7 +218,7 @@ function hintOf(plans: readonly RoomPlan[]): string[] {
 }
 
 /** Whether the request's answer is stored for its retries (see `PersistRequest.recordAnswer`). */
-function recordsAnswer(request: PersistRequest): boolean {
+export function recordsAnswer(request: PersistRequest): boolean {
   return request.recordAnswer !== false
 }
 

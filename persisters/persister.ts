@@ -11,7 +11,7 @@ import type { ImportOutcome } from './import-batch.js'
 import { validatePersistRequest } from './new-event.js'
 import type { PersistedEvent, PersistRequest } from './new-event.js'
 import { CommitGroups } from './commit-groups.js'
-import { loadRequestAnswers, persistBatches, persistBatchesAtOnce, RetryBatchError } from './persist-batch.js'
+import { loadRequestAnswers, persistBatches, persistBatchesAtOnce, recordsAnswer, RetryBatchError } from './persist-batch.js'
 import type { BatchDeps, BatchResult, RequestOutcome, RoomBatch } from './persist-batch.js'
 import { NotOwnerError } from './persist-errors.js'
 import { createPersisterMetrics } from './persister-metrics.js'
@@ -255,7 +255,7 @@ export function createPersister(options: PersisterOptions): Persister {
   async function persistOrAnswer(request: PersistRequest): Promise<PersistedEvent[]> {
     const owner = shardMap.ownerOf(request.roomId)
     if (owner !== writer) {
-      const answered = request.recordAnswer === false ? [] : ((await loadRequestAnswers(options.db, [request.requestId])).get(request.requestId) ?? [])
+      const answered = recordsAnswer(request) ? ((await loadRequestAnswers(options.db, [request.requestId])).get(request.requestId) ?? []) : []
       if (answered.length >= request.events.length) return answered
       throw new NotOwnerError(request.roomId, owner, writer)
     }

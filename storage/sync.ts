@@ -180,8 +180,9 @@ const strippedTypes = new Set(['m.room.create', 'm.room.join_rules', 'm.room.nam
  *
  * Round trips: the memberships and the account data position together; the rooms with new
  * events (none when `roomsChangedAfter` knows them); then the account data changes alongside
- * the rooms' sections, a few rooms at a time, each a short chain (events; visibility and state;
- * client forms). A room with nothing new but account data is read after those. A woken
+ * the rooms' sections, a few rooms at a time, each a short chain (events; then their
+ * visibility and client forms, and the state if needed, then its client forms). A room with
+ * nothing new but account data is read after those. A woken
  * long-poll (`joinedEarlier`) reads the sections of up to `roomConcurrency` rooms with news
  * alongside the memberships, one round trip fewer on its path.
  *
