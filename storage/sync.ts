@@ -182,9 +182,9 @@ const strippedTypes = new Set(['m.room.create', 'm.room.join_rules', 'm.room.nam
  * events (none when `roomsChangedAfter` knows them); then the account data changes alongside
  * the rooms' sections, a few rooms at a time, each a short chain (events; then their
  * visibility and client forms, and the state if needed, then its client forms). A room with
- * nothing new but account data is read after those. A woken
- * long-poll (`joinedEarlier`) reads the sections of up to `roomConcurrency` rooms with news
- * alongside the memberships, one round trip fewer on its path.
+ * nothing new but account data is read after those. A woken long-poll (`joinedEarlier`) reads
+ * the sections of up to `roomConcurrency` rooms with news alongside the memberships, one round
+ * trip fewer on its path.
  *
  * @example
  * const data = await readSync(db, { userId, deviceId, upTo: { room: tracker.currentToken() }, fullState: false, filter: parseSyncFilter(undefined), now: Date.now() })

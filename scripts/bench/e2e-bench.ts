@@ -279,15 +279,16 @@ async function measureTopology(
   })
   const deployment = await plan.topology.start(databaseUrl, dir, redisUrl)
   try {
-    const cpu0 = machineCpu().busy
     const pids = deployment.pids()
-    const own0 = pids.reduce((sum, pid) => sum + processCpu(pid), 0)
+    const ownCpu = () => pids.reduce((sum, pid) => sum + processCpu(pid), 0)
+    const cpu0 = machineCpu().busy
+    const own0 = ownCpu()
     // CPU from the set-up to the end of the load (as before the idle probe existed).
     let cpu1 = cpu0
     let own1 = own0
     const onLoadEnd = () => {
       cpu1 = machineCpu().busy
-      own1 = pids.reduce((sum, pid) => sum + processCpu(pid), 0)
+      own1 = ownCpu()
     }
     const result = await runLoad({ ...load, baseUrl: deployment.baseUrl, distribution: plan.distribution, onLoadEnd })
     const events = Math.max(1, result.events)

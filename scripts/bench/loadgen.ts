@@ -11,7 +11,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import { Pool } from 'undici'
-import { percentile, round } from './stats.js'
+import { percentile, percentiles, round } from './stats.js'
 
 export interface LoadOptions {
   readonly baseUrl: string
@@ -74,8 +74,8 @@ interface Session {
 
 /** Percentiles of `values` (ms), nearest rank. */
 export function summarize(values: readonly number[]): LatencySummary {
-  const at = (p: number) => round(percentile(values, p), 2)
-  return { count: values.length, p50: at(50), p95: at(95), p99: at(99), max: at(100) }
+  const [p50, p95, p99, max] = percentiles(values, [50, 95, 99, 100]).map((v) => round(v, 2)) as [number, number, number, number]
+  return { count: values.length, p50, p95, p99, max }
 }
 
 /**

@@ -14,10 +14,19 @@ export interface Spread {
  * percentile([5, 1, 3], 50) // 3
  */
 export function percentile(values: readonly number[], p: number): number {
-  if (values.length === 0) return 0
+  return percentiles(values, [p])[0] as number
+}
+
+/**
+ * `percentile` of `values` for each of `ps`, sorting `values` once.
+ *
+ * @example
+ * percentiles([5, 1, 3], [50, 100]) // [3, 5]
+ */
+export function percentiles(values: readonly number[], ps: readonly number[]): number[] {
+  if (values.length === 0) return ps.map(() => 0)
   const sorted = [...values].sort((a, b) => a - b)
-  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))
-  return sorted[rank] as number
+  return ps.map((p) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] as number)
 }
 
 /**
