@@ -1,6 +1,5 @@
 import { sql, type Kysely } from 'kysely'
-import type { CurrentStateEntry } from './events/event-store.js'
-import type { JsonObject } from './events/redaction.js'
+import { currentStateEntry, type CurrentStateEntry } from './events/event-store.js'
 import type { Database } from './schema.js'
 
 /**
@@ -36,20 +35,7 @@ export async function getStateEntries(db: Kysely<Database>, roomIds: readonly st
     .where('c.room_id', 'in', [...new Set(roomIds)])
     .where(sql<boolean>`(c.type, c.state_key) in (${sql.join(keys.map((k) => sql`(${k.type}, ${k.stateKey})`))})`)
     .execute()
-  return rows.map((row) => {
-    const pdu = JSON.parse(row.json) as JsonObject
-    const content = pdu['content']
-    return {
-      roomId: row.room_id,
-      type: row.type,
-      stateKey: row.state_key,
-      eventId: row.event_id,
-      sender: String(pdu['sender']),
-      content: typeof content === 'object' && content !== null && !Array.isArray(content) ? (content as JsonObject) : {},
-      membership: row.membership,
-      streamOrdering: row.stream_ordering,
-    }
-  })
+  return rows.map((row) => ({ roomId: row.room_id, ...currentStateEntry(row) }))
 }
 
 /**

@@ -1,10 +1,27 @@
+import { StorageError } from '../errors.js'
 import type { Logger } from '../logger.js'
 import type { BusState } from './bus.js'
 import { decodeBusMessage, encodeBusMessage, type BusMessage } from './bus-message.js'
 
+/** The `ES_UNAVAILABLE` error of a bus that cannot start or publish. */
+export function busUnavailable(message: string): StorageError {
+  return new StorageError('ES_UNAVAILABLE', message)
+}
+
+/**
+ * The reconnect delay of a transport's `attempt`-th retry: 50 ms doubling up to `maxDelayMs`.
+ *
+ * @example
+ * reconnectBackoff(2000)(3) // 400
+ */
+export function reconnectBackoff(maxDelayMs: number): (attempt: number) => number {
+  return (attempt) => Math.min(50 * 2 ** Math.min(attempt, 16), maxDelayMs)
+}
+
 /**
  * The transport-independent half of every bus: message and state handlers, encoding of
- * outgoing and decoding of received lines, and the state machine `down → up → down …`.
+ * outgoing and decoding of received lines, the state machine `down → up → down …`, and the
+ * rules of `start` and `publish` (a closed bus refuses both, an unstarted one refuses to publish).
  *
  * Guarantees: handlers run synchronously, in registration order, in the order lines are
  * handed to `deliverLine`; a throwing handler is logged and the others still run; a handler
@@ -22,6 +39,8 @@ export class BusEndpoint {
   #stateHandlers: readonly ((state: BusState) => void)[] = []
   #state: BusState = 'down'
   #closed = false
+  /** The first `start`'s wait for `up`. */
+  #starting: Promise<void> | undefined
   /** Rejecters of pending `waitUntilUp` calls, run by `close()`. */
   readonly #onClose = new Set<() => void>()
 
@@ -54,6 +73,32 @@ export class BusEndpoint {
     return () => {
       this.#stateHandlers = this.#stateHandlers.filter((h) => h !== entry)
     }
+  }
+
+  /**
+   * A transport's `start()`: the first call runs `connect` (which begins connecting in the
+   * background and does not throw) and waits for the first `up`; later calls return that same
+   * wait. Rejects with `ES_UNAVAILABLE` when closed, or not up within `timeoutMs` (`notUp` says
+   * why).
+   */
+  start(connect: () => void, timeoutMs: number, notUp: string): Promise<void> {
+    if (this.#closed) return Promise.reject(busUnavailable('the bus is closed'))
+    this.#starting ??= (() => {
+      connect()
+      return this.waitUntilUp(timeoutMs, (reason) => busUnavailable(reason === 'closed' ? 'the bus was closed while starting' : notUp))
+    })()
+    return this.#starting
+  }
+
+  /**
+   * `encode` for a publish, which a closed or unstarted bus refuses.
+   *
+   * @throws StorageError `ES_UNAVAILABLE` when closed or not started; `ES_INVALID_PARAM` as `encode`.
+   */
+  encodeForPublish(message: BusMessage): string {
+    if (this.#closed) throw busUnavailable('the bus is closed')
+    if (this.#starting === undefined) throw busUnavailable('the bus is not started')
+    return this.encode(message)
   }
 
   /**

@@ -1,7 +1,6 @@
-import { StorageError } from '../errors.js'
 import { silentLogger, type Logger } from '../logger.js'
 import type { Bus, BusState } from './bus.js'
-import { BusEndpoint } from './bus-endpoint.js'
+import { BusEndpoint, busUnavailable } from './bus-endpoint.js'
 import type { BusMessage } from './bus-message.js'
 
 /**
@@ -92,28 +91,16 @@ export function createMemoryBus(options: MemoryBusOptions = {}): Bus {
     setState: (state) => endpoint.setState(state),
     deliverLine: (line) => endpoint.deliverLine(line),
   }
-  let starting: Promise<void> | undefined
 
   return {
     transport: 'memory',
     get state() {
       return endpoint.state
     },
-    start() {
-      if (endpoint.closed) return Promise.reject(unavailable('the bus is closed'))
-      starting ??= (() => {
-        hub.join(member)
-        return endpoint.waitUntilUp(startTimeoutMs, (reason) =>
-          unavailable(reason === 'closed' ? 'the bus was closed while starting' : 'the in-process bus is disconnected'),
-        )
-      })()
-      return starting
-    },
+    start: () => endpoint.start(() => hub.join(member), startTimeoutMs, 'the in-process bus is disconnected'),
     async publish(message: BusMessage) {
-      if (endpoint.closed) throw unavailable('the bus is closed')
-      if (starting === undefined) throw unavailable('the bus is not started')
-      const line = endpoint.encode(message)
-      if (!hub.connected) throw unavailable('the in-process bus is disconnected')
+      const line = endpoint.encodeForPublish(message)
+      if (!hub.connected) throw busUnavailable('the in-process bus is disconnected')
       hub.publishRaw(line)
     },
     subscribe: (handler) => endpoint.subscribe(handler),
@@ -123,8 +110,4 @@ export function createMemoryBus(options: MemoryBusOptions = {}): Bus {
       endpoint.close()
     },
   }
-}
-
-function unavailable(message: string): StorageError {
-  return new StorageError('ES_UNAVAILABLE', message)
 }

@@ -4,7 +4,7 @@ import createSubscriberModule from 'pg-listen'
 import { StorageError } from '../errors.js'
 import type { Logger } from '../logger.js'
 import type { Bus } from './bus.js'
-import { BusEndpoint } from './bus-endpoint.js'
+import { BusEndpoint, reconnectBackoff } from './bus-endpoint.js'
 import type { BusMessage } from './bus-message.js'
 
 /** Under NodeNext the CommonJS default export is `.default` of the module object (pg-listen assigns both). */
@@ -73,7 +73,7 @@ export function createPostgresBus(options: PostgresBusOptions): Bus {
   const pingIntervalMs = options.pingIntervalMs ?? 30_000
   const startTimeoutMs = options.startTimeoutMs ?? 10_000
   const endpoint = new BusEndpoint(log)
-  const backoff = (attempt: number): number => Math.min(50 * 2 ** Math.min(attempt, 16), maxReconnectDelayMs)
+  const backoff = reconnectBackoff(maxReconnectDelayMs)
 
   const pool = new pg.Pool({
     connectionString: options.connectionString,
@@ -87,7 +87,6 @@ export function createPostgresBus(options: PostgresBusOptions): Bus {
 
   /** The subscriber whose LISTEN is (or is being) established; others are closed on sight. */
   let current: Subscriber | undefined
-  let starting: Promise<void> | undefined
   let retryTimer: NodeJS.Timeout | undefined
 
   /** Subscribers whose first LISTEN succeeded; only their `connected` events mean `up`. */
@@ -176,24 +175,9 @@ export function createPostgresBus(options: PostgresBusOptions): Bus {
     get state() {
       return endpoint.state
     },
-    start() {
-      if (endpoint.closed) return Promise.reject(unavailable('the bus is closed'))
-      starting ??= (() => {
-        void connectOnce(0)
-        return endpoint.waitUntilUp(startTimeoutMs, (reason) =>
-          unavailable(
-            reason === 'closed'
-              ? 'the bus was closed while starting'
-              : `postgres bus not up within ${startTimeoutMs} ms; still reconnecting in the background`,
-          ),
-        )
-      })()
-      return starting
-    },
+    start: () => endpoint.start(() => void connectOnce(0), startTimeoutMs, `postgres bus not up within ${startTimeoutMs} ms; still reconnecting in the background`),
     async publish(message: BusMessage) {
-      if (endpoint.closed) throw unavailable('the bus is closed')
-      if (starting === undefined) throw unavailable('the bus is not started')
-      const line = endpoint.encode(message)
+      const line = endpoint.encodeForPublish(message)
       try {
         await pool.query('SELECT pg_notify($1, $2)', [channel, line])
       } catch (err) {
@@ -211,8 +195,4 @@ export function createPostgresBus(options: PostgresBusOptions): Bus {
       await Promise.allSettled([subscriber?.close(), pool.end()])
     },
   }
-}
-
-function unavailable(message: string): StorageError {
-  return new StorageError('ES_UNAVAILABLE', message)
 }

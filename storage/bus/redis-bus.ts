@@ -2,7 +2,7 @@ import { Redis, type RedisOptions } from 'ioredis'
 import { StorageError } from '../errors.js'
 import type { Logger } from '../logger.js'
 import type { Bus } from './bus.js'
-import { BusEndpoint } from './bus-endpoint.js'
+import { BusEndpoint, reconnectBackoff } from './bus-endpoint.js'
 import type { BusMessage } from './bus-message.js'
 
 /** Options of `createRedisBus`. Durations in milliseconds. */
@@ -64,7 +64,7 @@ export function createRedisBus(options: RedisBusOptions): Bus {
   const startTimeoutMs = options.startTimeoutMs ?? 10_000
   const endpoint = new BusEndpoint(log)
 
-  const backoff = (attempt: number): number => Math.min(50 * 2 ** Math.min(attempt, 16), maxReconnectDelayMs)
+  const backoff = reconnectBackoff(maxReconnectDelayMs)
   const common: RedisOptions = {
     lazyConnect: true,
     retryStrategy: backoff,
@@ -96,7 +96,6 @@ export function createRedisBus(options: RedisBusOptions): Bus {
   let subscriberEpoch = 0
   let subscribed = false
   let publisherReady = false
-  let starting: Promise<void> | undefined
   let pingTimer: NodeJS.Timeout | undefined
   let errorsSinceUp = 0
 
@@ -170,31 +169,23 @@ export function createRedisBus(options: RedisBusOptions): Bus {
     get state() {
       return endpoint.state
     },
-    start() {
-      if (endpoint.closed) return Promise.reject(unavailable('the bus is closed'))
-      starting ??= (() => {
-        // A failed first attempt is retried by the retry strategy; `ready` reports success.
-        subscriber.connect().catch(() => undefined)
-        publisher.connect().catch(() => undefined)
-        pingTimer = setInterval(() => {
-          ping(subscriber, 'subscriber')
-          ping(publisher, 'publisher')
-        }, pingIntervalMs)
-        pingTimer.unref()
-        return endpoint.waitUntilUp(startTimeoutMs, (reason) =>
-          unavailable(
-            reason === 'closed'
-              ? 'the bus was closed while starting'
-              : `redis bus not up within ${startTimeoutMs} ms; still reconnecting in the background`,
-          ),
-        )
-      })()
-      return starting
-    },
+    start: () =>
+      endpoint.start(
+        () => {
+          // A failed first attempt is retried by the retry strategy; `ready` reports success.
+          subscriber.connect().catch(() => undefined)
+          publisher.connect().catch(() => undefined)
+          pingTimer = setInterval(() => {
+            ping(subscriber, 'subscriber')
+            ping(publisher, 'publisher')
+          }, pingIntervalMs)
+          pingTimer.unref()
+        },
+        startTimeoutMs,
+        `redis bus not up within ${startTimeoutMs} ms; still reconnecting in the background`,
+      ),
     async publish(message: BusMessage) {
-      if (endpoint.closed) throw unavailable('the bus is closed')
-      if (starting === undefined) throw unavailable('the bus is not started')
-      const line = endpoint.encode(message)
+      const line = endpoint.encodeForPublish(message)
       try {
         await publisher.publish(channel, line)
       } catch (err) {
@@ -211,8 +202,4 @@ export function createRedisBus(options: RedisBusOptions): Bus {
       publisher.disconnect()
     },
   }
-}
-
-function unavailable(message: string): StorageError {
-  return new StorageError('ES_UNAVAILABLE', message)
 }

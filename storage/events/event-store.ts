@@ -150,19 +150,29 @@ export async function getCurrentState(db: Db, roomId: string): Promise<CurrentSt
     .select(['c.type', 'c.state_key', 'c.event_id', 'c.membership', 'c.stream_ordering', 'j.json'])
     .where('c.room_id', '=', roomId)
     .execute()
-  return rows.map((row) => {
-    const pdu = JSON.parse(row.json) as JsonObject
-    const content = pdu['content']
-    return {
-      type: row.type,
-      stateKey: row.state_key,
-      eventId: row.event_id,
-      sender: String(pdu['sender']),
-      content: typeof content === 'object' && content !== null && !Array.isArray(content) ? (content as JsonObject) : {},
-      membership: row.membership,
-      streamOrdering: row.stream_ordering,
-    }
-  })
+  return rows.map(currentStateEntry)
+}
+
+/** A `current_state_events` row joined with its event's JSON, as a `CurrentStateEntry`. */
+export function currentStateEntry(row: {
+  readonly type: string
+  readonly state_key: string
+  readonly event_id: string
+  readonly membership: string | null
+  readonly stream_ordering: bigint
+  readonly json: string
+}): CurrentStateEntry {
+  const pdu = JSON.parse(row.json) as JsonObject
+  const content = pdu['content']
+  return {
+    type: row.type,
+    stateKey: row.state_key,
+    eventId: row.event_id,
+    sender: String(pdu['sender']),
+    content: typeof content === 'object' && content !== null && !Array.isArray(content) ? (content as JsonObject) : {},
+    membership: row.membership,
+    streamOrdering: row.stream_ordering,
+  }
 }
 
 /**

@@ -1,6 +1,6 @@
 import { expect } from 'chai'
 import { pino } from 'pino'
-import { BusEndpoint } from '../../../../storage/bus/bus-endpoint.js'
+import { BusEndpoint, reconnectBackoff } from '../../../../storage/bus/bus-endpoint.js'
 import type { BusState } from '../../../../storage/bus/bus.js'
 import type { BusMessage } from '../../../../storage/bus/bus-message.js'
 import { isStorageError, StorageError } from '../../../../storage/errors.js'
@@ -105,6 +105,51 @@ describe('BusEndpoint', () => {
     other.close()
     const closed = await closing
     expect(isStorageError(closed) && closed.message).to.equal('closed')
+  })
+
+  it('should connect once however often start is called, and publish only between start and close', async () => {
+    const endpoint = new BusEndpoint(capturingLogger().log)
+    const message: BusMessage = { type: 'REPLICATE', from: 'api1' }
+    const notStarted = (() => {
+      try {
+        return endpoint.encodeForPublish(message)
+      } catch (err) {
+        return err
+      }
+    })()
+    expect(isStorageError(notStarted, 'ES_UNAVAILABLE') && notStarted.message).to.equal('the bus is not started')
+
+    let connects = 0
+    const first = endpoint.start(() => void connects++, 10_000, 'not up')
+    const second = endpoint.start(() => void connects++, 10_000, 'not up')
+    expect(second).to.equal(first)
+    endpoint.setState('up')
+    await first
+    expect(connects).to.equal(1)
+    expect(endpoint.encodeForPublish(message)).to.equal('REPLICATE api1')
+
+    endpoint.close()
+    expect(() => endpoint.encodeForPublish(message)).to.throw(StorageError, 'the bus is closed')
+    const refused = await endpoint.start(() => void connects++, 10_000, 'not up').catch((err: unknown) => err)
+    expect(isStorageError(refused, 'ES_UNAVAILABLE') && refused.message).to.equal('the bus is closed')
+    expect(connects).to.equal(1)
+  })
+
+  it('should reject a start not up in time with its reason, and one closed meanwhile', async () => {
+    const slow = new BusEndpoint(capturingLogger().log)
+    const timedOut = await slow.start(() => {}, 5, 'still reconnecting').catch((err: unknown) => err)
+    expect(isStorageError(timedOut, 'ES_UNAVAILABLE') && timedOut.message).to.equal('still reconnecting')
+
+    const closing = new BusEndpoint(capturingLogger().log)
+    const waiting = closing.start(() => {}, 10_000, 'still reconnecting').catch((err: unknown) => err)
+    closing.close()
+    const closed = await waiting
+    expect(isStorageError(closed, 'ES_UNAVAILABLE') && closed.message).to.equal('the bus was closed while starting')
+  })
+
+  it('should back off from 50 ms, doubling up to the cap', () => {
+    const backoff = reconnectBackoff(2000)
+    expect([0, 1, 2, 5, 6, 40].map(backoff)).to.deep.equal([50, 100, 200, 1600, 2000, 2000])
   })
 
   it('should deliver nothing after close', () => {
