@@ -1,12 +1,9 @@
-import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { expect } from 'chai'
 import { createTestDatabase, redisUrl, type TestDatabase } from '../../support/db.js'
-import { eventually, loadSend, runLoad } from './load.js'
-import { expectSendsExactlyOnce } from './stored-events.js'
-import { startSyncLoop } from './sync-loop.js'
+import { loadWithCrash } from './crash-load.js'
 import { apiSend, createRoomsOnEveryWriter, register, startTestCluster, type SendAttempt, type TestCluster } from './test-cluster.js'
 
 const sends = 200
@@ -39,36 +36,24 @@ describe('client API through the router: crash under load (real processes, SIGKI
     await t?.drop()
   })
 
-  /**
-   * Sends from 32 concurrent clients, `crash()` after `killAfterAcks` acks, then checks storage
-   * and /sync. Answers how many send attempts and syncs failed on the way.
-   */
-  async function loadWithCrash(crash: () => void): Promise<{ syncFailures: number; failedSends: number }> {
-    const label = randomBytes(3).toString('hex')
+  /** Sends from 32 concurrent clients through the router, counting send attempts that failed; `crash()` in the middle. */
+  async function crashUnderLoad(crash: () => void): Promise<{ syncFailures: number; failedSends: number }> {
     const base = cluster.run.ready.client_url
-    const sync = startSyncLoop(base, user.access_token)
-    const acked = new Map<number, string>()
-    let crashed = false
     let failedSends = 0
     const onAttempt = (attempt: SendAttempt) => {
       if (attempt.status !== 200) failedSends += 1
     }
-    try {
-      await runLoad(sends, 32, async (i) => {
-        const { txnId, body } = loadSend(label, i)
-        acked.set(i, await apiSend(base, user.access_token, rooms[i % rooms.length]!, txnId, body, { onAttempt }))
-        if (acked.size >= killAfterAcks && !crashed) {
-          crashed = true
-          crash()
-        }
-      })
-      expect(crashed, 'the crash happened during the load').to.equal(true)
-      await eventually('sync delivered every acknowledged event', () => [...acked.values()].every((id) => sync.seen.has(id)))
-    } finally {
-      await sync.stop()
-    }
-    await expectSendsExactlyOnce(t.db, rooms, label, acked, sync)
-    return { syncFailures: sync.failures, failedSends }
+    const { syncFailures } = await loadWithCrash({
+      db: t.db,
+      clientUrl: base,
+      accessToken: user.access_token,
+      rooms,
+      sends,
+      crashAfterAcks: killAfterAcks,
+      send: (roomId, txnId, body) => apiSend(base, user.access_token, roomId, txnId, body, { onAttempt }),
+      crash,
+    })
+    return { syncFailures, failedSends }
   }
 
   // The router fails a send over to the api worker when the owner is unreachable (or the
@@ -77,12 +62,12 @@ describe('client API through the router: crash under load (real processes, SIGKI
   // retries (same txn) cover what is left (502/503 answers).
   it('SIGKILL of a room owner persister: every send gives one event, seen once by /sync', async () => {
     const victim = cluster.shardMap.ownerOf(rooms[0]!)
-    await loadWithCrash(() => process.kill(cluster.pidOf(victim), 'SIGKILL'))
+    await crashUnderLoad(() => process.kill(cluster.pidOf(victim), 'SIGKILL'))
     expect(cluster.restartsOf(victim), `${victim} crashed and was restarted`).to.equal(1)
   })
 
   it('SIGKILL of the api worker: sends and /sync continue; nothing lost or repeated', async () => {
-    const { syncFailures } = await loadWithCrash(() => process.kill(cluster.pidOf('api1'), 'SIGKILL'))
+    const { syncFailures } = await crashUnderLoad(() => process.kill(cluster.pidOf('api1'), 'SIGKILL'))
     expect(cluster.restartsOf('api1'), 'api1 crashed and was restarted').to.equal(1)
     expect(syncFailures, 'syncs that failed while the api worker restarted').to.be.greaterThan(0)
   })
@@ -92,7 +77,7 @@ describe('client API through the router: crash under load (real processes, SIGKI
   // connections are refused. Clients retry with the same txn ID against the same URL.
   it('SIGKILL of the router: it restarts on the same port; clients retry; every send gives one event, seen once by /sync', async () => {
     const routerPid = cluster.pidOf('router')
-    const { syncFailures, failedSends } = await loadWithCrash(() => process.kill(routerPid, 'SIGKILL'))
+    const { syncFailures, failedSends } = await crashUnderLoad(() => process.kill(routerPid, 'SIGKILL'))
     expect(cluster.restartsOf('router'), 'the router crashed and was restarted').to.equal(1)
     expect(failedSends, 'send attempts that failed while the router was down').to.be.greaterThan(0)
     expect(syncFailures, 'syncs that failed while the router was down').to.be.greaterThan(0)

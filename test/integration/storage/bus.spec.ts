@@ -110,6 +110,36 @@ async function rejection(promise: Promise<unknown>, withinMs = 8000): Promise<un
   return (outcome as { rejected: unknown }).rejected
 }
 
+/**
+ * Two buses of one server ride out an outage of their transport (`outage.stop()` to
+ * `outage.start()`): both go down, a publish is refused within `refuseWithinMs`, both come back
+ * up, and a publish after it is delivered.
+ */
+async function expectOutageRecovery(create: (serverName: string) => Bus, outage: { stop(): Promise<void>; start(): Promise<void> }, refuseWithinMs: number): Promise<void> {
+  const serverName = `hs-${randomUUID()}`
+  const a = create(serverName)
+  const b = create(serverName)
+  const statesA: BusState[] = []
+  const statesB: BusState[] = []
+  a.onStateChange((s) => statesA.push(s))
+  b.onStateChange((s) => statesB.push(s))
+  await Promise.all([a.start(), b.start()])
+  const seen = collect(b)
+
+  await outage.stop()
+  await eventually(() => a.state === 'down' && b.state === 'down', 'down')
+  const err = await rejection(a.publish(replicate('during-outage')), refuseWithinMs)
+  expect(isStorageError(err, 'ES_UNAVAILABLE')).to.equal(true)
+
+  await outage.start()
+  await eventually(() => a.state === 'up' && b.state === 'up', 'up again')
+  expect(statesA).to.deep.equal(['up', 'down', 'up'])
+  expect(statesB).to.deep.equal(['up', 'down', 'up'])
+  await a.publish(replicate('after-outage'))
+  await eventually(() => seen.length === 1, 'delivery after the outage')
+  expect(seen).to.deep.equal([replicate('after-outage')])
+}
+
 const transports: (() => Transport)[] = [redisTransport, postgresTransport, memoryTransport]
 
 for (const makeTransport of transports) {
@@ -344,28 +374,7 @@ describe('Bus outages', () => {
     }
 
     it('should go down when Redis stops, reject publishes promptly, and come back up with delivery', async () => {
-      const serverName = `hs-${randomUUID()}`
-      const a = create(serverName)
-      const b = create(serverName)
-      const statesA: BusState[] = []
-      const statesB: BusState[] = []
-      a.onStateChange((s) => statesA.push(s))
-      b.onStateChange((s) => statesB.push(s))
-      await Promise.all([a.start(), b.start()])
-      const seen = collect(b)
-
-      await server.stop()
-      await eventually(() => a.state === 'down' && b.state === 'down', 'down')
-      const err = await rejection(a.publish(replicate('during-outage')), 2000)
-      expect(isStorageError(err, 'ES_UNAVAILABLE')).to.equal(true)
-
-      await server.start()
-      await eventually(() => a.state === 'up' && b.state === 'up', 'up again')
-      expect(statesA).to.deep.equal(['up', 'down', 'up'])
-      expect(statesB).to.deep.equal(['up', 'down', 'up'])
-      await a.publish(replicate('after-outage'))
-      await eventually(() => seen.length === 1, 'delivery after the outage')
-      expect(seen).to.deep.equal([replicate('after-outage')])
+      await expectOutageRecovery(create, server, 2000)
     })
 
     it('should reject a publish that Redis does not answer in time', async () => {
@@ -509,28 +518,7 @@ describe('Bus outages', () => {
 
       it('should go down when Postgres is unreachable, reject publishes promptly, and come back up with delivery', async () => {
         await proxy.start()
-        const serverName = `hs-${randomUUID()}`
-        const a = create(serverName)
-        const b = create(serverName)
-        const statesA: BusState[] = []
-        const statesB: BusState[] = []
-        a.onStateChange((s) => statesA.push(s))
-        b.onStateChange((s) => statesB.push(s))
-        await Promise.all([a.start(), b.start()])
-        const seen = collect(b)
-
-        await proxy.stop()
-        await eventually(() => a.state === 'down' && b.state === 'down', 'down')
-        const err = await rejection(a.publish(replicate('during-outage')), 3000)
-        expect(isStorageError(err, 'ES_UNAVAILABLE')).to.equal(true)
-
-        await proxy.start()
-        await eventually(() => a.state === 'up' && b.state === 'up', 'up again')
-        expect(statesA).to.deep.equal(['up', 'down', 'up'])
-        expect(statesB).to.deep.equal(['up', 'down', 'up'])
-        await a.publish(replicate('after-outage'))
-        await eventually(() => seen.length === 1, 'delivery after the outage')
-        expect(seen).to.deep.equal([replicate('after-outage')])
+        await expectOutageRecovery(create, proxy, 3000)
       })
 
       it('should reject start and publish while Postgres is unreachable, and come up once it is back', async () => {
