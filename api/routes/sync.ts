@@ -121,7 +121,10 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
     const membershipWatch = createMembershipWatch({ db, tracker, log: app.myelin.log })
     const userDataWatch = createUserDataWatch({ db, log: app.myelin.log })
     const roomsChangedAfter = (rooms: readonly string[], after: RoomStreamToken) => notifier.roomsChangedAfter(rooms, after)
-    /** Waits for news for `userId` after `after`: their rooms, their membership anywhere, their account data. */
+    /**
+     * Waits for news for `userId` after `after`: their rooms or their membership anywhere
+     * (`advanced`), their account data (`account-data`).
+     */
     const waitForNews = async (userId: string, rooms: readonly string[], after: SyncToken, timeoutMs: number, signal: AbortSignal) => {
       const stop = new AbortController()
       const onAbort = () => stop.abort()
@@ -130,7 +133,7 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
         return await Promise.race([
           notifier.wait({ rooms: new Set(rooms), after: after.room, timeoutMs, signal: stop.signal }),
           membershipWatch.wait(userId, after.room, timeoutMs, stop.signal),
-          userDataWatch.wait(userId, after.accountData, timeoutMs, stop.signal),
+          userDataWatch.wait(userId, after.accountData, timeoutMs, stop.signal).then((outcome) => (outcome === 'advanced' ? ('account-data' as const) : outcome)),
         ])
       } finally {
         signal.removeEventListener('abort', onAbort)
@@ -165,10 +168,12 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
         })
 
         let since: SyncToken | undefined
+        /** The account data position read for `since`, which the first read goes up to. */
+        let accountPosition: bigint | undefined
         if (query.since !== undefined) {
           const parsed = parseSyncToken(query.since)
           const room = await tracker.clamp(parsed.room)
-          const accountPosition = await accountDataPosition(db)
+          accountPosition = await accountDataPosition(db)
           since = { room, accountData: parsed.accountData < accountPosition ? parsed.accountData : accountPosition }
           if (!(await tracker.waitFor(room, sinceWaitMs))) {
             request.log.warn('sync token not covered by this process in time: empty answer')
@@ -176,24 +181,26 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
           }
         }
 
-        const read = (joinedEarlier?: readonly string[]) =>
+        // A read woken by account data asks for the account data position again; one woken by
+        // rooms goes up to the same position as before (a change after it comes with the next sync).
+        const read = (joinedEarlier?: readonly string[], accountData?: bigint) =>
           readSync(db, {
             userId,
             deviceId,
             ...(since && { since }),
-            upTo: { room: tracker.currentToken() },
+            upTo: { room: tracker.currentToken(), ...(accountData !== undefined && { accountData }) },
             fullState,
             filter,
             now: request.server.myelin.clock(),
             roomsChangedAfter,
             ...(joinedEarlier && { joinedEarlier }),
           })
-        let data = await read()
+        let data = await read(undefined, accountPosition)
         const deadline = Date.now() + timeoutMs
         while (since && data.empty && !fullState && !closed.signal.aborted && deadline > Date.now()) {
           const outcome = await waitForNews(userId, data.joinedRooms, data.upTo, deadline - Date.now(), closed.signal)
-          if (outcome !== 'advanced') break
-          data = await read(data.joinedRooms)
+          if (outcome !== 'advanced' && outcome !== 'account-data') break
+          data = await read(data.joinedRooms, outcome === 'advanced' ? data.upTo.accountData : undefined)
         }
         return {
           ...emptyResponse(serializeSyncToken(data.upTo)),
