@@ -407,6 +407,8 @@ export async function clientFormer(db: Db, rows: readonly EventRow[], viewer: Vi
   if (rows.length === 0) return () => []
   const ids = rows.map((r) => r.eventId)
   const stateIds = rows.filter((r) => r.stateKey !== null).map((r) => r.eventId)
+  // A transaction ID is stored under its event's sender: only the viewer's own events have one.
+  const ownIds = viewer.deviceId === undefined ? [] : rows.filter((r) => r.sender === viewer.userId).map((r) => r.eventId)
   const [redactions, txns, replaced] = await Promise.all([
     db
       .selectFrom('redactions as r')
@@ -416,12 +418,12 @@ export async function clientFormer(db: Db, rows: readonly EventRow[], viewer: Vi
       .where('r.redacts', 'in', ids)
       .orderBy('e.stream_ordering')
       .execute(),
-    viewer.deviceId === undefined
+    viewer.deviceId === undefined || ownIds.length === 0
       ? Promise.resolve([])
       : db
           .selectFrom('event_txn_ids')
           .select(['event_id', 'txn_id'])
-          .where('event_id', 'in', ids)
+          .where('event_id', 'in', ownIds)
           .where('user_id', '=', viewer.userId)
           .where('device_id', '=', viewer.deviceId)
           .execute(),

@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto'
+import type { Kysely } from 'kysely'
 import pg from 'pg'
 import { createDatabase, type DatabaseHandle } from '../../storage/database.js'
 import { migrateUp } from '../../storage/migrations.js'
+import type { Database } from '../../storage/schema.js'
 
 /**
  * Real PostgreSQL for tests. `make test` (scripts/test-services.sh) starts a throwaway server and
@@ -86,4 +88,27 @@ export async function createTestDatabase(options: { empty?: boolean; poolSize?: 
       await admin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`))
     },
   }
+}
+
+/**
+ * `db` with a count of the queries made through it (reads of a code path, to check that it
+ * skips what it need not read).
+ *
+ * @example
+ * const counted = countingQueries(t.db)
+ * await accountDataChanges(counted.db, userId, { after: 5n, upTo: 5n })
+ * counted.queries // 0
+ */
+export function countingQueries(db: Kysely<Database>): { readonly db: Kysely<Database>; queries: number } {
+  const counter = {
+    queries: 0,
+    db: db.withPlugin({
+      transformQuery: (args) => {
+        counter.queries += 1
+        return args.node
+      },
+      transformResult: async (args) => args.result,
+    }),
+  }
+  return counter
 }

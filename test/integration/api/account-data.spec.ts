@@ -1,6 +1,7 @@
 import { expect } from 'chai'
 import { accountDataChanges, accountDataPosition } from '../../../storage/account-data.js'
 import { startApi, v3, type ApiHarness, type Session } from './api-harness.js'
+import { countingQueries } from '../../support/db.js'
 
 describe('api start-up endpoints (account data, filters, push rules, profile, presence)', function () {
   this.timeout(60_000)
@@ -38,19 +39,12 @@ describe('api start-up endpoints (account data, filters, push rules, profile, pr
     it('should answer an empty range without reading, and a range holding a change with it', async () => {
       await h.call('PUT', `${v3}/user/${enc(alice.user_id)}/account_data/m.test.range`, { token: alice.access_token, body: { n: 1 } })
       const position = await accountDataPosition(h.t.db)
-      let queries = 0
-      const counted = h.t.db.withPlugin({
-        transformQuery: (args) => {
-          queries += 1
-          return args.node
-        },
-        transformResult: async (args) => args.result,
-      })
-      expect(await accountDataChanges(counted, alice.user_id, { after: position, upTo: position })).to.deep.equal({ global: [], rooms: new Map() })
-      expect(queries, 'queries for an empty range').to.equal(0)
-      const changes = await accountDataChanges(counted, alice.user_id, { after: position - 1n, upTo: position })
+      const counted = countingQueries(h.t.db)
+      expect(await accountDataChanges(counted.db, alice.user_id, { after: position, upTo: position })).to.deep.equal({ global: [], rooms: new Map() })
+      expect(counted.queries, 'queries for an empty range').to.equal(0)
+      const changes = await accountDataChanges(counted.db, alice.user_id, { after: position - 1n, upTo: position })
       expect(changes.global).to.deep.equal([{ type: 'm.test.range', content: { n: 1 } }])
-      expect(queries, 'queries for a range holding a change').to.be.greaterThan(0)
+      expect(counted.queries, 'queries for a range holding a change').to.be.greaterThan(0)
     })
 
     it('should keep per-room account data separate per room and from global data', async () => {

@@ -1,7 +1,10 @@
 import { expect } from 'chai'
 import type { ApiHarness, Session } from './api-harness.js'
 import { v3 } from './api-harness.js'
+import type { JsonObject } from '../../../storage/events/redaction.js'
+import { clientFormer, queryEvents } from '../../../storage/room-reads.js'
 import { createRoom, enc, membership, sendEvents, startReadApi, text, visibility } from './read-fixtures.js'
+import { countingQueries } from '../../support/db.js'
 
 interface ClientEvent {
   event_id: string
@@ -62,6 +65,28 @@ describe('api room reads (state, event, messages, context, members)', function (
   })
 
   describe('event', () => {
+    it("should look transaction IDs up only when the page holds the viewer's own events", async () => {
+      const roomId = await createRoom(h, alice.user_id, { joinRule: 'public' })
+      await sendEvents(h, roomId, membership(bob.user_id, bob.user_id, 'join'))
+      const [own] = await sendEvents(h, roomId, text(alice.user_id, 'mine', { deviceId: alice.device_id, txnId: 'txn-own' }))
+      const [other] = await sendEvents(h, roomId, text(bob.user_id, 'theirs', { deviceId: bob.device_id, txnId: 'txn-other' }))
+      const rows = await queryEvents(h.t.db, roomId, [], 'stream-asc', 100)
+      const ownRow = rows.find((row) => row.eventId === own!.event_id)!
+      const otherRow = rows.find((row) => row.eventId === other!.event_id)!
+      const counted = countingQueries(h.t.db)
+      const viewer = { userId: alice.user_id, deviceId: alice.device_id }
+      const transactionIds = (events: JsonObject[]) => events.map((event) => (event['unsigned'] as JsonObject)['transaction_id'])
+
+      const formOthers = await clientFormer(counted.db, [otherRow], viewer)
+      expect(counted.queries, 'queries for a page of other senders (its redactions)').to.equal(1)
+      expect(transactionIds(formOthers([otherRow], 0))).to.deep.equal([undefined])
+
+      counted.queries = 0
+      const formMixed = await clientFormer(counted.db, [ownRow, otherRow], viewer)
+      expect(counted.queries, 'queries for a page with an own event (redactions, transaction IDs)').to.equal(2)
+      expect(transactionIds(formMixed([ownRow, otherRow], 0))).to.deep.equal(['txn-own', undefined])
+    })
+
     it('should answer an event with age, transaction_id only for the sending device, and the redacted form once redacted', async () => {
       const roomId = await createRoom(h, alice.user_id)
       const [sent] = await sendEvents(h, roomId, text(alice.user_id, 'secret', { deviceId: alice.device_id, txnId: 'txn-1' }))
