@@ -192,16 +192,68 @@ export async function queryEvents(
   db: Db,
   roomId: string,
   where: readonly RawBuilder<SqlBool>[],
-  order: 'topological-desc' | 'topological-asc' | 'stream-desc' | 'stream-asc',
+  order: PageOrder,
   limit: number,
   filter: EventFilter = noEventFilter,
 ): Promise<EventRow[]> {
-  let query = eventsQuery(db).where('e.room_id', '=', roomId).where(rowMatches(filter))
-  for (const condition of where) query = query.where(condition)
-  const direction = order.endsWith('desc') ? 'desc' : 'asc'
-  if (order.startsWith('topological')) query = query.orderBy('e.depth', direction)
-  query = query.orderBy('e.stream_ordering', direction)
-  return (await query.limit(limit).execute()).map(toRow)
+  return (await pageQuery(db, { roomId, where, order, limit, filter }).execute()).map(toRow)
+}
+
+/** Orders of a page of events: topological (`/messages`, initial sync) or stream (live). */
+export type PageOrder = 'topological-desc' | 'topological-asc' | 'stream-desc' | 'stream-asc'
+
+/** Which events of one room a page holds (see `queryEvents`). */
+export interface PageSpec {
+  readonly roomId: string
+  readonly where: readonly RawBuilder<SqlBool>[]
+  readonly order: PageOrder
+  readonly limit: number
+  readonly filter: EventFilter
+}
+
+function pageQuery(db: Db, page: PageSpec) {
+  let query = eventsQuery(db).where('e.room_id', '=', page.roomId).where(rowMatches(page.filter))
+  for (const condition of page.where) query = query.where(condition)
+  const direction = page.order.endsWith('desc') ? 'desc' : 'asc'
+  if (page.order.startsWith('topological')) query = query.orderBy('e.depth', direction)
+  return query.orderBy('e.stream_ordering', direction).limit(page.limit)
+}
+
+/** A page of events with what showing it to one user needs (see `readPage`). */
+export interface ReadPage {
+  /** The page, in its order. */
+  readonly rows: EventRow[]
+  /** Those of `subset` (rows of the page) the viewer may see, in the order given. */
+  visible(subset: readonly EventRow[]): EventRow[]
+  /**
+   * A former of the client events of `subset` (rows of the page): it reads what only some
+   * pages need (the viewer's transaction IDs, replaced state), nothing for most.
+   */
+  former(subset: readonly EventRow[]): Promise<(visible: readonly EventRow[], now: number) => JsonObject[]>
+}
+
+/**
+ * Reads a page of one room's events for `viewer` in ONE round trip: the page, its redactions
+ * (the page's query as a subquery) and the room's visibility to the viewer, concurrently.
+ *
+ * @example
+ * const page = await readPage(db, { roomId, where: [rowCoveredBy(upTo)], order: 'topological-desc', limit: 11, filter }, viewer)
+ * const visible = page.visible(page.rows.slice(0, 10))
+ * const events = (await page.former(visible))(visible, Date.now())
+ */
+export async function readPage(db: Db, spec: PageSpec, viewer: Viewer): Promise<ReadPage> {
+  const query = pageQuery(db, spec)
+  const [raw, redactions, visibility] = await Promise.all([
+    query.execute(),
+    redactionsQuery(db).where('r.redacts', 'in', query.clearSelect().select('e.event_id')).execute(),
+    loadVisibility(db, viewer.userId, [spec.roomId]),
+  ])
+  const vis = visibility.get(spec.roomId) as RoomVisibility
+  return {
+    rows: raw.map(toRow),
+    visible: (subset) => subset.filter((row) => isVisible(row, viewer.userId, vis)),
+    former: (subset) => clientFormer(db, subset, viewer, redactions),
+  }
 }
 
 /**
@@ -403,21 +455,20 @@ export async function toClientEvents(db: Db, rows: readonly EventRow[], viewer: 
  * const [form, visible] = await Promise.all([clientFormer(db, page, viewer), filterVisible(db, userId, page)])
  * const events = form(visible, Date.now())
  */
-export async function clientFormer(db: Db, rows: readonly EventRow[], viewer: Viewer): Promise<(subset: readonly EventRow[], now: number) => JsonObject[]> {
+export async function clientFormer(
+  db: Db,
+  rows: readonly EventRow[],
+  viewer: Viewer,
+  /** The redactions of `rows` (or more), when already read (see `readPage`). */
+  knownRedactions?: readonly RedactionRow[],
+): Promise<(subset: readonly EventRow[], now: number) => JsonObject[]> {
   if (rows.length === 0) return () => []
   const ids = rows.map((r) => r.eventId)
   const stateIds = rows.filter((r) => r.stateKey !== null).map((r) => r.eventId)
   // A transaction ID is stored under its event's sender: only the viewer's own events have one.
   const ownIds = viewer.deviceId === undefined ? [] : rows.filter((r) => r.sender === viewer.userId).map((r) => r.eventId)
   const [redactions, txns, replaced] = await Promise.all([
-    db
-      .selectFrom('redactions as r')
-      .innerJoin('events as e', 'e.event_id', 'r.event_id')
-      .innerJoin('event_json as j', 'j.event_id', 'r.event_id')
-      .select(['r.redacts', 'e.event_id', 'e.room_id', 'e.type', 'e.state_key', 'e.sender', 'e.depth', 'e.stream_ordering', 'j.json'])
-      .where('r.redacts', 'in', ids)
-      .orderBy('e.stream_ordering')
-      .execute(),
+    knownRedactions ?? redactionsQuery(db).where('r.redacts', 'in', ids).execute(),
     viewer.deviceId === undefined || ownIds.length === 0
       ? Promise.resolve([])
       : db
@@ -455,6 +506,19 @@ export async function clientFormer(db: Db, rows: readonly EventRow[], viewer: Vi
       }
       return event
     })
+}
+
+/** A redaction event (`toRow` of it) and the event it redacts. */
+type RedactionRow = RawEventRow & { readonly redacts: string }
+
+/** Redaction events with the events they redact, oldest first (callers add which). */
+function redactionsQuery(db: Db) {
+  return db
+    .selectFrom('redactions as r')
+    .innerJoin('events as e', 'e.event_id', 'r.event_id')
+    .innerJoin('event_json as j', 'j.event_id', 'r.event_id')
+    .select(['r.redacts', 'e.event_id', 'e.room_id', 'e.type', 'e.state_key', 'e.sender', 'e.depth', 'e.stream_ordering', 'j.json'])
+    .orderBy('e.stream_ordering')
 }
 
 function clientEvent(pdu: JsonObject, row: EventRow, now: number): JsonObject {
@@ -647,9 +711,9 @@ export async function paginateMessages(db: Db, q: MessagesQuery): Promise<Messag
     const where = [...bounds, q.dir === 'b' ? rowCoveredBy(cursor) : rowAfter(cursor)]
     if (q.to) where.push(q.dir === 'b' ? rowAfter(q.to) : rowCoveredBy(q.to))
     const order = q.dir === 'b' ? 'topological-desc' : liveForward ? 'stream-asc' : 'topological-asc'
-    const rows = await queryEvents(db, q.roomId, where, order, q.limit + 1, filter)
-    const more = rows.length > q.limit
-    const scanned = rows.slice(0, q.limit)
+    const read = await readPage(db, { roomId: q.roomId, where, order, limit: q.limit + 1, filter }, q.viewer)
+    const more = read.rows.length > q.limit
+    const scanned = read.rows.slice(0, q.limit)
     const last = scanned.at(-1)
     if (!last) {
       end = undefined
@@ -657,9 +721,8 @@ export async function paginateMessages(db: Db, q: MessagesQuery): Promise<Messag
     }
     cursor = q.dir === 'b' ? tokenBefore(last) : liveForward ? advanceLive(cursor, q.upTo, last.streamOrdering) : tokenAt(last)
     end = more ? cursor : undefined
-    // The client forms are read with the visibility (for the whole page; the visible events are formed).
-    const [visible, form] = await Promise.all([filterVisible(db, q.viewer.userId, filterContainsUrl(scanned, filter)), clientFormer(db, scanned, q.viewer)])
-    chunk.push(...form(visible, q.now))
+    const visible = read.visible(filterContainsUrl(scanned, filter))
+    chunk.push(...(await read.former(visible))(visible, q.now))
     if (!more) break
   }
   return { start: from.toString(), ...(end !== undefined && { end: end.toString() }), chunk }

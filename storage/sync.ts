@@ -3,11 +3,9 @@ import { accountDataChanges, accountDataPosition, type AccountDataEntry } from '
 import { StorageError } from './errors.js'
 import type { JsonObject } from './events/redaction.js'
 import {
-  clientFormer,
   filterContainsUrl,
-  filterVisible,
   parseEventFilter,
-  queryEvents,
+  readPage,
   rowAfter,
   rowBefore,
   rowCoveredBy,
@@ -178,13 +176,15 @@ const strippedTypes = new Set(['m.room.create', 'm.room.join_rules', 'm.room.nam
 /**
  * The user's sync data between `since` and `upTo` (rules in the module comment).
  *
- * Round trips: the memberships and the account data position together; the rooms with new
- * events (none when `roomsChangedAfter` knows them); then the account data changes alongside
- * the rooms' sections, a few rooms at a time, each a short chain (events; then their
- * visibility and client forms, and the state if needed, then its client forms). A room with
+ * Round trips: the memberships and the account data position together (the position is
+ * skipped when the caller knows it); the rooms with new events (none when `roomsChangedAfter`
+ * knows them); then the account data changes (none to read when its position did not move)
+ * alongside the rooms' sections, a few rooms at a time. A section is one round trip (its
+ * events with their redactions and the room's visibility, `readPage`), a second only when it
+ * needs the state or its page holds the viewer's own events or state changes. A room with
  * nothing new but account data is read after those. A woken long-poll (`joinedEarlier`) reads
- * the sections of up to `roomConcurrency` rooms with news alongside the memberships, one round
- * trip fewer on its path.
+ * the sections of up to `roomConcurrency` rooms with news alongside the memberships: its whole
+ * read is then usually one round trip.
  *
  * @example
  * const data = await readSync(db, { userId, deviceId, upTo: { room: tracker.currentToken() }, fullState: false, filter: parseSyncFilter(undefined), now: Date.now() })
@@ -432,9 +432,13 @@ class RoomSyncReader {
     const { db, q } = this
     const limit = q.filter.timelineLimit
     const bounds = [rowCoveredBy(q.upTo.room), ...(until ? [rowCoveredBy(tokenAt(until))] : [])]
-    const rows = await queryEvents(db, roomId, [...bounds, ...(since ? [rowAfter(since)] : [])], since ? 'stream-desc' : 'topological-desc', limit + 1, q.filter.timeline)
-    const limited = rows.length > limit
-    const page = rows.slice(0, limit).reverse()
+    const read = await readPage(
+      db,
+      { roomId, where: [...bounds, ...(since ? [rowAfter(since)] : [])], order: since ? 'stream-desc' : 'topological-desc', limit: limit + 1, filter: q.filter.timeline },
+      this.viewer,
+    )
+    const limited = read.rows.length > limit
+    const page = read.rows.slice(0, limit).reverse()
     const first = page[0]
     const full = since === undefined || q.fullState
     const readState = async (): Promise<EventRow[]> => {
@@ -442,13 +446,10 @@ class RoomSyncReader {
       const where = [...bounds, ...(first ? [rowBefore(first)] : []), ...(full ? [] : [rowAfter(since!)])]
       return stateWhere(db, roomId, where, q.filter.state)
     }
-    // The timeline's client forms are read with the visibility (for the whole page; only the
-    // visible events are formed), the state's after the state.
-    const [stateEvents, visible, formTimeline] = await Promise.all([
-      readState().then((rows) => toClientEvents(db, rows, this.viewer, q.now)),
-      filterVisible(db, q.userId, filterContainsUrl(page, q.filter.timeline)),
-      clientFormer(db, page, this.viewer),
-    ])
+    // The page came with its visibility and redactions; what else forming the visible events
+    // needs (rarely anything) is read alongside the state, if any.
+    const visible = read.visible(filterContainsUrl(page, q.filter.timeline))
+    const [stateEvents, formTimeline] = await Promise.all([readState().then((rows) => toClientEvents(db, rows, this.viewer, q.now)), read.former(visible)])
     const timelineEvents = formTimeline(visible, q.now)
     const prevBatch = first ? tokenBefore(first) : until ? tokenAt(until) : q.upTo.room
     return { timeline: { events: timelineEvents, limited, prev_batch: prevBatch.toString() }, state: { events: stateEvents } }

@@ -2,7 +2,7 @@ import { expect } from 'chai'
 import type { ApiHarness, Session } from './api-harness.js'
 import { v3 } from './api-harness.js'
 import type { JsonObject } from '../../../storage/events/redaction.js'
-import { clientFormer, queryEvents } from '../../../storage/room-reads.js'
+import { clientFormer, parseEventFilter, queryEvents, readPage } from '../../../storage/room-reads.js'
 import { createRoom, enc, membership, sendEvents, startReadApi, text, visibility } from './read-fixtures.js'
 import { countingQueries } from '../../support/db.js'
 
@@ -65,6 +65,26 @@ describe('api room reads (state, event, messages, context, members)', function (
   })
 
   describe('event', () => {
+    it("should read a page with its redactions and the room's visibility at once, and form others' messages without another query", async () => {
+      const roomId = await createRoom(h, alice.user_id, { joinRule: 'public' })
+      await sendEvents(h, roomId, membership(bob.user_id, bob.user_id, 'join'))
+      const [kept, redactedOne] = await sendEvents(h, roomId, text(bob.user_id, 'kept'), text(bob.user_id, 'regretted'))
+      const [redaction] = await sendEvents(h, roomId, { type: 'm.room.redaction', sender: bob.user_id, content: { redacts: redactedOne!.event_id } })
+      const counted = countingQueries(h.t.db)
+      const spec = { roomId, where: [], order: 'stream-asc' as const, limit: 100, filter: parseEventFilter({ types: ['m.room.message', 'm.room.redaction'] }) }
+      const page = await readPage(counted.db, spec, { userId: alice.user_id, deviceId: alice.device_id })
+      expect(counted.queries, 'the page, its redactions, the visibility (2)').to.equal(4)
+      const visible = page.visible(page.rows)
+      const events = (await page.former(visible))(visible, 0)
+      expect(counted.queries, 'nothing more to form them').to.equal(4)
+      expect(events.map((event) => event['event_id'])).to.deep.equal([kept!.event_id, redactedOne!.event_id, redaction!.event_id])
+      expect(events.map((event) => event['content'])).to.deep.equal([{ msgtype: 'm.text', body: 'kept' }, {}, { redacts: redactedOne!.event_id }])
+      expect(((events[1]!['unsigned'] as JsonObject)['redacted_because'] as JsonObject)['event_id']).to.equal(redaction!.event_id)
+
+      const outsider = await readPage(h.t.db, spec, { userId: carol.user_id })
+      expect(outsider.visible(outsider.rows), 'events a non-member may not see').to.deep.equal([])
+    })
+
     it("should look transaction IDs up only when the page holds the viewer's own events", async () => {
       const roomId = await createRoom(h, alice.user_id, { joinRule: 'public' })
       await sendEvents(h, roomId, membership(bob.user_id, bob.user_id, 'join'))
