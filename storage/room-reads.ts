@@ -233,8 +233,9 @@ export interface ReadPage {
 }
 
 /**
- * Reads a page of one room's events for `viewer` in ONE round trip: the page, its redactions
- * (the page's query as a subquery) and the room's visibility to the viewer, concurrently.
+ * Reads a page of one room's events for `viewer` in ONE round trip of two statements run
+ * concurrently: the page with its redactions, and the room's visibility to the viewer. The rows
+ * come back in the page's order.
  *
  * @example
  * const page = await readPage(db, { roomId, where: [rowCoveredBy(upTo)], order: 'topological-desc', limit: 11, filter }, viewer)
@@ -242,15 +243,21 @@ export interface ReadPage {
  * const events = (await page.former(visible))(visible, Date.now())
  */
 export async function readPage(db: Db, spec: PageSpec, viewer: Viewer): Promise<ReadPage> {
-  const query = pageQuery(db, spec)
-  const [raw, redactions, visibility] = await Promise.all([
-    query.execute(),
-    redactionsQuery(db).where('r.redacts', 'in', query.clearSelect().select('e.event_id')).execute(),
+  // One statement for the page and its redactions (a redaction row names what it redacts), one
+  // for the visibility: each query in flight waits for a PostgreSQL backend to get a core.
+  const [raw, visibility] = await Promise.all([
+    db
+      .with('page', () => pageQuery(db, spec))
+      .selectFrom('page')
+      .select(['page.event_id', 'page.room_id', 'page.type', 'page.state_key', 'page.sender', 'page.depth', 'page.stream_ordering', 'page.json', sql<string | null>`NULL`.as('redacts')])
+      .unionAll(redactionsQuery(db).where(sql<SqlBool>`r.redacts IN (SELECT event_id FROM page)`))
+      .execute(),
     loadVisibility(db, viewer.userId, [spec.roomId]),
   ])
   const vis = visibility.get(spec.roomId) as RoomVisibility
+  const redactions = raw.filter((row): row is RedactionRow => row.redacts !== null).sort((a, b) => compareBigints(a.stream_ordering, b.stream_ordering))
   return {
-    rows: raw.map(toRow),
+    rows: raw.filter((row) => row.redacts === null).map(toRow).sort(pageComparator(spec.order)),
     visible: (subset) => subset.filter((row) => isVisible(row, viewer.userId, vis)),
     former: (subset) => clientFormer(db, subset, viewer, redactions),
   }
@@ -326,7 +333,7 @@ interface KeyedValue<T> extends EventKey {
   readonly value: T
 }
 
-/** What deciding the visibility of a room's events to one user needs (two small queries per batch of rooms). */
+/** What deciding the visibility of a room's events to one user needs (one small query per batch of rooms). */
 export interface RoomVisibility {
   /** History visibility changes, topological order. */
   readonly visibility: readonly KeyedValue<HistoryVisibility>[]
@@ -351,29 +358,32 @@ export async function loadVisibility(db: Db, userId: string, roomIds: readonly s
   const result = new Map<string, RoomVisibility>()
   if (roomIds.length === 0) return result
   const rooms = [...new Set(roomIds)]
-  const [visibilityRows, membershipRows] = await Promise.all([
-    db
-      .selectFrom('state_events as s')
-      .innerJoin('events as e', 'e.event_id', 's.event_id')
-      .innerJoin('event_json as j', 'j.event_id', 's.event_id')
-      .select(['s.room_id', 'e.depth', 'e.stream_ordering', 'j.json'])
-      .where('s.room_id', 'in', rooms)
-      .where('s.type', '=', 'm.room.history_visibility')
-      .where('s.state_key', '=', '')
-      .where('e.outlier', '=', false)
-      .execute(),
-    db
-      .selectFrom('room_memberships')
-      .select(['room_id', 'membership', 'depth', 'stream_ordering'])
-      .where('user_id', '=', userId)
-      .where('room_id', 'in', rooms)
-      .execute(),
-  ])
+  // One statement: the history visibility events (`value` their JSON) and the user's
+  // memberships (`value` the membership).
+  const rows = await db
+    .selectFrom('state_events as s')
+    .innerJoin('events as e', 'e.event_id', 's.event_id')
+    .innerJoin('event_json as j', 'j.event_id', 's.event_id')
+    .select(['s.room_id', 'e.depth', 'e.stream_ordering', 'j.json as value', sql<boolean>`true`.as('is_visibility')])
+    .where('s.room_id', 'in', rooms)
+    .where('s.type', '=', 'm.room.history_visibility')
+    .where('s.state_key', '=', '')
+    .where('e.outlier', '=', false)
+    .unionAll(
+      db
+        .selectFrom('room_memberships')
+        .select(['room_id', 'depth', 'stream_ordering', 'membership as value', sql<boolean>`false`.as('is_visibility')])
+        .where('user_id', '=', userId)
+        .where('room_id', 'in', rooms),
+    )
+    .execute()
+  const visibilityRows = rows.filter((row) => row.is_visibility)
+  const membershipRows = rows.filter((row) => !row.is_visibility).map((row) => ({ ...row, membership: row.value }))
   for (const room of rooms) {
     const visibility = visibilityRows
       .filter((row) => row.room_id === room)
       .map((row) => {
-        const content = (JSON.parse(row.json) as JsonObject)['content'] as JsonObject | undefined
+        const content = (JSON.parse(row.value) as JsonObject)['content'] as JsonObject | undefined
         return { depth: row.depth, streamOrdering: row.stream_ordering, value: asVisibility(content?.['history_visibility']) }
       })
       .sort(compareKeys)
@@ -468,7 +478,7 @@ export async function clientFormer(
   // A transaction ID is stored under its event's sender: only the viewer's own events have one.
   const ownIds = viewer.deviceId === undefined ? [] : rows.filter((r) => r.sender === viewer.userId).map((r) => r.eventId)
   const [redactions, txns, replaced] = await Promise.all([
-    knownRedactions ?? redactionsQuery(db).where('r.redacts', 'in', ids).execute(),
+    knownRedactions ?? redactionsQuery(db).where('r.redacts', 'in', ids).orderBy('e.stream_ordering').execute(),
     viewer.deviceId === undefined || ownIds.length === 0
       ? Promise.resolve([])
       : db
@@ -511,14 +521,24 @@ export async function clientFormer(
 /** A redaction event (`toRow` of it) and the event it redacts. */
 type RedactionRow = RawEventRow & { readonly redacts: string }
 
-/** Redaction events with the events they redact, oldest first (callers add which). */
+/** Redaction events with the events they redact (callers add which). */
 function redactionsQuery(db: Db) {
   return db
     .selectFrom('redactions as r')
     .innerJoin('events as e', 'e.event_id', 'r.event_id')
     .innerJoin('event_json as j', 'j.event_id', 'r.event_id')
-    .select(['r.redacts', 'e.event_id', 'e.room_id', 'e.type', 'e.state_key', 'e.sender', 'e.depth', 'e.stream_ordering', 'j.json'])
-    .orderBy('e.stream_ordering')
+    .select(['e.event_id', 'e.room_id', 'e.type', 'e.state_key', 'e.sender', 'e.depth', 'e.stream_ordering', 'j.json', 'r.redacts'])
+}
+
+function compareBigints(a: bigint, b: bigint): number {
+  return a < b ? -1 : a > b ? 1 : 0
+}
+
+/** The order of a page's rows, as its query sorts them. */
+function pageComparator(order: PageOrder): (a: EventRow, b: EventRow) => number {
+  const sign = order.endsWith('desc') ? -1 : 1
+  if (order.startsWith('topological')) return (a, b) => sign * compareKeys(a, b)
+  return (a, b) => sign * compareBigints(a.streamOrdering, b.streamOrdering)
 }
 
 function clientEvent(pdu: JsonObject, row: EventRow, now: number): JsonObject {
