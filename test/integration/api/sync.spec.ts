@@ -121,6 +121,28 @@ describe('api /sync', function () {
     expect(carolAnswer.body.account_data.events).to.deep.equal([])
   })
 
+  it('should deliver account data written while a long-poll is woken by a message, in that answer or the next', async () => {
+    const roomId = await createRoom(h, alice.user_id, { joinRule: 'public' })
+    await sendEvents(h, roomId, membership(bob.user_id, bob.user_id, 'join'))
+    for (let round = 0; round < 5; round++) {
+      const start = await sync(bob, { filter: only([roomId]) })
+      const polling = sync(bob, { since: start.next_batch, timeout: '20000', filter: only([roomId]) })
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      // The message and the account data race: the poll may wake for either, or see both.
+      const [, put] = await Promise.all([
+        sendEvents(h, roomId, text(alice.user_id, `race ${round}`)),
+        h.call('PUT', `${v3}/user/${enc(bob.user_id)}/account_data/m.test.race`, { token: bob.access_token, body: { round } }),
+      ])
+      expect(put.statusCode).to.equal(200)
+      const woken = await polling
+      const next = await sync(bob, { since: woken.next_batch, filter: only([roomId]) })
+      const raced = [...woken.account_data.events, ...next.account_data.events].filter((e) => e.type === 'm.test.race')
+      expect(raced, `round ${round}: the account data, once`).to.deep.equal([{ type: 'm.test.race', content: { round } }])
+      const messages = [woken, next].flatMap((body) => bodies(body.rooms.join[roomId]?.timeline.events ?? []))
+      expect(messages, `round ${round}: the message, once`).to.deep.equal([`race ${round}`])
+    }
+  })
+
   it('should wait the whole timeout when nothing happens in the user\'s rooms, and answer the same position', async () => {
     const mine = await createRoom(h, carol.user_id)
     const start = await sync(carol, { filter: only([mine]) })
