@@ -255,7 +255,7 @@ export async function readPage(db: Db, spec: PageSpec, viewer: Viewer): Promise<
     loadVisibility(db, viewer.userId, [spec.roomId]),
   ])
   const vis = visibility.get(spec.roomId) as RoomVisibility
-  const redactions = raw.filter((row): row is RedactionRow => row.redacts !== null).sort((a, b) => compareBigints(a.stream_ordering, b.stream_ordering))
+  const redactions = raw.filter((row): row is RedactionRow => row.redacts !== null)
   return {
     rows: raw.filter((row) => row.redacts === null).map(toRow).sort(pageComparator(spec.order)),
     visible: (subset) => subset.filter((row) => isVisible(row, viewer.userId, vis)),
@@ -378,7 +378,7 @@ export async function loadVisibility(db: Db, userId: string, roomIds: readonly s
     )
     .execute()
   const visibilityRows = rows.filter((row) => row.is_visibility)
-  const membershipRows = rows.filter((row) => !row.is_visibility).map((row) => ({ ...row, membership: row.value }))
+  const membershipRows = rows.filter((row) => !row.is_visibility)
   for (const room of rooms) {
     const visibility = visibilityRows
       .filter((row) => row.room_id === room)
@@ -388,9 +388,9 @@ export async function loadVisibility(db: Db, userId: string, roomIds: readonly s
       })
       .sort(compareKeys)
     const own = membershipRows.filter((row) => row.room_id === room)
-    const memberships = own.map((row) => ({ depth: row.depth, streamOrdering: row.stream_ordering, value: row.membership })).sort(compareKeys)
+    const memberships = own.map((row) => ({ depth: row.depth, streamOrdering: row.stream_ordering, value: row.value })).sort(compareKeys)
     const latest = own.reduce<(typeof own)[number] | undefined>((a, b) => (a === undefined || b.stream_ordering > a.stream_ordering ? b : a), undefined)
-    result.set(room, { visibility, memberships, latest: latest?.membership })
+    result.set(room, { visibility, memberships, latest: latest?.value })
   }
   return result
 }
@@ -469,7 +469,7 @@ export async function clientFormer(
   db: Db,
   rows: readonly EventRow[],
   viewer: Viewer,
-  /** The redactions of `rows` (or more), when already read (see `readPage`). */
+  /** The redactions of `rows` (or more, in any order), when already read (see `readPage`). */
   knownRedactions?: readonly RedactionRow[],
 ): Promise<(subset: readonly EventRow[], now: number) => JsonObject[]> {
   if (rows.length === 0) return () => []
@@ -478,7 +478,7 @@ export async function clientFormer(
   // A transaction ID is stored under its event's sender: only the viewer's own events have one.
   const ownIds = viewer.deviceId === undefined ? [] : rows.filter((r) => r.sender === viewer.userId).map((r) => r.eventId)
   const [redactions, txns, replaced] = await Promise.all([
-    knownRedactions ?? redactionsQuery(db).where('r.redacts', 'in', ids).orderBy('e.stream_ordering').execute(),
+    knownRedactions ?? redactionsQuery(db).where('r.redacts', 'in', ids).execute(),
     viewer.deviceId === undefined || ownIds.length === 0
       ? Promise.resolve([])
       : db
@@ -497,16 +497,23 @@ export async function clientFormer(
           .where('s.event_id', 'in', stateIds)
           .execute(),
   ])
-  const redactedBy = new Map<string, EventRow>()
-  for (const r of redactions) if (!redactedBy.has(r.redacts)) redactedBy.set(r.redacts, toRow(r))
+  // An event redacted more than once shows its first redaction.
+  const redactedBy = new Map<string, RedactionRow>()
+  for (const r of redactions) {
+    const seen = redactedBy.get(r.redacts)
+    if (seen === undefined || r.stream_ordering < seen.stream_ordering) redactedBy.set(r.redacts, r)
+  }
   const txnOf = new Map(txns.map((t) => [t.event_id, t.txn_id]))
   const prevOf = new Map(replaced.map((p) => [p.event_id, { id: p.prev_state_event_id!, pdu: JSON.parse(p.json) as JsonObject }]))
   return (subset, now) =>
     subset.map((row) => {
-      const redaction = redactedBy.get(row.eventId)
-      const event = clientEvent(redaction ? redactEvent(row.pdu) : row.pdu, row, now)
+      const redacted = redactedBy.get(row.eventId)
+      const event = clientEvent(redacted ? redactEvent(row.pdu) : row.pdu, row, now)
       const unsigned = event['unsigned'] as JsonObject
-      if (redaction) unsigned['redacted_because'] = clientEvent(redaction.pdu, redaction, now)
+      if (redacted) {
+        const redaction = toRow(redacted)
+        unsigned['redacted_because'] = clientEvent(redaction.pdu, redaction, now)
+      }
       const txnId = txnOf.get(row.eventId)
       if (txnId !== undefined) unsigned['transaction_id'] = txnId
       const prev = prevOf.get(row.eventId)
