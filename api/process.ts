@@ -136,6 +136,7 @@ export async function startProcess(config: MyelinConfig, options: StartProcessOp
         roomConcurrency: config.persister.room_concurrency,
         transactionConcurrency: config.persister.transaction_concurrency,
         maxTransactionEvents: config.persister.max_transaction_events,
+        parallelTransactionEvents: config.persister.parallel_transaction_events,
         registry,
       })
       persister = created

@@ -2,6 +2,13 @@
 export interface CommitGroupsOptions<W, R> {
   /** Groups running at once (≥ 1). */
   readonly concurrency: number
+  /**
+   * While a group runs, another starts beside it only when at least this much weight waits
+   * (default 0: whenever a slot is free). Below it, the waiting work is left to gather into the
+   * next group: a group's fixed cost is paid once for all of it. Work enough for a group of its
+   * own runs in parallel.
+   */
+  readonly minParallelWeight?: number
   /** Most weight a group takes; a single heavier work item still forms a group on its own. */
   readonly maxWeight: number
   readonly weight: (work: W) => number
@@ -19,7 +26,8 @@ interface Waiting<W, R> {
  * and the next group to start takes everything waiting (up to `maxWeight`). An idle system
  * runs each item at once, alone; a busy one runs fewer, larger groups, so the per-group cost
  * (a transaction, its round trips, its WAL flush) is shared by more work exactly when the
- * system is short of capacity.
+ * system is short of capacity. With `minParallelWeight`, a busy system also keeps small work
+ * for the next group rather than paying a second group's fixed cost beside the running one.
  *
  * @example
  * const groups = new CommitGroups<RoomBatch, BatchResult>({ concurrency: 2, maxWeight: 1000,
@@ -60,6 +68,7 @@ export class CommitGroups<W, R> {
 
   #pump(): void {
     while (this.#running < this.#options.concurrency && this.#waiting.length > 0) {
+      if (this.#running > 0 && this.#waitingWeight() < (this.#options.minParallelWeight ?? 0)) return
       const group: Waiting<W, R>[] = []
       let weight = 0
       while (this.#waiting.length > 0) {
@@ -73,6 +82,12 @@ export class CommitGroups<W, R> {
       this.#running++
       void this.#run(group)
     }
+  }
+
+  #waitingWeight(): number {
+    let weight = 0
+    for (const waiting of this.#waiting) weight += this.#options.weight(waiting.work)
+    return weight
   }
 
   async #run(group: Waiting<W, R>[]): Promise<void> {

@@ -71,6 +71,12 @@ export interface RoomBatch {
   readonly roomId: string
   readonly requests: readonly PersistRequest[]
   readonly cached: RoomSnapshot | undefined
+  /**
+   * The batch planned on `cached` when it was submitted (`planOnSnapshot`), so that its CPU
+   * work (authorization, linking, hashing, signing) overlaps the statement in flight instead of
+   * waiting for a transaction slot. `persistBatchesAtOnce` plans batches without one itself.
+   */
+  readonly planned?: RoomPlan | undefined
 }
 
 /**
@@ -169,17 +175,12 @@ export async function persistBatchesAtOnce(
   deps: BatchDeps,
   batches: readonly RoomBatch[],
 ): Promise<BatchResult[] | undefined> {
-  const snapshots = batches.flatMap((batch) => (batch.cached === undefined ? [] : [batch.cached]))
-  if (snapshots.length < batches.length) return undefined
-  const redacts = (batch: RoomBatch) => batch.requests.some((request) => request.events.some((event) => event.type === 'm.room.redaction'))
-  if (batches.some(redacts)) return undefined
-  const empty = new Map()
-  const plans = batches.map((batch, i) => {
-    const snapshot = snapshots[i] as RoomSnapshot
-    return planRoom(deps, batch, { head: { epoch: snapshot.epoch }, snapshot }, empty, empty, new Map())
-  })
-  const refuses = (plan: RoomPlan) => plan.answersByRequest.some((answer) => answer.error !== undefined)
-  if (plans.some((plan) => plan.createEvent !== undefined || refuses(plan))) return undefined
+  const plans: RoomPlan[] = []
+  for (const batch of batches) {
+    const plan = batch.planned ?? planOnSnapshot(deps, batch)
+    if (plan === undefined) return undefined
+    plans.push(plan)
+  }
   const accepted = plans.flatMap((plan) => plan.accepted)
   // Until the statement answers, stream orderings are 1-based indexes into its allocation.
   accepted.forEach((event, i) => {
@@ -206,6 +207,22 @@ export async function persistBatchesAtOnce(
   })
   return batchResults(plans, deps)
 }
+
+/**
+ * Plans `batch` in memory on its cached snapshot for `persistBatchesAtOnce`: every event built,
+ * authorized, linked and signed. Undefined when the batch needs the database to be planned: no
+ * cached snapshot, a redaction, a refused event or a new room.
+ */
+export function planOnSnapshot(deps: BatchDeps, batch: RoomBatch): RoomPlan | undefined {
+  const snapshot = batch.cached
+  if (snapshot === undefined) return undefined
+  if (batch.requests.some((request) => request.events.some((event) => event.type === 'm.room.redaction'))) return undefined
+  const plan = planRoom(deps, batch, { head: { epoch: snapshot.epoch }, snapshot }, noAnswers, noAnswers, new Map())
+  if (plan.createEvent !== undefined || plan.answersByRequest.some((answer) => answer.error !== undefined)) return undefined
+  return plan
+}
+
+const noAnswers: ReadonlyMap<string, never> = new Map<string, never>()
 
 /** The stream position's hint of the plans: the rooms they add events to, and whose membership they change. */
 function hintOf(plans: readonly RoomPlan[]): string[] {
@@ -278,7 +295,7 @@ function batchResults(plans: readonly RoomPlan[], deps: BatchDeps): BatchResult[
 }
 
 /** What one room's batch will write, worked out in memory before any write. */
-interface RoomPlan {
+export interface RoomPlan {
   readonly roomId: string
   /** The room has no head row yet (its batch must start with m.room.create). */
   readonly roomIsNew: boolean

@@ -11,7 +11,7 @@ import type { ImportOutcome } from './import-batch.js'
 import { validatePersistRequest } from './new-event.js'
 import type { PersistedEvent, PersistRequest } from './new-event.js'
 import { CommitGroups } from './commit-groups.js'
-import { loadRequestAnswers, persistBatches, persistBatchesAtOnce, recordsAnswer, RetryBatchError } from './persist-batch.js'
+import { loadRequestAnswers, persistBatches, persistBatchesAtOnce, planOnSnapshot, recordsAnswer, RetryBatchError } from './persist-batch.js'
 import type { BatchDeps, BatchResult, RequestOutcome, RoomBatch } from './persist-batch.js'
 import { NotOwnerError } from './persist-errors.js'
 import { createPersisterMetrics } from './persister-metrics.js'
@@ -52,12 +52,21 @@ export interface PersisterOptions {
   /** Rooms persisted in parallel (default 32). */
   readonly roomConcurrency?: number
   /**
-   * Live transactions running at once (default 4). Room batches ready while that many run wait,
-   * and the next transaction takes all of them (group commit, `CommitGroups`).
+   * Live transactions running at once (default 4; see `parallelTransactionEvents`). Room batches
+   * ready while they run wait, and the next transaction takes all of them (group commit,
+   * `CommitGroups`); they are planned (built, authorized, signed) while they wait.
    */
   readonly transactionConcurrency?: number
   /** Most events one live transaction takes over all its rooms (default 1,000). */
   readonly maxTransactionEvents?: number
+  /**
+   * While a live transaction runs, another starts beside it only when at least this many events
+   * wait (default 100; 0: whenever a slot is free). Fewer wait for the next transaction, which
+   * takes them all: on a busy machine, a transaction's fixed cost (a round trip waking
+   * PostgreSQL and then this process, a commit, a WAL flush) is paid in CPU, so small
+   * transactions side by side cost more than they overlap. See persisters/README.md.
+   */
+  readonly parallelTransactionEvents?: number
   /** Rooms whose snapshot (state, extremities) stays cached between batches (default 10,000). */
   readonly maxCachedRooms?: number
   readonly registry?: Registry
@@ -145,6 +154,7 @@ export function createPersister(options: PersisterOptions): Persister {
   const liveGroups = new CommitGroups<RoomBatch, PromiseSettledResult<BatchResult>>({
     concurrency: options.transactionConcurrency ?? 4,
     maxWeight: options.maxTransactionEvents ?? 1000,
+    minParallelWeight: options.parallelTransactionEvents ?? 100,
     weight: (batch) => batch.requests.reduce((sum, request) => sum + request.events.length, 0),
     run: runLiveGroup,
   })
@@ -201,7 +211,8 @@ export function createPersister(options: PersisterOptions): Persister {
 
   async function runLive(roomId: string, batch: Item[]): Promise<BatchResult> {
     const requests = batch.flatMap((item) => (item.kind === 'live' ? [item.request] : []))
-    const settled = await liveGroups.submit({ roomId, requests, cached: snapshots.get(roomId) })
+    const room: RoomBatch = { roomId, requests, cached: snapshots.get(roomId) }
+    const settled = await liveGroups.submit({ ...room, planned: planOnSnapshot(deps, room) })
     if (settled.status === 'rejected') throw settled.reason
     return settled.value
   }
@@ -236,7 +247,8 @@ export function createPersister(options: PersisterOptions): Persister {
     } catch (err) {
       if (batches.length === 1) return [{ status: 'rejected', reason: err }]
       log.warn({ rooms: batches.length, err }, 'group transaction failed; retrying its rooms one by one')
-      return Promise.allSettled(batches.map(async (batch) => ((await run([batch])) as [BatchResult])[0]))
+      // Planned afresh: the failed attempt may have stored some of the planned events after all.
+      return Promise.allSettled(batches.map(async (batch) => ((await run([{ ...batch, planned: undefined }])) as [BatchResult])[0]))
     }
   }
 

@@ -78,8 +78,9 @@ const configSchema = z
         room_concurrency: z.number().int().min(1).max(256).default(32),
         transaction_concurrency: z.number().int().min(1).max(64).default(4),
         max_transaction_events: z.number().int().min(1).max(10_000).default(1000),
+        parallel_transaction_events: z.number().int().min(0).max(10_000).default(100),
       })
-      .default({ max_batch: 200, room_concurrency: 32, transaction_concurrency: 4, max_transaction_events: 1000 }),
+      .default({ max_batch: 200, room_concurrency: 32, transaction_concurrency: 4, max_transaction_events: 1000, parallel_transaction_events: 100 }),
   })
   .superRefine((config, ctx) => {
     const writers = config.stream_writers?.events ?? [config.worker_name]

@@ -196,6 +196,46 @@ describe('persister', () => {
       }
     })
 
+    it('should plan a batch while it waits for the transaction in flight, and commit it as planned', async () => {
+      // A clock the test moves. Room B's one event is too little to start a transaction beside
+      // room A's (fewer than parallelTransactionEvents wait), so it waits while A's statement is
+      // held up by a lock; it carries the time of its submission, so it was built and signed
+      // while it waited, not once A had committed.
+      let now = 1_000_000
+      const p = await startPersister(t.db, { writer: 'p1', clock: () => now })
+      const release = Promise.withResolvers<void>()
+      const locked = Promise.withResolvers<void>()
+      try {
+        const [roomA, roomB] = [newRoomId(), newRoomId()]
+        for (const roomId of [roomA, roomB]) {
+          await send(p, roomId, ...createRoomEvents(alice))
+          await send(p, roomId, message(alice, 'caches the snapshot'))
+        }
+        const holder = t.db.transaction().execute(async (trx) => {
+          await sql`SELECT 1 FROM rooms WHERE room_id = ${roomA} FOR UPDATE`.execute(trx)
+          locked.resolve()
+          await release.promise
+        })
+        await locked.promise
+        const held = send(p, roomA, message(alice, 'held up'))
+        await new Promise((r) => setTimeout(r, 100))
+        const waiting = send(p, roomB, message(alice, 'waits for the slot'))
+        await new Promise((r) => setTimeout(r, 100))
+        now = 2_000_000
+        release.resolve()
+        await holder
+        const [[a], [b]] = await Promise.all([held, waiting])
+        expect((await getEvent(t.db, a!.event_id))!.pdu['origin_server_ts']).to.equal(1_000_000)
+        const { event_id: eventId, ...pdu } = (await getEvent(t.db, b!.event_id))!.pdu
+        expect(pdu['origin_server_ts']).to.equal(1_000_000)
+        expect(computeEventId(pdu)).to.equal(eventId)
+        expect(b!.stream_ordering > a!.stream_ordering).to.equal(true)
+      } finally {
+        release.resolve()
+        await p.close()
+      }
+    })
+
     it('should fail only the request whose event is refused, and keep its earlier events', async () => {
       const roomId = newRoomId()
       await send(persister, roomId, ...createRoomEvents(alice, { joinRule: 'public' }))

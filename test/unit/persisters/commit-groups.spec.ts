@@ -59,6 +59,31 @@ describe('CommitGroups', () => {
     expect(groups.waiting).to.equal(0)
   })
 
+  it('should start a group beside a running one only when minParallelWeight waits', async () => {
+    const gated = gatedRun()
+    const groups = new CommitGroups<number, number>({ concurrency: 3, maxWeight: 100, minParallelWeight: 5, weight: (n) => n, run: gated.run })
+    const turn = () => new Promise((resolve) => setImmediate(resolve))
+    const answers = [groups.submit(1)]
+    await turn()
+    expect(gated.groups, 'nothing runs: at once').to.deep.equal([[1]])
+    answers.push(groups.submit(2), groups.submit(2))
+    await turn()
+    expect(gated.groups, 'weight 4 waits for the running group').to.deep.equal([[1]])
+    expect(groups.waiting).to.equal(2)
+    answers.push(groups.submit(1))
+    await turn()
+    expect(gated.groups, 'weight 5: a group of its own beside it').to.deep.equal([[1], [2, 2, 1]])
+    answers.push(groups.submit(3))
+    await turn()
+    expect(gated.groups, 'weight 3 waits again').to.have.length(2)
+    await gated.release(0)
+    expect(gated.groups, 'a group still runs: the 3 keeps waiting').to.have.length(2)
+    await gated.release(1)
+    expect(gated.groups.at(-1), 'nothing runs: the 3 starts, alone').to.deep.equal([3])
+    await gated.release(2)
+    expect(await Promise.all(answers)).to.deep.equal([10, 20, 20, 10, 30])
+  })
+
   it('should fail only the items of a group whose run rejects, and keep going', async () => {
     let calls = 0
     const groups = new CommitGroups<string, string>({
@@ -87,13 +112,15 @@ describe('CommitGroups', () => {
         fc.array(fc.integer({ min: 1, max: 8 }), { minLength: 1, maxLength: 60 }),
         fc.integer({ min: 1, max: 4 }),
         fc.integer({ min: 1, max: 20 }),
-        async (items, concurrency, maxWeight) => {
+        fc.integer({ min: 0, max: 30 }),
+        async (items, concurrency, maxWeight, minParallelWeight) => {
           let running = 0
           let peak = 0
           const seen: number[] = []
           const groups = new CommitGroups<{ id: number; w: number }, number>({
             concurrency,
             maxWeight,
+            minParallelWeight,
             weight: (item) => item.w,
             run: async (group) => {
               running++

@@ -10,16 +10,16 @@ const minimal = {
 }
 
 describe('parseConfig: database and persister tuning', () => {
-  it('should default to prepared statements and group commit of 4 transactions of at most 1,000 events', () => {
+  it('should default to prepared statements and group commit of up to 4 transactions of at most 1,000 events, a second beside the first only for 100 waiting', () => {
     const config = parseConfig(minimal, {})
     expect(config.database.prepare_statements).to.equal(true)
-    expect(config.persister).to.include({ transaction_concurrency: 4, max_transaction_events: 1000 })
+    expect(config.persister).to.include({ transaction_concurrency: 4, max_transaction_events: 1000, parallel_transaction_events: 100 })
   })
 
   it('should take prepare_statements: false and persister tuning', () => {
-    const config = parseConfig({ ...minimal, database: { ...minimal.database, prepare_statements: false }, persister: { transaction_concurrency: 1, max_transaction_events: 50 } }, {})
+    const config = parseConfig({ ...minimal, database: { ...minimal.database, prepare_statements: false }, persister: { transaction_concurrency: 1, max_transaction_events: 50, parallel_transaction_events: 0 } }, {})
     expect(config.database.prepare_statements).to.equal(false)
-    expect(config.persister).to.include({ transaction_concurrency: 1, max_transaction_events: 50, max_batch: 200 })
+    expect(config.persister).to.include({ transaction_concurrency: 1, max_transaction_events: 50, parallel_transaction_events: 0, max_batch: 200 })
   })
 
   it('should list every bad tuning value at once', () => {
