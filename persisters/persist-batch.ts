@@ -72,9 +72,10 @@ export interface RoomBatch {
   readonly requests: readonly PersistRequest[]
   readonly cached: RoomSnapshot | undefined
   /**
-   * The batch planned on `cached` when it was submitted (`planOnSnapshot`), so that its CPU
-   * work (authorization, linking, hashing, signing) overlaps the statement in flight instead of
-   * waiting for a transaction slot. `persistBatchesAtOnce` plans batches without one itself.
+   * The batch planned on `cached` (`planOnSnapshot`) when it was submitted, so that its CPU work
+   * (authorization, linking, hashing, signing) overlaps the statement in flight instead of
+   * waiting for a transaction slot; undefined when it needs the database to be planned.
+   * `persistBatchesAtOnce` writes these plans; `persistBatches` ignores them.
    */
   readonly planned?: RoomPlan | undefined
 }
@@ -160,7 +161,8 @@ export async function persistBatches(
 /**
  * The optimistic form of `persistBatches`: when every room of the group has a cached snapshot
  * and no event needs the database to be planned (no redaction, no refusal, no new room), the
- * batches are planned in memory first and written by ONE statement outside a transaction block
+ * batches' plans (`RoomBatch.planned`, made in memory by `planOnSnapshot`) are written by ONE
+ * statement outside a transaction block
  * (`writeBatchGuarded` through `events.statement`): it locks the head rows, checks they still
  * are what the snapshots say (owner, epoch, last stream ordering), allocates the stream IDs
  * and writes everything, or writes nothing when a head moved on. One round trip instead of
@@ -177,9 +179,8 @@ export async function persistBatchesAtOnce(
 ): Promise<BatchResult[] | undefined> {
   const plans: RoomPlan[] = []
   for (const batch of batches) {
-    const plan = batch.planned ?? planOnSnapshot(deps, batch)
-    if (plan === undefined) return undefined
-    plans.push(plan)
+    if (batch.planned === undefined) return undefined
+    plans.push(batch.planned)
   }
   const accepted = plans.flatMap((plan) => plan.accepted)
   // Until the statement answers, stream orderings are 1-based indexes into its allocation.

@@ -248,7 +248,7 @@ export function createPersister(options: PersisterOptions): Persister {
       if (batches.length === 1) return [{ status: 'rejected', reason: err }]
       log.warn({ rooms: batches.length, err }, 'group transaction failed; retrying its rooms one by one')
       // Planned afresh: the failed attempt may have stored some of the planned events after all.
-      return Promise.allSettled(batches.map(async (batch) => ((await run([{ ...batch, planned: undefined }])) as [BatchResult])[0]))
+      return Promise.allSettled(batches.map(async (batch) => ((await run([{ ...batch, planned: planOnSnapshot(deps, batch) }])) as [BatchResult])[0]))
     }
   }
 
