@@ -24,14 +24,18 @@ export function streamHint(rooms: Iterable<string>, members: Iterable<string>): 
 
 /**
  * The users whose membership changed in a hinted range, or `undefined` when the hint does not
- * say (no hint, or one from a writer that lists rooms only).
+ * say (no hint, or one from a writer that lists rooms only). An empty hint ("no room": an idle
+ * writer following its peers) changed no membership.
  *
  * @example
  * hintedMembers(['!a:hs', '@', '@bob:hs']) // ['@bob:hs']
+ * hintedMembers([]) // []
  * hintedMembers(['!a:hs']) // undefined
  */
 export function hintedMembers(hint: RoomHint): string[] | undefined {
-  if (hint === undefined || !hint.includes(membersListed)) return undefined
+  if (hint === undefined) return undefined
+  if (hint.length === 0) return []
+  if (!hint.includes(membersListed)) return undefined
   return hint.filter((entry) => entry.length > 1 && entry.startsWith('@'))
 }
 
@@ -191,19 +195,26 @@ export class WriterPosition {
   /**
    * Removes and merges the hints of committed IDs ≤ `upTo`: `undefined` (any room) when one of
    * them had no hint or rows without a hint may lie there (see `outcomeUnknown`), else the
-   * union of their rooms (empty when there were none).
+   * union of their rooms (empty when there were none). The union lists members (`membersListed`)
+   * only when every merged hint did: one that listed rooms only leaves its members unknown.
    */
   takeHint(upTo: bigint): RoomHint {
-    const rooms = new Set<string>()
+    const entries = new Set<string>()
     let any = this.#unknownPending || this.#unknownUpTo !== undefined
+    let membersUnknown = false
     if (!this.#unknownPending && this.#unknownUpTo !== undefined && upTo >= this.#unknownUpTo) this.#unknownUpTo = undefined
     for (const [id, hint] of this.#hints) {
       if (id > upTo) continue
       this.#hints.delete(id)
       if (hint === undefined) any = true
-      else for (const room of hint) rooms.add(room)
+      else {
+        if (!hint.includes(membersListed)) membersUnknown = true
+        for (const entry of hint) entries.add(entry)
+      }
     }
-    return any ? undefined : [...rooms]
+    if (any) return undefined
+    if (membersUnknown) entries.delete(membersListed)
+    return [...entries]
   }
 
   #recompute(): void {

@@ -180,4 +180,23 @@ describe('membership hints (streamHint, hintedMembers)', () => {
     w.finish([{ id: 2n, rooms: undefined }], true)
     expect(hintedMembers(w.takeHint(2n))).to.equal(undefined)
   })
+
+  it('should keep members unknown in a range merged with a hint that lists rooms only', () => {
+    const w = new WriterPosition(0n, 0n)
+    const fetch = w.beginFetch()
+    w.endFetch(fetch, [1n, 2n])
+    w.finish([{ id: 1n, rooms: streamHint(['!a:hs'], ['@b:hs']) }], true)
+    w.finish([{ id: 2n, rooms: ['!c:hs'] }], true)
+    const merged = w.takeHint(2n)
+    expect(merged).to.include.members(['!a:hs', '!c:hs'])
+    expect(hintedMembers(merged)).to.equal(undefined)
+  })
+
+  it('should say that an empty hint (an idle advance) changed no membership, through the wire format', () => {
+    const idle = new WriterPosition(7n, 7n).takeHint(7n)
+    const decoded = decodeBusMessage(encodeBusMessage({ type: 'POSITION', stream: 'events', writer: 'p1', prev: 7n, next: 9n, rooms: idle }).line)
+    const wire = decoded.ok && decoded.message.type === 'POSITION' ? decoded.message.rooms : undefined
+    expect(wire).to.deep.equal([])
+    expect(hintedMembers(wire)).to.deep.equal([])
+  })
 })
