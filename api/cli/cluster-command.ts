@@ -20,7 +20,7 @@ import { migrateUp } from '../../storage/migrations.js'
 import { createRouter } from '../routing/router.js'
 import { createSupervisor, formatListeningLine, type ChildSpec, type ProcessInfo } from '../routing/supervisor.js'
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './embedded-postgres.js'
-import { freePort } from './ports.js'
+import { freePorts } from './ports.js'
 import { stopGracefullyOn } from './run-command.js'
 
 export interface ClusterFlags {
@@ -163,12 +163,12 @@ async function runCluster(flags: ClusterFlags, log: Logger): Promise<void> {
       await migrator.close()
     }
 
-    const freePorts = (n: number) => Promise.all(Array.from({ length: n }, () => freePort()))
+    const ports = await clusterPorts(flags, freePorts)
     const layout = clusterLayout({
       databaseUrl,
       ...(flags.redis !== undefined && { redisUrl: flags.redis }),
-      persisterPorts: await freePorts(flags.persisters),
-      apiPorts: await freePorts(flags.apiWorkers),
+      persisterPorts: ports.persisters,
+      apiPorts: ports.apiWorkers,
       serverName: flags.serverName,
       logLevel: flags.logLevel,
       secrets: await loadOrCreateSecrets(dataDir),
@@ -188,8 +188,8 @@ async function runCluster(flags: ClusterFlags, log: Logger): Promise<void> {
     // fixed upstreams: every worker keeps its port across restarts.
     const routerFile = join(configDir, 'router.yaml')
     const routerLayout: RouterFile = {
-      listen: { host: flags.host, port: flags.port === 0 ? await freePort() : flags.port },
-      metrics: { host: '127.0.0.1', port: await freePort() },
+      listen: { host: flags.host, port: ports.router },
+      metrics: { host: '127.0.0.1', port: ports.routerMetrics },
       upstreams: layout.workers.map((w) => ({ name: w.name, role: w.role, host: '127.0.0.1', port: w.port })),
     }
     await writeFile(routerFile, toYaml(routerLayout))
@@ -223,6 +223,38 @@ async function runCluster(flags: ClusterFlags, log: Logger): Promise<void> {
   } catch (err) {
     await stopDatabase()
     throw err
+  }
+}
+
+/** The ports of a cluster's processes: the workers', the router's and its metrics'. */
+export interface ClusterPorts {
+  readonly persisters: readonly number[]
+  readonly apiWorkers: readonly number[]
+  readonly router: number
+  readonly routerMetrics: number
+}
+
+/**
+ * Picks every port a cluster needs in one `allocate` call, so no two of them are the same (a port
+ * released by one allocation can come back from the next); the router keeps `port` unless it is 0,
+ * and no other process gets it.
+ *
+ * @example
+ * await clusterPorts({ persisters: 2, apiWorkers: 1, port: 8008 }, freePorts) // { persisters: [40121, 38877], apiWorkers: [41003], router: 8008, routerMetrics: 39911 }
+ */
+export async function clusterPorts(
+  flags: Pick<ClusterFlags, 'persisters' | 'apiWorkers' | 'port'>,
+  allocate: (n: number) => Promise<number[]>,
+): Promise<ClusterPorts> {
+  const routerPicked = flags.port === 0
+  // One spare: a fixed router port inside the kernel's range may come back, and is dropped.
+  const ports = (await allocate(flags.persisters + flags.apiWorkers + 2)).filter((port) => port !== flags.port)
+  const take = (n: number) => ports.splice(0, n)
+  return {
+    persisters: take(flags.persisters),
+    apiWorkers: take(flags.apiWorkers),
+    routerMetrics: take(1)[0] as number,
+    router: routerPicked ? (take(1)[0] as number) : flags.port,
   }
 }
 

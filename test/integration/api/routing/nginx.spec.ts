@@ -1,10 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { expect } from 'chai'
+import { freePort } from '../../../../api/cli/ports.js'
 import { renderNginxConfig } from '../../../../api/routing/nginx.js'
 import { parseConfig } from '../../../../storage/config.js'
 import { patternBytes, sha256, startEchoUpstream, sytToken, type Echo, type EchoUpstream } from './echo-upstream.js'
@@ -12,14 +12,6 @@ import { patternBytes, sha256, startEchoUpstream, sytToken, type Echo, type Echo
 const nginxBinary = '/usr/sbin/nginx'
 const client = '/_matrix/client/v3'
 const pinnedRoom = '!hot:hs.test'
-
-async function freePort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()))
-  const { port } = server.address() as { port: number }
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  return port
-}
 
 describe('nginx config from renderNginxConfig (real nginx)', function () {
   this.timeout(30_000)
