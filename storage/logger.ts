@@ -37,6 +37,21 @@ export interface LogScope {
 }
 
 /**
+ * Where a process logs: file descriptor 1 (stdout) or 2 (stderr), written synchronously.
+ *
+ * Not pino's asynchronous default: that one is flushed at exit by a loop that retries every
+ * write error, EPIPE included, forever. A process whose reader is gone (the children of a
+ * `myelin cluster` killed with SIGKILL) then hung in `process.exit`, still bound to its ports.
+ * A synchronous destination meets EPIPE on its first write, and pino stops writing to it.
+ *
+ * @example
+ * const log = createLogger({ name: 'router' }, logDestination(2))
+ */
+export function logDestination(fd: 1 | 2): DestinationStream {
+  return pino.destination({ dest: fd, sync: true })
+}
+
+/**
  * The root logger of a process (one per `main`; stdout unless `destination` says otherwise);
  * components take `log.child({component})`.
  *
@@ -50,7 +65,7 @@ export function createLogger(options: { level?: string; name?: string } & Logger
     redact: { paths: redactPaths, censor: '[redacted]' },
     ...options,
   }
-  return destination ? pino(settings, destination) : pino(settings)
+  return pino(settings, destination ?? logDestination(1))
 }
 
 /** A logger that writes nothing, for tests and library users who pass none. */

@@ -14,8 +14,7 @@ import { createShardMap } from '../../persisters/shard-map.js'
 import { ConfigError, loadConfig } from '../../storage/config.js'
 import { createDatabase } from '../../storage/database.js'
 import { generateSigningKey } from '../../storage/events/signing.js'
-import { pino } from 'pino'
-import { createLogger, type Logger } from '../../storage/logger.js'
+import { createLogger, logDestination, type Logger } from '../../storage/logger.js'
 import { migrateUp } from '../../storage/migrations.js'
 import { createRouter } from '../routing/router.js'
 import { createSupervisor, formatListeningLine, type ChildSpec, type ProcessInfo } from '../routing/supervisor.js'
@@ -133,7 +132,7 @@ export function clusterCommand(): Command {
     .action(async (flags: ClusterFlags) => {
       if (!flags.embedded && !flags.database) throw new UsageError('pass --embedded or --database URL')
       // Logs go to stderr: stdout carries only the ready line.
-      await runCluster(flags, createLogger({ name: 'cluster' }, pino.destination(2)))
+      await runCluster(flags, createLogger({ name: 'cluster' }, logDestination(2)))
     })
 }
 
@@ -285,7 +284,7 @@ export function clusterRouterCommand(): Command {
       if (!parsed.success) throw new ConfigError(parsed.error.issues.map((i) => `${flags.router}: ${i.path.join('.')}: ${i.message}`))
       const { listen, metrics, upstreams } = parsed.data
       // Logs go to stderr: stdout carries only the listening line.
-      const log = createLogger({ level: config.log_level, name: 'router' }, pino.destination(2))
+      const log = createLogger({ level: config.log_level, name: 'router' }, logDestination(2))
       const registry = new Registry()
       registry.setDefaultLabels({ worker: 'router' })
       collectDefaultMetrics({ register: registry })

@@ -1,3 +1,6 @@
+import { spawn } from 'node:child_process'
+import { readdirSync, readFileSync } from 'node:fs'
+import { createInterface } from 'node:readline'
 import { expect } from 'chai'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -7,7 +10,7 @@ import { parse as parseYaml } from 'yaml'
 import { alive } from '../../../api/cli/embedded-postgres.js'
 import { parseListeningLine } from '../../../api/routing/supervisor.js'
 import { createTestDatabase, redisUrl, type TestDatabase } from '../../support/db.js'
-import { jsonLine, startMyelin } from '../../support/cli.js'
+import { jsonLine, myelinBin, startMyelin } from '../../support/cli.js'
 
 interface ReadyLine {
   ready: true
@@ -100,4 +103,39 @@ describe('myelin run and myelin cluster (real processes)', function () {
     await sleep(200)
     for (const p of processes) expect(alive(p.pid), `${p.name} stopped`).to.equal(false)
   })
+
+  it('cluster: a SIGKILL while it starts takes every child with it, even the ones logging to the dead stdout', async () => {
+    // Children log at info while they start; once the cluster is gone their stdout has no reader.
+    const cluster = spawn(myelinBin, ['cluster', '--database', t.url, '--persisters', '2', '--api-workers', '1', '--port', '0', '--data', dir, '--log-level', 'info'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    cluster.stdout.resume()
+    const firstReady = await new Promise<boolean>((resolve) => {
+      createInterface({ input: cluster.stderr }).on('line', (line) => jsonLine(line)?.msg === 'child ready' && resolve(true))
+      cluster.once('exit', () => resolve(false))
+    })
+    expect(firstReady, 'a child got ready').to.equal(true)
+    const children = childrenOf(cluster.pid!)
+    expect(children.length).to.be.at.least(3)
+    cluster.kill('SIGKILL')
+    for (let i = 0; i < 150 && children.some(alive); i++) await sleep(100)
+    const left = children.filter(alive)
+    for (const pid of left) process.kill(pid, 'SIGKILL')
+    expect(left, 'children still running 15 s after their cluster died').to.deep.equal([])
+  })
 })
+
+/** The processes whose parent is `pid` (from /proc). */
+function childrenOf(pid: number): number[] {
+  const children: number[] = []
+  for (const entry of readdirSync('/proc')) {
+    if (!/^[0-9]+$/.test(entry)) continue
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) children.push(Number(entry))
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return children
+}
