@@ -44,7 +44,9 @@ overrideExits(program)
 try {
   await program.parseAsync(process.argv)
 } catch (err) {
-  process.exitCode = exitCodeFor(err)
+  // Exit now: a command that failed half-way (a listener port taken after the database pool and
+  // the bus connected) would otherwise be kept alive by what it opened, doing nothing.
+  process.exit(exitCodeFor(err))
 }
 
 function exitCodeFor(err: unknown): number {

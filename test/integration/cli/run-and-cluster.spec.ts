@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process'
 import { readdirSync, readFileSync } from 'node:fs'
+import { createServer, type AddressInfo } from 'node:net'
 import { createInterface } from 'node:readline'
 import { expect } from 'chai'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
@@ -10,7 +11,7 @@ import { parse as parseYaml } from 'yaml'
 import { alive } from '../../../api/cli/embedded-postgres.js'
 import { parseListeningLine } from '../../../api/routing/supervisor.js'
 import { createTestDatabase, redisUrl, type TestDatabase } from '../../support/db.js'
-import { jsonLine, myelinBin, startMyelin } from '../../support/cli.js'
+import { jsonLine, myelinBin, runMyelin, startMyelin } from '../../support/cli.js'
 
 interface ReadyLine {
   ready: true
@@ -61,6 +62,30 @@ describe('myelin run and myelin cluster (real processes)', function () {
     run.child.kill('SIGTERM')
     expect(await run.exited).to.equal(0)
     expect(run.output.some((l) => jsonLine(l)?.msg === 'stopped'), 'logged a completed shutdown').to.equal(true)
+  })
+
+  it('run: exits 1 naming the address when its listener port is taken, after connecting to the database', async () => {
+    const taken = createServer()
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', () => resolve()))
+    const port = (taken.address() as AddressInfo).port
+    try {
+      const config = join(dir, 'shared.yaml')
+      await writeFile(
+        config,
+        [
+          'server_name: localhost',
+          `database: { url: "${t.url}" }`,
+          'replication_secret: "0123456789abcdef0123"',
+          'signing_key: "ed25519 a1 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="',
+          `listeners: [{ port: ${port}, bind_address: 127.0.0.1, resources: [client] }]`,
+        ].join('\n'),
+      )
+      const { code, stderr } = await runMyelin(['run', '--config', config], { timeoutMs: 20_000 })
+      expect(code, stderr).to.equal(1)
+      expect(stderr).to.include(`EADDRINUSE: address already in use 127.0.0.1:${port}`)
+    } finally {
+      taken.close()
+    }
   })
 
   it('cluster: routes through the router, restarts a SIGKILLed api worker, and stops every child on SIGTERM', async () => {
