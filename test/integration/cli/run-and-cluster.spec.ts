@@ -42,18 +42,22 @@ describe('myelin run and myelin cluster (real processes)', function () {
     await t.drop()
   })
 
-  it('run: a monolith prints its listening line, serves /health and stops gracefully on SIGTERM', async () => {
+  /** A monolith's config file in `dir` with one listener (YAML flow mapping). */
+  async function monolithConfig(listener: string): Promise<string> {
     const config = join(dir, 'shared.yaml')
-    await writeFile(
-      config,
-      [
-        'server_name: localhost',
-        `database: { url: "${t.url}" }`,
-        'replication_secret: "0123456789abcdef0123"',
-        'signing_key: "ed25519 a1 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="',
-        'listeners: [{ port: 0, resources: [client, metrics, health] }]',
-      ].join('\n'),
-    )
+    const lines = [
+      'server_name: localhost',
+      `database: { url: "${t.url}" }`,
+      'replication_secret: "0123456789abcdef0123"',
+      'signing_key: "ed25519 a1 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="',
+      `listeners: [${listener}]`,
+    ]
+    await writeFile(config, lines.join('\n'))
+    return config
+  }
+
+  it('run: a monolith prints its listening line, serves /health and stops gracefully on SIGTERM', async () => {
+    const config = await monolithConfig('{ port: 0, resources: [client, metrics, health] }')
     const run = await startMyelin(['run', '--config', config], parseListeningLine)
     const base = `http://127.0.0.1:${run.ready}`
     expect(await (await fetch(`${base}/health`)).text()).to.equal('OK')
@@ -69,17 +73,7 @@ describe('myelin run and myelin cluster (real processes)', function () {
     await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', () => resolve()))
     const port = (taken.address() as AddressInfo).port
     try {
-      const config = join(dir, 'shared.yaml')
-      await writeFile(
-        config,
-        [
-          'server_name: localhost',
-          `database: { url: "${t.url}" }`,
-          'replication_secret: "0123456789abcdef0123"',
-          'signing_key: "ed25519 a1 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="',
-          `listeners: [{ port: ${port}, bind_address: 127.0.0.1, resources: [client] }]`,
-        ].join('\n'),
-      )
+      const config = await monolithConfig(`{ port: ${port}, bind_address: 127.0.0.1, resources: [client] }`)
       const { code, stderr } = await runMyelin(['run', '--config', config], { timeoutMs: 20_000 })
       expect(code, stderr).to.equal(1)
       expect(stderr).to.include(`EADDRINUSE: address already in use 127.0.0.1:${port}`)
