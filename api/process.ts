@@ -92,6 +92,7 @@ export async function startProcess(config: MyelinConfig, options: StartProcessOp
   if (ownsDatabase) closers.push(() => database.close())
 
   try {
+    await database.checkConnection()
     await assertSchemaCompatible(database.db)
     const { db } = database
     const writers = eventWriters(config)

@@ -1,5 +1,6 @@
 import pg from 'pg'
 import { Kysely, PostgresDialect } from 'kysely'
+import { StorageError } from './errors.js'
 import type { Database } from './schema.js'
 
 /** int8 as bigint (positions are bigint in code); everything else as pg's defaults. */
@@ -58,7 +59,38 @@ function prepareStatements(client: pg.PoolClient): void {
 export interface DatabaseHandle {
   readonly db: Kysely<Database>
   readonly pool: pg.Pool
+  /**
+   * Opens one connection now and runs `SELECT 1`: what a command does first, so that a wrong
+   * URL is reported as such rather than as the first query's stack.
+   *
+   * @throws StorageError `ES_UNAVAILABLE` naming the server and database (never the password)
+   *   and the reason, e.g. `cannot connect to the database postgres://u@127.0.0.1:5432/myelin:
+   *   connect ECONNREFUSED 127.0.0.1:5432 (is PostgreSQL running there?)`.
+   */
+  checkConnection(): Promise<void>
   close(): Promise<void>
+}
+
+/**
+ * A database URL without its password (and query string), for messages and logs.
+ *
+ * @example
+ * redactedDatabaseUrl('postgres://u:secret@db:5432/myelin?sslmode=require') // 'postgres://u@db:5432/myelin'
+ */
+export function redactedDatabaseUrl(url: string): string {
+  try {
+    const u = new URL(url)
+    return `${u.protocol}//${u.username ? `${u.username}@` : ''}${u.host}${u.pathname}`
+  } catch {
+    return '(an unparsable URL)'
+  }
+}
+
+const connectionHints: Readonly<Record<string, string>> = {
+  ECONNREFUSED: 'is PostgreSQL running there?',
+  ENOTFOUND: 'check the host name',
+  '28P01': 'check the user name and password',
+  '3D000': 'create it, or point the URL at an existing database',
 }
 
 /**
@@ -100,6 +132,16 @@ export function createDatabase(options: {
   return {
     db,
     pool,
+    async checkConnection() {
+      try {
+        await pool.query('SELECT 1')
+      } catch (err) {
+        const { code, message } = err as { code?: string; message?: string }
+        const hint = code !== undefined ? connectionHints[code] : undefined
+        const reason = `${message ?? String(err)}${hint ? ` (${hint})` : ''}`
+        throw new StorageError('ES_UNAVAILABLE', `cannot connect to the database ${redactedDatabaseUrl(options.url)}: ${reason}`, { cause: err })
+      }
+    },
     async close() {
       if (closed) return
       closed = true

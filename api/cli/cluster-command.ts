@@ -156,6 +156,7 @@ async function runCluster(flags: ClusterFlags, log: Logger): Promise<void> {
     const databaseUrl = embedded?.url ?? (flags.database as string)
     const migrator = createDatabase({ url: databaseUrl, poolSize: 1, applicationName: 'myelin-cluster' })
     try {
+      await migrator.checkConnection()
       const { applied } = await migrateUp(migrator.db, { onProgress: (e) => e.kind === 'applied' && log.info({ migration: e.name, ms: e.ms }, 'migration applied') })
       if (applied.length > 0) log.info({ applied: applied.length }, 'schema migrated')
     } finally {

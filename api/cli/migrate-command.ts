@@ -29,6 +29,7 @@ const progressLines: MigrationProgress = (event) => {
 async function withDatabase<T>(flags: MigrateFlags, fn: (db: ReturnType<typeof createDatabase>['db']) => Promise<T>): Promise<T> {
   const handle = createDatabase({ url: await databaseUrl(flags), poolSize: 2, applicationName: 'myelin-migrate' })
   try {
+    await handle.checkConnection()
     return await fn(handle.db)
   } finally {
     await handle.close()

@@ -78,4 +78,10 @@ describe('myelin migrate (the CLI against a real PostgreSQL)', function () {
     expect(res.code).to.not.equal(0)
     expect(res.stderr).to.include('pass --database URL')
   })
+
+  it('should say which database it cannot reach and why, in one line without the password, and exit 1', async () => {
+    const res = await runMyelin(['migrate', 'up', '--database', 'postgres://someone:hunter2-secret@127.0.0.1:1/myelin'])
+    expect(res.code).to.equal(1)
+    expect(res.stderr).to.equal('myelin: cannot connect to the database postgres://someone@127.0.0.1:1/myelin: connect ECONNREFUSED 127.0.0.1:1 (is PostgreSQL running there?)\n')
+  })
 })

@@ -1,6 +1,8 @@
 import { expect } from 'chai'
 import { sql } from 'kysely'
+import { createServer, type AddressInfo } from 'node:net'
 import { createDatabase } from '../../../storage/database.js'
+import { StorageError } from '../../../storage/errors.js'
 import { createTestDatabase, type TestDatabase } from '../../support/db.js'
 
 describe('createDatabase (prepared statements)', () => {
@@ -73,5 +75,50 @@ describe('createDatabase (prepared statements)', () => {
     } finally {
       await handle.close()
     }
+  })
+
+  describe('checkConnection', () => {
+    const withPassword = (url: string, name?: string) => {
+      const u = new URL(url)
+      u.password = 'hunter2-secret'
+      if (name !== undefined) u.pathname = `/${name}`
+      return u.toString()
+    }
+    async function failure(url: string): Promise<StorageError> {
+      const handle = createDatabase({ url, poolSize: 1 })
+      try {
+        await handle.checkConnection()
+      } catch (err) {
+        return err as StorageError
+      } finally {
+        await handle.close()
+      }
+      throw new Error('checkConnection resolved')
+    }
+
+    it('should resolve against a reachable database', async () => {
+      const handle = createDatabase({ url: t.url, poolSize: 1 })
+      try {
+        await handle.checkConnection()
+      } finally {
+        await handle.close()
+      }
+    })
+
+    it('should name the server, the database and the reason of a failure, never the password', async () => {
+      const missing = await failure(withPassword(t.url, 'no_such_database_here'))
+      expect(missing).to.be.instanceOf(StorageError)
+      expect(missing.code).to.equal('ES_UNAVAILABLE')
+      expect(missing.message).to.match(/^cannot connect to the database postgres:\/\/[^@]+@127\.0\.0\.1:\d+\/no_such_database_here: /)
+      expect(missing.message).to.include('"no_such_database_here" does not exist (create it')
+      expect(missing.message).to.not.include('hunter2')
+
+      const server = createServer()
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()))
+      const port = (server.address() as AddressInfo).port
+      await new Promise((resolve) => server.close(resolve))
+      const refused = await failure(`postgres://someone:hunter2-secret@127.0.0.1:${port}/x`)
+      expect(refused.message).to.equal(`cannot connect to the database postgres://someone@127.0.0.1:${port}/x: connect ECONNREFUSED 127.0.0.1:${port} (is PostgreSQL running there?)`)
+    })
   })
 })
