@@ -19,6 +19,7 @@ import { migrateUp } from '../../storage/migrations.js'
 import { createRouter } from '../routing/router.js'
 import { createSupervisor, formatListeningLine, type ChildSpec, type ProcessInfo } from '../routing/supervisor.js'
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './embedded-postgres.js'
+import { lockDataDir } from './data-lock.js'
 import { freePorts } from './ports.js'
 import { stopGracefullyOn } from './run-command.js'
 
@@ -147,9 +148,11 @@ function count(flag: string, min: number, max: number) {
 async function runCluster(flags: ClusterFlags, log: Logger): Promise<void> {
   const dataDir = resolve(flags.data)
   await mkdir(dataDir, { recursive: true })
+  const unlock = await lockDataDir(dataDir)
   let embedded: EmbeddedDatabase | undefined
   const stopDatabase = async () => {
     await embedded?.stop().catch((err: unknown) => log.warn({ err }, 'stopping the embedded PostgreSQL failed'))
+    await unlock()
   }
   try {
     embedded = flags.embedded ? await startEmbeddedPostgres(dataDir, log) : undefined

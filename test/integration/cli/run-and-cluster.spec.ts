@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process'
-import { readdirSync, readFileSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { createServer, type AddressInfo } from 'node:net'
 import { createInterface } from 'node:readline'
 import { expect } from 'chai'
@@ -121,6 +121,29 @@ describe('myelin run and myelin cluster (real processes)', function () {
     }
     await sleep(200)
     for (const p of processes) expect(alive(p.pid), `${p.name} stopped`).to.equal(false)
+  })
+
+  it('cluster: refuses a data folder another cluster uses, and takes over the lock of a dead one', async () => {
+    const flags = ['cluster', '--database', t.url, '--persisters', '1', '--api-workers', '1', '--port', '0', '--data', dir]
+    const ready = (line: string) => (jsonLine(line)?.ready === true ? (jsonLine(line) as unknown as ReadyLine) : undefined)
+    const first = await startMyelin<ReadyLine>(flags, ready)
+    try {
+      const second = await runMyelin(flags, { timeoutMs: 30_000 })
+      expect(second.code, second.stderr).to.equal(1)
+      expect(second.stderr).to.include(`is in use by another myelin cluster (pid ${first.child.pid})`)
+      expect((await fetch(`${first.ready.client_url}/_matrix/client/versions`)).status, 'the first cluster still serves').to.equal(200)
+    } finally {
+      first.child.kill('SIGTERM')
+      expect(await first.exited).to.equal(0)
+    }
+    expect(existsSync(join(dir, 'cluster.pid')), 'the lock is released on stop').to.equal(false)
+
+    const gone = spawn(process.execPath, ['-e', ''])
+    await new Promise((resolve) => gone.once('exit', resolve))
+    await writeFile(join(dir, 'cluster.pid'), `${gone.pid}\n`)
+    const third = await startMyelin<ReadyLine>(flags, ready)
+    third.child.kill('SIGTERM')
+    expect(await third.exited).to.equal(0)
   })
 
   it('cluster: a SIGKILL while it starts takes every child with it, even the ones logging to the dead stdout', async () => {
