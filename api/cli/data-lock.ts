@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { open, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { StorageError } from '../../storage/errors.js'
 
 /** The lock file of a data folder: the PID of the `myelin cluster` using it. */
@@ -28,10 +29,13 @@ export async function lockDataDir(dataDir: string): Promise<() => Promise<void>>
         if (holder(file) === process.pid) await unlink(file).catch(() => {})
       }
     } catch (err) {
-      if ((err as { code?: string }).code !== 'EEXIST' || attempt > 0) throw err
-      const pid = holder(file)
-      if (pid !== undefined && pid !== process.pid && isMyelin(pid)) {
-        throw new StorageError('ES_UNAVAILABLE', `the data folder ${dataDir} is in use by another myelin cluster (pid ${pid}): stop it first, or pass another --data`)
+      if ((err as { code?: string }).code !== 'EEXIST') throw err
+      // An empty file may be a lock its holder has not written yet: look again before taking it.
+      const pid = holder(file) ?? (await sleep(200), holder(file))
+      const live = pid !== undefined && pid !== process.pid && isMyelin(pid)
+      // A second EEXIST: another cluster claimed the folder between our two attempts.
+      if (live || attempt > 0) {
+        throw new StorageError('ES_UNAVAILABLE', `the data folder ${dataDir} is in use by another myelin cluster (pid ${pid ?? 'unknown'}): stop it first, or pass another --data`)
       }
       await unlink(file).catch(() => {})
     }
