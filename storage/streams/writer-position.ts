@@ -33,10 +33,13 @@ export function streamHint(rooms: Iterable<string>, members: Iterable<string>): 
  * hintedMembers(['!a:hs']) // undefined
  */
 export function hintedMembers(hint: RoomHint): string[] | undefined {
-  if (hint === undefined) return undefined
-  if (hint.length === 0) return []
-  if (!hint.includes(membersListed)) return undefined
+  if (hint === undefined || !listsMembers(hint)) return undefined
   return hint.filter((entry) => entry.length > 1 && entry.startsWith('@'))
+}
+
+/** Whether a hint says every membership change of its range: it has the marker, or no room at all. */
+function listsMembers(hint: readonly string[]): boolean {
+  return hint.length === 0 || hint.includes(membersListed)
 }
 
 /** One allocated ID and the room hint the caller gave when allocating it. */
@@ -208,7 +211,7 @@ export class WriterPosition {
       this.#hints.delete(id)
       if (hint === undefined) any = true
       else {
-        if (!hint.includes(membersListed)) membersUnknown = true
+        if (!listsMembers(hint)) membersUnknown = true
         for (const entry of hint) entries.add(entry)
       }
     }

@@ -192,6 +192,15 @@ describe('membership hints (streamHint, hintedMembers)', () => {
     expect(hintedMembers(merged)).to.equal(undefined)
   })
 
+  it('should keep the members of a range merged with an empty hint (rows in no room change no membership)', () => {
+    const w = new WriterPosition(0n, 0n)
+    const fetch = w.beginFetch()
+    w.endFetch(fetch, [1n, 2n])
+    w.finish([{ id: 1n, rooms: streamHint(['!a:hs'], ['@b:hs']) }], true)
+    w.finish([{ id: 2n, rooms: [] }], true)
+    expect(hintedMembers(w.takeHint(2n))).to.deep.equal(['@b:hs'])
+  })
+
   it('should say that an empty hint (an idle advance) changed no membership, through the wire format', () => {
     const idle = new WriterPosition(7n, 7n).takeHint(7n)
     const decoded = decodeBusMessage(encodeBusMessage({ type: 'POSITION', stream: 'events', writer: 'p1', prev: 7n, next: 9n, rooms: idle }).line)
