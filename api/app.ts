@@ -10,6 +10,7 @@ import { createPresenceStore } from './presence-store.js'
 import { createRateLimiter } from './rate-limiter.js'
 import { installRequestLogging } from './request-logging.js'
 import { accountDataRoutes } from './routes/account-data.js'
+import { receiptRoutes } from './routes/receipts.js'
 import { accountRoutes } from './routes/account.js'
 import { adminRegisterRoutes } from './routes/admin-register.js'
 import { deviceRoutes } from './routes/devices.js'
@@ -107,6 +108,7 @@ export async function buildApp(ctx: ApiContext, options: BuildAppOptions = {}): 
     presenceRoutes,
     filterRoutes,
     accountDataRoutes,
+    receiptRoutes,
     pushRuleRoutes,
   ]
   for (const plugin of [...builtIn, ...(options.plugins ?? [])]) await app.register(plugin)

@@ -1,22 +1,23 @@
 /** How a wait ended. */
 export type WaitOutcome = 'advanced' | 'timeout' | 'aborted'
 
-/** Long-poll waiters keyed by user, each with data of its own (the position it waits after). */
+/** Long-poll waiters keyed by user (or room), each with data of its own (the position it waits after). */
 export interface UserWaiters<T> {
-  /** Users with at least one waiter. */
+  /** Keys with at least one waiter. */
   readonly size: number
   /**
-   * Registers a waiter for `userId` before returning (so a change found from now on reaches it)
-   * and resolves when woken (`advanced`), after `timeoutMs` (`timeout`) or on abort (`aborted`).
+   * Registers a waiter under `keys` (a user ID, or several room IDs) before returning (so a
+   * change found from now on reaches it) and resolves when woken through any of them
+   * (`advanced`), after `timeoutMs` (`timeout`) or on abort (`aborted`).
    */
-  wait(userId: string, data: T, timeoutMs: number, signal: AbortSignal): Promise<WaitOutcome>
-  /** Wakes the waiters of `userId` whose data passes `which` (all when absent). */
-  wake(userId: string, which?: (data: T) => boolean): void
+  wait(keys: string | readonly string[], data: T, timeoutMs: number, signal: AbortSignal): Promise<WaitOutcome>
+  /** Wakes the waiters of `key` whose data passes `which` (all when absent). */
+  wake(key: string, which?: (data: T) => boolean): void
 }
 
 /**
  * The waiter bookkeeping shared by the long-poll watches (membership-watch.ts,
- * user-data-watch.ts). `onEmpty` runs when the last waiter leaves.
+ * position-watch.ts). `onEmpty` runs when the last waiter leaves.
  *
  * @example
  * const waiters = createUserWaiters<bigint>({ onEmpty: () => stopPolling() })
@@ -24,35 +25,39 @@ export interface UserWaiters<T> {
  * waiters.wake('@a:hs', (after) => 42n > after)
  */
 export function createUserWaiters<T>(options: { onEmpty?: () => void } = {}): UserWaiters<T> {
-  const byUser = new Map<string, Set<{ data: T; wake: () => void }>>()
+  const byKey = new Map<string, Set<{ data: T; wake: () => void }>>()
   return {
     get size() {
-      return byUser.size
+      return byKey.size
     },
-    wait(userId, data, timeoutMs, signal) {
+    wait(keys, data, timeoutMs, signal) {
       if (signal.aborted) return Promise.resolve('aborted')
+      const list = typeof keys === 'string' ? [keys] : [...new Set(keys)]
       return new Promise((resolve) => {
         const waiter = { data, wake: () => done('advanced') }
         const done = (outcome: WaitOutcome) => {
           clearTimeout(timer)
           signal.removeEventListener('abort', onAbort)
-          const mine = byUser.get(userId)
-          if (mine?.delete(waiter) && mine.size === 0) {
-            byUser.delete(userId)
-            if (byUser.size === 0) options.onEmpty?.()
+          let emptied = false
+          for (const key of list) {
+            const mine = byKey.get(key)
+            if (mine?.delete(waiter) && mine.size === 0) emptied = byKey.delete(key)
           }
+          if (emptied && byKey.size === 0) options.onEmpty?.()
           resolve(outcome)
         }
         const onAbort = () => done('aborted')
         const timer = setTimeout(() => done('timeout'), Math.max(0, timeoutMs))
         signal.addEventListener('abort', onAbort, { once: true })
-        const mine = byUser.get(userId) ?? new Set()
-        mine.add(waiter)
-        byUser.set(userId, mine)
+        for (const key of list) {
+          const mine = byKey.get(key) ?? new Set()
+          mine.add(waiter)
+          byKey.set(key, mine)
+        }
       })
     },
-    wake(userId, which) {
-      for (const waiter of byUser.get(userId) ?? []) if (which === undefined || which(waiter.data)) waiter.wake()
+    wake(key, which) {
+      for (const waiter of byKey.get(key) ?? []) if (which === undefined || which(waiter.data)) waiter.wake()
     },
   }
 }

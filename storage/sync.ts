@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely'
 import { accountDataChanges, accountDataPosition, type AccountDataEntry } from './account-data.js'
+import { receiptsForSync, receiptsPosition } from './receipts.js'
 import { StorageError } from './errors.js'
 import type { JsonObject } from './events/redaction.js'
 import {
@@ -25,11 +26,13 @@ import { parseRoomStreamToken, type RoomStreamToken } from './streams/room-strea
 
 /**
  * The data of one `/sync` (client-server API) between two positions: the rooms the user joined,
- * was invited to or left, with timelines and state, and account data.
+ * was invited to or left, with timelines and state, account data, and the joined rooms' read
+ * receipts (`ephemeral`: every receipt of a room new to the sync, else those changed since).
  *
  * Consistency: every read is bounded by the `upTo` token (room events: the reader's tracker
- * token; account data: `accountDataPosition`), and every row below a bound is committed (the
- * tracker guarantees it for events, the account data stream's lock for account data). So the
+ * token; account data: `accountDataPosition`; receipts: `receiptsPosition`), and every row below
+ * a bound is committed (the tracker guarantees it for events, each stream's lock for account
+ * data and receipts). So the
  * next sync from `upTo` sees exactly the rows after it: no event is skipped or repeated, even
  * when writers commit out of order. Room state comes from `state_events` bounded by the same
  * token, never from `current_state_events` (which may be ahead of the token).
@@ -48,38 +51,48 @@ import { parseRoomStreamToken, type RoomStreamToken } from './streams/room-strea
 
 type Db = Kysely<Database>
 
-/** A `/sync` position: the room event stream and the account data stream. */
+/** A `/sync` position: the room event stream, the account data stream and the receipts stream. */
 export interface SyncToken {
   readonly room: RoomStreamToken
   readonly accountData: bigint
+  readonly receipts: bigint
 }
 
+/** A parsed `since`: tokens from before receipts (two parts) carry no receipts position. */
+export type ParsedSyncToken = Omit<SyncToken, 'receipts'> & { readonly receipts: bigint | undefined }
+
 /**
- * Parses a `next_batch` token: `<room token>_<account data position>` (the room token a live or
- * vector token, which contains no `_`).
+ * Parses a `next_batch` token: `<room token>_<account data position>_<receipts position>` (the
+ * room token a live or vector token, which contains no `_`). The two-part form of earlier
+ * versions is accepted, without a receipts position.
  *
  * @throws StorageError `ES_INVALID_TOKEN` on any other shape.
  * @example
- * parseSyncToken('m100~1.105_7') // { room: m100~1.105, accountData: 7n }
+ * parseSyncToken('m100~1.105_7_3') // { room: m100~1.105, accountData: 7n, receipts: 3n }
  */
-export function parseSyncToken(text: string): SyncToken {
+export function parseSyncToken(text: string): ParsedSyncToken {
   const parts = text.split('_')
-  if (parts.length !== 2) throw new StorageError('ES_INVALID_TOKEN', 'sync token must look like <room token>_<account data position>')
-  const [roomText, accountText] = parts as [string, string]
+  if (parts.length !== 2 && parts.length !== 3) {
+    throw new StorageError('ES_INVALID_TOKEN', 'sync token must look like <room token>_<account data position>_<receipts position>')
+  }
+  const [roomText, accountText, receiptsText] = parts as [string, string, string | undefined]
   const room = parseRoomStreamToken(roomText)
   if (room.isHistoric) throw new StorageError('ES_INVALID_TOKEN', 'sync token cannot carry a historic (t) room position')
-  if (!/^(0|[1-9][0-9]{0,17})$/.test(accountText)) throw new StorageError('ES_INVALID_TOKEN', 'account data position of sync token is not a canonical integer')
-  return { room, accountData: BigInt(accountText) }
+  const position = (text: string, what: string) => {
+    if (!/^(0|[1-9][0-9]{0,17})$/.test(text)) throw new StorageError('ES_INVALID_TOKEN', `${what} position of sync token is not a canonical integer`)
+    return BigInt(text)
+  }
+  return { room, accountData: position(accountText, 'account data'), receipts: receiptsText === undefined ? undefined : position(receiptsText, 'receipts') }
 }
 
 /**
  * The text form of a sync token (see `parseSyncToken`).
  *
  * @example
- * serializeSyncToken({ room: RoomStreamToken.live(5n), accountData: 2n }) // 's5_2'
+ * serializeSyncToken({ room: RoomStreamToken.live(5n), accountData: 2n, receipts: 1n }) // 's5_2_1'
  */
 export function serializeSyncToken(token: SyncToken): string {
-  return `${token.room.toString()}_${token.accountData}`
+  return `${token.room.toString()}_${token.accountData}_${token.receipts}`
 }
 
 /** The parts of a sync filter (client-server API "Filtering") /sync applies. */
@@ -95,6 +108,8 @@ export interface SyncFilter {
   readonly includeLeave: boolean
   readonly accountData: EventFilter
   readonly roomAccountData: EventFilter
+  /** Of the rooms' ephemeral events (`m.receipt`). */
+  readonly ephemeral: EventFilter
 }
 
 /** Default timeline limit, and the largest a filter may ask for. */
@@ -122,6 +137,7 @@ export function parseSyncFilter(json: Record<string, unknown> | undefined): Sync
     includeLeave: room['include_leave'] === true,
     accountData: parseEventFilter(json?.['account_data']),
     roomAccountData: parseEventFilter(room['account_data']),
+    ephemeral: parseEventFilter(room['ephemeral']),
   }
 }
 
@@ -131,8 +147,8 @@ export interface SyncQuery {
   readonly deviceId?: string
   /** Absent: initial sync. MUST be covered by `upTo`. */
   readonly since?: SyncToken
-  /** `accountData` absent: `accountDataPosition`, read alongside the memberships. */
-  readonly upTo: { readonly room: RoomStreamToken; readonly accountData?: bigint }
+  /** `accountData`, `receipts` absent: their streams' positions, read alongside the memberships. */
+  readonly upTo: { readonly room: RoomStreamToken; readonly accountData?: bigint; readonly receipts?: bigint }
   readonly fullState: boolean
   readonly filter: SyncFilter
   readonly now: number
@@ -197,8 +213,12 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
   // A section reads only `upTo.room` of the bounds, so it may start before the account data position is known.
   const reader = new RoomSyncReader(db, q, viewer)
   const early = readEarlySections(reader, q, wanted)
-  const [memberships, accountDataUpTo] = await Promise.all([membershipRows(db, q.userId, q.upTo.room), q.upTo.accountData ?? accountDataPosition(db)])
-  const upTo: SyncToken = { room: q.upTo.room, accountData: accountDataUpTo }
+  const [memberships, accountDataUpTo, receiptsUpTo] = await Promise.all([
+    membershipRows(db, q.userId, q.upTo.room),
+    q.upTo.accountData ?? accountDataPosition(db),
+    q.upTo.receipts ?? receiptsPosition(db),
+  ])
+  const upTo: SyncToken = { room: q.upTo.room, accountData: accountDataUpTo, receipts: receiptsUpTo }
   const atUpTo = latestPerRoom(memberships)
   const atSince = since ? latestPerRoom(memberships.filter((m) => covers(since.room, m))) : new Map<string, MembershipRow>()
   const changed = new Map<string, MembershipRow[]>()
@@ -235,22 +255,30 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
       sections.set(roomId, await ((from !== undefined ? early.get(roomId) : undefined) ?? reader.joinedSection(roomId, from)))
     })
   const withEvents = q.fullState ? incrementalRooms : incrementalRooms.filter((roomId) => active.has(roomId))
-  const [accountData] = await Promise.all([
+  const [accountData, receipts] = await Promise.all([
     accountDataChanges(db, q.userId, { ...(since && { after: since.accountData }), upTo: upTo.accountData }),
+    receiptsForSync(db, q.userId, { everything: fullRooms, changedOnly: incrementalRooms, after: since?.receipts, upTo: upTo.receipts }),
     readSections([...fullRooms.map((roomId) => [roomId, undefined] as const), ...withEvents.map((roomId) => [roomId, since] as const)]),
   ])
   const roomAccountData = (roomId: string) => filterEntries(accountData.rooms.get(roomId) ?? [], q.filter.roomAccountData)
-  await readSections(incrementalRooms.filter((roomId) => !sections.has(roomId) && roomAccountData(roomId).length > 0).map((roomId) => [roomId, since] as const))
-  const addJoined = (roomId: string, section: JsonObject, roomData: JsonObject[]) => {
-    join[roomId] = { ...section, account_data: { events: roomData }, ephemeral: { events: [] }, unread_notifications: {}, summary: {} }
+  const ephemeral = (roomId: string) => {
+    const content = receipts.get(roomId)
+    return content === undefined ? [] : filterEntries([{ type: 'm.receipt', content }], q.filter.ephemeral)
   }
-  for (const roomId of fullRooms) addJoined(roomId, sections.get(roomId)!, roomAccountData(roomId))
+  // A room with nothing new but its account data or receipts is read after the others.
+  const onlyDataNews = incrementalRooms.filter((roomId) => !sections.has(roomId) && (roomAccountData(roomId).length > 0 || ephemeral(roomId).length > 0))
+  await readSections(onlyDataNews.map((roomId) => [roomId, since] as const))
+  const addJoined = (roomId: string, section: JsonObject, roomData: JsonObject[], roomEphemeral: JsonObject[]) => {
+    join[roomId] = { ...section, account_data: { events: roomData }, ephemeral: { events: roomEphemeral }, unread_notifications: {}, summary: {} }
+  }
+  for (const roomId of fullRooms) addJoined(roomId, sections.get(roomId)!, roomAccountData(roomId), ephemeral(roomId))
   for (const roomId of incrementalRooms) {
     const section = sections.get(roomId)
     const roomData = roomAccountData(roomId)
+    const roomEphemeral = ephemeral(roomId)
     // Nothing to say (events the filter or visibility hides, or a room the hint over-reported).
-    if (section === undefined || (!q.fullState && roomData.length === 0 && isEmptySection(section))) continue
-    addJoined(roomId, section, roomData)
+    if (section === undefined || (!q.fullState && roomData.length === 0 && roomEphemeral.length === 0 && isEmptySection(section))) continue
+    addJoined(roomId, section, roomData, roomEphemeral)
   }
 
   for (const m of atUpTo.values()) {

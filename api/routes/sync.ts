@@ -1,13 +1,15 @@
 import type { FastifyPluginAsync } from 'fastify'
 import type { Kysely } from 'kysely'
 import { accountDataPosition } from '../../storage/account-data.js'
+import { receiptsPosition } from '../../storage/receipts.js'
 import { getFilter } from '../../storage/filters.js'
 import type { Database } from '../../storage/schema.js'
 import type { RoomStreamToken } from '../../storage/streams/room-stream-token.js'
 import { parseSyncFilter, parseSyncToken, readSync, serializeSyncToken, type SyncToken } from '../../storage/sync.js'
 import { clientRoute } from '../client-route.js'
 import { createMembershipWatch } from '../membership-watch.js'
-import { createUserDataWatch } from '../user-data-watch.js'
+import type { WaitOutcome } from '../user-waiters.js'
+import { accountDataStream, createPositionWatch, receiptsStream } from '../position-watch.js'
 import { invalidParam } from '../errors.js'
 import { filterSchema } from '../filter-schema.js'
 import { requireUser } from '../require-user.js'
@@ -18,16 +20,18 @@ import type { RoomServices } from '../room-services.js'
  * filter's ID or inline JSON), `set_presence` (accepted, ignored). The data comes from
  * storage/sync.ts; this file handles tokens and the long-poll.
  *
- * `next_batch` is `<room token>_<account data position>` (storage/sync.ts `parseSyncToken`;
- * malformed: 400 `M_INVALID_PARAM`). A `since` from the future is clamped to what was ever
+ * `next_batch` is `<room token>_<account data position>_<receipts position>` (storage/sync.ts
+ * `parseSyncToken`; malformed: 400 `M_INVALID_PARAM`; the two-part tokens of earlier versions
+ * are taken as "no receipts since now"). A `since` from the future is clamped to what was ever
  * allocated; one this process's tracker does not cover yet is waited for at most
  * `sinceWaitMs`, then the answer is empty with the same `since` (as Synapse).
  *
  * Long-poll: with nothing new and a `since`, the request waits up to `timeout` for the
  * notifier: on the user's joined rooms, and on any room for a change of the user's own
  * membership (an invite to a new room), which one process-wide `MembershipWatch` reads once
- * per advance for all waiting syncs (api/membership-watch.ts), and on the user's account data
- * (set through any process; api/user-data-watch.ts polls for it every 250 ms while syncs wait).
+ * per advance for all waiting syncs (api/membership-watch.ts), on the user's account data and
+ * on receipts in their joined rooms (set through any process; api/position-watch.ts polls each
+ * stream every 250 ms while syncs wait).
  * A client that disconnects aborts the wait.
  */
 
@@ -119,11 +123,12 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
     const { db } = app.myelin
 
     const membershipWatch = createMembershipWatch({ db, tracker, log: app.myelin.log })
-    const userDataWatch = createUserDataWatch({ db, log: app.myelin.log })
+    const accountDataWatch = createPositionWatch({ stream: accountDataStream(db), log: app.myelin.log })
+    const receiptsWatch = createPositionWatch({ stream: receiptsStream(db), log: app.myelin.log })
     const roomsChangedAfter = (rooms: readonly string[], after: RoomStreamToken) => notifier.roomsChangedAfter(rooms, after)
     /**
      * Waits for news for `userId` after `after`: their rooms or their membership anywhere
-     * (`advanced`), their account data (`account-data`).
+     * (`advanced`), their account data or their rooms' receipts (`streams`).
      */
     const waitForNews = async (userId: string, rooms: readonly string[], after: SyncToken, timeoutMs: number, signal: AbortSignal) => {
       const stop = new AbortController()
@@ -133,7 +138,8 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
         return await Promise.race([
           notifier.wait({ rooms: new Set(rooms), after: after.room, timeoutMs, signal: stop.signal }),
           membershipWatch.wait(userId, after.room, timeoutMs, stop.signal),
-          userDataWatch.wait(userId, after.accountData, timeoutMs, stop.signal).then((outcome) => (outcome === 'advanced' ? ('account-data' as const) : outcome)),
+          accountDataWatch.wait(userId, after.accountData, timeoutMs, stop.signal).then(streamsOutcome),
+          receiptsWatch.wait(rooms, after.receipts, timeoutMs, stop.signal).then(streamsOutcome),
         ])
       } finally {
         signal.removeEventListener('abort', onAbort)
@@ -168,39 +174,40 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
         })
 
         let since: SyncToken | undefined
-        /** The account data position read for `since`, which the first read goes up to. */
-        let accountPosition: bigint | undefined
+        /** The account data and receipts positions read for `since`, which the first read goes up to. */
+        let positions: { accountData: bigint; receipts: bigint } | undefined
         if (query.since !== undefined) {
           const parsed = parseSyncToken(query.since)
-          const room = await tracker.clamp(parsed.room)
-          accountPosition = await accountDataPosition(db)
-          since = { room, accountData: parsed.accountData < accountPosition ? parsed.accountData : accountPosition }
+          const [room, accountData, receipts] = await Promise.all([tracker.clamp(parsed.room), accountDataPosition(db), receiptsPosition(db)])
+          positions = { accountData, receipts }
+          const atMost = (position: bigint | undefined, limit: bigint) => (position !== undefined && position < limit ? position : limit)
+          since = { room, accountData: atMost(parsed.accountData, accountData), receipts: atMost(parsed.receipts, receipts) }
           if (!(await tracker.waitFor(room, sinceWaitMs))) {
             request.log.warn('sync token not covered by this process in time: empty answer')
             return emptyResponse(serializeSyncToken(since))
           }
         }
 
-        // A read woken by account data asks for the account data position again; one woken by
-        // rooms goes up to the same position as before (a change after it comes with the next sync).
-        const read = (joinedEarlier?: readonly string[], accountData?: bigint) =>
+        // A read woken by account data or receipts asks for those positions again; one woken by
+        // rooms goes up to the same positions as before (a change after them comes with the next sync).
+        const read = (joinedEarlier?: readonly string[], known?: { accountData: bigint; receipts: bigint }) =>
           readSync(db, {
             userId,
             deviceId,
             ...(since && { since }),
-            upTo: { room: tracker.currentToken(), ...(accountData !== undefined && { accountData }) },
+            upTo: { room: tracker.currentToken(), ...(known && { accountData: known.accountData, receipts: known.receipts }) },
             fullState,
             filter,
             now: request.server.myelin.clock(),
             roomsChangedAfter,
             ...(joinedEarlier && { joinedEarlier }),
           })
-        let data = await read(undefined, accountPosition)
+        let data = await read(undefined, positions)
         const deadline = Date.now() + timeoutMs
         while (since && data.empty && !fullState && !closed.signal.aborted && deadline > Date.now()) {
           const outcome = await waitForNews(userId, data.joinedRooms, data.upTo, deadline - Date.now(), closed.signal)
-          if (outcome !== 'advanced' && outcome !== 'account-data') break
-          data = await read(data.joinedRooms, outcome === 'advanced' ? data.upTo.accountData : undefined)
+          if (outcome !== 'advanced' && outcome !== 'streams') break
+          data = await read(data.joinedRooms, outcome === 'advanced' ? data.upTo : undefined)
         }
         return {
           ...emptyResponse(serializeSyncToken(data.upTo)),
@@ -210,6 +217,11 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
       },
     })
   }
+}
+
+/** A position watch's outcome as `waitForNews` tells it. */
+function streamsOutcome(outcome: WaitOutcome): 'streams' | WaitOutcome {
+  return outcome === 'advanced' ? 'streams' : outcome
 }
 
 function emptyResponse(nextBatch: string) {

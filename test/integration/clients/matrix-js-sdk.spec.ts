@@ -7,6 +7,7 @@ import {
   createClient,
   EventType,
   PendingEventOrdering,
+  ReceiptType,
   RoomEvent,
   SyncState,
   type MatrixClient,
@@ -215,6 +216,36 @@ describe('matrix-js-sdk against a myelin cluster', function () {
     expect(liveBodies(room), 'the whole history, in order').to.deep.equal(sent.map((s) => s.body))
 
     // No request of the three clients met a missing route or a server error.
+    expect(unexpectedErrors(cluster), 'error answers the SDK met').to.deep.equal([])
+  })
+
+  it("read receipts and the fully read marker: each client sees the other's receipt, the reader its own marker", async () => {
+    const [carolSession, daveSession] = [await register(base, 'carol'), await register(base, 'dave')]
+    const carol = await startSdkClient(base, carolSession)
+    const dave = await startSdkClient(base, daveSession)
+    clients.push(carol, dave)
+    const { room_id: roomId } = await carol.createRoom({ name: 'receipts', invite: [daveSession.user_id] })
+    await eventually('dave sees the invite', () => dave.getRoom(roomId)?.getMyMembership() === 'invite')
+    await dave.joinRoom(roomId)
+    const { event_id: first } = await carol.sendTextMessage(roomId, 'one')
+    const { event_id: second } = await carol.sendTextMessage(roomId, 'two')
+    const daveRoom = () => dave.getRoom(roomId)!
+    await eventually('dave receives both messages', () => daveRoom().findEventById(second) !== undefined)
+
+    await dave.sendReadReceipt(daveRoom().findEventById(first)!, ReceiptType.Read)
+    await eventually("carol sees dave's receipt on the first message", () => carol.getRoom(roomId)?.getEventReadUpTo(daveSession.user_id, true) === first)
+    await dave.setRoomReadMarkers(roomId, second, daveRoom().findEventById(second)!)
+    await eventually("carol sees dave's receipt move to the second message", () => carol.getRoom(roomId)?.getEventReadUpTo(daveSession.user_id, true) === second)
+    await eventually("dave's fully read marker is the second message", () => daveRoom().getAccountData('m.fully_read')?.getContent()['event_id'] === second)
+    // A private receipt is for its owner only: carol's view of dave does not change.
+    const { event_id: third } = await carol.sendTextMessage(roomId, 'three')
+    await eventually('dave receives the third message', () => daveRoom().findEventById(third) !== undefined)
+    await dave.sendReadReceipt(daveRoom().findEventById(third)!, ReceiptType.ReadPrivate)
+    await eventually("dave sees his private receipt", () => daveRoom().getEventReadUpTo(daveSession.user_id, true) === third)
+    const { event_id: fourth } = await dave.sendTextMessage(roomId, 'four')
+    await eventually('carol receives the fourth message', () => carol.getRoom(roomId)?.findEventById(fourth) !== undefined)
+    expect(carol.getRoom(roomId)!.getReceiptsForEvent(carol.getRoom(roomId)!.findEventById(third)!).map((r) => r.userId)).to.not.include(daveSession.user_id)
+
     expect(unexpectedErrors(cluster), 'error answers the SDK met').to.deep.equal([])
   })
 })

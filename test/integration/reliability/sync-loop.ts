@@ -88,11 +88,12 @@ export function startSyncLoop(base: string, accessToken: string, timeoutMs = 500
  * Asserts `next` does not go backwards from `previous` (sync `next_batch` tokens).
  *
  * @example
- * expectNotBackwards('s10_0', 's12_0')
+ * expectNotBackwards('s10_0_1', 's12_0_1')
  */
 export function expectNotBackwards(previous: string, next: string): void {
   const a = parseSyncToken(previous)
   const b = parseSyncToken(next)
   expect(a.room.isBeforeOrEqual(b.room), `room token ${b.room.toString()} is behind ${a.room.toString()}`).to.equal(true)
   expect(b.accountData >= a.accountData, `account data position ${b.accountData} is behind ${a.accountData}`).to.equal(true)
+  expect((b.receipts ?? 0n) >= (a.receipts ?? 0n), `receipts position ${b.receipts} is behind ${a.receipts}`).to.equal(true)
 }

@@ -29,6 +29,24 @@ describe('api small parts', () => {
       expect(await late).to.equal('advanced')
       expect([waiters.size, emptied]).to.deep.equal([0, 1])
     })
+
+    it('should wake a waiter of several keys through any one of them, once, and unregister it from all', async () => {
+      let emptied = 0
+      const waiters = createUserWaiters<number>({ onEmpty: () => emptied++ })
+      const rooms = waiters.wait(['!a:hs', '!b:hs', '!a:hs'], 4, 5000, new AbortController().signal)
+      const onlyB = waiters.wait(['!b:hs'], 4, 5000, new AbortController().signal)
+      const none = waiters.wait([], 4, 20, new AbortController().signal)
+      expect(waiters.size).to.equal(2)
+      waiters.wake('!a:hs', (after) => 3 > after)
+      waiters.wake('!a:hs', (after) => 7 > after)
+      expect(await rooms).to.equal('advanced')
+      expect(waiters.size, '!b:hs keeps only its own waiter').to.equal(1)
+      expect(await none).to.equal('timeout')
+      expect(emptied).to.equal(0)
+      waiters.wake('!b:hs')
+      expect(await onlyB).to.equal('advanced')
+      expect([waiters.size, emptied]).to.deep.equal([0, 1])
+    })
   })
 
   describe('createTtlCache', () => {

@@ -1,0 +1,101 @@
+import type { Kysely } from 'kysely'
+import { accountDataPosition, usersWithAccountDataChanges } from '../storage/account-data.js'
+import type { Logger } from '../storage/logger.js'
+import { receiptsPosition, roomsWithReceiptChanges } from '../storage/receipts.js'
+import type { Database } from '../storage/schema.js'
+import { createUserWaiters, type WaitOutcome } from './user-waiters.js'
+
+export interface PositionWatch {
+  /**
+   * Resolves `advanced` once the stream changes for any of `keys` after position `after`,
+   * `timeout` after `timeoutMs`, `aborted` when `signal` aborts.
+   */
+  wait(keys: string | readonly string[], after: bigint, timeoutMs: number, signal: AbortSignal): Promise<WaitOutcome>
+}
+
+/** A single-writer-ordered stream a watch polls: its position, and what changed in a range. */
+export interface PolledStream {
+  /** What the stream is, for logs. */
+  readonly name: string
+  /** The highest committed position (nothing can still appear below it). */
+  position(): Promise<bigint>
+  /** Keys (users, rooms) with changes in `(after, upTo]`, each with its newest position there. */
+  changes(after: bigint, upTo: bigint): Promise<Map<string, bigint>>
+}
+
+/**
+ * Wakes long-polling syncs when a polled stream changes for them (written through any
+ * process). While any sync waits, one poll per `intervalMs` (default 250) reads the stream's
+ * position and, when it moved, which keys changed: one indexed query per process and
+ * interval, whatever the number of waiting syncs or the transport.
+ *
+ * @example
+ * const watch = createPositionWatch({ stream: accountDataStream(db), log })
+ * await watch.wait(userId, since.accountData, 30_000, signal)
+ */
+export function createPositionWatch(options: { stream: PolledStream; log: Logger; intervalMs?: number }): PositionWatch {
+  const { stream } = options
+  const log = options.log.child({ component: 'position-watch', stream: stream.name })
+  const intervalMs = options.intervalMs ?? 250
+  const waiters = createUserWaiters<bigint>()
+  /** Position up to which changes were read. */
+  let last: bigint | undefined
+  /** The oldest `after` of waiters that came since the last poll started: read from there. */
+  let rescanFrom: bigint | undefined
+  let timer: NodeJS.Timeout | undefined
+
+  async function poll(): Promise<void> {
+    timer = undefined
+    if (waiters.size === 0) {
+      last = rescanFrom = undefined
+      return
+    }
+    const from = last === undefined ? rescanFrom : rescanFrom === undefined || last < rescanFrom ? last : rescanFrom
+    rescanFrom = undefined
+    try {
+      const position = await stream.position()
+      if (from !== undefined && position > from) {
+        for (const [key, newest] of await stream.changes(from, position)) {
+          waiters.wake(key, (after) => newest > after)
+        }
+      }
+      if (last === undefined || position > last) last = position
+    } catch (err) {
+      if (from !== undefined && (rescanFrom === undefined || from < rescanFrom)) rescanFrom = from
+      log.warn({ err }, 'could not read stream changes')
+    }
+    if (waiters.size > 0) timer ??= setTimeout(() => void poll(), intervalMs)
+    else last = rescanFrom = undefined
+  }
+
+  return {
+    wait(keys, after, timeoutMs, signal) {
+      const outcome = waiters.wait(keys, after, timeoutMs, signal)
+      // The next poll reads from this waiter's position on, so a change after `after` is seen
+      // whether it landed before or after this call.
+      if (rescanFrom === undefined || after < rescanFrom) rescanFrom = after
+      if (waiters.size > 0) timer ??= setTimeout(() => void poll(), intervalMs)
+      return outcome
+    },
+  }
+}
+
+/**
+ * The account data stream (push rules included), keyed by user.
+ *
+ * @example
+ * createPositionWatch({ stream: accountDataStream(db), log })
+ */
+export function accountDataStream(db: Kysely<Database>): PolledStream {
+  return { name: 'account_data', position: () => accountDataPosition(db), changes: (after, upTo) => usersWithAccountDataChanges(db, after, upTo) }
+}
+
+/**
+ * The receipts stream, keyed by room.
+ *
+ * @example
+ * createPositionWatch({ stream: receiptsStream(db), log })
+ */
+export function receiptsStream(db: Kysely<Database>): PolledStream {
+  return { name: 'receipts', position: () => receiptsPosition(db), changes: (after, upTo) => roomsWithReceiptChanges(db, after, upTo) }
+}
