@@ -10,7 +10,7 @@ import { createPresenceStore } from './presence-store.js'
 import { createRateLimiter } from './rate-limiter.js'
 import { installRequestLogging } from './request-logging.js'
 import { accountDataRoutes } from './routes/account-data.js'
-import { receiptRoutes } from './routes/receipts.js'
+import { roomEphemeralRoutes } from './routes/room-ephemeral.js'
 import { accountRoutes } from './routes/account.js'
 import { adminRegisterRoutes } from './routes/admin-register.js'
 import { deviceRoutes } from './routes/devices.js'
@@ -108,7 +108,7 @@ export async function buildApp(ctx: ApiContext, options: BuildAppOptions = {}): 
     presenceRoutes,
     filterRoutes,
     accountDataRoutes,
-    receiptRoutes,
+    roomEphemeralRoutes,
     pushRuleRoutes,
   ]
   for (const plugin of [...builtIn, ...(options.plugins ?? [])]) await app.register(plugin)

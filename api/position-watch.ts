@@ -1,7 +1,7 @@
 import type { Kysely } from 'kysely'
 import { accountDataPosition, usersWithAccountDataChanges } from '../storage/account-data.js'
 import type { Logger } from '../storage/logger.js'
-import { receiptsPosition, roomsWithReceiptChanges } from '../storage/receipts.js'
+import { ephemeralPosition, roomsWithEphemeralChanges } from '../storage/ephemeral-stream.js'
 import type { Database } from '../storage/schema.js'
 import { createUserWaiters, type WaitOutcome } from './user-waiters.js'
 
@@ -91,11 +91,11 @@ export function accountDataStream(db: Kysely<Database>): PolledStream {
 }
 
 /**
- * The receipts stream, keyed by room.
+ * The rooms' ephemeral stream (receipts and typing), keyed by room.
  *
  * @example
- * createPositionWatch({ stream: receiptsStream(db), log })
+ * createPositionWatch({ stream: ephemeralStream(db), log })
  */
-export function receiptsStream(db: Kysely<Database>): PolledStream {
-  return { name: 'receipts', position: () => receiptsPosition(db), changes: (after, upTo) => roomsWithReceiptChanges(db, after, upTo) }
+export function ephemeralStream(db: Kysely<Database>): PolledStream {
+  return { name: 'ephemeral', position: () => ephemeralPosition(db), changes: (after, upTo) => roomsWithEphemeralChanges(db, after, upTo) }
 }

@@ -104,14 +104,12 @@ export async function getAccountData(
  * const changes = await accountDataChanges(db, userId, { after: since, upTo })
  */
 export async function accountDataPosition(db: Kysely<Database>): Promise<bigint> {
-  const { rows } = await sql<{ position: bigint }>`
-    SELECT GREATEST(
-      (SELECT max(stream_id) FROM account_data),
-      (SELECT max(stream_id) FROM push_rules),
-      1
-    )::int8 AS position`.execute(db)
+  const { rows } = await sql<{ position: bigint }>`SELECT ${accountDataPositionSql} AS position`.execute(db)
   return rows[0]?.position ?? 1n
 }
+
+/** `accountDataPosition` as an SQL expression, to read it in one statement with others. */
+export const accountDataPositionSql = sql<bigint>`GREATEST((SELECT max(stream_id) FROM account_data), (SELECT max(stream_id) FROM push_rules), 1)::int8`
 
 /**
  * Users whose account data or push rules changed in `(after, upTo]`, each with the newest stream

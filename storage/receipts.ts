@@ -1,24 +1,16 @@
 import { sql, type Kysely } from 'kysely'
 import { setAccountData } from './account-data.js'
+import { lockEphemeralStream } from './ephemeral-stream.js'
 import type { Database } from './schema.js'
 
 /**
- * Read receipts (client-server API "Receipts") and the `receipts` stream that orders them for
- * /sync: the latest receipt per (room, type, user, thread), each row carrying the stream ID of
- * its last change.
- *
- * Ordering guarantee, as for account data (storage/account-data.ts): a writer allocates its
- * stream ID from `receipts_stream_seq` while holding one transaction-scoped advisory lock, kept
- * until commit, so stream IDs become visible in increasing order and the highest committed one
- * (`receiptsPosition`) is a position below which nothing can still appear. Any process may
- * write; the lock serializes receipt writes across the deployment (one short upsert each).
+ * Read receipts (client-server API "Receipts"): the latest receipt per (room, type, user,
+ * thread), each row carrying the stream ID of its last change in the rooms' ephemeral stream
+ * (storage/ephemeral-stream.ts, which orders them for /sync).
  *
  * A receipt never moves back: one for an event older (in stream order) than the user's current
  * receipt of that type and thread is accepted and changes nothing, as in Synapse.
  */
-
-/** Advisory lock key of the receipts stream ('myrc'). */
-const streamLockKey = 0x6d797263
 
 /** Receipt types stored here (`m.fully_read` is room account data, set by /read_markers). */
 export const receiptTypes = ['m.read', 'm.read.private'] as const
@@ -50,7 +42,7 @@ export type ReceiptOutcome = { readonly kind: 'stored'; readonly streamId: bigin
 export async function putReceipt(db: Kysely<Database>, receipt: NewReceipt): Promise<ReceiptOutcome> {
   const data = JSON.stringify({ ts: receipt.ts, ...(receipt.threadId !== undefined && { thread_id: receipt.threadId }) })
   return db.transaction().execute(async (trx) => {
-    await sql`SELECT pg_advisory_xact_lock(${streamLockKey})`.execute(trx)
+    await lockEphemeralStream(trx)
     const { rows } = await sql<{ found: boolean; stream_id: string | null }>`
       WITH target AS (
         SELECT stream_ordering FROM events WHERE event_id = ${receipt.eventId} AND room_id = ${receipt.roomId}
@@ -102,31 +94,6 @@ export async function eventsNotInRoom(db: Kysely<Database>, roomId: string, even
     SELECT event_id FROM events WHERE room_id = ${roomId} AND event_id = ANY(${[...eventIds]}::text[])`.execute(db)
   const found = new Set(rows.map((row) => row.event_id))
   return eventIds.filter((id) => !found.has(id))
-}
-
-/**
- * The stream's position: the highest committed stream ID (1 when there is none yet; the
- * sequence starts at 2). Safe as an upper bound for readers, see above.
- *
- * @example
- * const upTo = await receiptsPosition(db)
- */
-export async function receiptsPosition(db: Kysely<Database>): Promise<bigint> {
-  const { rows } = await sql<{ position: string }>`SELECT coalesce(max(stream_id), 1) AS position FROM receipts`.execute(db)
-  return BigInt(rows[0]?.position ?? 1)
-}
-
-/**
- * Rooms with receipts changed in `(after, upTo]`, each with the newest stream ID of its changes.
- *
- * @example
- * await roomsWithReceiptChanges(db, 41n, 45n) // Map { '!r:hs' => 44n }
- */
-export async function roomsWithReceiptChanges(db: Kysely<Database>, after: bigint, upTo: bigint): Promise<Map<string, bigint>> {
-  const { rows } = await sql<{ room_id: string; newest: string }>`
-    SELECT room_id, max(stream_id) AS newest FROM receipts
-    WHERE stream_id > ${after} AND stream_id <= ${upTo} GROUP BY room_id`.execute(db)
-  return new Map(rows.map((row) => [row.room_id, BigInt(row.newest)]))
 }
 
 /** An `m.receipt` event's content: event ID → receipt type → user ID → `{ ts, thread_id? }`. */

@@ -32,6 +32,7 @@ export interface Database {
   account_data: AccountDataTable
   push_rules: PushRulesTable
   receipts: ReceiptsTable
+  typing: TypingTable
   device_inbox: DeviceInboxTable
   profiles: ProfilesTable
   myelin_schema_compat: SchemaCompatTable
@@ -210,6 +211,14 @@ export interface ReceiptsTable {
   thread_id: Generated<string>
   event_id: string
   data: Json
+  stream_id: Int8
+}
+
+export interface TypingTable {
+  room_id: string
+  user_id: string
+  /** 0: not typing. */
+  expires_ts: Int8
   stream_id: Int8
 }
 

@@ -1,6 +1,8 @@
-import type { Kysely } from 'kysely'
-import { accountDataChanges, accountDataPosition, type AccountDataEntry } from './account-data.js'
-import { receiptsForSync, receiptsPosition } from './receipts.js'
+import { sql, type Kysely } from 'kysely'
+import { accountDataChanges, accountDataPositionSql, type AccountDataEntry } from './account-data.js'
+import { ephemeralPositionSql } from './ephemeral-stream.js'
+import { receiptsForSync } from './receipts.js'
+import { typingForSync } from './typing.js'
 import { StorageError } from './errors.js'
 import type { JsonObject } from './events/redaction.js'
 import {
@@ -27,12 +29,13 @@ import { parseRoomStreamToken, type RoomStreamToken } from './streams/room-strea
 /**
  * The data of one `/sync` (client-server API) between two positions: the rooms the user joined,
  * was invited to or left, with timelines and state, account data, and the joined rooms' read
- * receipts (`ephemeral`: every receipt of a room new to the sync, else those changed since).
+ * receipts and typing (`ephemeral`: every receipt of a room new to the sync, else those changed
+ * since; who is typing, when that changed or the room is new to the sync).
  *
  * Consistency: every read is bounded by the `upTo` token (room events: the reader's tracker
- * token; account data: `accountDataPosition`; receipts: `receiptsPosition`), and every row below
- * a bound is committed (the tracker guarantees it for events, each stream's lock for account
- * data and receipts). So the
+ * token; account data: `accountDataPosition`; receipts and typing: `ephemeralPosition`), and
+ * every row below a bound is committed (the tracker guarantees it for events, each stream's lock
+ * for account data and the ephemeral stream). So the
  * next sync from `upTo` sees exactly the rows after it: no event is skipped or repeated, even
  * when writers commit out of order. Room state comes from `state_events` bounded by the same
  * token, never from `current_state_events` (which may be ahead of the token).
@@ -51,48 +54,61 @@ import { parseRoomStreamToken, type RoomStreamToken } from './streams/room-strea
 
 type Db = Kysely<Database>
 
-/** A `/sync` position: the room event stream, the account data stream and the receipts stream. */
+/** A `/sync` position: the room event stream, the account data stream and the ephemeral stream (receipts, typing). */
 export interface SyncToken {
   readonly room: RoomStreamToken
   readonly accountData: bigint
-  readonly receipts: bigint
+  readonly ephemeral: bigint
 }
 
-/** A parsed `since`: tokens from before receipts (two parts) carry no receipts position. */
-export type ParsedSyncToken = Omit<SyncToken, 'receipts'> & { readonly receipts: bigint | undefined }
+/** A parsed `since`: tokens from before the ephemeral stream (two parts) carry no position of it. */
+export type ParsedSyncToken = Omit<SyncToken, 'ephemeral'> & { readonly ephemeral: bigint | undefined }
 
 /**
- * Parses a `next_batch` token: `<room token>_<account data position>_<receipts position>` (the
+ * Parses a `next_batch` token: `<room token>_<account data position>_<ephemeral position>` (the
  * room token a live or vector token, which contains no `_`). The two-part form of earlier
- * versions is accepted, without a receipts position.
+ * versions is accepted, without an ephemeral position.
  *
  * @throws StorageError `ES_INVALID_TOKEN` on any other shape.
  * @example
- * parseSyncToken('m100~1.105_7_3') // { room: m100~1.105, accountData: 7n, receipts: 3n }
+ * parseSyncToken('m100~1.105_7_3') // { room: m100~1.105, accountData: 7n, ephemeral: 3n }
  */
 export function parseSyncToken(text: string): ParsedSyncToken {
   const parts = text.split('_')
   if (parts.length !== 2 && parts.length !== 3) {
-    throw new StorageError('ES_INVALID_TOKEN', 'sync token must look like <room token>_<account data position>_<receipts position>')
+    throw new StorageError('ES_INVALID_TOKEN', 'sync token must look like <room token>_<account data position>_<ephemeral position>')
   }
-  const [roomText, accountText, receiptsText] = parts as [string, string, string | undefined]
+  const [roomText, accountText, ephemeralText] = parts as [string, string, string | undefined]
   const room = parseRoomStreamToken(roomText)
   if (room.isHistoric) throw new StorageError('ES_INVALID_TOKEN', 'sync token cannot carry a historic (t) room position')
   const position = (text: string, what: string) => {
     if (!/^(0|[1-9][0-9]{0,17})$/.test(text)) throw new StorageError('ES_INVALID_TOKEN', `${what} position of sync token is not a canonical integer`)
     return BigInt(text)
   }
-  return { room, accountData: position(accountText, 'account data'), receipts: receiptsText === undefined ? undefined : position(receiptsText, 'receipts') }
+  return { room, accountData: position(accountText, 'account data'), ephemeral: ephemeralText === undefined ? undefined : position(ephemeralText, 'ephemeral') }
 }
 
 /**
  * The text form of a sync token (see `parseSyncToken`).
  *
  * @example
- * serializeSyncToken({ room: RoomStreamToken.live(5n), accountData: 2n, receipts: 1n }) // 's5_2_1'
+ * serializeSyncToken({ room: RoomStreamToken.live(5n), accountData: 2n, ephemeral: 1n }) // 's5_2_1'
  */
 export function serializeSyncToken(token: SyncToken): string {
-  return `${token.room.toString()}_${token.accountData}_${token.receipts}`
+  return `${token.room.toString()}_${token.accountData}_${token.ephemeral}`
+}
+
+/**
+ * The account data and ephemeral streams' positions, in one statement.
+ *
+ * @example
+ * await syncPositions(db) // { accountData: 7n, ephemeral: 3n }
+ */
+export async function syncPositions(db: Db): Promise<{ accountData: bigint; ephemeral: bigint }> {
+  const { rows } = await sql<{ account_data: string; ephemeral: string }>`
+    SELECT ${accountDataPositionSql} AS account_data, ${ephemeralPositionSql} AS ephemeral`.execute(db)
+  const row = rows[0]
+  return { accountData: BigInt(row?.account_data ?? 1), ephemeral: BigInt(row?.ephemeral ?? 1) }
 }
 
 /** The parts of a sync filter (client-server API "Filtering") /sync applies. */
@@ -147,8 +163,8 @@ export interface SyncQuery {
   readonly deviceId?: string
   /** Absent: initial sync. MUST be covered by `upTo`. */
   readonly since?: SyncToken
-  /** `accountData`, `receipts` absent: their streams' positions, read alongside the memberships. */
-  readonly upTo: { readonly room: RoomStreamToken; readonly accountData?: bigint; readonly receipts?: bigint }
+  /** `accountData`, `ephemeral` absent (either): both streams' positions, read alongside the memberships. */
+  readonly upTo: { readonly room: RoomStreamToken; readonly accountData?: bigint; readonly ephemeral?: bigint }
   readonly fullState: boolean
   readonly filter: SyncFilter
   readonly now: number
@@ -213,12 +229,12 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
   // A section reads only `upTo.room` of the bounds, so it may start before the account data position is known.
   const reader = new RoomSyncReader(db, q, viewer)
   const early = readEarlySections(reader, q, wanted)
-  const [memberships, accountDataUpTo, receiptsUpTo] = await Promise.all([
+  const { accountData: knownAccountData, ephemeral: knownEphemeral } = q.upTo
+  const [memberships, positions] = await Promise.all([
     membershipRows(db, q.userId, q.upTo.room),
-    q.upTo.accountData ?? accountDataPosition(db),
-    q.upTo.receipts ?? receiptsPosition(db),
+    knownAccountData !== undefined && knownEphemeral !== undefined ? { accountData: knownAccountData, ephemeral: knownEphemeral } : syncPositions(db),
   ])
-  const upTo: SyncToken = { room: q.upTo.room, accountData: accountDataUpTo, receipts: receiptsUpTo }
+  const upTo: SyncToken = { room: q.upTo.room, accountData: knownAccountData ?? positions.accountData, ephemeral: knownEphemeral ?? positions.ephemeral }
   const atUpTo = latestPerRoom(memberships)
   const atSince = since ? latestPerRoom(memberships.filter((m) => covers(since.room, m))) : new Map<string, MembershipRow>()
   const changed = new Map<string, MembershipRow[]>()
@@ -255,17 +271,21 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
       sections.set(roomId, await ((from !== undefined ? early.get(roomId) : undefined) ?? reader.joinedSection(roomId, from)))
     })
   const withEvents = q.fullState ? incrementalRooms : incrementalRooms.filter((roomId) => active.has(roomId))
-  const [accountData, receipts] = await Promise.all([
+  const ephemeralRooms = { everything: fullRooms, changedOnly: incrementalRooms, after: since?.ephemeral, upTo: upTo.ephemeral }
+  const [accountData, receipts, typing] = await Promise.all([
     accountDataChanges(db, q.userId, { ...(since && { after: since.accountData }), upTo: upTo.accountData }),
-    receiptsForSync(db, q.userId, { everything: fullRooms, changedOnly: incrementalRooms, after: since?.receipts, upTo: upTo.receipts }),
+    receiptsForSync(db, q.userId, ephemeralRooms),
+    typingForSync(db, { ...ephemeralRooms, now: q.now }),
     readSections([...fullRooms.map((roomId) => [roomId, undefined] as const), ...withEvents.map((roomId) => [roomId, since] as const)]),
   ])
   const roomAccountData = (roomId: string) => filterEntries(accountData.rooms.get(roomId) ?? [], q.filter.roomAccountData)
   const ephemeral = (roomId: string) => {
+    const userIds = typing.get(roomId)
     const content = receipts.get(roomId)
-    return content === undefined ? [] : filterEntries([{ type: 'm.receipt', content }], q.filter.ephemeral)
+    const events = [...(userIds ? [{ type: 'm.typing', content: { user_ids: userIds } }] : []), ...(content ? [{ type: 'm.receipt', content }] : [])]
+    return events.length === 0 ? [] : filterEntries(events, q.filter.ephemeral)
   }
-  // A room with nothing new but its account data or receipts is read after the others.
+  // A room with nothing new but its account data, receipts or typing is read after the others.
   const onlyDataNews = incrementalRooms.filter((roomId) => !sections.has(roomId) && (roomAccountData(roomId).length > 0 || ephemeral(roomId).length > 0))
   await readSections(onlyDataNews.map((roomId) => [roomId, since] as const))
   const addJoined = (roomId: string, section: JsonObject, roomData: JsonObject[], roomEphemeral: JsonObject[]) => {

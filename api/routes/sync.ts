@@ -1,15 +1,13 @@
 import type { FastifyPluginAsync } from 'fastify'
 import type { Kysely } from 'kysely'
-import { accountDataPosition } from '../../storage/account-data.js'
-import { receiptsPosition } from '../../storage/receipts.js'
 import { getFilter } from '../../storage/filters.js'
 import type { Database } from '../../storage/schema.js'
 import type { RoomStreamToken } from '../../storage/streams/room-stream-token.js'
-import { parseSyncFilter, parseSyncToken, readSync, serializeSyncToken, type SyncToken } from '../../storage/sync.js'
+import { parseSyncFilter, parseSyncToken, readSync, serializeSyncToken, syncPositions, type SyncToken } from '../../storage/sync.js'
 import { clientRoute } from '../client-route.js'
 import { createMembershipWatch } from '../membership-watch.js'
 import type { WaitOutcome } from '../user-waiters.js'
-import { accountDataStream, createPositionWatch, receiptsStream } from '../position-watch.js'
+import { accountDataStream, createPositionWatch, ephemeralStream } from '../position-watch.js'
 import { invalidParam } from '../errors.js'
 import { filterSchema } from '../filter-schema.js'
 import { requireUser } from '../require-user.js'
@@ -20,9 +18,9 @@ import type { RoomServices } from '../room-services.js'
  * filter's ID or inline JSON), `set_presence` (accepted, ignored). The data comes from
  * storage/sync.ts; this file handles tokens and the long-poll.
  *
- * `next_batch` is `<room token>_<account data position>_<receipts position>` (storage/sync.ts
+ * `next_batch` is `<room token>_<account data position>_<ephemeral position>` (storage/sync.ts
  * `parseSyncToken`; malformed: 400 `M_INVALID_PARAM`; the two-part tokens of earlier versions
- * are taken as "no receipts since now"). A `since` from the future is clamped to what was ever
+ * are taken as "no receipts or typing since now"). A `since` from the future is clamped to what was ever
  * allocated; one this process's tracker does not cover yet is waited for at most
  * `sinceWaitMs`, then the answer is empty with the same `since` (as Synapse).
  *
@@ -30,7 +28,7 @@ import type { RoomServices } from '../room-services.js'
  * notifier: on the user's joined rooms, and on any room for a change of the user's own
  * membership (an invite to a new room), which one process-wide `MembershipWatch` reads once
  * per advance for all waiting syncs (api/membership-watch.ts), on the user's account data and
- * on receipts in their joined rooms (set through any process; api/position-watch.ts polls each
+ * on receipts and typing in their joined rooms (set through any process; api/position-watch.ts polls each
  * stream every 250 ms while syncs wait).
  * A client that disconnects aborts the wait.
  */
@@ -124,11 +122,11 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
 
     const membershipWatch = createMembershipWatch({ db, tracker, log: app.myelin.log })
     const accountDataWatch = createPositionWatch({ stream: accountDataStream(db), log: app.myelin.log })
-    const receiptsWatch = createPositionWatch({ stream: receiptsStream(db), log: app.myelin.log })
+    const ephemeralWatch = createPositionWatch({ stream: ephemeralStream(db), log: app.myelin.log })
     const roomsChangedAfter = (rooms: readonly string[], after: RoomStreamToken) => notifier.roomsChangedAfter(rooms, after)
     /**
      * Waits for news for `userId` after `after`: their rooms or their membership anywhere
-     * (`advanced`), their account data or their rooms' receipts (`streams`).
+     * (`advanced`), their account data or their rooms' receipts and typing (`streams`).
      */
     const waitForNews = async (userId: string, rooms: readonly string[], after: SyncToken, timeoutMs: number, signal: AbortSignal) => {
       const stop = new AbortController()
@@ -139,7 +137,7 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
           notifier.wait({ rooms: new Set(rooms), after: after.room, timeoutMs, signal: stop.signal }),
           membershipWatch.wait(userId, after.room, timeoutMs, stop.signal),
           accountDataWatch.wait(userId, after.accountData, timeoutMs, stop.signal).then(streamsOutcome),
-          receiptsWatch.wait(rooms, after.receipts, timeoutMs, stop.signal).then(streamsOutcome),
+          ephemeralWatch.wait(rooms, after.ephemeral, timeoutMs, stop.signal).then(streamsOutcome),
         ])
       } finally {
         signal.removeEventListener('abort', onAbort)
@@ -174,28 +172,28 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
         })
 
         let since: SyncToken | undefined
-        /** The account data and receipts positions read for `since`, which the first read goes up to. */
-        let positions: { accountData: bigint; receipts: bigint } | undefined
+        /** The account data and ephemeral positions read for `since`, which the first read goes up to. */
+        let positions: { accountData: bigint; ephemeral: bigint } | undefined
         if (query.since !== undefined) {
           const parsed = parseSyncToken(query.since)
-          const [room, accountData, receipts] = await Promise.all([tracker.clamp(parsed.room), accountDataPosition(db), receiptsPosition(db)])
-          positions = { accountData, receipts }
+          const [room, { accountData, ephemeral }] = await Promise.all([tracker.clamp(parsed.room), syncPositions(db)])
+          positions = { accountData, ephemeral }
           const atMost = (position: bigint | undefined, limit: bigint) => (position !== undefined && position < limit ? position : limit)
-          since = { room, accountData: atMost(parsed.accountData, accountData), receipts: atMost(parsed.receipts, receipts) }
+          since = { room, accountData: atMost(parsed.accountData, accountData), ephemeral: atMost(parsed.ephemeral, ephemeral) }
           if (!(await tracker.waitFor(room, sinceWaitMs))) {
             request.log.warn('sync token not covered by this process in time: empty answer')
             return emptyResponse(serializeSyncToken(since))
           }
         }
 
-        // A read woken by account data or receipts asks for those positions again; one woken by
+        // A read woken by account data, receipts or typing asks for those positions again; one woken by
         // rooms goes up to the same positions as before (a change after them comes with the next sync).
-        const read = (joinedEarlier?: readonly string[], known?: { accountData: bigint; receipts: bigint }) =>
+        const read = (joinedEarlier?: readonly string[], known?: { accountData: bigint; ephemeral: bigint }) =>
           readSync(db, {
             userId,
             deviceId,
             ...(since && { since }),
-            upTo: { room: tracker.currentToken(), ...(known && { accountData: known.accountData, receipts: known.receipts }) },
+            upTo: { room: tracker.currentToken(), ...(known && { accountData: known.accountData, ephemeral: known.ephemeral }) },
             fullState,
             filter,
             now: request.server.myelin.clock(),

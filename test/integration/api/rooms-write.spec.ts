@@ -392,7 +392,7 @@ describe('api room writes (createRoom, membership, send, state, redact)', functi
     it('should never answer 500 to malformed parameters or bodies', async () => {
       const roomId = await createRoom(alice, { preset: 'public_chat' })
       const ids = [roomId, '!', '!:', '!a:', ':x', '#a:hs.test', '@a:hs.test', 'x'.repeat(2100), '!a:hs.test/../b', '!ü:hs.test', '%00', '!a:[::1]:8448', '!a:hs.test:99999999']
-      const bodies: unknown[] = [undefined, {}, [], 'x', 1, null, { user_id: null }, { user_id: ['a'] }, { reason: {} }, { user_id: '@' + 'a'.repeat(300) + ':hs.test' }, { thread_id: 'x'.repeat(300) }, { 'm.read': '$' + 'x'.repeat(300) }]
+      const bodies: unknown[] = [undefined, {}, [], 'x', 1, null, { user_id: null }, { user_id: ['a'] }, { reason: {} }, { user_id: '@' + 'a'.repeat(300) + ':hs.test' }, { thread_id: 'x'.repeat(300) }, { 'm.read': '$' + 'x'.repeat(300) }, { typing: true, timeout: 1e300 }, { typing: false, timeout: null }]
       const answers = new Set<number>()
       for (const id of ids) {
         for (const body of bodies) {
@@ -409,6 +409,8 @@ describe('api room writes (createRoom, membership, send, state, redact)', functi
             ['POST', `/rooms/${enc(id)}/receipt/m.read/${enc(id)}`],
             ['POST', `/rooms/${enc(roomId)}/receipt/${enc(id)}/${enc(id)}`],
             ['POST', `/rooms/${enc(roomId)}/read_markers`],
+            ['PUT', `/rooms/${enc(id)}/typing/${enc(id)}`],
+            ['PUT', `/rooms/${enc(roomId)}/typing/${enc(alice.user_id)}`],
             ['POST', '/createRoom'],
           ]
           for (const [method, path] of requests) {

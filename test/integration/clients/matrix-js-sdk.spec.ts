@@ -219,7 +219,7 @@ describe('matrix-js-sdk against a myelin cluster', function () {
     expect(unexpectedErrors(cluster), 'error answers the SDK met').to.deep.equal([])
   })
 
-  it("read receipts and the fully read marker: each client sees the other's receipt, the reader its own marker", async () => {
+  it("read receipts, the fully read marker and typing: each client sees the other's receipt and typing, the reader its own marker", async () => {
     const [carolSession, daveSession] = [await register(base, 'carol'), await register(base, 'dave')]
     const carol = await startSdkClient(base, carolSession)
     const dave = await startSdkClient(base, daveSession)
@@ -245,6 +245,13 @@ describe('matrix-js-sdk against a myelin cluster', function () {
     const { event_id: fourth } = await dave.sendTextMessage(roomId, 'four')
     await eventually('carol receives the fourth message', () => carol.getRoom(roomId)?.findEventById(fourth) !== undefined)
     expect(carol.getRoom(roomId)!.getReceiptsForEvent(carol.getRoom(roomId)!.findEventById(third)!).map((r) => r.userId)).to.not.include(daveSession.user_id)
+
+    // Typing: carol sees dave start and stop.
+    const daveAsCarolSees = () => carol.getRoom(roomId)?.getMember(daveSession.user_id)
+    await dave.sendTyping(roomId, true, 30_000)
+    await eventually('carol sees dave typing', () => daveAsCarolSees()?.typing === true)
+    await dave.sendTyping(roomId, false, 0)
+    await eventually('carol sees dave stop typing', () => daveAsCarolSees()?.typing === false)
 
     expect(unexpectedErrors(cluster), 'error answers the SDK met').to.deep.equal([])
   })

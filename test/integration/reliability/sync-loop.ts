@@ -95,5 +95,5 @@ export function expectNotBackwards(previous: string, next: string): void {
   const b = parseSyncToken(next)
   expect(a.room.isBeforeOrEqual(b.room), `room token ${b.room.toString()} is behind ${a.room.toString()}`).to.equal(true)
   expect(b.accountData >= a.accountData, `account data position ${b.accountData} is behind ${a.accountData}`).to.equal(true)
-  expect((b.receipts ?? 0n) >= (a.receipts ?? 0n), `receipts position ${b.receipts} is behind ${a.receipts}`).to.equal(true)
+  expect((b.ephemeral ?? 0n) >= (a.ephemeral ?? 0n), `receipts position ${b.ephemeral} is behind ${a.ephemeral}`).to.equal(true)
 }

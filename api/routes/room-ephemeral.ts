@@ -4,22 +4,27 @@ import { currentMembership } from '../../storage/state-entries.js'
 import { getRoomHead } from '../../storage/events/event-store.js'
 import { clientRoute, emptyBodyAsObject } from '../client-route.js'
 import { forbidden, invalidParam, notFound } from '../errors.js'
+import { setTyping } from '../../storage/typing.js'
 import { requireUser } from '../require-user.js'
 import { checkRoomId } from '../room-ids.js'
 
 /**
- * Read receipts and read markers (client-server API "Receipts", "Fully read markers"):
+ * Read receipts, read markers and typing notifications (client-server API "Receipts", "Fully
+ * read markers", "Typing Notifications"):
  *
  * - `POST /rooms/{roomId}/receipt/{receiptType}/{eventId}` with an optional `thread_id`:
  *   `m.read` and `m.read.private` are stored as receipts (storage/receipts.ts; the private one
  *   is shown to its own user only), `m.fully_read` moves the room's `m.fully_read` account data.
  * - `POST /rooms/{roomId}/read_markers` with any of `m.fully_read`, `m.read`, `m.read.private`.
+ * - `PUT /rooms/{roomId}/typing/{userId}` with `typing` and, when typing, an optional `timeout`
+ *   (ms; default 30 s, at most 120 s): only for the requester's own user ID (403 otherwise).
  *
  * The requester must be joined to the room (403 otherwise; 404 for an unknown room), and every
  * event named must be an event of the room (404 `M_NOT_FOUND`, and nothing of the request is
  * stored). A receipt or marker for an event older than the current one is accepted and changes
- * nothing. Any api process may serve these: receipts are written to the database under the
- * stream's lock, and every process's /sync long-polls see them (api/position-watch.ts).
+ * nothing. Any api process may serve these: receipts and typing are written to the database
+ * under the ephemeral stream's lock (storage/ephemeral-stream.ts), and every process's /sync
+ * long-polls see them (api/position-watch.ts).
  */
 
 const eventIdParam = { type: 'string', minLength: 2, maxLength: 255, pattern: '^\\$' } as const
@@ -34,6 +39,16 @@ const receiptParams = {
 } as const
 const roomParams = { type: 'object', required: ['roomId'], properties: { roomId: { type: 'string', minLength: 1, maxLength: 2048 } } } as const
 const receiptBody = { type: 'object', properties: { thread_id: { type: 'string', minLength: 1, maxLength: 255 } } } as const
+const typingParams = {
+  type: 'object',
+  required: ['roomId', 'userId'],
+  properties: { roomId: { type: 'string', minLength: 1, maxLength: 2048 }, userId: { type: 'string', minLength: 1, maxLength: 255 } },
+} as const
+const typingBody = {
+  type: 'object',
+  required: ['typing'],
+  properties: { typing: { type: 'boolean' }, timeout: { type: 'integer', minimum: 0, maximum: 2 ** 53 - 1 } },
+} as const
 const markersBody = {
   type: 'object',
   properties: { 'm.fully_read': eventIdParam, 'm.read': eventIdParam, 'm.read.private': eventIdParam },
@@ -43,13 +58,13 @@ type MarkerType = ReceiptType | 'm.fully_read'
 type Markers = Partial<Record<MarkerType, string>>
 
 /**
- * The receipt and read marker routes.
+ * The receipt, read marker and typing routes.
  *
  * @example
- * const app = await buildApp(ctx, { plugins: [receiptRoutes] })
+ * const app = await buildApp(ctx, { plugins: [roomEphemeralRoutes] })
  * await app.inject({ method: 'POST', url: `/_matrix/client/v3/rooms/${roomId}/receipt/m.read/${eventId}`, headers, payload: {} })
  */
-export const receiptRoutes: FastifyPluginAsync = async (app) => {
+export const roomEphemeralRoutes: FastifyPluginAsync = async (app) => {
   const { db, clock } = app.myelin
 
   /** The room ID of a path parameter, once `userId` is known to be joined to it. */
@@ -108,6 +123,20 @@ export const receiptRoutes: FastifyPluginAsync = async (app) => {
         ...(read !== undefined && { 'm.read': read }),
         ...(readPrivate !== undefined && { 'm.read.private': readPrivate }),
       })
+      return {}
+    },
+  })
+
+  clientRoute<{ Params: { roomId: string; userId: string }; Body: { typing: boolean; timeout?: number } }>(app, {
+    method: 'PUT',
+    path: '/rooms/:roomId/typing/:userId',
+    schema: { params: typingParams, body: typingBody },
+    handler: async (request) => {
+      const { userId } = await requireUser(request)
+      if (request.params.userId !== userId) throw forbidden('Cannot set the typing state of another user')
+      const roomId = await joinedRoom(request.params.roomId, userId)
+      const { typing, timeout } = request.body
+      await setTyping(db, { roomId, userId, typing, ...(timeout !== undefined && { timeoutMs: timeout }), now: clock() })
       return {}
     },
   })

@@ -9,14 +9,14 @@ type ReceiptContent = Record<string, Record<string, Record<string, { ts: number;
 interface JoinedRoom {
   timeline: { events: { event_id: string }[] }
   account_data: { events: { type: string; content: Record<string, unknown> }[] }
-  ephemeral: { events: { type: string; content: ReceiptContent }[] }
+  ephemeral: { events: ({ type: 'm.receipt'; content: ReceiptContent } | { type: 'm.typing'; content: { user_ids: string[] } })[] }
 }
 interface SyncBody {
   next_batch: string
   rooms: { join: Record<string, JoinedRoom> }
 }
 
-describe('api receipts and read markers', function () {
+describe('api receipts, read markers and typing', function () {
   this.timeout(120_000)
   let h: ApiHarness
   let alice: Session
@@ -44,11 +44,18 @@ describe('api receipts and read markers', function () {
   const markers = (session: Session, roomId: string, body: unknown) => h.call('POST', `${v3}/rooms/${enc(roomId)}/read_markers`, { token: session.access_token, body })
   /** The room's `m.receipt` content in a sync answer ({} when none). */
   const receiptsIn = (body: SyncBody, roomId: string): ReceiptContent => {
-    const events = body.rooms.join[roomId]?.ephemeral.events ?? []
-    expect(events.every((e) => e.type === 'm.receipt')).to.equal(true)
+    const events = (body.rooms.join[roomId]?.ephemeral.events ?? []).filter((e) => e.type === 'm.receipt')
     expect(events.length).to.be.at.most(1)
-    return events[0]?.content ?? {}
+    return (events[0]?.content as ReceiptContent | undefined) ?? {}
   }
+  /** The room's `m.typing` user list in a sync answer (undefined when the answer has none). */
+  const typingIn = (body: SyncBody, roomId: string): string[] | undefined => {
+    const events = (body.rooms.join[roomId]?.ephemeral.events ?? []).filter((e) => e.type === 'm.typing')
+    expect(events.length).to.be.at.most(1)
+    return (events[0]?.content as { user_ids: string[] } | undefined)?.user_ids
+  }
+  const typing = (session: Session, roomId: string, body: unknown, userId = session.user_id) =>
+    h.call('PUT', `${v3}/rooms/${enc(roomId)}/typing/${enc(userId)}`, { token: session.access_token, body })
   /** A room of alice's that bob joined, with `count` messages from alice; their IDs. */
   const roomWithMessages = async (count: number): Promise<{ roomId: string; ids: string[] }> => {
     const roomId = await createRoom(h, alice.user_id, { joinRule: 'public' })
@@ -172,7 +179,7 @@ describe('api receipts and read markers', function () {
     const old = start.next_batch.split('_').slice(0, 2).join('_')
     const quiet = await sync(alice, { since: old, filter: only(roomId) })
     expect(quiet.rooms.join).to.deep.equal({})
-    expect(parseSyncToken(quiet.next_batch).receipts).to.equal(parseSyncToken(start.next_batch).receipts)
+    expect(parseSyncToken(quiet.next_batch).ephemeral).to.equal(parseSyncToken(start.next_batch).ephemeral)
     expect((await receipt(bob, roomId, 'm.read', ids[1]!)).statusCode).to.equal(200)
     const next = await sync(alice, { since: quiet.next_batch, filter: only(roomId) })
     expect(Object.keys(receiptsIn(next, roomId))).to.deep.equal([ids[1]])
@@ -228,10 +235,74 @@ describe('api receipts and read markers', function () {
     )
   })
 
+  it('should show who types to the other members, once per change: start, renewal (nothing), stop', async () => {
+    const { roomId } = await roomWithMessages(1)
+    const start = await sync(alice, { filter: only(roomId) })
+    expect(typingIn(start, roomId)).to.equal(undefined)
+    expect([(await typing(bob, roomId, { typing: true, timeout: 30_000 })).statusCode]).to.deep.equal([200])
+    const started = await sync(alice, { since: start.next_batch, filter: only(roomId) })
+    expect(typingIn(started, roomId)).to.deep.equal([bob.user_id])
+    expect(typingIn(await sync(carol, { filter: only(roomId) }), roomId), 'not a member: no room at all').to.equal(undefined)
+    expect(typingIn(await sync(alice, { filter: only(roomId) }), roomId), 'initial sync').to.deep.equal([bob.user_id])
+
+    expect((await typing(bob, roomId, { typing: true, timeout: 30_000 })).statusCode).to.equal(200)
+    const renewed = await sync(alice, { since: started.next_batch, filter: only(roomId) })
+    expect(renewed.rooms.join, 'a renewal changes no list').to.deep.equal({})
+
+    expect((await typing(alice, roomId, { typing: true })).statusCode).to.equal(200)
+    const both = await sync(bob, { since: started.next_batch, filter: only(roomId) })
+    expect(typingIn(both, roomId)).to.deep.equal([alice.user_id, bob.user_id].sort())
+
+    expect((await typing(bob, roomId, { typing: false })).statusCode).to.equal(200)
+    expect((await typing(alice, roomId, { typing: false })).statusCode).to.equal(200)
+    const stopped = await sync(alice, { since: renewed.next_batch, filter: only(roomId) })
+    expect(typingIn(stopped, roomId), 'an empty list says everyone stopped').to.deep.equal([])
+    expect(typingIn(await sync(alice, { filter: only(roomId) }), roomId)).to.equal(undefined)
+    expect((await typing(bob, roomId, { typing: false })).statusCode, 'stopping twice').to.equal(200)
+    expect((await sync(alice, { since: stopped.next_batch, filter: only(roomId) })).rooms.join).to.deep.equal({})
+  })
+
+  it('should wake a waiting sync when someone starts typing, and again when their timeout runs out', async () => {
+    const { roomId } = await roomWithMessages(1)
+    const start = await sync(alice, { filter: only(roomId) })
+    const waiting = sync(alice, { since: start.next_batch, timeout: '20000', filter: only(roomId) })
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    const sent = Date.now()
+    expect((await typing(bob, roomId, { typing: true, timeout: 1_000 })).statusCode).to.equal(200)
+    const woken = await waiting
+    expect(typingIn(woken, roomId)).to.deep.equal([bob.user_id])
+    // The background sweep (every second) records the timeout; the long-poll wakes on it.
+    const expired = await sync(alice, { since: woken.next_batch, timeout: '20000', filter: only(roomId) })
+    expect(typingIn(expired, roomId)).to.deep.equal([])
+    expect(Date.now() - sent).to.be.within(1_000, 10_000)
+  })
+
+  it('should refuse typing for someone else, outside the room, or with a malformed body', async () => {
+    const { roomId } = await roomWithMessages(1)
+    const start = await sync(alice, { filter: only(roomId) })
+    const cases: [string, Promise<{ statusCode: number; json: () => { errcode?: string } }>, number, string][] = [
+      ['for another user', typing(bob, roomId, { typing: true }, alice.user_id), 403, 'M_FORBIDDEN'],
+      ['non-member', typing(carol, roomId, { typing: true }), 403, 'M_FORBIDDEN'],
+      ['unknown room', typing(bob, '!nowhere:hs.test', { typing: true }), 404, 'M_NOT_FOUND'],
+      ['malformed room', typing(bob, 'nowhere', { typing: true }), 400, 'M_INVALID_PARAM'],
+      ['no typing', typing(bob, roomId, { timeout: 5 }), 400, 'M_BAD_JSON'],
+      ['typing not a boolean', typing(bob, roomId, { typing: 'yes' }), 400, 'M_BAD_JSON'],
+      ['negative timeout', typing(bob, roomId, { typing: true, timeout: -1 }), 400, 'M_BAD_JSON'],
+      ['fractional timeout', typing(bob, roomId, { typing: true, timeout: 1.5 }), 400, 'M_BAD_JSON'],
+      ['no body', h.call('PUT', `${v3}/rooms/${enc(roomId)}/typing/${enc(bob.user_id)}`, { token: bob.access_token }), 400, 'M_NOT_JSON'],
+      ['no token', h.call('PUT', `${v3}/rooms/${enc(roomId)}/typing/${enc(bob.user_id)}`, { body: { typing: true } }), 401, 'M_MISSING_TOKEN'],
+    ]
+    for (const [name, call, status, errcode] of cases) {
+      const res = await call
+      expect([name, res.statusCode, res.json().errcode]).to.deep.equal([name, status, errcode])
+    }
+    expect((await sync(alice, { since: start.next_batch, filter: only(roomId) })).rooms.join).to.deep.equal({})
+  })
+
   function expectForward(previous: string, next: string): void {
     const a = parseSyncToken(previous)
     const b = parseSyncToken(next)
-    expect((b.receipts ?? 0n) >= (a.receipts ?? 0n)).to.equal(true)
+    expect((b.ephemeral ?? 0n) >= (a.ephemeral ?? 0n)).to.equal(true)
     expect(b.accountData >= a.accountData).to.equal(true)
   }
 })
