@@ -1,11 +1,12 @@
 import type { FastifyPluginAsync } from 'fastify'
 import type { RoomServices } from './room-services.js'
+import { deactivateRoutes } from './routes/deactivate.js'
 import { directoryRoutes } from './routes/directory.js'
 import { roomReadRoutes } from './routes/room-reads.js'
 import { roomWriteRoutes } from './routes/rooms.js'
 import { syncRoutes } from './routes/sync.js'
 
-/** The client API's room, directory and sync routes over an api process's room services. */
+/** The client API's room, directory, sync and deactivation routes over an api process's room services. */
 export function roomPlugins(services: RoomServices): FastifyPluginAsync[] {
-  return [roomWriteRoutes(services), directoryRoutes(services), roomReadRoutes(services), syncRoutes(services)]
+  return [roomWriteRoutes(services), directoryRoutes(services), roomReadRoutes(services), syncRoutes(services), deactivateRoutes(services)]
 }

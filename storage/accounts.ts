@@ -200,6 +200,24 @@ export async function deleteDevices(
 }
 
 /**
+ * Deactivates an account for good: the user can no longer log in (no password, `deactivated`),
+ * and every device goes with its access tokens (the revocation triggers of migration 0007 tell
+ * every process's token cache). With `erase`, the profile's display name and avatar go too.
+ * The user ID stays taken. Returns the IDs of the deleted devices.
+ *
+ * @example
+ * await deactivateUser(db, '@alice:example.org', { erase: false }) // ['ABCDEFGHIJ']
+ */
+export async function deactivateUser(db: Kysely<Database>, userId: string, options: { erase: boolean }): Promise<string[]> {
+  // Deactivated first: from that commit on no token of the user is accepted (findAccessToken).
+  await db.transaction().execute(async (trx) => {
+    await trx.updateTable('users').set({ deactivated: true, password_hash: null }).where('user_id', '=', userId).execute()
+    if (options.erase) await trx.updateTable('profiles').set({ displayname: null, avatar_url: null }).where('user_id', '=', userId).execute()
+  })
+  return deleteDevices(db, userId, 'all')
+}
+
+/**
  * Creates an access token for an existing device; returns the token (shown to the client once,
  * never stored) and its row ID.
  *

@@ -73,6 +73,8 @@ export const loginRoutes: FastifyPluginAsync = async (app) => {
       const wait = runtime.failedLogins.retryAfterMs(limitKey)
       if (wait > 0) throw limitExceeded(wait)
       const user = userId === undefined ? undefined : await getUser(runtime.db, userId)
+      // Deactivation removes the password (routes/deactivate.ts): say so, as Synapse does.
+      if (user?.deactivated && !user.passwordHash) throw new MatrixError(403, 'M_USER_DEACTIVATED', 'This account has been deactivated')
       const ok = user?.passwordHash ? await verifyPassword(body.password, user.passwordHash) : await verifyAgainstDummy(body.password)
       if (!ok || !user || userId === undefined) {
         runtime.failedLogins.record(limitKey)

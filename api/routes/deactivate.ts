@@ -1,0 +1,69 @@
+import { randomUUID } from 'node:crypto'
+import type { FastifyPluginAsync } from 'fastify'
+import { deactivateUser } from '../../storage/accounts.js'
+import { clientRoute } from '../client-route.js'
+import { requireUser } from '../require-user.js'
+import type { RoomServices } from '../room-services.js'
+import { authDictSchema, requirePasswordAuth, type AuthDict } from '../user-interactive-auth.js'
+
+/**
+ * `POST /account/deactivate` (user-interactive `m.login.password`): the account's owner closes
+ * it for good, as Synapse does:
+ *
+ * 1. the user leaves every room they are joined to, invited to or knocking on (a leave event
+ *    each, through the rooms' persisters; one failing answers its error, 503 when the persister
+ *    is unavailable, and nothing further happens: the request can be repeated);
+ * 2. then the account is deactivated (storage/accounts.ts `deactivateUser`): no login, every
+ *    device and token gone; with `erase`, the display name and avatar too.
+ *
+ * Answers `{ id_server_unbind_result: 'no-support' }`: Myelin binds no third-party identifiers.
+ */
+
+interface DeactivateBody {
+  auth?: AuthDict
+  erase?: boolean
+  id_server?: string
+}
+
+const deactivateBody = {
+  type: 'object',
+  properties: { auth: authDictSchema, erase: { type: 'boolean' }, id_server: { type: 'string', maxLength: 255 } },
+} as const
+
+/**
+ * The deactivation route over an api process's room services (it sends leave events).
+ *
+ * @example
+ * const app = await buildApp(ctx, { plugins: [deactivateRoutes(services)] })
+ */
+export function deactivateRoutes(services: RoomServices): FastifyPluginAsync {
+  return async (app) => {
+    const runtime = app.myelin
+    clientRoute<{ Body: DeactivateBody }>(app, {
+      method: 'POST',
+      path: '/account/deactivate',
+      schema: { body: deactivateBody },
+      handler: async (request) => {
+        const requester = await requireUser(request)
+        await requirePasswordAuth(runtime, requester, request.body.auth)
+        const { userId } = requester
+        const rooms = await runtime.db
+          .selectFrom('current_state_events')
+          .select('room_id')
+          .where('type', '=', 'm.room.member')
+          .where('state_key', '=', userId)
+          .where('membership', 'in', ['join', 'invite', 'knock'])
+          .orderBy('room_id')
+          .execute()
+        for (const { room_id: roomId } of rooms) {
+          const leave = { type: 'm.room.member', state_key: userId, sender: userId, content: { membership: 'leave' } }
+          await services.sender.send({ requestId: randomUUID(), roomId, events: [leave] })
+        }
+        const deviceIds = await deactivateUser(runtime.db, userId, { erase: request.body.erase === true })
+        runtime.auth.forget({ userId, deviceIds })
+        request.log.info({ rooms: rooms.length, devices: deviceIds.length }, 'account deactivated')
+        return { id_server_unbind_result: 'no-support' }
+      },
+    })
+  }
+}
