@@ -11,6 +11,7 @@ import { createRateLimiter } from './rate-limiter.js'
 import { installRequestLogging } from './request-logging.js'
 import { accountDataRoutes } from './routes/account-data.js'
 import { roomEphemeralRoutes } from './routes/room-ephemeral.js'
+import { toDeviceRoutes } from './routes/to-device.js'
 import { userDirectoryRoutes } from './routes/user-directory.js'
 import { accountRoutes } from './routes/account.js'
 import { adminRegisterRoutes } from './routes/admin-register.js'
@@ -111,6 +112,7 @@ export async function buildApp(ctx: ApiContext, options: BuildAppOptions = {}): 
     accountDataRoutes,
     roomEphemeralRoutes,
     userDirectoryRoutes,
+    toDeviceRoutes,
     pushRuleRoutes,
   ]
   for (const plugin of [...builtIn, ...(options.plugins ?? [])]) await app.register(plugin)

@@ -25,7 +25,7 @@ export interface BackgroundTasks {
 
 /**
  * The housekeeping of a deployment, run by exactly one process (`run_background_tasks_on`):
- * expires client txn IDs and replication request answers, and publishes room and event counts
+ * expires client txn IDs (of sends and of to-device messages) and replication request answers, and publishes room and event counts
  * (every `intervalMs`); stops the typing of users whose timeout ran out (every
  * `typingSweepMs`). A failed run is logged and retried at the next interval.
  *
@@ -54,14 +54,17 @@ export function startBackgroundTasks(options: {
     const txn = await db.deleteFrom('event_txn_ids').where('inserted_ts', '<', BigInt(now - txnIdLifetimeMs)).executeTakeFirst()
     const requests = await db.deleteFrom('replication_requests').where('inserted_ts', '<', BigInt(now - replicationRequestLifetimeMs)).executeTakeFirst()
     const revocations = await db.deleteFrom('access_token_revocations').where('revoked_ts', '<', BigInt(now - tokenRevocationLifetimeMs)).executeTakeFirst()
+    const toDeviceTxns = await db.deleteFrom('to_device_txns').where('inserted_ts', '<', BigInt(now - txnIdLifetimeMs)).executeTakeFirst()
     const counts = {
       txnIds: Number(txn.numDeletedRows),
       replicationRequests: Number(requests.numDeletedRows),
       tokenRevocations: Number(revocations.numDeletedRows),
+      toDeviceTxns: Number(toDeviceTxns.numDeletedRows),
     }
     expired.inc({ table: 'event_txn_ids' }, counts.txnIds)
     expired.inc({ table: 'replication_requests' }, counts.replicationRequests)
     expired.inc({ table: 'access_token_revocations' }, counts.tokenRevocations)
+    expired.inc({ table: 'to_device_txns' }, counts.toDeviceTxns)
     const { n } = await db.selectFrom('rooms').select((eb) => eb.fn.countAll<bigint>().as('n')).executeTakeFirstOrThrow()
     rooms.set(Number(n))
     log.debug(counts, 'housekeeping done')

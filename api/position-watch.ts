@@ -3,6 +3,7 @@ import { accountDataPosition, usersWithAccountDataChanges } from '../storage/acc
 import type { Logger } from '../storage/logger.js'
 import { ephemeralPosition, roomsWithEphemeralChanges } from '../storage/ephemeral-stream.js'
 import type { Database } from '../storage/schema.js'
+import { devicesWithToDeviceChanges, toDevicePosition } from '../storage/to-device.js'
 import { createUserWaiters, type WaitOutcome } from './user-waiters.js'
 
 export interface PositionWatch {
@@ -98,4 +99,14 @@ export function accountDataStream(db: Kysely<Database>): PolledStream {
  */
 export function ephemeralStream(db: Kysely<Database>): PolledStream {
   return { name: 'ephemeral', position: () => ephemeralPosition(db), changes: (after, upTo) => roomsWithEphemeralChanges(db, after, upTo) }
+}
+
+/**
+ * The to-device stream, keyed by device (`toDeviceKey`).
+ *
+ * @example
+ * createPositionWatch({ stream: toDeviceStream(db), log })
+ */
+export function toDeviceStream(db: Kysely<Database>): PolledStream {
+  return { name: 'to_device', position: () => toDevicePosition(db), changes: (after, upTo) => devicesWithToDeviceChanges(db, after, upTo) }
 }

@@ -34,6 +34,8 @@ export interface Database {
   receipts: ReceiptsTable
   typing: TypingTable
   device_inbox: DeviceInboxTable
+  to_device_position: ToDevicePositionTable
+  to_device_txns: ToDeviceTxnsTable
   profiles: ProfilesTable
   myelin_schema_compat: SchemaCompatTable
   myelin_migration_checksums: MigrationChecksumsTable
@@ -227,6 +229,18 @@ export interface DeviceInboxTable {
   device_id: string
   stream_id: Int8
   message_json: string
+}
+
+export interface ToDevicePositionTable {
+  lock: Generated<string>
+  position: Int8
+}
+
+export interface ToDeviceTxnsTable {
+  user_id: string
+  device_id: string
+  txn_id: string
+  inserted_ts: Int8
 }
 
 export interface ProfilesTable {

@@ -1,6 +1,7 @@
 import { sql, type Kysely } from 'kysely'
 import { accountDataChanges, accountDataPositionSql, type AccountDataEntry } from './account-data.js'
 import { ephemeralPositionSql } from './ephemeral-stream.js'
+import { toDeviceForSync, toDevicePositionSql, type ToDeviceEvent } from './to-device.js'
 import { receiptsForSync } from './receipts.js'
 import { typingForSync } from './typing.js'
 import { StorageError } from './errors.js'
@@ -54,61 +55,68 @@ import { parseRoomStreamToken, type RoomStreamToken } from './streams/room-strea
 
 type Db = Kysely<Database>
 
-/** A `/sync` position: the room event stream, the account data stream and the ephemeral stream (receipts, typing). */
-export interface SyncToken {
-  readonly room: RoomStreamToken
+/** Positions in the single-writer-ordered streams a sync reads besides room events. */
+export interface StreamPositions {
   readonly accountData: bigint
+  /** Receipts and typing. */
   readonly ephemeral: bigint
+  readonly toDevice: bigint
 }
 
-/** A parsed `since`: tokens from before the ephemeral stream (two parts) carry no position of it. */
-export type ParsedSyncToken = Omit<SyncToken, 'ephemeral'> & { readonly ephemeral: bigint | undefined }
+/** A `/sync` position: the room event stream and the other streams'. */
+export interface SyncToken extends StreamPositions {
+  readonly room: RoomStreamToken
+}
+
+/** A parsed `since`: tokens of earlier versions (two or three parts) lack the newer positions. */
+export type ParsedSyncToken = Omit<SyncToken, 'ephemeral' | 'toDevice'> & { readonly ephemeral: bigint | undefined; readonly toDevice: bigint | undefined }
 
 /**
- * Parses a `next_batch` token: `<room token>_<account data position>_<ephemeral position>` (the
- * room token a live or vector token, which contains no `_`). The two-part form of earlier
- * versions is accepted, without an ephemeral position.
+ * Parses a `next_batch` token: `<room token>_<account data>_<ephemeral>_<to-device>` (the room
+ * token a live or vector token, which contains no `_`; the others stream positions). The two-
+ * and three-part forms of earlier versions are accepted, without the positions they lack.
  *
  * @throws StorageError `ES_INVALID_TOKEN` on any other shape.
  * @example
- * parseSyncToken('m100~1.105_7_3') // { room: m100~1.105, accountData: 7n, ephemeral: 3n }
+ * parseSyncToken('m100~1.105_7_3_9') // { room: m100~1.105, accountData: 7n, ephemeral: 3n, toDevice: 9n }
  */
 export function parseSyncToken(text: string): ParsedSyncToken {
   const parts = text.split('_')
-  if (parts.length !== 2 && parts.length !== 3) {
-    throw new StorageError('ES_INVALID_TOKEN', 'sync token must look like <room token>_<account data position>_<ephemeral position>')
+  if (parts.length < 2 || parts.length > 4) {
+    throw new StorageError('ES_INVALID_TOKEN', 'sync token must look like <room token>_<account data>_<ephemeral>_<to-device position>')
   }
-  const [roomText, accountText, ephemeralText] = parts as [string, string, string | undefined]
+  const [roomText, accountText, ephemeralText, toDeviceText] = parts as [string, string, string | undefined, string | undefined]
   const room = parseRoomStreamToken(roomText)
   if (room.isHistoric) throw new StorageError('ES_INVALID_TOKEN', 'sync token cannot carry a historic (t) room position')
-  const position = (text: string, what: string) => {
+  const position = (text: string | undefined, what: string) => {
+    if (text === undefined) return undefined
     if (!/^(0|[1-9][0-9]{0,17})$/.test(text)) throw new StorageError('ES_INVALID_TOKEN', `${what} position of sync token is not a canonical integer`)
     return BigInt(text)
   }
-  return { room, accountData: position(accountText, 'account data'), ephemeral: ephemeralText === undefined ? undefined : position(ephemeralText, 'ephemeral') }
+  return { room, accountData: position(accountText, 'account data')!, ephemeral: position(ephemeralText, 'ephemeral'), toDevice: position(toDeviceText, 'to-device') }
 }
 
 /**
  * The text form of a sync token (see `parseSyncToken`).
  *
  * @example
- * serializeSyncToken({ room: RoomStreamToken.live(5n), accountData: 2n, ephemeral: 1n }) // 's5_2_1'
+ * serializeSyncToken({ room: RoomStreamToken.live(5n), accountData: 2n, ephemeral: 1n, toDevice: 1n }) // 's5_2_1_1'
  */
 export function serializeSyncToken(token: SyncToken): string {
-  return `${token.room.toString()}_${token.accountData}_${token.ephemeral}`
+  return `${token.room.toString()}_${token.accountData}_${token.ephemeral}_${token.toDevice}`
 }
 
 /**
- * The account data and ephemeral streams' positions, in one statement.
+ * The positions of the streams besides room events, in one statement.
  *
  * @example
- * await syncPositions(db) // { accountData: 7n, ephemeral: 3n }
+ * await syncPositions(db) // { accountData: 7n, ephemeral: 3n, toDevice: 1n }
  */
-export async function syncPositions(db: Db): Promise<{ accountData: bigint; ephemeral: bigint }> {
-  const { rows } = await sql<{ account_data: string; ephemeral: string }>`
-    SELECT ${accountDataPositionSql} AS account_data, ${ephemeralPositionSql} AS ephemeral`.execute(db)
+export async function syncPositions(db: Db): Promise<StreamPositions> {
+  const { rows } = await sql<{ account_data: string; ephemeral: string; to_device: string }>`
+    SELECT ${accountDataPositionSql} AS account_data, ${ephemeralPositionSql} AS ephemeral, ${toDevicePositionSql} AS to_device`.execute(db)
   const row = rows[0]
-  return { accountData: BigInt(row?.account_data ?? 1), ephemeral: BigInt(row?.ephemeral ?? 1) }
+  return { accountData: BigInt(row?.account_data ?? 1), ephemeral: BigInt(row?.ephemeral ?? 1), toDevice: BigInt(row?.to_device ?? 1) }
 }
 
 /** The parts of a sync filter (client-server API "Filtering") /sync applies. */
@@ -163,8 +171,8 @@ export interface SyncQuery {
   readonly deviceId?: string
   /** Absent: initial sync. MUST be covered by `upTo`. */
   readonly since?: SyncToken
-  /** `accountData`, `ephemeral` absent (either): both streams' positions, read alongside the memberships. */
-  readonly upTo: { readonly room: RoomStreamToken; readonly accountData?: bigint; readonly ephemeral?: bigint }
+  /** `streams` absent: their positions, read alongside the memberships. */
+  readonly upTo: { readonly room: RoomStreamToken; readonly streams?: StreamPositions }
   readonly fullState: boolean
   readonly filter: SyncFilter
   readonly now: number
@@ -187,6 +195,8 @@ export interface SyncQuery {
 export interface SyncData {
   readonly rooms: { join: Record<string, JsonObject>; invite: Record<string, JsonObject>; leave: Record<string, JsonObject> }
   readonly accountData: JsonObject[]
+  /** The device's to-device messages. */
+  readonly toDevice: ToDeviceEvent[]
   /** True when nothing is new (a long-poll may wait). */
   readonly empty: boolean
   /** Rooms the user is joined to at `upTo` (what a long-poll waits on). */
@@ -229,12 +239,13 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
   // A section reads only `upTo.room` of the bounds, so it may start before the account data position is known.
   const reader = new RoomSyncReader(db, q, viewer)
   const early = readEarlySections(reader, q, wanted)
-  const { accountData: knownAccountData, ephemeral: knownEphemeral } = q.upTo
-  const [memberships, positions] = await Promise.all([
-    membershipRows(db, q.userId, q.upTo.room),
-    knownAccountData !== undefined && knownEphemeral !== undefined ? { accountData: knownAccountData, ephemeral: knownEphemeral } : syncPositions(db),
-  ])
-  const upTo: SyncToken = { room: q.upTo.room, accountData: knownAccountData ?? positions.accountData, ephemeral: knownEphemeral ?? positions.ephemeral }
+  const [memberships, streams] = await Promise.all([membershipRows(db, q.userId, q.upTo.room), q.upTo.streams ?? syncPositions(db)])
+  // The device's to-device messages are read alongside the rooms; a sync delivering only part
+  // of them goes up to the last one delivered.
+  const toDevice =
+    q.deviceId === undefined
+      ? { events: [], upTo: streams.toDevice }
+      : toDeviceForSync(db, { userId: q.userId, deviceId: q.deviceId, after: since?.toDevice ?? 0n, upTo: streams.toDevice })
   const atUpTo = latestPerRoom(memberships)
   const atSince = since ? latestPerRoom(memberships.filter((m) => covers(since.room, m))) : new Map<string, MembershipRow>()
   const changed = new Map<string, MembershipRow[]>()
@@ -260,7 +271,7 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
   }
   let active: ReadonlySet<string> = new Set<string>()
   if (since && incrementalRooms.length > 0) {
-    active = q.roomsChangedAfter?.(incrementalRooms, since.room) ?? (await roomsWithEvents(db, incrementalRooms, since.room, upTo.room))
+    active = q.roomsChangedAfter?.(incrementalRooms, since.room) ?? (await roomsWithEvents(db, incrementalRooms, since.room, q.upTo.room))
   }
   // The rooms' events are read while the account data is: only a room with nothing new but
   // its account data waits for it. An incremental room read early is taken as it is (its
@@ -271,9 +282,9 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
       sections.set(roomId, await ((from !== undefined ? early.get(roomId) : undefined) ?? reader.joinedSection(roomId, from)))
     })
   const withEvents = q.fullState ? incrementalRooms : incrementalRooms.filter((roomId) => active.has(roomId))
-  const ephemeralRooms = { everything: fullRooms, changedOnly: incrementalRooms, after: since?.ephemeral, upTo: upTo.ephemeral }
+  const ephemeralRooms = { everything: fullRooms, changedOnly: incrementalRooms, after: since?.ephemeral, upTo: streams.ephemeral }
   const [accountData, receipts, typing] = await Promise.all([
-    accountDataChanges(db, q.userId, { ...(since && { after: since.accountData }), upTo: upTo.accountData }),
+    accountDataChanges(db, q.userId, { ...(since && { after: since.accountData }), upTo: streams.accountData }),
     receiptsForSync(db, q.userId, ephemeralRooms),
     typingForSync(db, { ...ephemeralRooms, now: q.now }),
     readSections([...fullRooms.map((roomId) => [roomId, undefined] as const), ...withEvents.map((roomId) => [roomId, since] as const)]),
@@ -320,8 +331,10 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
   }
 
   const globalAccountData = filterEntries(accountData.global, q.filter.accountData)
-  const empty = Object.keys(join).length + Object.keys(invite).length + Object.keys(leave).length + globalAccountData.length === 0
-  return { rooms: { join, invite, leave }, accountData: globalAccountData, empty, joinedRooms, upTo }
+  const deviceMessages = await toDevice
+  const upTo: SyncToken = { room: q.upTo.room, accountData: streams.accountData, ephemeral: streams.ephemeral, toDevice: deviceMessages.upTo }
+  const empty = Object.keys(join).length + Object.keys(invite).length + Object.keys(leave).length + globalAccountData.length + deviceMessages.events.length === 0
+  return { rooms: { join, invite, leave }, accountData: globalAccountData, toDevice: deviceMessages.events, empty, joinedRooms, upTo }
 }
 
 /** Rooms whose sections one sync reads at once (each holds a pooled connection per query). */

@@ -3,11 +3,12 @@ import type { Kysely } from 'kysely'
 import { getFilter } from '../../storage/filters.js'
 import type { Database } from '../../storage/schema.js'
 import type { RoomStreamToken } from '../../storage/streams/room-stream-token.js'
-import { parseSyncFilter, parseSyncToken, readSync, serializeSyncToken, syncPositions, type SyncToken } from '../../storage/sync.js'
+import { parseSyncFilter, parseSyncToken, readSync, serializeSyncToken, syncPositions, type StreamPositions, type SyncToken } from '../../storage/sync.js'
+import { toDeviceKey } from '../../storage/to-device.js'
 import { clientRoute } from '../client-route.js'
 import { createMembershipWatch } from '../membership-watch.js'
 import type { WaitOutcome } from '../user-waiters.js'
-import { accountDataStream, createPositionWatch, ephemeralStream } from '../position-watch.js'
+import { accountDataStream, createPositionWatch, ephemeralStream, toDeviceStream } from '../position-watch.js'
 import { invalidParam } from '../errors.js'
 import { filterSchema } from '../filter-schema.js'
 import { requireUser } from '../require-user.js'
@@ -123,12 +124,14 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
     const membershipWatch = createMembershipWatch({ db, tracker, log: app.myelin.log })
     const accountDataWatch = createPositionWatch({ stream: accountDataStream(db), log: app.myelin.log })
     const ephemeralWatch = createPositionWatch({ stream: ephemeralStream(db), log: app.myelin.log })
+    const toDeviceWatch = createPositionWatch({ stream: toDeviceStream(db), log: app.myelin.log })
     const roomsChangedAfter = (rooms: readonly string[], after: RoomStreamToken) => notifier.roomsChangedAfter(rooms, after)
     /**
      * Waits for news for `userId` after `after`: their rooms or their membership anywhere
-     * (`advanced`), their account data or their rooms' receipts and typing (`streams`).
+     * (`advanced`), their account data, their rooms' receipts and typing, or messages to their
+     * device (`streams`).
      */
-    const waitForNews = async (userId: string, rooms: readonly string[], after: SyncToken, timeoutMs: number, signal: AbortSignal) => {
+    const waitForNews = async (userId: string, deviceId: string | undefined, rooms: readonly string[], after: SyncToken, timeoutMs: number, signal: AbortSignal) => {
       const stop = new AbortController()
       const onAbort = () => stop.abort()
       signal.addEventListener('abort', onAbort, { once: true })
@@ -138,6 +141,7 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
           membershipWatch.wait(userId, after.room, timeoutMs, stop.signal),
           accountDataWatch.wait(userId, after.accountData, timeoutMs, stop.signal).then(streamsOutcome),
           ephemeralWatch.wait(rooms, after.ephemeral, timeoutMs, stop.signal).then(streamsOutcome),
+          ...(deviceId === undefined ? [] : [toDeviceWatch.wait(toDeviceKey(userId, deviceId), after.toDevice, timeoutMs, stop.signal).then(streamsOutcome)]),
         ])
       } finally {
         signal.removeEventListener('abort', onAbort)
@@ -172,28 +176,35 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
         })
 
         let since: SyncToken | undefined
-        /** The account data and ephemeral positions read for `since`, which the first read goes up to. */
-        let positions: { accountData: bigint; ephemeral: bigint } | undefined
+        /** The stream positions read for `since`, which the first read goes up to. */
+        let positions: StreamPositions | undefined
         if (query.since !== undefined) {
           const parsed = parseSyncToken(query.since)
-          const [room, { accountData, ephemeral }] = await Promise.all([tracker.clamp(parsed.room), syncPositions(db)])
-          positions = { accountData, ephemeral }
-          const atMost = (position: bigint | undefined, limit: bigint) => (position !== undefined && position < limit ? position : limit)
-          since = { room, accountData: atMost(parsed.accountData, accountData), ephemeral: atMost(parsed.ephemeral, ephemeral) }
+          const [room, streams] = await Promise.all([tracker.clamp(parsed.room), syncPositions(db)])
+          positions = streams
+          const atMost = (position: bigint, limit: bigint) => (position < limit ? position : limit)
+          since = {
+            room,
+            accountData: atMost(parsed.accountData, streams.accountData),
+            // Tokens of earlier versions: no receipts or typing from before now, and every
+            // message still waiting for the device (they are deleted only once seen).
+            ephemeral: atMost(parsed.ephemeral ?? streams.ephemeral, streams.ephemeral),
+            toDevice: atMost(parsed.toDevice ?? 0n, streams.toDevice),
+          }
           if (!(await tracker.waitFor(room, sinceWaitMs))) {
             request.log.warn('sync token not covered by this process in time: empty answer')
             return emptyResponse(serializeSyncToken(since))
           }
         }
 
-        // A read woken by account data, receipts or typing asks for those positions again; one woken by
+        // A read woken by another stream asks for the streams' positions again; one woken by
         // rooms goes up to the same positions as before (a change after them comes with the next sync).
-        const read = (joinedEarlier?: readonly string[], known?: { accountData: bigint; ephemeral: bigint }) =>
+        const read = (joinedEarlier?: readonly string[], known?: StreamPositions) =>
           readSync(db, {
             userId,
             deviceId,
             ...(since && { since }),
-            upTo: { room: tracker.currentToken(), ...(known && { accountData: known.accountData, ephemeral: known.ephemeral }) },
+            upTo: { room: tracker.currentToken(), ...(known && { streams: known }) },
             fullState,
             filter,
             now: request.server.myelin.clock(),
@@ -203,13 +214,14 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
         let data = await read(undefined, positions)
         const deadline = Date.now() + timeoutMs
         while (since && data.empty && !fullState && !closed.signal.aborted && deadline > Date.now()) {
-          const outcome = await waitForNews(userId, data.joinedRooms, data.upTo, deadline - Date.now(), closed.signal)
+          const outcome = await waitForNews(userId, deviceId, data.joinedRooms, data.upTo, deadline - Date.now(), closed.signal)
           if (outcome !== 'advanced' && outcome !== 'streams') break
           data = await read(data.joinedRooms, outcome === 'advanced' ? data.upTo : undefined)
         }
         return {
           ...emptyResponse(serializeSyncToken(data.upTo)),
           account_data: { events: data.accountData },
+          to_device: { events: data.toDevice },
           rooms: { ...data.rooms, knock: {} },
         }
       },

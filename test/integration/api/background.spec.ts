@@ -32,6 +32,13 @@ describe('api/background: housekeeping', function () {
         { token_id: 2n, revoked_ts: BigInt(now - 1000) },
       ])
       .execute()
+    await t.db
+      .insertInto('to_device_txns')
+      .values([
+        { user_id: '@a:hs', device_id: 'D', txn_id: 'old', inserted_ts: BigInt(now - txnIdLifetimeMs - 1) },
+        { user_id: '@a:hs', device_id: 'D', txn_id: 'recent', inserted_ts: BigInt(now - 1000) },
+      ])
+      .execute()
     const registry = new Registry()
     const tasks = startBackgroundTasks({ db: t.db, log: silentLogger(), registry, clock: () => now, intervalMs: 3_600_000 })
     try {
@@ -40,10 +47,12 @@ describe('api/background: housekeeping', function () {
       expect((await t.db.selectFrom('event_txn_ids').select('txn_id').execute()).map((r) => r.txn_id)).to.deep.equal(['t2'])
       expect((await t.db.selectFrom('replication_requests').select('request_id').execute()).map((r) => r.request_id)).to.deep.equal(['new'])
       expect((await t.db.selectFrom('access_token_revocations').select('token_id').execute()).map((r) => String(r.token_id))).to.deep.equal(['2'])
+      expect((await t.db.selectFrom('to_device_txns').select('txn_id').execute()).map((r) => r.txn_id)).to.deep.equal(['recent'])
       const metrics = await registry.metrics()
       expect(metrics).to.match(/myelin_background_expired_rows_total\{table="event_txn_ids"\} 1\n/)
       expect(metrics).to.match(/myelin_background_expired_rows_total\{table="replication_requests"\} 1\n/)
       expect(metrics).to.match(/myelin_background_expired_rows_total\{table="access_token_revocations"\} 1\n/)
+      expect(metrics).to.match(/myelin_background_expired_rows_total\{table="to_device_txns"\} 1\n/)
     } finally {
       await tasks.close()
     }

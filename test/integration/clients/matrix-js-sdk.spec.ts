@@ -219,7 +219,7 @@ describe('matrix-js-sdk against a myelin cluster', function () {
     expect(unexpectedErrors(cluster), 'error answers the SDK met').to.deep.equal([])
   })
 
-  it("read receipts, the fully read marker and typing: each client sees the other's receipt and typing, the reader its own marker", async () => {
+  it("read receipts, the fully read marker, to-device messages and typing between two clients", async () => {
     const [carolSession, daveSession] = [await register(base, 'carol'), await register(base, 'dave')]
     const carol = await startSdkClient(base, carolSession)
     const dave = await startSdkClient(base, daveSession)
@@ -245,6 +245,14 @@ describe('matrix-js-sdk against a myelin cluster', function () {
     const { event_id: fourth } = await dave.sendTextMessage(roomId, 'four')
     await eventually('carol receives the fourth message', () => carol.getRoom(roomId)?.findEventById(fourth) !== undefined)
     expect(carol.getRoom(roomId)!.getReceiptsForEvent(carol.getRoom(roomId)!.findEventById(third)!).map((r) => r.userId)).to.not.include(daveSession.user_id)
+
+    // A to-device message from carol reaches dave's device.
+    const received: MatrixEvent[] = []
+    dave.on(ClientEvent.ToDeviceEvent, (event: MatrixEvent) => received.push(event))
+    await carol.sendToDevice('org.example.ping', new Map([[daveSession.user_id, new Map([[daveSession.device_id, { n: 1 }]])]]))
+    await eventually('dave receives the to-device message', () => received.some((e) => e.getType() === 'org.example.ping'))
+    const ping = received.find((e) => e.getType() === 'org.example.ping')!
+    expect([ping.getSender(), ping.getContent()]).to.deep.equal([carolSession.user_id, { n: 1 }])
 
     // Typing: carol sees dave start and stop.
     const daveAsCarolSees = () => carol.getRoom(roomId)?.getMember(daveSession.user_id)
