@@ -31,7 +31,8 @@ import { parseRoomStreamToken, type RoomStreamToken } from './streams/room-strea
  * The data of one `/sync` (client-server API) between two positions: the rooms the user joined,
  * was invited to or left, with timelines and state, account data, and the joined rooms' read
  * receipts and typing (`ephemeral`: every receipt of a room new to the sync, else those changed
- * since; who is typing, when that changed or the room is new to the sync).
+ * since; who is typing, when that changed or the room is new to the sync), and the device's
+ * to-device messages.
  *
  * Consistency: every read is bounded by the `upTo` token (room events: the reader's tracker
  * token; account data: `accountDataPosition`; receipts and typing: `ephemeralPosition`), and
@@ -132,7 +133,7 @@ export interface SyncFilter {
   readonly includeLeave: boolean
   readonly accountData: EventFilter
   readonly roomAccountData: EventFilter
-  /** Of the rooms' ephemeral events (`m.receipt`). */
+  /** Of the rooms' ephemeral events (`m.typing`, `m.receipt`). */
   readonly ephemeral: EventFilter
 }
 
@@ -240,12 +241,6 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
   const reader = new RoomSyncReader(db, q, viewer)
   const early = readEarlySections(reader, q, wanted)
   const [memberships, streams] = await Promise.all([membershipRows(db, q.userId, q.upTo.room), q.upTo.streams ?? syncPositions(db)])
-  // The device's to-device messages are read alongside the rooms; a sync delivering only part
-  // of them goes up to the last one delivered.
-  const toDevice =
-    q.deviceId === undefined
-      ? { events: [], upTo: streams.toDevice }
-      : toDeviceForSync(db, { userId: q.userId, deviceId: q.deviceId, after: since?.toDevice ?? 0n, upTo: streams.toDevice })
   const atUpTo = latestPerRoom(memberships)
   const atSince = since ? latestPerRoom(memberships.filter((m) => covers(since.room, m))) : new Map<string, MembershipRow>()
   const changed = new Map<string, MembershipRow[]>()
@@ -283,10 +278,14 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
     })
   const withEvents = q.fullState ? incrementalRooms : incrementalRooms.filter((roomId) => active.has(roomId))
   const ephemeralRooms = { everything: fullRooms, changedOnly: incrementalRooms, after: since?.ephemeral, upTo: streams.ephemeral }
-  const [accountData, receipts, typing] = await Promise.all([
+  const [accountData, receipts, typing, deviceMessages] = await Promise.all([
     accountDataChanges(db, q.userId, { ...(since && { after: since.accountData }), upTo: streams.accountData }),
     receiptsForSync(db, q.userId, ephemeralRooms),
     typingForSync(db, { ...ephemeralRooms, now: q.now }),
+    // A sync delivering only part of the device's messages goes up to the last one delivered.
+    q.deviceId === undefined
+      ? { events: [], upTo: streams.toDevice }
+      : toDeviceForSync(db, { userId: q.userId, deviceId: q.deviceId, after: since?.toDevice ?? 0n, upTo: streams.toDevice }),
     readSections([...fullRooms.map((roomId) => [roomId, undefined] as const), ...withEvents.map((roomId) => [roomId, since] as const)]),
   ])
   const roomAccountData = (roomId: string) => filterEntries(accountData.rooms.get(roomId) ?? [], q.filter.roomAccountData)
@@ -331,7 +330,6 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
   }
 
   const globalAccountData = filterEntries(accountData.global, q.filter.accountData)
-  const deviceMessages = await toDevice
   const upTo: SyncToken = { room: q.upTo.room, accountData: streams.accountData, ephemeral: streams.ephemeral, toDevice: deviceMessages.upTo }
   const empty = Object.keys(join).length + Object.keys(invite).length + Object.keys(leave).length + globalAccountData.length + deviceMessages.events.length === 0
   return { rooms: { join, invite, leave }, accountData: globalAccountData, toDevice: deviceMessages.events, empty, joinedRooms, upTo }

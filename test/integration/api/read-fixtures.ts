@@ -3,7 +3,7 @@ import type { NewEvent, PersistedEvent } from '../../../persisters/new-event.js'
 import { roomReadRoutes } from '../../../api/routes/room-reads.js'
 import { syncRoutes } from '../../../api/routes/sync.js'
 import { createRoomEvents, newRoomId } from '../persisters/harness.js'
-import { startApi, type ApiHarness } from './api-harness.js'
+import { startApi, v3, type ApiHarness, type Session } from './api-harness.js'
 
 /** A monolith serving the room read routes and /sync (rooms are created through the sender, not createRoom). */
 export function startReadApi(): Promise<ApiHarness> {
@@ -35,3 +35,18 @@ export function visibility(sender: string, value: string): NewEvent {
 }
 
 export const enc = encodeURIComponent
+
+/**
+ * `GET /sync` as `session` with `query` (since, timeout, filter…); throws unless 200.
+ *
+ * @example
+ * const body = await syncAs<{ next_batch: string }>(h, alice, { since, timeout: '0' })
+ */
+export async function syncAs<T>(h: ApiHarness, session: Session, query: Record<string, string> = {}): Promise<T> {
+  const qs = Object.entries(query)
+    .map(([k, v]) => `${k}=${enc(v)}`)
+    .join('&')
+  const res = await h.call('GET', `${v3}/sync${qs ? `?${qs}` : ''}`, { token: session.access_token })
+  if (res.statusCode !== 200) throw new Error(`sync: ${res.statusCode} ${res.body}`)
+  return res.json<T>()
+}

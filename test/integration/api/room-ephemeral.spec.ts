@@ -3,7 +3,7 @@ import fc from 'fast-check'
 import { parseSyncToken } from '../../../storage/sync.js'
 import type { ApiHarness, Session } from './api-harness.js'
 import { v3 } from './api-harness.js'
-import { createRoom, enc, membership, sendEvents, startReadApi, text } from './read-fixtures.js'
+import { createRoom, enc, membership, sendEvents, startReadApi, syncAs, text } from './read-fixtures.js'
 
 type ReceiptContent = Record<string, Record<string, Record<string, { ts: number; thread_id?: string }>>>
 interface JoinedRoom {
@@ -30,14 +30,7 @@ describe('api receipts, read markers and typing', function () {
   })
   after(() => h.close())
 
-  const sync = async (session: Session, query: Record<string, string> = {}): Promise<SyncBody> => {
-    const qs = Object.entries(query)
-      .map(([k, v]) => `${k}=${enc(v)}`)
-      .join('&')
-    const res = await h.call('GET', `${v3}/sync${qs ? `?${qs}` : ''}`, { token: session.access_token })
-    if (res.statusCode !== 200) throw new Error(`sync: ${res.statusCode} ${res.body}`)
-    return res.json<SyncBody>()
-  }
+  const sync = (session: Session, query: Record<string, string> = {}) => syncAs<SyncBody>(h, session, query)
   const only = (roomId: string, extra: Record<string, unknown> = {}) => JSON.stringify({ room: { rooms: [roomId], timeline: { limit: 5 }, ...extra } })
   const receipt = (session: Session, roomId: string, type: string, eventId: string, body?: unknown) =>
     h.call('POST', `${v3}/rooms/${enc(roomId)}/receipt/${enc(type)}/${enc(eventId)}`, { token: session.access_token, ...(body !== undefined && { body }) })

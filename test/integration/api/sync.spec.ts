@@ -3,7 +3,7 @@ import fc from 'fast-check'
 import type { ApiHarness, Session } from './api-harness.js'
 import { v3 } from './api-harness.js'
 import { parseSyncToken } from '../../../storage/sync.js'
-import { createRoom, enc, membership, sendEvents, startReadApi, text, visibility } from './read-fixtures.js'
+import { createRoom, enc, membership, sendEvents, startReadApi, syncAs, text, visibility } from './read-fixtures.js'
 
 interface ClientEvent {
   event_id: string
@@ -39,14 +39,7 @@ describe('api /sync', function () {
   })
   after(() => h.close())
 
-  const sync = async (session: Session, query: Record<string, string> = {}): Promise<SyncBody> => {
-    const qs = Object.entries(query)
-      .map(([k, v]) => `${k}=${enc(v)}`)
-      .join('&')
-    const res = await h.call('GET', `${v3}/sync${qs ? `?${qs}` : ''}`, { token: session.access_token })
-    if (res.statusCode !== 200) throw new Error(`sync: ${res.statusCode} ${res.body}`)
-    return res.json<SyncBody>()
-  }
+  const sync = (session: Session, query: Record<string, string> = {}) => syncAs<SyncBody>(h, session, query)
   const only = (roomIds: string[], limit = 50) => JSON.stringify({ room: { rooms: roomIds, timeline: { limit } } })
   const bodies = (events: ClientEvent[]) => events.filter((e) => e.type === 'm.room.message').map((e) => e.content['body'])
 

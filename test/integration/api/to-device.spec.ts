@@ -1,7 +1,7 @@
 import { expect } from 'chai'
 import type { ApiHarness, Session } from './api-harness.js'
 import { v3 } from './api-harness.js'
-import { enc, startReadApi } from './read-fixtures.js'
+import { enc, startReadApi, syncAs } from './read-fixtures.js'
 
 interface SyncBody {
   next_batch: string
@@ -26,14 +26,8 @@ describe('api to-device messages', function () {
   })
   after(() => h.close())
 
-  const sync = async (session: Session, query: Record<string, string> = {}): Promise<SyncBody> => {
-    const qs = Object.entries({ filter: '{"room":{"rooms":[]}}', ...query })
-      .map(([k, v]) => `${k}=${enc(v)}`)
-      .join('&')
-    const res = await h.call('GET', `${v3}/sync?${qs}`, { token: session.access_token })
-    if (res.statusCode !== 200) throw new Error(`sync: ${res.statusCode} ${res.body}`)
-    return res.json<SyncBody>()
-  }
+  // No rooms: these syncs are about the device's messages.
+  const sync = (session: Session, query: Record<string, string> = {}) => syncAs<SyncBody>(h, session, { filter: '{"room":{"rooms":[]}}', ...query })
   const send = (from: Session, messages: unknown, txnId = `t${++txn}`, type = 'm.test') =>
     h.call('PUT', `${v3}/sendToDevice/${enc(type)}/${enc(txnId)}`, { token: from.access_token, body: { messages } })
   const contents = (body: SyncBody) => body.to_device.events.map((e) => e.content)
