@@ -1,10 +1,10 @@
 import { sql, type Kysely } from 'kysely'
 import { accountDataChanges, accountDataPositionSql, type AccountDataEntry } from './account-data.js'
 import { ephemeralPositionSql } from './ephemeral-stream.js'
-import { toDeviceForSync, toDevicePositionSql, type ToDeviceEvent } from './to-device.js'
-import { receiptsForSync } from './receipts.js'
-import { typingForSync } from './typing.js'
 import { StorageError } from './errors.js'
+import { receiptsForSync } from './receipts.js'
+import { toDeviceForSync, toDevicePositionSql, type ToDeviceEvent } from './to-device.js'
+import { typingForSync } from './typing.js'
 import type { JsonObject } from './events/redaction.js'
 import {
   filterContainsUrl,

@@ -1,10 +1,10 @@
 import type { FastifyPluginAsync } from 'fastify'
+import { getRoomHead } from '../../storage/events/event-store.js'
 import { eventsNotInRoom, putFullyRead, putReceipt, receiptTypes, type ReceiptOutcome, type ReceiptType } from '../../storage/receipts.js'
 import { currentMembership } from '../../storage/state-entries.js'
-import { getRoomHead } from '../../storage/events/event-store.js'
+import { setTyping } from '../../storage/typing.js'
 import { clientRoute, emptyBodyAsObject } from '../client-route.js'
 import { forbidden, invalidParam, notFound } from '../errors.js'
-import { setTyping } from '../../storage/typing.js'
 import { requireUser } from '../require-user.js'
 import { checkRoomId } from '../room-ids.js'
 
