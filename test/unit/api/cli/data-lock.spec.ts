@@ -36,6 +36,13 @@ describe('lockDataDir (one myelin cluster per data folder)', () => {
     // A stand-in whose command line looks like bin/myelin's (it runs api/cli/main.ts).
     const holder = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 20_000)', 'api/cli/main.ts'])
     try {
+      // Once the kernel shows its command line (a CI run once read it too early: the test's
+      // premise, not the lock, failed).
+      const shown = () => readFile(`/proc/${holder.pid}/cmdline`, 'utf8').then((text) => text.includes('main.ts'), () => false)
+      for (let waited = 0; !(await shown()); waited += 20) {
+        if (waited > 5_000) throw new Error(`the stand-in ${holder.pid} never showed its command line`)
+        await new Promise((resolve) => setTimeout(resolve, 20))
+      }
       await writeFile(join(dir, lockFileName), `${holder.pid}\n`)
       const err = await lockDataDir(dir).then(
         () => undefined,
