@@ -38,6 +38,7 @@ export interface MigrationFile {
   sha256: string
 }
 
+/** Progress of `migrateUp`; `index` counts the migration files from 1, of `total`. */
 export interface MigrationProgress {
   (event:
     | { kind: 'waiting-for-lock' }

@@ -22,8 +22,8 @@ async function databaseUrl(flags: MigrateFlags): Promise<string> {
 /** Progress lines on stderr: one per migration, with its duration. */
 const progressLines: MigrationProgress = (event) => {
   if (event.kind === 'waiting-for-lock') process.stderr.write('waiting for another `myelin migrate up` to finish…\n')
-  else if (event.kind === 'applying') process.stderr.write(`[${event.index + 1}/${event.total}] applying ${event.name}…\n`)
-  else process.stderr.write(`[${event.index + 1}/${event.total}] applied ${event.name} in ${event.ms} ms\n`)
+  else if (event.kind === 'applying') process.stderr.write(`[${event.index}/${event.total}] applying ${event.name}…\n`)
+  else process.stderr.write(`[${event.index}/${event.total}] applied ${event.name} in ${event.ms} ms\n`)
 }
 
 async function withDatabase<T>(flags: MigrateFlags, fn: (db: ReturnType<typeof createDatabase>['db']) => Promise<T>): Promise<T> {

@@ -24,6 +24,9 @@ describe('myelin migrate (the CLI against a real PostgreSQL)', function () {
     expect(first.code, first.stderr).to.equal(0)
     expect(first.stdout).to.include(`applied ${total} migration(s)`)
     expect(first.stderr.match(/^\[\d+\/\d+\] applied /gm)).to.have.length(total)
+    // Counted from 1: the first file is [1/N], the last [N/N].
+    const counters = [...first.stderr.matchAll(/^\[(\d+)\/(\d+)\] applied /gm)].map((m) => `${m[1]}/${m[2]}`)
+    expect(counters).to.deep.equal(Array.from({ length: total }, (_, i) => `${i + 1}/${total}`))
     const second = await runMyelin(['migrate', 'up', '--database', t.url])
     expect(second.code).to.equal(0)
     expect(second.stdout).to.include('nothing to apply')
