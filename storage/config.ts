@@ -82,28 +82,40 @@ const configSchema = z
       })
       .default({ max_batch: 200, room_concurrency: 32, transaction_concurrency: 4, max_transaction_events: 1000, parallel_transaction_events: 100 }),
   })
-  .superRefine((config, ctx) => {
-    const writers = config.stream_writers?.events ?? [config.worker_name]
-    for (const [room, writer] of Object.entries(config.room_pins)) {
-      if (!writers.includes(writer)) {
-        ctx.addIssue({ code: 'custom', path: ['room_pins', room], message: `pins to "${writer}", which is not in stream_writers.events` })
-      }
-    }
-    if (config.stream_writers) {
-      const seen = new Set<string>()
-      config.stream_writers.events.forEach((writer, i) => {
-        if (seen.has(writer)) ctx.addIssue({ code: 'custom', path: ['stream_writers', 'events', i], message: `"${writer}" is listed twice` })
-        seen.add(writer)
-        const multiProcess = Object.keys(config.instance_map).length > 0
-        if (multiProcess && !(writer in config.instance_map)) {
-          ctx.addIssue({ code: 'custom', path: ['stream_writers', 'events', i], message: `"${writer}" has no instance_map entry` })
+  // The cross-references run even when other fields failed, so that every problem is listed at
+  // once: the value may then be partly invalid, and is read defensively.
+  .superRefine(
+    (config, ctx) => {
+      const raw = config as unknown as Record<string, unknown>
+      const objectAt = (value: unknown): Record<string, unknown> => (isPlainObject(value) ? value : {})
+      const workerName = typeof raw['worker_name'] === 'string' ? raw['worker_name'] : 'main'
+      const listed = objectAt(raw['stream_writers'])['events']
+      const events = Array.isArray(listed) ? (listed as unknown[]) : undefined
+      const writers = events ? events.filter((w): w is string => typeof w === 'string') : [workerName]
+      for (const [room, writer] of Object.entries(objectAt(raw['room_pins']))) {
+        if (typeof writer === 'string' && !writers.includes(writer)) {
+          ctx.addIssue({ code: 'custom', path: ['room_pins', room], message: `pins to "${writer}", which is not in stream_writers.events` })
         }
-      })
-    }
-    if (config.worker_app === 'persister' && !writers.includes(config.worker_name)) {
-      ctx.addIssue({ code: 'custom', path: ['worker_name'], message: `persister "${config.worker_name}" is not in stream_writers.events` })
-    }
-  })
+      }
+      if (events) {
+        const instances = objectAt(raw['instance_map'])
+        const multiProcess = Object.keys(instances).length > 0
+        const seen = new Set<string>()
+        events.forEach((writer, i) => {
+          if (typeof writer !== 'string') return
+          if (seen.has(writer)) ctx.addIssue({ code: 'custom', path: ['stream_writers', 'events', i], message: `"${writer}" is listed twice` })
+          seen.add(writer)
+          if (multiProcess && !(writer in instances)) {
+            ctx.addIssue({ code: 'custom', path: ['stream_writers', 'events', i], message: `"${writer}" has no instance_map entry` })
+          }
+        })
+      }
+      if (raw['worker_app'] === 'persister' && !writers.includes(workerName)) {
+        ctx.addIssue({ code: 'custom', path: ['worker_name'], message: `persister "${workerName}" is not in stream_writers.events` })
+      }
+    },
+    { when: () => true },
+  )
 
 export type MyelinConfig = z.output<typeof configSchema>
 export type ListenerConfig = z.output<typeof listenerSchema>

@@ -35,4 +35,38 @@ describe('parseConfig: database and persister tuning', () => {
     expect(problems).to.match(/persister\.transaction_concurrency/)
     expect(problems).to.match(/persister\.max_transaction_events/)
   })
+
+  it('should list broken cross-references with the other problems, not only once the rest is valid', () => {
+    const problemsOf = (input: Record<string, unknown>): string[] => {
+      try {
+        parseConfig(input, {})
+      } catch (err) {
+        if (err instanceof ConfigError) return [...err.problems]
+        throw err
+      }
+      return []
+    }
+    const crossReferences = {
+      instance_map: { persister1: { host: '10.0.0.2', port: 9001 } },
+      stream_writers: { events: ['persister1', 'ghost', 'persister1', 7] },
+      room_pins: { '!hot:example.org': 'phantom' },
+      worker_name: 'persister9',
+      worker_app: 'persister',
+    }
+    const alone = problemsOf({ ...minimal, ...crossReferences })
+    const withOthers = problemsOf({ ...minimal, ...crossReferences, server_name: '', persister: { max_batch: 0 } })
+    const expected = [
+      /^room_pins\.!hot:example\.org: pins to "phantom"/,
+      /^stream_writers\.events\[1\]: "ghost" has no instance_map entry/,
+      /^stream_writers\.events\[2\]: "persister1" is listed twice/,
+      /^worker_name: persister "persister9" is not in stream_writers\.events/,
+    ]
+    for (const pattern of expected) {
+      expect(withOthers.some((p) => pattern.test(p)), `${pattern} in ${withOthers.join(' | ')}`).to.equal(true)
+      expect(alone.some((p) => pattern.test(p)), `${pattern} in ${alone.join(' | ')}`).to.equal(true)
+    }
+    expect(withOthers.some((p) => p.startsWith('server_name'))).to.equal(true)
+    expect(withOthers.some((p) => p.startsWith('persister.max_batch'))).to.equal(true)
+    expect(withOthers.some((p) => p.startsWith('stream_writers.events[3]'))).to.equal(true)
+  })
 })
