@@ -75,7 +75,7 @@ export function renderNginxConfig(config: MyelinConfig, options: NginxConfigOpti
   }
   const apiWorkers = options.workers.filter((w) => w.role === 'api')
   const clientWorkers = apiWorkers.length > 0 ? apiWorkers : options.workers.filter((w) => w.role === 'main')
-  if (clientWorkers.length === 0) problems.push('no worker with role api or main serves client requests')
+  if (clientWorkers.length === 0) problems.push('no worker with role api or main serves client requests (name each api worker with --worker NAME=api@HOST:PORT; instance_map lists only the processes reachable over replication)')
   const writers = new Set(eventWriters(config))
   const persisters = new Map(options.workers.filter((w) => w.role === 'persister' && writers.has(w.name)).map((w) => [w.name, w]))
   const pins = Object.entries(config.room_pins).filter(([, writer]) => persisters.has(writer))
