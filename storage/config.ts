@@ -10,6 +10,10 @@ import { StorageError } from './errors.js'
  * Synapse's worker mode recognizes them.
  */
 
+/** What a database URL and a Redis URL must look like (the CLI's flags check the same). */
+export const postgresUrlPattern = /^postgres(ql)?:\/\//
+export const redisUrlPattern = /^rediss?:\/\//
+
 const listenerSchema = z.strictObject({
   port: z.number().int().min(0).max(65535),
   bind_address: z.string().min(1).default('127.0.0.1'),
@@ -33,14 +37,14 @@ const configSchema = z
       .min(1)
       .regex(/^[A-Za-z0-9.\-:[\]]+$/, 'must be a hostname with an optional port'),
     database: z.strictObject({
-      url: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL'),
+      url: z.string().regex(postgresUrlPattern, 'must be a postgres:// URL'),
       pool_size: z.number().int().min(1).max(200).default(10),
       /** Named prepared statements (storage/database.ts); false behind pgbouncer's transaction mode before 1.21. */
       prepare_statements: z.boolean().default(true),
     }),
     redis: z
       .strictObject({
-        url: z.string().regex(/^rediss?:\/\//, 'must be a redis:// URL').optional(),
+        url: z.string().regex(redisUrlPattern, 'must be a redis:// URL').optional(),
         sentinels: z.array(z.strictObject({ host: z.string().min(1), port: z.number().int() })).optional(),
         sentinel_name: z.string().min(1).optional(),
       })

@@ -11,7 +11,7 @@ import { stringify as toYaml, parse as parseYaml } from 'yaml'
 import { z } from 'zod'
 import { collectDefaultMetrics, Registry } from 'prom-client'
 import { createShardMap } from '../../persisters/shard-map.js'
-import { ConfigError, loadConfig } from '../../storage/config.js'
+import { ConfigError, loadConfig, postgresUrlPattern, redisUrlPattern } from '../../storage/config.js'
 import { createDatabase } from '../../storage/database.js'
 import { generateSigningKey } from '../../storage/events/signing.js'
 import { createLogger, logDestination, type Logger } from '../../storage/logger.js'
@@ -121,8 +121,8 @@ export function clusterCommand(): Command {
   return new Command('cluster')
     .description('Run a whole Myelin deployment on this machine: PostgreSQL, persisters, api workers and a router.')
     .addOption(new Option('--embedded', 'run the PostgreSQL shipped with Myelin, data in --data').conflicts('database'))
-    .option('--database <url>', 'use this PostgreSQL instead (postgres:// URL)')
-    .option('--redis <url>', 'Redis for the replication bus (default: Postgres LISTEN/NOTIFY)')
+    .option('--database <url>', 'use this PostgreSQL instead (postgres:// URL)', url('--database', postgresUrlPattern, 'postgres://'))
+    .option('--redis <url>', 'Redis for the replication bus (default: Postgres LISTEN/NOTIFY)', url('--redis', redisUrlPattern, 'redis://'))
     .option('--data <dir>', 'data folder: embedded PostgreSQL, generated configs and secrets', './data')
     .addOption(new Option('--persisters <n>', 'event persisters').default(2).argParser(count('--persisters', 1, 64)))
     .addOption(new Option('--api-workers <n>', 'client API workers').default(1).argParser(count('--api-workers', 1, 64)))
@@ -135,6 +135,13 @@ export function clusterCommand(): Command {
       // Logs go to stderr: stdout carries only the ready line.
       await runCluster(flags, createLogger({ name: 'cluster' }, logDestination(2)))
     })
+}
+
+function url(flag: string, pattern: RegExp, scheme: string) {
+  return (value: string): string => {
+    if (!pattern.test(value)) throw new InvalidArgumentError(`${flag} must be a ${scheme} URL`)
+    return value
+  }
 }
 
 function count(flag: string, min: number, max: number) {

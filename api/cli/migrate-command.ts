@@ -1,9 +1,9 @@
 import { Command } from 'commander'
-import { loadConfig } from '../../storage/config.js'
+import { loadConfig, postgresUrlPattern } from '../../storage/config.js'
 import { createDatabase } from '../../storage/database.js'
-import { StorageError } from '../../storage/errors.js'
 import { defaultMigrationsDir, migrateUp, schemaStatus, type MigrationProgress } from '../../storage/migrations.js'
 import { collect } from './config-command.js'
+import { UsageError } from './usage-error.js'
 
 interface MigrateFlags {
   database?: string
@@ -11,12 +11,21 @@ interface MigrateFlags {
   migrations: string
 }
 
-/** The database URL: `--database`, else `MYELIN_DATABASE_URL`, else the config files' `database.url`. */
+/**
+ * The database URL: `--database`, else `MYELIN_DATABASE_URL`, else the config files'
+ * `database.url` (checked by the config schema).
+ *
+ * @throws UsageError (exit 2) when there is none, or it is not a postgres:// URL.
+ */
 async function databaseUrl(flags: MigrateFlags): Promise<string> {
-  if (flags.database) return flags.database
-  if (process.env.MYELIN_DATABASE_URL) return process.env.MYELIN_DATABASE_URL
+  const given = (url: string, source: string) => {
+    if (!postgresUrlPattern.test(url)) throw new UsageError(`${source} must be a postgres:// URL`)
+    return url
+  }
+  if (flags.database) return given(flags.database, '--database')
+  if (process.env.MYELIN_DATABASE_URL) return given(process.env.MYELIN_DATABASE_URL, 'MYELIN_DATABASE_URL')
   if (flags.config?.length) return (await loadConfig(flags.config)).database.url
-  throw new StorageError('ES_CONFIG_INVALID', 'no database: pass --database URL, --config FILE or set MYELIN_DATABASE_URL')
+  throw new UsageError('no database: pass --database URL, --config FILE or set MYELIN_DATABASE_URL')
 }
 
 /** Progress lines on stderr: one per migration, with its duration. */

@@ -76,10 +76,13 @@ describe('myelin migrate (the CLI against a real PostgreSQL)', function () {
     expect(lines[0]).to.include('run `myelin migrate up`')
   })
 
-  it('should say how to name a database when none is given', async () => {
-    const res = await runMyelin(['migrate', 'up'], { env: { MYELIN_DATABASE_URL: '' } })
-    expect(res.code).to.not.equal(0)
-    expect(res.stderr).to.include('pass --database URL')
+  it('should say how to name a database when none is given, or one that is not a postgres:// URL, and exit 2', async () => {
+    const none = await runMyelin(['migrate', 'up'], { env: { MYELIN_DATABASE_URL: '' } })
+    expect([none.code, none.stderr]).to.deep.equal([2, 'myelin: no database: pass --database URL, --config FILE or set MYELIN_DATABASE_URL\n'])
+    const flag = await runMyelin(['migrate', 'status', '--database', 'notaurl'])
+    expect([flag.code, flag.stderr]).to.deep.equal([2, 'myelin: --database must be a postgres:// URL\n'])
+    const env = await runMyelin(['migrate', 'up'], { env: { MYELIN_DATABASE_URL: 'mysql://x@y/z' } })
+    expect([env.code, env.stderr]).to.deep.equal([2, 'myelin: MYELIN_DATABASE_URL must be a postgres:// URL\n'])
   })
 
   it('should say which database it cannot reach and why, in one line without the password, and exit 1', async () => {

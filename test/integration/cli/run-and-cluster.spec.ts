@@ -123,6 +123,15 @@ describe('myelin run and myelin cluster (real processes)', function () {
     for (const p of processes) expect(alive(p.pid), `${p.name} stopped`).to.equal(false)
   })
 
+  it('cluster: refuses URLs of the wrong kind before it starts anything, and exits 2', async () => {
+    const data = join(dir, 'never-created')
+    const database = await runMyelin(['cluster', '--database', 'localhost:5432/myelin', '--data', data])
+    expect([database.code, database.stderr.trim()]).to.deep.equal([2, "error: option '--database <url>' argument 'localhost:5432/myelin' is invalid. --database must be a postgres:// URL"])
+    const redis = await runMyelin(['cluster', '--database', t.url, '--redis', 'http://127.0.0.1:6379', '--data', data])
+    expect([redis.code, redis.stderr.trim()]).to.deep.equal([2, "error: option '--redis <url>' argument 'http://127.0.0.1:6379' is invalid. --redis must be a redis:// URL"])
+    expect(existsSync(data), 'no data folder, lock or PostgreSQL').to.equal(false)
+  })
+
   it('cluster: refuses a data folder another cluster uses, and takes over the lock of a dead one', async () => {
     const flags = ['cluster', '--database', t.url, '--persisters', '1', '--api-workers', '1', '--port', '0', '--data', dir]
     const ready = (line: string) => (jsonLine(line)?.ready === true ? (jsonLine(line) as unknown as ReadyLine) : undefined)
