@@ -1,6 +1,7 @@
 import { readFileSync, writeFileSync } from 'node:fs'
 import cliProgress from 'cli-progress'
 import { Command, InvalidArgumentError, Option } from 'commander'
+import { postgresUrlPattern } from '../../storage/config.js'
 import { shardStrategies } from '../shard-map.js'
 import type { ShardStrategy } from '../shard-map.js'
 import { defaultCalibrationPath, defaultConcurrency, defaultMaxBatch, readCalibration } from './model.js'
@@ -116,6 +117,7 @@ async function run(command: Command, flags: SimulateFlags, io: SimulateIo): Prom
 
   const traceSources = [flags.traceCsv, flags.traceDb].filter((source) => source !== undefined)
   if (traceSources.length > 1) fail('give one trace source: --trace-csv or --trace-db, not both')
+  if (flags.traceDb !== undefined && !postgresUrlPattern.test(flags.traceDb)) fail('--trace-db must be a postgres:// URL')
   let kind = flags.distribution
   if (traceSources.length > 0 && !explicit('distribution')) kind = 'trace'
   if (kind === 'trace' && traceSources.length === 0) fail('--distribution trace needs --trace-csv FILE or --trace-db URL')

@@ -181,6 +181,7 @@ describe('simulateCommand', () => {
 
     it('should report unreadable inputs', async () => {
       await expectUsageError(['--trace-csv', 'missing.csv'], /cannot read the trace from missing\.csv: ENOENT/)
+      await expectUsageError(['--trace-db', 'localhost/myelin'], /--trace-db must be a postgres:\/\/ URL/)
       await expectUsageError(['--trace-csv', 'bad.csv'], /bad\.csv:2: expected ROOM_ID,EVENT_COUNT/, { readFile: () => 'room_id,events\n!a:x;5\n' })
       await expectUsageError(['--calibration', 'nope.json'], /calibration file nope\.json does not exist/)
       await expectUsageError(['--trace-db', 'postgres://db/x'], /cannot read the trace from the --trace-db database: connection refused/, {
