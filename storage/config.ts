@@ -117,6 +117,25 @@ const configSchema = z
       if (raw['worker_app'] === 'persister' && !writers.includes(workerName)) {
         ctx.addIssue({ code: 'custom', path: ['worker_name'], message: `persister "${workerName}" is not in stream_writers.events` })
       }
+      // What the process must listen for: an api worker for clients; a persister other
+      // processes reach through instance_map, for replication on the port named there.
+      const listeners = (Array.isArray(raw['listeners']) ? (raw['listeners'] as unknown[]) : []).filter(isPlainObject)
+      const serves = (resource: string) =>
+        listeners.filter((l) => !Array.isArray(l['resources']) || (l['resources'] as unknown[]).includes(resource)).map((l) => l['port'])
+      if (raw['worker_app'] === 'api' && serves('client').length === 0) {
+        ctx.addIssue({ code: 'custom', path: ['listeners'], message: `api worker "${workerName}" has no listener with the client resource` })
+      }
+      const reachedAt = objectAt(objectAt(raw['instance_map'])[workerName])['port']
+      if (raw['worker_app'] === 'persister' && typeof reachedAt === 'number') {
+        const ports = serves('replication')
+        if (!ports.includes(reachedAt) && !ports.includes(0)) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['listeners'],
+            message: `persister "${workerName}" is reached at port ${reachedAt} (instance_map) but has no listener there with the replication resource`,
+          })
+        }
+      }
     },
     { when: () => true },
   )

@@ -69,4 +69,29 @@ describe('parseConfig: database and persister tuning', () => {
     expect(withOthers.some((p) => p.startsWith('persister.max_batch'))).to.equal(true)
     expect(withOthers.some((p) => p.startsWith('stream_writers.events[3]'))).to.equal(true)
   })
+
+  it('should refuse an api worker that serves no clients and a persister not listening for replication where instance_map says', () => {
+    const problemsOf = (worker: Record<string, unknown>): string[] => {
+      try {
+        parseConfig({ ...minimal, instance_map: { persister1: { host: '10.0.0.2', port: 9001 } }, stream_writers: { events: ['persister1'] }, ...worker }, {})
+      } catch (err) {
+        if (err instanceof ConfigError) return [...err.problems]
+        throw err
+      }
+      return []
+    }
+    const listener = (port: number, resources?: string[]) => ({ port, bind_address: '0.0.0.0', ...(resources && { resources }) })
+    const api = (listeners: unknown[]) => problemsOf({ worker_name: 'api1', worker_app: 'api', listeners })
+    const persister = (listeners: unknown[]) => problemsOf({ worker_name: 'persister1', worker_app: 'persister', listeners })
+    expect(api([listener(8081, ['metrics'])])).to.deep.equal(['listeners: api worker "api1" has no listener with the client resource'])
+    expect(api([])).to.have.length(1)
+    expect(api([listener(8081, ['client', 'metrics'])])).to.deep.equal([])
+    expect(api([listener(8081)]), 'resources default to all').to.deep.equal([])
+    const unreachable = ['listeners: persister "persister1" is reached at port 9001 (instance_map) but has no listener there with the replication resource']
+    expect(persister([listener(9001, ['client'])])).to.deep.equal(unreachable)
+    expect(persister([listener(9002, ['replication'])])).to.deep.equal(unreachable)
+    expect(persister([listener(9002, ['client']), listener(9001, ['replication'])])).to.deep.equal([])
+    expect(persister([listener(9001)])).to.deep.equal([])
+    expect(persister([listener(0)]), 'a port picked at start cannot be checked').to.deep.equal([])
+  })
 })
