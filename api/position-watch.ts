@@ -1,7 +1,6 @@
 import type { Kysely } from 'kysely'
-import { accountDataPosition, usersWithAccountDataChanges } from '../storage/account-data.js'
 import type { Logger } from '../storage/logger.js'
-import { ephemeralPosition, roomsWithEphemeralChanges } from '../storage/ephemeral-stream.js'
+import { streamChanges, streamPosition, type TableStream } from '../storage/ordered-streams.js'
 import type { Database } from '../storage/schema.js'
 import { devicesWithToDeviceChanges, toDevicePosition } from '../storage/to-device.js'
 import { createUserWaiters, type WaitOutcome } from './user-waiters.js'
@@ -31,7 +30,7 @@ export interface PolledStream {
  * interval, whatever the number of waiting syncs or the transport.
  *
  * @example
- * const watch = createPositionWatch({ stream: accountDataStream(db), log })
+ * const watch = createPositionWatch({ stream: tableStream(db, 'account_data'), log })
  * await watch.wait(userId, since.accountData, 30_000, signal)
  */
 export function createPositionWatch(options: { stream: PolledStream; log: Logger; intervalMs?: number }): PositionWatch {
@@ -82,23 +81,14 @@ export function createPositionWatch(options: { stream: PolledStream; log: Logger
 }
 
 /**
- * The account data stream (push rules included), keyed by user.
+ * A table stream (storage/ordered-streams.ts): account data and push rules keyed by user, or the
+ * rooms' ephemeral stream (receipts and typing) keyed by room.
  *
  * @example
- * createPositionWatch({ stream: accountDataStream(db), log })
+ * createPositionWatch({ stream: tableStream(db, 'ephemeral'), log })
  */
-export function accountDataStream(db: Kysely<Database>): PolledStream {
-  return { name: 'account_data', position: () => accountDataPosition(db), changes: (after, upTo) => usersWithAccountDataChanges(db, after, upTo) }
-}
-
-/**
- * The rooms' ephemeral stream (receipts and typing), keyed by room.
- *
- * @example
- * createPositionWatch({ stream: ephemeralStream(db), log })
- */
-export function ephemeralStream(db: Kysely<Database>): PolledStream {
-  return { name: 'ephemeral', position: () => ephemeralPosition(db), changes: (after, upTo) => roomsWithEphemeralChanges(db, after, upTo) }
+export function tableStream(db: Kysely<Database>, stream: TableStream): PolledStream {
+  return { name: stream, position: () => streamPosition(db, stream), changes: (after, upTo) => streamChanges(db, stream, after, upTo) }
 }
 
 /**

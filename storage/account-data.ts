@@ -1,4 +1,5 @@
 import { sql, type Kysely, type Transaction } from 'kysely'
+import { lockOrderedStream, streamPosition } from './ordered-streams.js'
 import type { Database } from './schema.js'
 
 /**
@@ -7,16 +8,10 @@ import type { Database } from './schema.js'
  * are part of the same stream (sync shows them as the global `m.push_rules` account data).
  *
  * Ordering guarantee: every writer of the stream (here and in push-rules.ts) allocates its
- * stream ID from `account_data_stream_seq` while holding one transaction-scoped advisory lock,
- * and keeps it until commit. Postgres makes a commit visible before it releases the
- * transaction's locks, so stream IDs become visible in increasing order: the highest committed
- * stream ID (`accountDataPosition`) is a position below which nothing can still appear. Readers
- * need no per-writer tracking. The cost is that account data writes are serialized across the
- * deployment (each holds the lock for one small upsert).
+ * stream ID from `account_data_stream_seq` under the stream's lock (storage/ordered-streams.ts),
+ * so the highest committed stream ID (`accountDataPosition`) is a position below which nothing
+ * can still appear.
  */
-
-/** Advisory lock key of the account data stream ('myad'); migrations use a different key. */
-const streamLockKey = 0x6d796164
 
 /** A global or per-room account data document. */
 export interface AccountDataEntry {
@@ -42,7 +37,7 @@ export interface AccountDataChanges {
  * })
  */
 export async function allocateAccountDataStreamId(trx: Transaction<Database>): Promise<bigint> {
-  await sql`SELECT pg_advisory_xact_lock(${streamLockKey})`.execute(trx)
+  await lockOrderedStream(trx, 'account_data')
   const { rows } = await sql<{ id: bigint }>`SELECT nextval('account_data_stream_seq') AS id`.execute(trx)
   const id = rows[0]?.id
   if (id === undefined) throw new Error('nextval returned no row')
@@ -96,36 +91,15 @@ export async function getAccountData(
 }
 
 /**
- * The stream's position: the highest committed stream ID of account data or push rules (1 when
- * there is none yet; the sequence starts at 2). Safe as an upper bound for readers, see above.
+ * The stream's position (storage/ordered-streams.ts): the highest committed stream ID of account
+ * data or push rules. Safe as an upper bound for readers.
  *
  * @example
  * const upTo = await accountDataPosition(db)
  * const changes = await accountDataChanges(db, userId, { after: since, upTo })
  */
-export async function accountDataPosition(db: Kysely<Database>): Promise<bigint> {
-  const { rows } = await sql<{ position: bigint }>`SELECT ${accountDataPositionSql} AS position`.execute(db)
-  return rows[0]?.position ?? 1n
-}
-
-/** `accountDataPosition` as an SQL expression, to read it in one statement with others. */
-export const accountDataPositionSql = sql<bigint>`GREATEST((SELECT max(stream_id) FROM account_data), (SELECT max(stream_id) FROM push_rules), 1)::int8`
-
-/**
- * Users whose account data or push rules changed in `(after, upTo]`, each with the newest stream
- * ID of their changes in that range (two index range scans).
- *
- * @example
- * await usersWithAccountDataChanges(db, 41n, 45n) // Map { '@a:hs' => 44n }
- */
-export async function usersWithAccountDataChanges(db: Kysely<Database>, after: bigint, upTo: bigint): Promise<Map<string, bigint>> {
-  const { rows } = await sql<{ user_id: string; newest: bigint | string }>`
-    SELECT user_id, max(stream_id) AS newest FROM (
-      SELECT user_id, stream_id FROM account_data WHERE stream_id > ${after} AND stream_id <= ${upTo}
-      UNION ALL
-      SELECT user_id, stream_id FROM push_rules WHERE stream_id > ${after} AND stream_id <= ${upTo}
-    ) changes GROUP BY user_id`.execute(db)
-  return new Map(rows.map((row) => [row.user_id, BigInt(row.newest)]))
+export function accountDataPosition(db: Kysely<Database>): Promise<bigint> {
+  return streamPosition(db, 'account_data')
 }
 
 /**

@@ -1,12 +1,12 @@
 import { sql, type Kysely } from 'kysely'
 import { setAccountData } from './account-data.js'
-import { lockEphemeralStream } from './ephemeral-stream.js'
+import { lockOrderedStream } from './ordered-streams.js'
 import type { Database } from './schema.js'
 
 /**
  * Read receipts (client-server API "Receipts"): the latest receipt per (room, type, user,
  * thread), each row carrying the stream ID of its last change in the rooms' ephemeral stream
- * (storage/ephemeral-stream.ts, which orders them for /sync).
+ * (storage/ordered-streams.ts, which orders them for /sync).
  *
  * A receipt never moves back: one for an event older (in stream order) than the user's current
  * receipt of that type and thread is accepted and changes nothing, as in Synapse.
@@ -42,7 +42,7 @@ export type ReceiptOutcome = { readonly kind: 'stored'; readonly streamId: bigin
 export async function putReceipt(db: Kysely<Database>, receipt: NewReceipt): Promise<ReceiptOutcome> {
   const data = JSON.stringify({ ts: receipt.ts, ...(receipt.threadId !== undefined && { thread_id: receipt.threadId }) })
   return db.transaction().execute(async (trx) => {
-    await lockEphemeralStream(trx)
+    await lockOrderedStream(trx, 'ephemeral')
     const { rows } = await sql<{ found: boolean; stream_id: string | null }>`
       WITH target AS (
         SELECT stream_ordering FROM events WHERE event_id = ${receipt.eventId} AND room_id = ${receipt.roomId}

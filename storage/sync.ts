@@ -1,7 +1,7 @@
 import { sql, type Kysely } from 'kysely'
-import { accountDataChanges, accountDataPositionSql, type AccountDataEntry } from './account-data.js'
-import { ephemeralPositionSql } from './ephemeral-stream.js'
+import { accountDataChanges, type AccountDataEntry } from './account-data.js'
 import { StorageError } from './errors.js'
+import { streamPositionSql } from './ordered-streams.js'
 import { receiptsForSync } from './receipts.js'
 import { toDeviceForSync, toDevicePositionSql, type ToDeviceEvent } from './to-device.js'
 import { typingForSync } from './typing.js'
@@ -35,7 +35,7 @@ import { parseRoomStreamToken, type RoomStreamToken } from './streams/room-strea
  * to-device messages.
  *
  * Consistency: every read is bounded by the `upTo` token (room events: the reader's tracker
- * token; account data: `accountDataPosition`; receipts and typing: `ephemeralPosition`), and
+ * token; account data, receipts and typing: their streams' positions, storage/ordered-streams.ts), and
  * every row below a bound is committed (the tracker guarantees it for events, each stream's lock
  * for account data and the ephemeral stream). So the
  * next sync from `upTo` sees exactly the rows after it: no event is skipped or repeated, even
@@ -115,7 +115,7 @@ export function serializeSyncToken(token: SyncToken): string {
  */
 export async function syncPositions(db: Db): Promise<StreamPositions> {
   const { rows } = await sql<{ account_data: string; ephemeral: string; to_device: string }>`
-    SELECT ${accountDataPositionSql} AS account_data, ${ephemeralPositionSql} AS ephemeral, ${toDevicePositionSql} AS to_device`.execute(db)
+    SELECT ${streamPositionSql('account_data')} AS account_data, ${streamPositionSql('ephemeral')} AS ephemeral, ${toDevicePositionSql} AS to_device`.execute(db)
   const row = rows[0]
   return { accountData: BigInt(row?.account_data ?? 1), ephemeral: BigInt(row?.ephemeral ?? 1), toDevice: BigInt(row?.to_device ?? 1) }
 }

@@ -1,4 +1,5 @@
 import { sql, type Kysely } from 'kysely'
+import { lockOrderedStream } from './ordered-streams.js'
 import type { Database } from './schema.js'
 
 /**
@@ -7,15 +8,11 @@ import type { Database } from './schema.js'
  * by syncing from a later token; acknowledged messages are deleted (`toDeviceForSync`).
  * Delivery is at least once: a client that syncs again from the same token gets them again.
  *
- * Ordering guarantee, as for account data: a sender allocates stream IDs from
- * `to_device_stream_seq` while holding one transaction-scoped advisory lock, kept until commit,
- * and records the highest in `to_device_position` in the same transaction. So stream IDs become
- * visible in increasing order, and the recorded position (never the table's max, which falls as
- * messages are deleted) is one below which nothing can still appear.
+ * Ordering guarantee (storage/ordered-streams.ts): a sender allocates stream IDs from
+ * `to_device_stream_seq` under the stream's lock and records the highest in
+ * `to_device_position` in the same transaction. So the recorded position (never the table's
+ * max, which falls as messages are deleted) is one below which nothing can still appear.
  */
-
-/** Advisory lock key of the to-device stream ('mytd'). */
-const streamLockKey = 0x6d797464
 
 /** Most messages one sync delivers to a device; the rest come with the next syncs. */
 export const toDeviceSyncLimit = 100
@@ -45,7 +42,7 @@ export async function sendToDevice(
 ): Promise<number> {
   const recipients = Object.keys(request.messages)
   return db.transaction().execute(async (trx) => {
-    await sql`SELECT pg_advisory_xact_lock(${streamLockKey})`.execute(trx)
+    await lockOrderedStream(trx, 'to_device')
     const fresh = await trx
       .insertInto('to_device_txns')
       .values({ user_id: request.sender, device_id: request.senderDevice, txn_id: request.txnId, inserted_ts: request.now })

@@ -1,10 +1,10 @@
 import { sql, type Kysely } from 'kysely'
-import { lockEphemeralStream } from './ephemeral-stream.js'
+import { lockOrderedStream } from './ordered-streams.js'
 import type { Database } from './schema.js'
 
 /**
  * Typing notifications (client-server API "Typing Notifications"): who types in which room, until
- * when. A row's stream ID (the rooms' ephemeral stream, storage/ephemeral-stream.ts) moves only
+ * when. A row's stream ID (the rooms' ephemeral stream, storage/ordered-streams.ts) moves only
  * when the room's list of typing users changes: a user starts, stops, or times out. Renewing a
  * typing user's timeout (clients do every few seconds) moves nothing, so it wakes no sync.
  *
@@ -28,7 +28,7 @@ export async function setTyping(
 ): Promise<void> {
   const { roomId, userId, now } = change
   await db.transaction().execute(async (trx) => {
-    await lockEphemeralStream(trx)
+    await lockOrderedStream(trx, 'ephemeral')
     if (!change.typing) {
       await sql`UPDATE typing SET expires_ts = 0, stream_id = nextval('receipts_stream_seq')
                 WHERE room_id = ${roomId} AND user_id = ${userId} AND expires_ts > 0`.execute(trx)
@@ -57,7 +57,7 @@ export async function expireTyping(db: Kysely<Database>, now: number): Promise<n
   const { rows } = await sql<{ due: boolean }>`SELECT EXISTS (SELECT 1 FROM typing WHERE expires_ts > 0 AND expires_ts <= ${now}::int8) AS due`.execute(db)
   if (!rows[0]?.due) return 0
   return db.transaction().execute(async (trx) => {
-    await lockEphemeralStream(trx)
+    await lockOrderedStream(trx, 'ephemeral')
     const result = await sql`UPDATE typing SET expires_ts = 0, stream_id = nextval('receipts_stream_seq')
                              WHERE expires_ts > 0 AND expires_ts <= ${now}::int8`.execute(trx)
     return Number(result.numAffectedRows ?? 0)

@@ -23,7 +23,7 @@ import { checkRoomId } from '../room-ids.js'
  * event named must be an event of the room (404 `M_NOT_FOUND`, and nothing of the request is
  * stored). A receipt or marker for an event older than the current one is accepted and changes
  * nothing. Any api process may serve these: receipts and typing are written to the database
- * under the ephemeral stream's lock (storage/ephemeral-stream.ts), and every process's /sync
+ * under the ephemeral stream's lock (storage/ordered-streams.ts), and every process's /sync
  * long-polls see them (api/position-watch.ts).
  */
 

@@ -8,7 +8,7 @@ import { toDeviceKey } from '../../storage/to-device.js'
 import { clientRoute } from '../client-route.js'
 import { createMembershipWatch } from '../membership-watch.js'
 import type { WaitOutcome } from '../user-waiters.js'
-import { accountDataStream, createPositionWatch, ephemeralStream, toDeviceStream } from '../position-watch.js'
+import { createPositionWatch, tableStream, toDeviceStream } from '../position-watch.js'
 import { invalidParam } from '../errors.js'
 import { filterSchema } from '../filter-schema.js'
 import { requireUser } from '../require-user.js'
@@ -122,8 +122,8 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
     const { db } = app.myelin
 
     const membershipWatch = createMembershipWatch({ db, tracker, log: app.myelin.log })
-    const accountDataWatch = createPositionWatch({ stream: accountDataStream(db), log: app.myelin.log })
-    const ephemeralWatch = createPositionWatch({ stream: ephemeralStream(db), log: app.myelin.log })
+    const accountDataWatch = createPositionWatch({ stream: tableStream(db, 'account_data'), log: app.myelin.log })
+    const ephemeralWatch = createPositionWatch({ stream: tableStream(db, 'ephemeral'), log: app.myelin.log })
     const toDeviceWatch = createPositionWatch({ stream: toDeviceStream(db), log: app.myelin.log })
     const roomsChangedAfter = (rooms: readonly string[], after: RoomStreamToken) => notifier.roomsChangedAfter(rooms, after)
     /**
