@@ -6,7 +6,7 @@ import { corsHeaders, installCors } from './cors.js'
 import { installErrorHandling, MatrixError, replyWithError } from './errors.js'
 import { installHttpMetrics } from './http-metrics.js'
 import { installJsonBodyParser } from './json-body.js'
-import { createPresenceStore } from './presence-store.js'
+import { createPresenceService } from './presence-service.js'
 import { createRateLimiter } from './rate-limiter.js'
 import { installRequestLogging } from './request-logging.js'
 import { accountDataRoutes } from './routes/account-data.js'
@@ -88,7 +88,7 @@ export async function buildApp(ctx: ApiContext, options: BuildAppOptions = {}): 
     }),
     clock,
     failedLogins: createRateLimiter({ ...(options.failedLoginLimit ?? { burst: 5, perSecond: 0.1 }), clock }),
-    presence: createPresenceStore(clock),
+    presence: createPresenceService({ db: ctx.db, log: ctx.log, clock, enabled: ctx.config.presence.enabled }),
   }
   app.decorate('myelin', runtime)
   app.decorateRequest('myelinRequester', null)

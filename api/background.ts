@@ -2,6 +2,7 @@ import { Gauge, type Registry, Counter } from 'prom-client'
 import type { Kysely } from 'kysely'
 import type { Logger } from '../storage/logger.js'
 import type { Database } from '../storage/schema.js'
+import { expirePresence } from '../storage/presence.js'
 import { expireTyping } from '../storage/typing.js'
 
 /** Client txn IDs are kept a day (Synapse keeps them 24 h: a retry after that is a new send). */
@@ -12,22 +13,23 @@ export const replicationRequestLifetimeMs = 60 * 60 * 1000
 export const tokenRevocationLifetimeMs = 60 * 60 * 1000
 /** Interval between housekeeping runs. */
 export const housekeepingIntervalMs = 60 * 1000
-/** Interval between sweeps for typing timeouts that ran out (storage/typing.ts). */
+/** Interval between sweeps for typing timeouts and presence connections that ran out (storage/typing.ts, storage/presence.ts). */
 export const typingSweepIntervalMs = 1000
 
 export interface BackgroundTasks {
   /** Runs every task once now (tests, and the first run at start). Returns rows deleted per task. */
   runOnce(): Promise<{ txnIds: number; replicationRequests: number }>
-  /** Runs the typing sweep once now; returns how many users stopped typing. */
-  sweepTyping(): Promise<number>
+  /** Runs the sweep once now; returns how many users stopped typing and went offline. */
+  sweep(): Promise<{ typing: number; offline: number }>
   close(): Promise<void>
 }
 
 /**
  * The housekeeping of a deployment, run by exactly one process (`run_background_tasks_on`):
  * expires client txn IDs (of sends and of to-device messages) and replication request answers, and publishes room and event counts
- * (every `intervalMs`); stops the typing of users whose timeout ran out (every
- * `typingSweepMs`). A failed run is logged and retried at the next interval.
+ * (every `intervalMs`); stops the typing of users whose timeout ran out, and sets users whose
+ * presence connection ran out offline (every `typingSweepMs`). A failed run is logged and
+ * retried at the next interval.
  *
  * @example
  * const tasks = startBackgroundTasks({ db, log, registry })
@@ -48,6 +50,7 @@ export function startBackgroundTasks(options: {
   const expired = new Counter({ name: 'myelin_background_expired_rows_total', help: 'Rows deleted by housekeeping, by table', labelNames: ['table'], registers })
   const rooms = new Gauge({ name: 'myelin_rooms', help: 'Rooms known to the deployment (at the last housekeeping run)', registers })
   const typingStopped = new Counter({ name: 'myelin_typing_timeouts_total', help: 'Typing users stopped because their timeout ran out', registers })
+  const wentOffline = new Counter({ name: 'myelin_presence_timeouts_total', help: 'Users set offline because no sync or presence update kept them connected', registers })
 
   async function runOnce() {
     const now = clock()
@@ -71,10 +74,12 @@ export function startBackgroundTasks(options: {
     return counts
   }
 
-  async function sweepTyping() {
-    const stopped = await expireTyping(db, clock())
-    typingStopped.inc(stopped)
-    return stopped
+  async function sweep() {
+    const now = clock()
+    const [typing, offline] = await Promise.all([expireTyping(db, now), expirePresence(db, now)])
+    typingStopped.inc(typing)
+    wentOffline.inc(offline)
+    return { typing, offline }
   }
 
   let running: Promise<unknown> = Promise.resolve()
@@ -82,18 +87,18 @@ export function startBackgroundTasks(options: {
     running = runOnce().catch((err: unknown) => log.warn({ err }, 'housekeeping failed; retrying at the next interval'))
   }
   let sweeping: Promise<unknown> | undefined
-  const sweep = () => {
+  const sweepTick = () => {
     // One sweep at a time: while the database is slow or down, ticks are skipped, not queued.
-    sweeping ??= sweepTyping()
-      .catch((err: unknown) => log.warn({ err }, 'typing sweep failed; retrying at the next interval'))
+    sweeping ??= sweep()
+      .catch((err: unknown) => log.warn({ err }, 'typing and presence sweep failed; retrying at the next interval'))
       .finally(() => (sweeping = undefined))
   }
-  const timers = [setInterval(tick, options.intervalMs ?? housekeepingIntervalMs), setInterval(sweep, options.typingSweepMs ?? typingSweepIntervalMs)]
+  const timers = [setInterval(tick, options.intervalMs ?? housekeepingIntervalMs), setInterval(sweepTick, options.typingSweepMs ?? typingSweepIntervalMs)]
   for (const timer of timers) timer.unref()
   tick()
   return {
     runOnce,
-    sweepTyping,
+    sweep,
     async close() {
       for (const timer of timers) clearInterval(timer)
       await Promise.all([running, sweeping])

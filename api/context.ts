@@ -5,7 +5,7 @@ import type { Requester } from '../storage/accounts.js'
 import type { Logger } from '../storage/logger.js'
 import type { Database } from '../storage/schema.js'
 import type { Authenticator } from './authenticator.js'
-import type { PresenceStore } from './presence-store.js'
+import type { PresenceService } from './presence-service.js'
 import type { RateLimiter } from './rate-limiter.js'
 
 /**
@@ -30,7 +30,7 @@ export interface ApiRuntime extends ApiContext {
   readonly clock: () => number
   /** Failed password attempts per user ID (login and user-interactive auth). */
   readonly failedLogins: RateLimiter
-  readonly presence: PresenceStore
+  readonly presence: PresenceService
 }
 
 declare module 'fastify' {

@@ -2,6 +2,7 @@ import type { Kysely } from 'kysely'
 import type { Logger } from '../storage/logger.js'
 import { streamChanges, streamPosition, type TableStream } from '../storage/ordered-streams.js'
 import type { Database } from '../storage/schema.js'
+import { presenceChanges } from '../storage/presence.js'
 import { devicesWithToDeviceChanges, toDevicePosition } from '../storage/to-device.js'
 import { createUserWaiters, type WaitOutcome } from './user-waiters.js'
 
@@ -99,4 +100,15 @@ export function tableStream(db: Kysely<Database>, stream: TableStream): PolledSt
  */
 export function toDeviceStream(db: Kysely<Database>): PolledStream {
   return { name: 'to_device', position: () => toDevicePosition(db), changes: (after, upTo) => devicesWithToDeviceChanges(db, after, upTo) }
+}
+
+/**
+ * The presence stream, keyed by the changed users and by the rooms they are joined to (a sync
+ * waits on its user and its joined rooms).
+ *
+ * @example
+ * createPositionWatch({ stream: presenceStream(db), log })
+ */
+export function presenceStream(db: Kysely<Database>): PolledStream {
+  return { name: 'presence', position: () => streamPosition(db, 'presence'), changes: (after, upTo) => presenceChanges(db, after, upTo) }
 }

@@ -8,6 +8,8 @@ export interface TtlCache<V> {
   get(key: string): V | undefined
   /** Sets `key` with a fresh lifetime; it becomes the newest entry. */
   set(key: string, value: V): void
+  /** Drops `key`. */
+  delete(key: string): void
   /** Drops every entry whose value matches. */
   deleteWhere(matches: (value: V) => boolean): void
 }
@@ -38,6 +40,9 @@ export function createTtlCache<V>(options: { ttlMs: number; maxEntries: number; 
         if (!oldest.done) entries.delete(oldest.value)
       }
       entries.set(key, { value, expiresAt: options.clock() + options.ttlMs })
+    },
+    delete(key) {
+      entries.delete(key)
     },
     deleteWhere(matches) {
       for (const [key, { value }] of entries) if (matches(value)) entries.delete(key)

@@ -75,6 +75,8 @@ const configSchema = z
         shared_secret: z.string().min(16).optional(),
       })
       .default({ enabled: true }),
+    /** Presence (storage/presence.ts); large deployments often turn it off to save its writes. */
+    presence: z.strictObject({ enabled: z.boolean().default(true) }).default({ enabled: true }),
     log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     persister: z
       .strictObject({

@@ -7,7 +7,8 @@ import type { Database } from './schema.js'
  *   keyed by user;
  * - `ephemeral`: read receipts and typing (storage/receipts.ts, storage/typing.ts), keyed by
  *   room; both take their stream IDs from `receipts_stream_seq`;
- * - `to_device`: messages to devices (storage/to-device.ts), whose position is a stored row.
+ * - `to_device`: messages to devices (storage/to-device.ts), whose position is a stored row;
+ * - `presence`: users' presence (storage/presence.ts), keyed by user.
  *
  * Ordering guarantee: any process may write, but a writer allocates its stream ID (`nextval`)
  * while holding the stream's transaction-scoped advisory lock (`lockOrderedStream`), kept until
@@ -16,10 +17,10 @@ import type { Database } from './schema.js'
  * which nothing can still appear, and readers need no per-writer tracking. The cost is that
  * each stream's writes are serialized across the deployment (one short transaction each).
  */
-export type OrderedStream = 'account_data' | 'ephemeral' | 'to_device'
+export type OrderedStream = 'account_data' | 'ephemeral' | 'to_device' | 'presence'
 
-/** Advisory lock keys ('myad', 'myrc', 'mytd'); migrations use another. */
-const lockKeys: Record<OrderedStream, number> = { account_data: 0x6d796164, ephemeral: 0x6d797263, to_device: 0x6d797464 }
+/** Advisory lock keys ('myad', 'myrc', 'mytd', 'mypr'); migrations use another. */
+const lockKeys: Record<OrderedStream, number> = { account_data: 0x6d796164, ephemeral: 0x6d797263, to_device: 0x6d797464, presence: 0x6d797072 }
 
 /** The streams whose rows stay in their tables: position and changes come from the rows. */
 export type TableStream = Exclude<OrderedStream, 'to_device'>
@@ -27,6 +28,7 @@ export type TableStream = Exclude<OrderedStream, 'to_device'>
 const streamTables: Record<TableStream, { readonly tables: readonly (keyof Database)[]; readonly key: string }> = {
   account_data: { tables: ['account_data', 'push_rules'], key: 'user_id' },
   ephemeral: { tables: ['receipts', 'typing'], key: 'room_id' },
+  presence: { tables: ['presence'], key: 'user_id' },
 }
 
 /**
@@ -67,7 +69,7 @@ export async function streamPosition(db: Kysely<Database>, stream: TableStream):
 }
 
 /**
- * The keys (users for account data, rooms for the ephemeral stream) with changes in
+ * The keys (users for account data and presence, rooms for the ephemeral stream) with changes in
  * `(after, upTo]`, each with the newest stream ID of its changes (one index range scan per table).
  *
  * @example

@@ -33,6 +33,7 @@ export interface Database {
   push_rules: PushRulesTable
   receipts: ReceiptsTable
   typing: TypingTable
+  presence: PresenceTable
   device_inbox: DeviceInboxTable
   to_device_position: ToDevicePositionTable
   to_device_txns: ToDeviceTxnsTable
@@ -221,6 +222,15 @@ export interface TypingTable {
   user_id: string
   /** 0: not typing. */
   expires_ts: Int8
+  stream_id: Int8
+}
+
+export interface PresenceTable {
+  user_id: string
+  state: 'online' | 'unavailable' | 'offline'
+  status_msg: string | null
+  last_active_ts: Int8
+  online_until_ts: Int8
   stream_id: Int8
 }
 

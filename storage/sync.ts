@@ -2,6 +2,7 @@ import { sql, type Kysely } from 'kysely'
 import { accountDataChanges, type AccountDataEntry } from './account-data.js'
 import { StorageError } from './errors.js'
 import { streamPositionSql } from './ordered-streams.js'
+import { presenceForSync, type PresenceEvent } from './presence.js'
 import { receiptsForSync } from './receipts.js'
 import { toDeviceForSync, toDevicePositionSql, type ToDeviceEvent } from './to-device.js'
 import { typingForSync } from './typing.js'
@@ -62,6 +63,7 @@ export interface StreamPositions {
   /** Receipts and typing. */
   readonly ephemeral: bigint
   readonly toDevice: bigint
+  readonly presence: bigint
 }
 
 /** A `/sync` position: the room event stream and the other streams'. */
@@ -69,24 +71,28 @@ export interface SyncToken extends StreamPositions {
   readonly room: RoomStreamToken
 }
 
-/** A parsed `since`: tokens of earlier versions (two or three parts) lack the newer positions. */
-export type ParsedSyncToken = Omit<SyncToken, 'ephemeral' | 'toDevice'> & { readonly ephemeral: bigint | undefined; readonly toDevice: bigint | undefined }
+/** A parsed `since`: tokens of earlier versions (two to four parts) lack the newer positions. */
+export type ParsedSyncToken = Omit<SyncToken, 'ephemeral' | 'toDevice' | 'presence'> & {
+  readonly ephemeral: bigint | undefined
+  readonly toDevice: bigint | undefined
+  readonly presence: bigint | undefined
+}
 
 /**
- * Parses a `next_batch` token: `<room token>_<account data>_<ephemeral>_<to-device>` (the room
- * token a live or vector token, which contains no `_`; the others stream positions). The two-
- * and three-part forms of earlier versions are accepted, without the positions they lack.
+ * Parses a `next_batch` token: `<room token>_<account data>_<ephemeral>_<to-device>_<presence>`
+ * (the room token a live or vector token, which contains no `_`; the others stream positions).
+ * The two- to four-part forms of earlier versions are accepted, without the positions they lack.
  *
  * @throws StorageError `ES_INVALID_TOKEN` on any other shape.
  * @example
- * parseSyncToken('m100~1.105_7_3_9') // { room: m100~1.105, accountData: 7n, ephemeral: 3n, toDevice: 9n }
+ * parseSyncToken('m100~1.105_7_3_9_4') // { room: m100~1.105, accountData: 7n, ephemeral: 3n, toDevice: 9n, presence: 4n }
  */
 export function parseSyncToken(text: string): ParsedSyncToken {
   const parts = text.split('_')
-  if (parts.length < 2 || parts.length > 4) {
-    throw new StorageError('ES_INVALID_TOKEN', 'sync token must look like <room token>_<account data>_<ephemeral>_<to-device position>')
+  if (parts.length < 2 || parts.length > 5) {
+    throw new StorageError('ES_INVALID_TOKEN', 'sync token must look like <room token>_<account data>_<ephemeral>_<to-device>_<presence position>')
   }
-  const [roomText, accountText, ephemeralText, toDeviceText] = parts as [string, string, string | undefined, string | undefined]
+  const [roomText, accountText, ephemeralText, toDeviceText, presenceText] = parts as [string, string, string | undefined, string | undefined, string | undefined]
   const room = parseRoomStreamToken(roomText)
   if (room.isHistoric) throw new StorageError('ES_INVALID_TOKEN', 'sync token cannot carry a historic (t) room position')
   const position = (text: string | undefined, what: string) => {
@@ -94,30 +100,42 @@ export function parseSyncToken(text: string): ParsedSyncToken {
     if (!/^(0|[1-9][0-9]{0,17})$/.test(text)) throw new StorageError('ES_INVALID_TOKEN', `${what} position of sync token is not a canonical integer`)
     return BigInt(text)
   }
-  return { room, accountData: position(accountText, 'account data')!, ephemeral: position(ephemeralText, 'ephemeral'), toDevice: position(toDeviceText, 'to-device') }
+  return {
+    room,
+    accountData: position(accountText, 'account data')!,
+    ephemeral: position(ephemeralText, 'ephemeral'),
+    toDevice: position(toDeviceText, 'to-device'),
+    presence: position(presenceText, 'presence'),
+  }
 }
 
 /**
  * The text form of a sync token (see `parseSyncToken`).
  *
  * @example
- * serializeSyncToken({ room: RoomStreamToken.live(5n), accountData: 2n, ephemeral: 1n, toDevice: 1n }) // 's5_2_1_1'
+ * serializeSyncToken({ room: RoomStreamToken.live(5n), accountData: 2n, ephemeral: 1n, toDevice: 1n, presence: 3n }) // 's5_2_1_1_3'
  */
 export function serializeSyncToken(token: SyncToken): string {
-  return `${token.room.toString()}_${token.accountData}_${token.ephemeral}_${token.toDevice}`
+  return `${token.room.toString()}_${token.accountData}_${token.ephemeral}_${token.toDevice}_${token.presence}`
 }
 
 /**
  * The positions of the streams besides room events, in one statement.
  *
  * @example
- * await syncPositions(db) // { accountData: 7n, ephemeral: 3n, toDevice: 1n }
+ * await syncPositions(db) // { accountData: 7n, ephemeral: 3n, toDevice: 1n, presence: 5n }
  */
 export async function syncPositions(db: Db): Promise<StreamPositions> {
-  const { rows } = await sql<{ account_data: string; ephemeral: string; to_device: string }>`
-    SELECT ${streamPositionSql('account_data')} AS account_data, ${streamPositionSql('ephemeral')} AS ephemeral, ${toDevicePositionSql} AS to_device`.execute(db)
+  const { rows } = await sql<{ account_data: string; ephemeral: string; to_device: string; presence: string }>`
+    SELECT ${streamPositionSql('account_data')} AS account_data, ${streamPositionSql('ephemeral')} AS ephemeral,
+           ${toDevicePositionSql} AS to_device, ${streamPositionSql('presence')} AS presence`.execute(db)
   const row = rows[0]
-  return { accountData: BigInt(row?.account_data ?? 1), ephemeral: BigInt(row?.ephemeral ?? 1), toDevice: BigInt(row?.to_device ?? 1) }
+  return {
+    accountData: BigInt(row?.account_data ?? 1),
+    ephemeral: BigInt(row?.ephemeral ?? 1),
+    toDevice: BigInt(row?.to_device ?? 1),
+    presence: BigInt(row?.presence ?? 1),
+  }
 }
 
 /** The parts of a sync filter (client-server API "Filtering") /sync applies. */
@@ -135,6 +153,8 @@ export interface SyncFilter {
   readonly roomAccountData: EventFilter
   /** Of the rooms' ephemeral events (`m.typing`, `m.receipt`). */
   readonly ephemeral: EventFilter
+  /** Of the `m.presence` events. */
+  readonly presence: EventFilter
 }
 
 /** Default timeline limit, and the largest a filter may ask for. */
@@ -163,6 +183,7 @@ export function parseSyncFilter(json: Record<string, unknown> | undefined): Sync
     accountData: parseEventFilter(json?.['account_data']),
     roomAccountData: parseEventFilter(room['account_data']),
     ephemeral: parseEventFilter(room['ephemeral']),
+    presence: parseEventFilter(json?.['presence']),
   }
 }
 
@@ -177,6 +198,8 @@ export interface SyncQuery {
   readonly fullState: boolean
   readonly filter: SyncFilter
   readonly now: number
+  /** Whether the deployment keeps presence (config `presence.enabled`); default true. */
+  readonly presence?: boolean
   /**
    * A superset of the rooms among `rooms` with events after `since` up to `upTo.room`, when the
    * caller knows it without a query (api: the notifier's recent advances); undefined: unknown,
@@ -198,6 +221,8 @@ export interface SyncData {
   readonly accountData: JsonObject[]
   /** The device's to-device messages. */
   readonly toDevice: ToDeviceEvent[]
+  /** `m.presence` events of the user and of those sharing a room with them. */
+  readonly presence: PresenceEvent[]
   /** True when nothing is new (a long-poll may wait). */
   readonly empty: boolean
   /** Rooms the user is joined to at `upTo` (what a long-poll waits on). */
@@ -278,7 +303,7 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
     })
   const withEvents = q.fullState ? incrementalRooms : incrementalRooms.filter((roomId) => active.has(roomId))
   const ephemeralRooms = { everything: fullRooms, changedOnly: incrementalRooms, after: since?.ephemeral, upTo: streams.ephemeral }
-  const [accountData, receipts, typing, deviceMessages] = await Promise.all([
+  const [accountData, receipts, typing, deviceMessages, presence] = await Promise.all([
     accountDataChanges(db, q.userId, { ...(since && { after: since.accountData }), upTo: streams.accountData }),
     receiptsForSync(db, q.userId, ephemeralRooms),
     typingForSync(db, { ...ephemeralRooms, now: q.now }),
@@ -286,6 +311,7 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
     q.deviceId === undefined
       ? { events: [], upTo: streams.toDevice }
       : toDeviceForSync(db, { userId: q.userId, deviceId: q.deviceId, after: since?.toDevice ?? 0n, upTo: streams.toDevice }),
+    q.presence === false ? [] : presenceForSync(db, q.userId, { after: since?.presence, upTo: streams.presence, now: q.now }),
     readSections([...fullRooms.map((roomId) => [roomId, undefined] as const), ...withEvents.map((roomId) => [roomId, since] as const)]),
   ])
   const roomAccountData = (roomId: string) => filterEntries(accountData.rooms.get(roomId) ?? [], q.filter.roomAccountData)
@@ -330,9 +356,18 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
   }
 
   const globalAccountData = filterEntries(accountData.global, q.filter.accountData)
-  const upTo: SyncToken = { room: q.upTo.room, accountData: streams.accountData, ephemeral: streams.ephemeral, toDevice: deviceMessages.upTo }
-  const empty = Object.keys(join).length + Object.keys(invite).length + Object.keys(leave).length + globalAccountData.length + deviceMessages.events.length === 0
-  return { rooms: { join, invite, leave }, accountData: globalAccountData, toDevice: deviceMessages.events, empty, joinedRooms, upTo }
+  const presenceFilter = q.filter.presence
+  const presenceEvents = presence.filter(
+    (e) =>
+      (presenceFilter.types === undefined || typeMatches(presenceFilter.types, e.type)) &&
+      !typeMatches(presenceFilter.notTypes, e.type) &&
+      (presenceFilter.senders === undefined || presenceFilter.senders.includes(e.sender)) &&
+      !presenceFilter.notSenders.includes(e.sender),
+  )
+  const upTo: SyncToken = { room: q.upTo.room, accountData: streams.accountData, ephemeral: streams.ephemeral, toDevice: deviceMessages.upTo, presence: streams.presence }
+  const empty =
+    Object.keys(join).length + Object.keys(invite).length + Object.keys(leave).length + globalAccountData.length + deviceMessages.events.length + presenceEvents.length === 0
+  return { rooms: { join, invite, leave }, accountData: globalAccountData, toDevice: deviceMessages.events, presence: presenceEvents, empty, joinedRooms, upTo }
 }
 
 /** Rooms whose sections one sync reads at once (each holds a pooled connection per query). */

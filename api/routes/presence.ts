@@ -1,12 +1,14 @@
 import type { FastifyPluginAsync } from 'fastify'
 import { clientRoute } from '../client-route.js'
 import { forbidden } from '../errors.js'
-import type { PresenceState } from '../presence-store.js'
+import type { PresenceState } from '../presence-service.js'
 import { requireUser } from '../require-user.js'
+import { checkUserId } from '../room-ids.js'
 
 /**
- * `GET|PUT /presence/{userId}/status`, over the process-local presence store
- * (api/presence-store.ts). Only the user sets their own presence.
+ * `GET|PUT /presence/{userId}/status`, over the deployment's shared presence
+ * (api/presence-service.ts). Only the user sets their own presence; another user's is readable
+ * by those who share a joined room with them (403 otherwise, as Synapse answers).
  */
 
 const params = { type: 'object', required: ['userId'], properties: { userId: { type: 'string', minLength: 1, maxLength: 255 } } } as const
@@ -20,8 +22,10 @@ export const presenceRoutes: FastifyPluginAsync = async (app) => {
     versions: ['v3', 'r0', 'api/v1'],
     schema: { params },
     handler: async (request) => {
-      await requireUser(request)
-      return presence.get(request.params.userId)
+      const { userId: observer } = await requireUser(request)
+      const status = await presence.statusOf(checkUserId(request.params.userId), observer)
+      if (status === undefined) throw forbidden('You are not allowed to see their presence')
+      return status
     },
   })
 
@@ -40,7 +44,7 @@ export const presenceRoutes: FastifyPluginAsync = async (app) => {
     handler: async (request) => {
       const { userId } = await requireUser(request)
       if (request.params.userId !== userId) throw forbidden('Cannot set presence of other users')
-      presence.set(userId, request.body.presence, request.body.status_msg)
+      await presence.set(userId, request.body.presence, request.body.status_msg)
       return {}
     },
   })

@@ -61,7 +61,9 @@ export function roomWriteRoutes(services: RoomServices): FastifyPluginAsync {
     /** Persists `events` in order through the room's persister; its refusals become Matrix errors. */
     async function send(roomId: string, events: readonly NewEvent[]): Promise<PersistedEvent[]> {
       try {
-        return await services.sender.send({ requestId: randomUUID(), roomId, events })
+        const persisted = await services.sender.send({ requestId: randomUUID(), roomId, events })
+        for (const sender of new Set(events.map((event) => event.sender))) app.myelin.presence.active(sender)
+        return persisted
       } catch (err) {
         if (err instanceof RejectedEventError && err.code === 'ES_FORBIDDEN') throw forbidden(err.reason)
         if (err instanceof RejectedEventError && err.code === 'ES_ROOM_NOT_FOUND') throw notFound(`Unknown room ${roomId}`)

@@ -8,7 +8,8 @@ import { toDeviceKey } from '../../storage/to-device.js'
 import { clientRoute } from '../client-route.js'
 import { createMembershipWatch } from '../membership-watch.js'
 import type { WaitOutcome } from '../user-waiters.js'
-import { createPositionWatch, tableStream, toDeviceStream } from '../position-watch.js'
+import type { PresenceState } from '../presence-service.js'
+import { createPositionWatch, presenceStream, tableStream, toDeviceStream } from '../position-watch.js'
 import { invalidParam } from '../errors.js'
 import { filterSchema } from '../filter-schema.js'
 import { requireUser } from '../require-user.js'
@@ -16,12 +17,14 @@ import type { RoomServices } from '../room-services.js'
 
 /**
  * `GET /sync` (client-server API): `since`, `timeout` (ms), `full_state`, `filter` (an uploaded
- * filter's ID or inline JSON), `set_presence` (accepted, ignored). The data comes from
- * storage/sync.ts; this file handles tokens and the long-poll.
+ * filter's ID or inline JSON), `set_presence` (absent: `online`; a syncing user is marked
+ * online, or idle with `unavailable`, and kept connected, api/presence-service.ts). The data
+ * comes from storage/sync.ts; this file handles tokens and the long-poll.
  *
- * `next_batch` is `<room token>_<account data position>_<ephemeral position>` (storage/sync.ts
- * `parseSyncToken`; malformed: 400 `M_INVALID_PARAM`; the two-part tokens of earlier versions
- * are taken as "no receipts or typing since now"). A `since` from the future is clamped to what was ever
+ * `next_batch` is `<room token>_<account data>_<ephemeral>_<to-device>_<presence position>`
+ * (storage/sync.ts `parseSyncToken`; malformed: 400 `M_INVALID_PARAM`; the shorter tokens of
+ * earlier versions are taken as "no receipts, typing or presence changes before now", and
+ * "every to-device message still waiting"). A `since` from the future is clamped to what was ever
  * allocated; one this process's tracker does not cover yet is waited for at most
  * `sinceWaitMs`, then the answer is empty with the same `since` (as Synapse).
  *
@@ -29,8 +32,9 @@ import type { RoomServices } from '../room-services.js'
  * notifier: on the user's joined rooms, and on any room for a change of the user's own
  * membership (an invite to a new room), which one process-wide `MembershipWatch` reads once
  * per advance for all waiting syncs (api/membership-watch.ts), on the user's account data and
- * on receipts and typing in their joined rooms (set through any process; api/position-watch.ts polls each
- * stream every 250 ms while syncs wait).
+ * on receipts and typing in their joined rooms, on their device's to-device messages, and on the
+ * presence of the users they share a room with (set through any process; api/position-watch.ts
+ * polls each stream every 250 ms while syncs wait).
  * A client that disconnects aborts the wait.
  */
 
@@ -107,7 +111,7 @@ interface SyncQuerystring {
   timeout?: string
   full_state?: string
   filter?: string
-  set_presence?: string
+  set_presence?: PresenceState
 }
 
 /**
@@ -125,11 +129,13 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
     const accountDataWatch = createPositionWatch({ stream: tableStream(db, 'account_data'), log: app.myelin.log })
     const ephemeralWatch = createPositionWatch({ stream: tableStream(db, 'ephemeral'), log: app.myelin.log })
     const toDeviceWatch = createPositionWatch({ stream: toDeviceStream(db), log: app.myelin.log })
+    const presenceWatch = createPositionWatch({ stream: presenceStream(db), log: app.myelin.log })
+    const { presence } = app.myelin
     const roomsChangedAfter = (rooms: readonly string[], after: RoomStreamToken) => notifier.roomsChangedAfter(rooms, after)
     /**
      * Waits for news for `userId` after `after`: their rooms or their membership anywhere
-     * (`advanced`), their account data, their rooms' receipts and typing, or messages to their
-     * device (`streams`).
+     * (`advanced`), their account data, their rooms' receipts and typing, messages to their
+     * device, or the presence of themselves or of their rooms' members (`streams`).
      */
     const waitForNews = async (userId: string, deviceId: string | undefined, rooms: readonly string[], after: SyncToken, timeoutMs: number, signal: AbortSignal) => {
       const stop = new AbortController()
@@ -142,6 +148,7 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
           accountDataWatch.wait(userId, after.accountData, timeoutMs, stop.signal).then(streamsOutcome),
           ephemeralWatch.wait(rooms, after.ephemeral, timeoutMs, stop.signal).then(streamsOutcome),
           ...(deviceId === undefined ? [] : [toDeviceWatch.wait(toDeviceKey(userId, deviceId), after.toDevice, timeoutMs, stop.signal).then(streamsOutcome)]),
+          ...(presence.enabled ? [presenceWatch.wait([userId, ...rooms], after.presence, timeoutMs, stop.signal).then(streamsOutcome)] : []),
         ])
       } finally {
         signal.removeEventListener('abort', onAbort)
@@ -170,6 +177,7 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
         const filter = parseSyncFilter(await filterParam(db, userId, query.filter, filterSchema))
         const timeoutMs = Math.min(Number(query.timeout ?? '0'), maxSyncTimeoutMs)
         const fullState = query.full_state === 'true'
+        await presence.syncing(userId, query.set_presence, timeoutMs)
         const closed = new AbortController()
         reply.raw.on('close', () => {
           if (!reply.raw.writableFinished) closed.abort()
@@ -186,10 +194,11 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
           since = {
             room,
             accountData: atMost(parsed.accountData, streams.accountData),
-            // Tokens of earlier versions: no receipts or typing from before now, and every
-            // message still waiting for the device (they are deleted only once seen).
+            // Tokens of earlier versions: no receipts, typing or presence changes from before
+            // now, and every message still waiting for the device (deleted only once seen).
             ephemeral: atMost(parsed.ephemeral ?? streams.ephemeral, streams.ephemeral),
             toDevice: atMost(parsed.toDevice ?? 0n, streams.toDevice),
+            presence: atMost(parsed.presence ?? streams.presence, streams.presence),
           }
           if (!(await tracker.waitFor(room, sinceWaitMs))) {
             request.log.warn('sync token not covered by this process in time: empty answer')
@@ -208,6 +217,7 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
             fullState,
             filter,
             now: request.server.myelin.clock(),
+            presence: presence.enabled,
             roomsChangedAfter,
             ...(joinedEarlier && { joinedEarlier }),
           })
@@ -222,6 +232,7 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
           ...emptyResponse(serializeSyncToken(data.upTo)),
           account_data: { events: data.accountData },
           to_device: { events: data.toDevice },
+          presence: { events: data.presence },
           rooms: { ...data.rooms, knock: {} },
         }
       },

@@ -3,7 +3,7 @@ import { accountDataChanges, accountDataPosition } from '../../../storage/accoun
 import { startApi, v3, type ApiHarness, type Session } from './api-harness.js'
 import { countingQueries } from '../../support/db.js'
 
-describe('api start-up endpoints (account data, filters, push rules, profile, presence)', function () {
+describe('api start-up endpoints (account data, filters, push rules, profile)', function () {
   this.timeout(60_000)
   let h: ApiHarness
   let alice: Session
@@ -211,20 +211,6 @@ describe('api start-up endpoints (account data, filters, push rules, profile, pr
       expect([long.statusCode, long.json().errcode]).to.deep.equal([400, 'M_BAD_JSON'])
       const anonymous = await h.call('PUT', `${v3}/profile/${enc(bob.user_id)}/displayname`, { body: { displayname: 'x' } })
       expect(anonymous.statusCode).to.equal(401)
-    })
-  })
-
-  describe('presence', () => {
-    it('should set and read presence; others cannot set it', async () => {
-      const url = `${v3}/presence/${enc(alice.user_id)}/status`
-      expect((await h.call('GET', url, { token: bob.access_token })).json()).to.deep.equal({ presence: 'offline' })
-      expect((await h.call('PUT', url, { token: alice.access_token, body: { presence: 'online', status_msg: 'hi' } })).statusCode).to.equal(200)
-      const status = (await h.call('GET', url, { token: bob.access_token })).json()
-      expect(status).to.include({ presence: 'online', status_msg: 'hi', currently_active: true })
-      const other = await h.call('PUT', url, { token: bob.access_token, body: { presence: 'offline' } })
-      expect([other.statusCode, other.json().errcode]).to.deep.equal([403, 'M_FORBIDDEN'])
-      const bad = await h.call('PUT', url, { token: alice.access_token, body: { presence: 'asleep' } })
-      expect([bad.statusCode, bad.json().errcode]).to.deep.equal([400, 'M_BAD_JSON'])
     })
   })
 })

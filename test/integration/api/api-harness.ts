@@ -51,6 +51,8 @@ export const v3 = '/_matrix/client/v3'
 export async function startApi(
   options: {
     registration?: Record<string, unknown>
+    /** More configuration (top-level keys replace the defaults'). */
+    config?: Record<string, unknown>
     plugins?: FastifyPluginAsync[]
     roomRoutes?: (services: RoomServices) => FastifyPluginAsync[]
   } & Omit<BuildAppOptions, 'logger' | 'plugins'> = {},
@@ -62,6 +64,7 @@ export async function startApi(
     replication_secret: 'replication-secret-0123456789',
     signing_key: 'ed25519 a1 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=',
     registration: options.registration ?? { enabled: true, shared_secret: sharedSecret },
+    ...options.config,
   })
   const logs: string[] = []
   const sink = new Writable({
@@ -72,7 +75,7 @@ export async function startApi(
   })
   const log = pino({ level: 'trace', redact: { paths: redactPaths, censor: '[redacted]' } }, sink)
   const metrics = new Registry()
-  const { registration: _r, roomRoutes, ...appOptions } = options
+  const { registration: _r, config: _c, roomRoutes, ...appOptions } = options
   const proc = roomRoutes === undefined ? undefined : await startProcess(config, { log, registry: metrics, database: t, roomRoutes })
   const app = proc?.clientApp ?? (await buildApp({ config, db: t.db, log, metrics }, appOptions))
 

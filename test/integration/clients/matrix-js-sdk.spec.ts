@@ -219,7 +219,7 @@ describe('matrix-js-sdk against a myelin cluster', function () {
     expect(unexpectedErrors(cluster), 'error answers the SDK met').to.deep.equal([])
   })
 
-  it("read receipts, the fully read marker, to-device messages and typing between two clients", async () => {
+  it("read receipts, the fully read marker, to-device messages, typing and presence between two clients", async () => {
     const [carolSession, daveSession] = [await register(base, 'carol'), await register(base, 'dave')]
     const carol = await startSdkClient(base, carolSession)
     const dave = await startSdkClient(base, daveSession)
@@ -260,6 +260,12 @@ describe('matrix-js-sdk against a myelin cluster', function () {
     await eventually('carol sees dave typing', () => daveAsCarolSees()?.typing === true)
     await dave.sendTyping(roomId, false, 0)
     await eventually('carol sees dave stop typing', () => daveAsCarolSees()?.typing === false)
+
+    // Presence: syncing made dave online; carol sees him go idle with a status message.
+    await eventually('carol sees dave online', () => carol.getUser(daveSession.user_id)?.presence === 'online')
+    await dave.setPresence({ presence: 'unavailable', status_msg: 'away' })
+    await eventually('carol sees dave idle', () => carol.getUser(daveSession.user_id)?.presence === 'unavailable')
+    expect(carol.getUser(daveSession.user_id)?.presenceStatusMsg).to.equal('away')
 
     expect(unexpectedErrors(cluster), 'error answers the SDK met').to.deep.equal([])
   })

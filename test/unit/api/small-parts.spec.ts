@@ -1,6 +1,5 @@
 import { expect } from 'chai'
 import { jsonProblem, maxJsonDepth } from '../../../api/json-body.js'
-import { createPresenceStore } from '../../../api/presence-store.js'
 import { createRateLimiter } from '../../../api/rate-limiter.js'
 import { redactUrl } from '../../../api/request-logging.js'
 import { createTtlCache } from '../../../api/ttl-cache.js'
@@ -115,17 +114,6 @@ describe('api small parts', () => {
       expect(limiter.retryAfterMs('u')).to.equal(1000)
       now = 2000
       expect(limiter.retryAfterMs('u')).to.equal(0)
-    })
-  })
-
-  describe('createPresenceStore', () => {
-    it('should default to offline and report how long ago a status was set', () => {
-      let now = 1000
-      const presence = createPresenceStore(() => now)
-      expect(presence.get('@a:hs')).to.deep.equal({ presence: 'offline' })
-      presence.set('@a:hs', 'unavailable', 'away')
-      now = 1500
-      expect(presence.get('@a:hs')).to.deep.equal({ presence: 'unavailable', status_msg: 'away', last_active_ago: 500, currently_active: false })
     })
   })
 
