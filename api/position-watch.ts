@@ -1,9 +1,10 @@
 import type { Kysely } from 'kysely'
 import type { Logger } from '../storage/logger.js'
-import { streamChanges, streamPosition, type TableStream } from '../storage/ordered-streams.js'
+import { streamChanges } from '../storage/ordered-streams.js'
 import type { Database } from '../storage/schema.js'
 import { presenceChanges } from '../storage/presence.js'
-import { devicesWithToDeviceChanges, toDevicePosition } from '../storage/to-device.js'
+import { syncPositions, type StreamPositions } from '../storage/sync.js'
+import { devicesWithToDeviceChanges } from '../storage/to-device.js'
 import { createUserWaiters, type WaitOutcome } from './user-waiters.js'
 
 export interface PositionWatch {
@@ -26,12 +27,12 @@ export interface PolledStream {
 
 /**
  * Wakes long-polling syncs when a polled stream changes for them (written through any
- * process). While any sync waits, one poll per `intervalMs` (default 250) reads the stream's
- * position and, when it moved, which keys changed: one indexed query per process and
- * interval, whatever the number of waiting syncs or the transport.
+ * process). While any sync waits, one poll per `intervalMs` (default 250, at its multiples)
+ * reads the stream's position and, when it moved, which keys changed: one indexed query per
+ * process and interval, whatever the number of waiting syncs or the transport.
  *
  * @example
- * const watch = createPositionWatch({ stream: tableStream(db, 'account_data'), log })
+ * const watch = createPositionWatch({ stream: syncStreams(db).accountData, log })
  * await watch.wait(userId, since.accountData, 30_000, signal)
  */
 export function createPositionWatch(options: { stream: PolledStream; log: Logger; intervalMs?: number }): PositionWatch {
@@ -44,6 +45,8 @@ export function createPositionWatch(options: { stream: PolledStream; log: Logger
   /** The oldest `after` of waiters that came since the last poll started: read from there. */
   let rescanFrom: bigint | undefined
   let timer: NodeJS.Timeout | undefined
+  /** Polls happen at multiples of the interval, so the watches of a process poll together. */
+  const untilNextPoll = () => intervalMs - (Date.now() % intervalMs)
 
   async function poll(): Promise<void> {
     timer = undefined
@@ -65,7 +68,7 @@ export function createPositionWatch(options: { stream: PolledStream; log: Logger
       if (from !== undefined && (rescanFrom === undefined || from < rescanFrom)) rescanFrom = from
       log.warn({ err }, 'could not read stream changes')
     }
-    if (waiters.size > 0) timer ??= setTimeout(() => void poll(), intervalMs)
+    if (waiters.size > 0) timer ??= setTimeout(() => void poll(), untilNextPoll())
     else last = rescanFrom = undefined
   }
 
@@ -75,40 +78,43 @@ export function createPositionWatch(options: { stream: PolledStream; log: Logger
       // The next poll reads from this waiter's position on, so a change after `after` is seen
       // whether it landed before or after this call.
       if (rescanFrom === undefined || after < rescanFrom) rescanFrom = after
-      if (waiters.size > 0) timer ??= setTimeout(() => void poll(), intervalMs)
+      if (waiters.size > 0) timer ??= setTimeout(() => void poll(), untilNextPoll())
       return outcome
     },
   }
 }
 
-/**
- * A table stream (storage/ordered-streams.ts): account data and push rules keyed by user, or the
- * rooms' ephemeral stream (receipts and typing) keyed by room.
- *
- * @example
- * createPositionWatch({ stream: tableStream(db, 'ephemeral'), log })
- */
-export function tableStream(db: Kysely<Database>, stream: TableStream): PolledStream {
-  return { name: stream, position: () => streamPosition(db, stream), changes: (after, upTo) => streamChanges(db, stream, after, upTo) }
-}
+/** The streams besides room events a sync waits on, each as a watch polls it. */
+export type SyncStreams = { readonly [K in keyof StreamPositions]: PolledStream }
 
 /**
- * The to-device stream, keyed by device (`toDeviceKey`).
+ * The sync streams as watches poll them: account data (keyed by user), the rooms' ephemeral
+ * stream (receipts and typing, by room), to-device (by device, `toDeviceKey`) and presence (by
+ * the changed users and the rooms they are in).
+ *
+ * Their positions come from one statement (`syncPositions`): the watches poll on the same grid
+ * of instants, and the reads that coincide share one query, so a process polls once per
+ * interval whatever the number of streams.
  *
  * @example
- * createPositionWatch({ stream: toDeviceStream(db), log })
+ * const streams = syncStreams(db)
+ * createPositionWatch({ stream: streams.presence, log })
  */
-export function toDeviceStream(db: Kysely<Database>): PolledStream {
-  return { name: 'to_device', position: () => toDevicePosition(db), changes: (after, upTo) => devicesWithToDeviceChanges(db, after, upTo) }
-}
-
-/**
- * The presence stream, keyed by the changed users and by the rooms they are joined to (a sync
- * waits on its user and its joined rooms).
- *
- * @example
- * createPositionWatch({ stream: presenceStream(db), log })
- */
-export function presenceStream(db: Kysely<Database>): PolledStream {
-  return { name: 'presence', position: () => streamPosition(db, 'presence'), changes: (after, upTo) => presenceChanges(db, after, upTo) }
+export function syncStreams(db: Kysely<Database>): SyncStreams {
+  let inFlight: Promise<StreamPositions> | undefined
+  const positions = () => {
+    inFlight ??= syncPositions(db).finally(() => (inFlight = undefined))
+    return inFlight
+  }
+  const stream = (name: keyof StreamPositions, label: string, changes: PolledStream['changes']): PolledStream => ({
+    name: label,
+    position: async () => (await positions())[name],
+    changes,
+  })
+  return {
+    accountData: stream('accountData', 'account_data', (after, upTo) => streamChanges(db, 'account_data', after, upTo)),
+    ephemeral: stream('ephemeral', 'ephemeral', (after, upTo) => streamChanges(db, 'ephemeral', after, upTo)),
+    toDevice: stream('toDevice', 'to_device', (after, upTo) => devicesWithToDeviceChanges(db, after, upTo)),
+    presence: stream('presence', 'presence', (after, upTo) => presenceChanges(db, after, upTo)),
+  }
 }

@@ -70,18 +70,7 @@ export async function sendToDevice(
   })
 }
 
-/**
- * The stream's position: the highest committed stream ID (1 when nothing was ever sent).
- *
- * @example
- * await toDevicePosition(db) // 42n
- */
-export async function toDevicePosition(db: Kysely<Database>): Promise<bigint> {
-  const { rows } = await sql<{ position: string }>`SELECT ${toDevicePositionSql} AS position`.execute(db)
-  return BigInt(rows[0]?.position ?? 1)
-}
-
-/** `toDevicePosition` as an SQL expression, to read it in one statement with others. */
+/** The stream's position, the highest committed stream ID (1 when nothing was ever sent), as an SQL expression to read with others. */
 export const toDevicePositionSql = sql<bigint>`(SELECT position FROM to_device_position)`
 
 /**

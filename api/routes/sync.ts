@@ -9,7 +9,7 @@ import { clientRoute } from '../client-route.js'
 import { createMembershipWatch } from '../membership-watch.js'
 import type { WaitOutcome } from '../user-waiters.js'
 import type { PresenceState } from '../presence-service.js'
-import { createPositionWatch, presenceStream, tableStream, toDeviceStream } from '../position-watch.js'
+import { createPositionWatch, syncStreams } from '../position-watch.js'
 import { invalidParam } from '../errors.js'
 import { filterSchema } from '../filter-schema.js'
 import { requireUser } from '../require-user.js'
@@ -126,10 +126,11 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
     const { db } = app.myelin
 
     const membershipWatch = createMembershipWatch({ db, tracker, log: app.myelin.log })
-    const accountDataWatch = createPositionWatch({ stream: tableStream(db, 'account_data'), log: app.myelin.log })
-    const ephemeralWatch = createPositionWatch({ stream: tableStream(db, 'ephemeral'), log: app.myelin.log })
-    const toDeviceWatch = createPositionWatch({ stream: toDeviceStream(db), log: app.myelin.log })
-    const presenceWatch = createPositionWatch({ stream: presenceStream(db), log: app.myelin.log })
+    const streams = syncStreams(db)
+    const accountDataWatch = createPositionWatch({ stream: streams.accountData, log: app.myelin.log })
+    const ephemeralWatch = createPositionWatch({ stream: streams.ephemeral, log: app.myelin.log })
+    const toDeviceWatch = createPositionWatch({ stream: streams.toDevice, log: app.myelin.log })
+    const presenceWatch = createPositionWatch({ stream: streams.presence, log: app.myelin.log })
     const { presence } = app.myelin
     const roomsChangedAfter = (rooms: readonly string[], after: RoomStreamToken) => notifier.roomsChangedAfter(rooms, after)
     /**
