@@ -66,6 +66,7 @@ export const storageErrorStatus = {
   ES_FORBIDDEN: { status: 403, errcode: 'M_FORBIDDEN' },
   ES_EVENT_TOO_LARGE: { status: 413, errcode: 'M_TOO_LARGE' },
   ES_BAD_EVENT: { status: 400, errcode: 'M_BAD_JSON' },
+  ES_INVALID_SIGNATURE: { status: 400, errcode: 'M_INVALID_SIGNATURE' },
   ES_NOT_OWNER: { status: 503, errcode: 'M_UNKNOWN' },
   ES_FENCED: { status: 503, errcode: 'M_UNKNOWN' },
   ES_UNAVAILABLE: { status: 503, errcode: 'M_UNKNOWN' },

@@ -2,7 +2,7 @@ import type { Kysely } from 'kysely'
 import type { Logger } from '../storage/logger.js'
 import { streamChanges } from '../storage/ordered-streams.js'
 import type { Database } from '../storage/schema.js'
-import { presenceChanges } from '../storage/presence.js'
+import { userChangesWithRooms } from '../storage/shared-rooms.js'
 import { syncPositions, type StreamPositions } from '../storage/sync.js'
 import { devicesWithToDeviceChanges } from '../storage/to-device.js'
 import { createUserWaiters, type WaitOutcome } from './user-waiters.js'
@@ -89,8 +89,8 @@ export type SyncStreams = { readonly [K in keyof StreamPositions]: PolledStream 
 
 /**
  * The sync streams as watches poll them: account data (keyed by user), the rooms' ephemeral
- * stream (receipts and typing, by room), to-device (by device, `toDeviceKey`) and presence (by
- * the changed users and the rooms they are in).
+ * stream (receipts and typing, by room), to-device (by device, `toDeviceKey`), presence and
+ * device lists (by the changed users and the rooms they are in).
  *
  * Their positions come from one statement (`syncPositions`): the watches poll on the same grid
  * of instants, and the reads that coincide share one query, so a process polls once per
@@ -115,6 +115,7 @@ export function syncStreams(db: Kysely<Database>): SyncStreams {
     accountData: stream('accountData', 'account_data', (after, upTo) => streamChanges(db, 'account_data', after, upTo)),
     ephemeral: stream('ephemeral', 'ephemeral', (after, upTo) => streamChanges(db, 'ephemeral', after, upTo)),
     toDevice: stream('toDevice', 'to_device', (after, upTo) => devicesWithToDeviceChanges(db, after, upTo)),
-    presence: stream('presence', 'presence', (after, upTo) => presenceChanges(db, after, upTo)),
+    presence: stream('presence', 'presence', (after, upTo) => userChangesWithRooms(db, 'presence', after, upTo)),
+    deviceLists: stream('deviceLists', 'device_lists', (after, upTo) => userChangesWithRooms(db, 'device_lists_changes', after, upTo)),
   }
 }

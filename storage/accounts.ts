@@ -1,6 +1,8 @@
 import { randomInt } from 'node:crypto'
 import { sql, type Kysely } from 'kysely'
 import { generateAccessToken, hashAccessToken } from './access-token.js'
+import { deleteDeviceKeys, markDeviceListChanged } from './e2e-keys.js'
+import { lockOrderedStream } from './ordered-streams.js'
 import type { Database } from './schema.js'
 
 /**
@@ -167,7 +169,8 @@ export async function setDeviceDisplayName(db: Kysely<Database>, userId: string,
 }
 
 /**
- * Deletes devices with their access tokens and pending to-device messages, in one transaction.
+ * Deletes devices with their access tokens, pending to-device messages and end-to-end keys, in
+ * one transaction; a deleted device is a change of the user's device list.
  * `deviceIds: 'all'` deletes every device of the user; `except` keeps one (the caller's own).
  * Returns the IDs of the deleted devices.
  *
@@ -183,6 +186,8 @@ export async function deleteDevices(
 ): Promise<string[]> {
   if (deviceIds !== 'all' && deviceIds.length === 0) return []
   return db.transaction().execute(async (trx) => {
+    // The device lists lock first (storage/e2e-keys.ts), before any row lock.
+    await lockOrderedStream(trx, 'device_lists')
     let query = trx.deleteFrom('devices').where('user_id', '=', userId)
     if (deviceIds !== 'all') query = query.where('device_id', 'in', deviceIds)
     if (options.except !== undefined) query = query.where('device_id', '!=', options.except)
@@ -195,6 +200,8 @@ export async function deleteDevices(
       if (options.except !== undefined) rows = rows.where('device_id', '!=', options.except)
       await rows.execute()
     }
+    await deleteDeviceKeys(trx, userId, deviceIds, options.except)
+    if (deleted.length > 0) await markDeviceListChanged(trx, userId)
     return deleted
   })
 }

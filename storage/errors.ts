@@ -24,6 +24,8 @@ export const errorCodes = [
   'ES_EVENT_TOO_LARGE',
   /** An event or PDU is structurally invalid. */
   'ES_BAD_EVENT',
+  /** A signature on uploaded keys does not verify. */
+  'ES_INVALID_SIGNATURE',
   /** This writer does not own the room (the shard map or the room's ownership epoch says so). */
   'ES_NOT_OWNER',
   /** A persist transaction lost the room's ownership epoch (a stale or zombie writer). */

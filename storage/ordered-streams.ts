@@ -8,7 +8,8 @@ import type { Database } from './schema.js'
  * - `ephemeral`: read receipts and typing (storage/receipts.ts, storage/typing.ts), keyed by
  *   room; both take their stream IDs from `receipts_stream_seq`;
  * - `to_device`: messages to devices (storage/to-device.ts), whose position is a stored row;
- * - `presence`: users' presence (storage/presence.ts), keyed by user.
+ * - `presence`: users' presence (storage/presence.ts), keyed by user;
+ * - `device_lists`: changes of users' devices and keys (storage/e2e-keys.ts), keyed by user.
  *
  * Ordering guarantee: any process may write, but a writer allocates its stream ID (`nextval`)
  * while holding the stream's transaction-scoped advisory lock (`lockOrderedStream`), kept until
@@ -17,10 +18,10 @@ import type { Database } from './schema.js'
  * which nothing can still appear, and readers need no per-writer tracking. The cost is that
  * each stream's writes are serialized across the deployment (one short transaction each).
  */
-export type OrderedStream = 'account_data' | 'ephemeral' | 'to_device' | 'presence'
+export type OrderedStream = 'account_data' | 'ephemeral' | 'to_device' | 'presence' | 'device_lists'
 
-/** Advisory lock keys ('myad', 'myrc', 'mytd', 'mypr'); migrations use another. */
-const lockKeys: Record<OrderedStream, number> = { account_data: 0x6d796164, ephemeral: 0x6d797263, to_device: 0x6d797464, presence: 0x6d797072 }
+/** Advisory lock keys ('myad', 'myrc', 'mytd', 'mypr', 'mydl'); migrations use another. */
+const lockKeys: Record<OrderedStream, number> = { account_data: 0x6d796164, ephemeral: 0x6d797263, to_device: 0x6d797464, presence: 0x6d797072, device_lists: 0x6d79646c }
 
 /** The streams whose rows stay in their tables: position and changes come from the rows. */
 export type TableStream = Exclude<OrderedStream, 'to_device'>
@@ -29,6 +30,7 @@ const streamTables: Record<TableStream, { readonly tables: readonly (keyof Datab
   account_data: { tables: ['account_data', 'push_rules'], key: 'user_id' },
   ephemeral: { tables: ['receipts', 'typing'], key: 'room_id' },
   presence: { tables: ['presence'], key: 'user_id' },
+  device_lists: { tables: ['device_lists_changes'], key: 'user_id' },
 }
 
 /**

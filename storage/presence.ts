@@ -1,5 +1,6 @@
-import { sql, type Kysely, type RawBuilder } from 'kysely'
+import { sql, type Kysely } from 'kysely'
 import { lockOrderedStream } from './ordered-streams.js'
+import { sharesRoomSql } from './shared-rooms.js'
 import type { Database, PresenceTable } from './schema.js'
 
 /**
@@ -186,34 +187,6 @@ export async function presenceForSync(db: Kysely<Database>, userId: string, rang
       AND (p.user_id = ${userId} OR ${sharesRoomSql(sql`p.user_id`, userId)})
     ORDER BY p.user_id`.execute(db)
   return rows.map((row) => ({ type: 'm.presence', sender: row.user_id, content: statusOf(row, range.now) }))
-}
-
-/**
- * Keys whose syncs a presence change in `(after, upTo]` concerns, each with the newest stream
- * ID of its changes: the changed users themselves, and the rooms they are joined to (whose
- * members see them). For api/position-watch.ts.
- *
- * @example
- * await presenceChanges(db, 4n, 9n) // Map { '@b:hs' => 7n, '!r:hs' => 7n }
- */
-export async function presenceChanges(db: Kysely<Database>, after: bigint, upTo: bigint): Promise<Map<string, bigint>> {
-  const { rows } = await sql<{ key: string; newest: string | bigint }>`
-    WITH changed AS (SELECT user_id, stream_id FROM presence WHERE stream_id > ${after}::int8 AND stream_id <= ${upTo}::int8)
-    SELECT key, max(stream_id) AS newest FROM (
-      SELECT user_id AS key, stream_id FROM changed
-      UNION ALL
-      SELECT m.room_id, c.stream_id FROM changed c
-      JOIN current_state_events m ON m.type = 'm.room.member' AND m.state_key = c.user_id AND m.membership = 'join'
-    ) keys GROUP BY key`.execute(db)
-  return new Map(rows.map((row) => [row.key, BigInt(row.newest)]))
-}
-
-/** SQL: true when the user `user` (an SQL expression) shares a joined room with `observer`. */
-function sharesRoomSql(user: RawBuilder<unknown>, observer: string): RawBuilder<boolean> {
-  return sql<boolean>`EXISTS (
-    SELECT 1 FROM current_state_events mine
-    JOIN current_state_events theirs ON theirs.room_id = mine.room_id AND theirs.type = 'm.room.member' AND theirs.membership = 'join'
-    WHERE mine.type = 'm.room.member' AND mine.state_key = ${observer} AND mine.membership = 'join' AND theirs.state_key = ${user})`
 }
 
 function statusOf(row: PresenceRow, now: number): PresenceStatus {

@@ -34,6 +34,12 @@ export interface Database {
   receipts: ReceiptsTable
   typing: TypingTable
   presence: PresenceTable
+  e2e_device_keys: E2eDeviceKeysTable
+  e2e_one_time_keys: E2eOneTimeKeysTable
+  e2e_fallback_keys: E2eFallbackKeysTable
+  e2e_cross_signing_keys: E2eCrossSigningKeysTable
+  e2e_signatures: E2eSignaturesTable
+  device_lists_changes: DeviceListsChangesTable
   device_inbox: DeviceInboxTable
   to_device_position: ToDevicePositionTable
   to_device_txns: ToDeviceTxnsTable
@@ -231,6 +237,49 @@ export interface PresenceTable {
   status_msg: string | null
   last_active_ts: Int8
   online_until_ts: Int8
+  stream_id: Int8
+}
+
+export interface E2eDeviceKeysTable {
+  user_id: string
+  device_id: string
+  key_json: string
+}
+
+export interface E2eOneTimeKeysTable {
+  user_id: string
+  device_id: string
+  algorithm: string
+  key_id: string
+  key_json: string
+}
+
+export interface E2eFallbackKeysTable {
+  user_id: string
+  device_id: string
+  algorithm: string
+  key_id: string
+  key_json: string
+  used: Generated<boolean>
+}
+
+export interface E2eCrossSigningKeysTable {
+  user_id: string
+  key_type: 'master' | 'self_signing' | 'user_signing'
+  public_key: string
+  key_json: string
+}
+
+export interface E2eSignaturesTable {
+  target_user_id: string
+  target_key_id: string
+  signer_user_id: string
+  signer_key_id: string
+  signature: string
+}
+
+export interface DeviceListsChangesTable {
+  user_id: string
   stream_id: Int8
 }
 

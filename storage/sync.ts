@@ -2,6 +2,7 @@ import { sql, type Kysely } from 'kysely'
 import { accountDataChanges, type AccountDataEntry } from './account-data.js'
 import { StorageError } from './errors.js'
 import { streamPositionSql } from './ordered-streams.js'
+import { deviceKeyCounts, deviceListUpdates, type DeviceListUpdates } from './e2e-keys.js'
 import { presenceForSync, type PresenceEvent } from './presence.js'
 import { receiptsForSync } from './receipts.js'
 import { toDeviceForSync, toDevicePositionSql, type ToDeviceEvent } from './to-device.js'
@@ -64,6 +65,8 @@ export interface StreamPositions {
   readonly ephemeral: bigint
   readonly toDevice: bigint
   readonly presence: bigint
+  /** Changes of users' devices and end-to-end keys. */
+  readonly deviceLists: bigint
 }
 
 /** A `/sync` position: the room event stream and the other streams'. */
@@ -71,28 +74,30 @@ export interface SyncToken extends StreamPositions {
   readonly room: RoomStreamToken
 }
 
-/** A parsed `since`: tokens of earlier versions (two to four parts) lack the newer positions. */
-export type ParsedSyncToken = Omit<SyncToken, 'ephemeral' | 'toDevice' | 'presence'> & {
+/** A parsed `since`: tokens of earlier versions (two to five parts) lack the newer positions. */
+export type ParsedSyncToken = Omit<SyncToken, 'ephemeral' | 'toDevice' | 'presence' | 'deviceLists'> & {
   readonly ephemeral: bigint | undefined
   readonly toDevice: bigint | undefined
   readonly presence: bigint | undefined
+  readonly deviceLists: bigint | undefined
 }
 
 /**
- * Parses a `next_batch` token: `<room token>_<account data>_<ephemeral>_<to-device>_<presence>`
- * (the room token a live or vector token, which contains no `_`; the others stream positions).
- * The two- to four-part forms of earlier versions are accepted, without the positions they lack.
+ * Parses a `next_batch` token:
+ * `<room token>_<account data>_<ephemeral>_<to-device>_<presence>_<device lists>` (the room
+ * token a live or vector token, which contains no `_`; the others stream positions). The two-
+ * to five-part forms of earlier versions are accepted, without the positions they lack.
  *
  * @throws StorageError `ES_INVALID_TOKEN` on any other shape.
  * @example
- * parseSyncToken('m100~1.105_7_3_9_4') // { room: m100~1.105, accountData: 7n, ephemeral: 3n, toDevice: 9n, presence: 4n }
+ * parseSyncToken('m100~1.105_7_3_9_4_2') // { room: m100~1.105, accountData: 7n, ephemeral: 3n, toDevice: 9n, presence: 4n, deviceLists: 2n }
  */
 export function parseSyncToken(text: string): ParsedSyncToken {
   const parts = text.split('_')
-  if (parts.length < 2 || parts.length > 5) {
-    throw new StorageError('ES_INVALID_TOKEN', 'sync token must look like <room token>_<account data>_<ephemeral>_<to-device>_<presence position>')
+  if (parts.length < 2 || parts.length > 6) {
+    throw new StorageError('ES_INVALID_TOKEN', 'sync token must look like <room token>_<account data>_<ephemeral>_<to-device>_<presence>_<device lists position>')
   }
-  const [roomText, accountText, ephemeralText, toDeviceText, presenceText] = parts as [string, string, string | undefined, string | undefined, string | undefined]
+  const [roomText, accountText, ephemeralText, toDeviceText, presenceText, deviceListsText] = parts as [string, string, ...(string | undefined)[]]
   const room = parseRoomStreamToken(roomText)
   if (room.isHistoric) throw new StorageError('ES_INVALID_TOKEN', 'sync token cannot carry a historic (t) room position')
   const position = (text: string | undefined, what: string) => {
@@ -106,6 +111,7 @@ export function parseSyncToken(text: string): ParsedSyncToken {
     ephemeral: position(ephemeralText, 'ephemeral'),
     toDevice: position(toDeviceText, 'to-device'),
     presence: position(presenceText, 'presence'),
+    deviceLists: position(deviceListsText, 'device lists'),
   }
 }
 
@@ -113,28 +119,29 @@ export function parseSyncToken(text: string): ParsedSyncToken {
  * The text form of a sync token (see `parseSyncToken`).
  *
  * @example
- * serializeSyncToken({ room: RoomStreamToken.live(5n), accountData: 2n, ephemeral: 1n, toDevice: 1n, presence: 3n }) // 's5_2_1_1_3'
+ * serializeSyncToken({ room: RoomStreamToken.live(5n), accountData: 2n, ephemeral: 1n, toDevice: 1n, presence: 3n, deviceLists: 1n }) // 's5_2_1_1_3_1'
  */
 export function serializeSyncToken(token: SyncToken): string {
-  return `${token.room.toString()}_${token.accountData}_${token.ephemeral}_${token.toDevice}_${token.presence}`
+  return `${token.room.toString()}_${token.accountData}_${token.ephemeral}_${token.toDevice}_${token.presence}_${token.deviceLists}`
 }
 
 /**
  * The positions of the streams besides room events, in one statement.
  *
  * @example
- * await syncPositions(db) // { accountData: 7n, ephemeral: 3n, toDevice: 1n, presence: 5n }
+ * await syncPositions(db) // { accountData: 7n, ephemeral: 3n, toDevice: 1n, presence: 5n, deviceLists: 2n }
  */
 export async function syncPositions(db: Db): Promise<StreamPositions> {
-  const { rows } = await sql<{ account_data: string; ephemeral: string; to_device: string; presence: string }>`
+  const { rows } = await sql<{ account_data: string; ephemeral: string; to_device: string; presence: string; device_lists: string }>`
     SELECT ${streamPositionSql('account_data')} AS account_data, ${streamPositionSql('ephemeral')} AS ephemeral,
-           ${toDevicePositionSql} AS to_device, ${streamPositionSql('presence')} AS presence`.execute(db)
+           ${toDevicePositionSql} AS to_device, ${streamPositionSql('presence')} AS presence, ${streamPositionSql('device_lists')} AS device_lists`.execute(db)
   const row = rows[0]
   return {
     accountData: BigInt(row?.account_data ?? 1),
     ephemeral: BigInt(row?.ephemeral ?? 1),
     toDevice: BigInt(row?.to_device ?? 1),
     presence: BigInt(row?.presence ?? 1),
+    deviceLists: BigInt(row?.device_lists ?? 1),
   }
 }
 
@@ -223,6 +230,10 @@ export interface SyncData {
   readonly toDevice: ToDeviceEvent[]
   /** `m.presence` events of the user and of those sharing a room with them. */
   readonly presence: PresenceEvent[]
+  /** Users whose devices changed, and who no longer share a room (incremental syncs). */
+  readonly deviceLists: DeviceListUpdates
+  /** The device's one-time key counts and unused fallback key algorithms. */
+  readonly deviceKeys: { readonly oneTimeKeyCounts: Record<string, number>; readonly unusedFallbackKeyTypes: string[] }
   /** True when nothing is new (a long-poll may wait). */
   readonly empty: boolean
   /** Rooms the user is joined to at `upTo` (what a long-poll waits on). */
@@ -303,7 +314,7 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
     })
   const withEvents = q.fullState ? incrementalRooms : incrementalRooms.filter((roomId) => active.has(roomId))
   const ephemeralRooms = { everything: fullRooms, changedOnly: incrementalRooms, after: since?.ephemeral, upTo: streams.ephemeral }
-  const [accountData, receipts, typing, deviceMessages, presence] = await Promise.all([
+  const [accountData, receipts, typing, deviceMessages, presence, deviceLists, deviceKeys] = await Promise.all([
     accountDataChanges(db, q.userId, { ...(since && { after: since.accountData }), upTo: streams.accountData }),
     receiptsForSync(db, q.userId, ephemeralRooms),
     typingForSync(db, { ...ephemeralRooms, now: q.now }),
@@ -312,6 +323,11 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
       ? { events: [], upTo: streams.toDevice }
       : toDeviceForSync(db, { userId: q.userId, deviceId: q.deviceId, after: since?.toDevice ?? 0n, upTo: streams.toDevice }),
     q.presence === false ? [] : presenceForSync(db, q.userId, { after: since?.presence, upTo: streams.presence, now: q.now }),
+    since === undefined
+      ? { changed: [], left: [] }
+      : // Rooms with news, and those the user's own membership changed in (joined, left).
+        deviceListUpdates(db, q.userId, { keysAfter: since.deviceLists, keysUpTo: streams.deviceLists, roomsSince: since.room.stream, rooms: [...new Set([...withEvents, ...changed.keys()])] }),
+    q.deviceId === undefined ? { oneTimeKeyCounts: {}, unusedFallbackKeyTypes: [] } : deviceKeyCounts(db, q.userId, q.deviceId),
     readSections([...fullRooms.map((roomId) => [roomId, undefined] as const), ...withEvents.map((roomId) => [roomId, since] as const)]),
   ])
   const roomAccountData = (roomId: string) => filterEntries(accountData.rooms.get(roomId) ?? [], q.filter.roomAccountData)
@@ -364,10 +380,27 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
       (presenceFilter.senders === undefined || presenceFilter.senders.includes(e.sender)) &&
       !presenceFilter.notSenders.includes(e.sender),
   )
-  const upTo: SyncToken = { room: q.upTo.room, accountData: streams.accountData, ephemeral: streams.ephemeral, toDevice: deviceMessages.upTo, presence: streams.presence }
-  const empty =
-    Object.keys(join).length + Object.keys(invite).length + Object.keys(leave).length + globalAccountData.length + deviceMessages.events.length + presenceEvents.length === 0
-  return { rooms: { join, invite, leave }, accountData: globalAccountData, toDevice: deviceMessages.events, presence: presenceEvents, empty, joinedRooms, upTo }
+  const upTo: SyncToken = {
+    room: q.upTo.room,
+    accountData: streams.accountData,
+    ephemeral: streams.ephemeral,
+    toDevice: deviceMessages.upTo,
+    presence: streams.presence,
+    deviceLists: streams.deviceLists,
+  }
+  const news = [join, invite, leave].reduce((n, rooms) => n + Object.keys(rooms).length, 0)
+  const empty = news + globalAccountData.length + deviceMessages.events.length + presenceEvents.length + deviceLists.changed.length + deviceLists.left.length === 0
+  return {
+    rooms: { join, invite, leave },
+    accountData: globalAccountData,
+    toDevice: deviceMessages.events,
+    presence: presenceEvents,
+    deviceLists,
+    deviceKeys,
+    empty,
+    joinedRooms,
+    upTo,
+  }
 }
 
 /** Rooms whose sections one sync reads at once (each holds a pooled connection per query). */

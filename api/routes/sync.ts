@@ -21,10 +21,10 @@ import type { RoomServices } from '../room-services.js'
  * online, or idle with `unavailable`, and kept connected, api/presence-service.ts). The data
  * comes from storage/sync.ts; this file handles tokens and the long-poll.
  *
- * `next_batch` is `<room token>_<account data>_<ephemeral>_<to-device>_<presence position>`
+ * `next_batch` is `<room token>_<account data>_<ephemeral>_<to-device>_<presence>_<device lists>`
  * (storage/sync.ts `parseSyncToken`; malformed: 400 `M_INVALID_PARAM`; the shorter tokens of
- * earlier versions are taken as "no receipts, typing or presence changes before now", and
- * "every to-device message still waiting"). A `since` from the future is clamped to what was ever
+ * earlier versions are taken as "no receipts, typing, presence or device list changes before
+ * now", and "every to-device message still waiting"). A `since` from the future is clamped to what was ever
  * allocated; one this process's tracker does not cover yet is waited for at most
  * `sinceWaitMs`, then the answer is empty with the same `since` (as Synapse).
  *
@@ -131,12 +131,13 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
     const ephemeralWatch = createPositionWatch({ stream: streams.ephemeral, log: app.myelin.log })
     const toDeviceWatch = createPositionWatch({ stream: streams.toDevice, log: app.myelin.log })
     const presenceWatch = createPositionWatch({ stream: streams.presence, log: app.myelin.log })
+    const deviceListsWatch = createPositionWatch({ stream: streams.deviceLists, log: app.myelin.log })
     const { presence } = app.myelin
     const roomsChangedAfter = (rooms: readonly string[], after: RoomStreamToken) => notifier.roomsChangedAfter(rooms, after)
     /**
      * Waits for news for `userId` after `after`: their rooms or their membership anywhere
      * (`advanced`), their account data, their rooms' receipts and typing, messages to their
-     * device, or the presence of themselves or of their rooms' members (`streams`).
+     * device, or the presence, devices or keys of themselves or of their rooms' members (`streams`).
      */
     const waitForNews = async (userId: string, deviceId: string | undefined, rooms: readonly string[], after: SyncToken, timeoutMs: number, signal: AbortSignal) => {
       const stop = new AbortController()
@@ -150,6 +151,7 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
           ephemeralWatch.wait(rooms, after.ephemeral, timeoutMs, stop.signal).then(streamsOutcome),
           ...(deviceId === undefined ? [] : [toDeviceWatch.wait(toDeviceKey(userId, deviceId), after.toDevice, timeoutMs, stop.signal).then(streamsOutcome)]),
           ...(presence.enabled ? [presenceWatch.wait([userId, ...rooms], after.presence, timeoutMs, stop.signal).then(streamsOutcome)] : []),
+          deviceListsWatch.wait([userId, ...rooms], after.deviceLists, timeoutMs, stop.signal).then(streamsOutcome),
         ])
       } finally {
         signal.removeEventListener('abort', onAbort)
@@ -200,6 +202,7 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
             ephemeral: atMost(parsed.ephemeral ?? streams.ephemeral, streams.ephemeral),
             toDevice: atMost(parsed.toDevice ?? 0n, streams.toDevice),
             presence: atMost(parsed.presence ?? streams.presence, streams.presence),
+            deviceLists: atMost(parsed.deviceLists ?? streams.deviceLists, streams.deviceLists),
           }
           if (!(await tracker.waitFor(room, sinceWaitMs))) {
             request.log.warn('sync token not covered by this process in time: empty answer')
@@ -234,6 +237,10 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
           account_data: { events: data.accountData },
           to_device: { events: data.toDevice },
           presence: { events: data.presence },
+          device_lists: data.deviceLists,
+          // Synapse always counts signed_curve25519 keys, so that clients know to upload some.
+          device_one_time_keys_count: { signed_curve25519: 0, ...data.deviceKeys.oneTimeKeyCounts },
+          device_unused_fallback_key_types: data.deviceKeys.unusedFallbackKeyTypes,
           rooms: { ...data.rooms, knock: {} },
         }
       },

@@ -88,7 +88,7 @@ export function startSyncLoop(base: string, accessToken: string, timeoutMs = 500
  * Asserts `next` does not go backwards from `previous` (sync `next_batch` tokens).
  *
  * @example
- * expectNotBackwards('s10_0_1_1_1', 's12_0_1_1_2')
+ * expectNotBackwards('s10_0_1_1_1_1', 's12_0_1_1_2_1')
  */
 export function expectNotBackwards(previous: string, next: string): void {
   const a = parseSyncToken(previous)
@@ -98,4 +98,5 @@ export function expectNotBackwards(previous: string, next: string): void {
   expect((b.ephemeral ?? 0n) >= (a.ephemeral ?? 0n), `ephemeral position ${b.ephemeral} is behind ${a.ephemeral}`).to.equal(true)
   expect((b.toDevice ?? 0n) >= (a.toDevice ?? 0n), `to-device position ${b.toDevice} is behind ${a.toDevice}`).to.equal(true)
   expect((b.presence ?? 0n) >= (a.presence ?? 0n), `presence position ${b.presence} is behind ${a.presence}`).to.equal(true)
+  expect((b.deviceLists ?? 0n) >= (a.deviceLists ?? 0n), `device lists position ${b.deviceLists} is behind ${a.deviceLists}`).to.equal(true)
 }
