@@ -18,6 +18,7 @@ import { adminRegisterRoutes } from './routes/admin-register.js'
 import { deviceRoutes } from './routes/devices.js'
 import { filterRoutes } from './routes/filters.js'
 import { loginRoutes } from './routes/login.js'
+import { keyBackupRoutes } from './routes/key-backup.js'
 import { keyRoutes } from './routes/keys.js'
 import { presenceRoutes } from './routes/presence.js'
 import { profileRoutes } from './routes/profile.js'
@@ -115,6 +116,7 @@ export async function buildApp(ctx: ApiContext, options: BuildAppOptions = {}): 
     userDirectoryRoutes,
     toDeviceRoutes,
     keyRoutes,
+    keyBackupRoutes,
     pushRuleRoutes,
   ]
   for (const plugin of [...builtIn, ...(options.plugins ?? [])]) await app.register(plugin)

@@ -40,6 +40,8 @@ export interface Database {
   e2e_cross_signing_keys: E2eCrossSigningKeysTable
   e2e_signatures: E2eSignaturesTable
   device_lists_changes: DeviceListsChangesTable
+  e2e_room_keys_versions: E2eRoomKeysVersionsTable
+  e2e_room_keys: E2eRoomKeysTable
   device_inbox: DeviceInboxTable
   to_device_position: ToDevicePositionTable
   to_device_txns: ToDeviceTxnsTable
@@ -281,6 +283,26 @@ export interface E2eSignaturesTable {
 export interface DeviceListsChangesTable {
   user_id: string
   stream_id: Int8
+}
+
+export interface E2eRoomKeysVersionsTable {
+  user_id: string
+  version: Int8
+  algorithm: string
+  auth_data: string
+  etag: Generated<bigint>
+  deleted: Generated<boolean>
+}
+
+export interface E2eRoomKeysTable {
+  user_id: string
+  version: Int8
+  room_id: string
+  session_id: string
+  first_message_index: number
+  forwarded_count: number
+  is_verified: boolean
+  session_data: string
 }
 
 export interface DeviceInboxTable {

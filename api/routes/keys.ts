@@ -10,6 +10,7 @@ import {
   type CrossSigningKeyType,
   type KeyClaim,
 } from '../../storage/e2e-keys.js'
+import { joinedRooms } from '../../storage/room-reads.js'
 import { parseSyncToken } from '../../storage/sync.js'
 import { clientRoute } from '../client-route.js'
 import { invalidParam } from '../errors.js'
@@ -161,19 +162,12 @@ export const keyRoutes: FastifyPluginAsync = async (app) => {
       const { userId } = await requireUser(request)
       const from = parseSyncToken(request.query.from)
       const to = parseSyncToken(request.query.to)
-      const rooms = await db
-        .selectFrom('current_state_events')
-        .select('room_id')
-        .where('type', '=', 'm.room.member')
-        .where('state_key', '=', userId)
-        .where('membership', '=', 'join')
-        .execute()
       // A token of an earlier version has no device lists part: every key change up to `to`.
       return deviceListUpdates(db, userId, {
         keysAfter: from.deviceLists ?? 0n,
         keysUpTo: to.deviceLists ?? from.deviceLists ?? 0n,
         roomsSince: from.room.stream,
-        rooms: rooms.map((r) => r.room_id),
+        rooms: await joinedRooms(db, userId),
       })
     },
   })

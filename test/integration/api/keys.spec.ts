@@ -5,7 +5,7 @@ import { roomReadRoutes } from '../../../api/routes/room-reads.js'
 import { roomWriteRoutes } from '../../../api/routes/rooms.js'
 import { syncRoutes } from '../../../api/routes/sync.js'
 import { startApi, v3, type ApiHarness, type Session } from './api-harness.js'
-import { createRoom, enc, membership, sendEvents, syncAs } from './read-fixtures.js'
+import { createSharedRoom, enc, membership, sendEvents, syncAs } from './read-fixtures.js'
 
 type Json = Record<string, unknown>
 interface SyncBody {
@@ -49,11 +49,6 @@ describe('api end-to-end encryption keys', function () {
   const post = (session: Session, path: string, body: unknown) => h.call('POST', `${v3}${path}`, { token: session.access_token, body })
   const sync = (session: Session, query: Record<string, string> = {}) => syncAs<SyncBody>(h, session, query)
   const otk = (session: Session, id: string) => ({ [`signed_curve25519:${id}`]: signJson({ key: `otk-${id}` }, session.user_id, keyPair(session.device_id)) })
-  const sharedRoom = async (...users: Session[]) => {
-    const roomId = await createRoom(h, users[0]!.user_id, { joinRule: 'public' })
-    for (const user of users.slice(1)) await sendEvents(h, roomId, membership(user.user_id, user.user_id, 'join'))
-    return roomId
-  }
 
   it('should store a device’s keys, hand each one-time key out once, then the fallback key, and count what is left in /sync', async () => {
     const [alice, bob] = [await h.register('k_alice'), await h.register('k_bob')]
@@ -135,7 +130,7 @@ describe('api end-to-end encryption keys', function () {
 
   it('should tell room members of device changes, new members and members gone in /sync device_lists and /keys/changes', async () => {
     const [gina, hank, ivan] = [await h.register('k_gina'), await h.register('k_hank'), await h.register('k_ivan')]
-    const roomId = await sharedRoom(gina, hank)
+    const roomId = await createSharedRoom(h, gina, hank)
     const start = await sync(hank)
     expect(start.device_lists, 'initial sync: none').to.deep.equal({ changed: [], left: [] })
 
@@ -164,8 +159,7 @@ describe('api end-to-end encryption keys', function () {
     expect(changes.json()).to.deep.equal({ changed: [gina.user_id], left: [ivan.user_id] })
 
     // Hank joins a room of ivan's, then leaves it: ivan's devices matter to him, then no more.
-    const ivansRoom = await createRoom(h, ivan.user_id, { joinRule: 'public' })
-    await sendEvents(h, ivansRoom, membership(hank.user_id, hank.user_id, 'join'))
+    const ivansRoom = await createSharedRoom(h, ivan, hank)
     const hankJoined = await sync(hank, { since: gone.next_batch })
     expect(hankJoined.device_lists).to.deep.equal({ changed: [ivan.user_id], left: [] })
     await sendEvents(h, ivansRoom, membership(hank.user_id, hank.user_id, 'leave'))

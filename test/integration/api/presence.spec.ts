@@ -8,7 +8,7 @@ import { syncRoutes } from '../../../api/routes/sync.js'
 import { expirePresence, updatePresence, type PresenceState, type PresenceUpdate } from '../../../storage/presence.js'
 import { parseSyncToken } from '../../../storage/sync.js'
 import { startApi, v3, type ApiHarness, type Session } from './api-harness.js'
-import { createRoom, enc, membership, sendEvents, syncAs } from './read-fixtures.js'
+import { createSharedRoom, enc, syncAs } from './read-fixtures.js'
 
 interface PresenceEvent {
   type: string
@@ -38,12 +38,6 @@ describe('api presence (shared by every process, shown in /sync)', function () {
   // Rooms-less syncs: these are about presence.
   const sync = (user: Session, query: Record<string, string> = {}) => syncAs<SyncBody>(h, user, { filter: '{"room":{"rooms":[]}}', ...query })
   const seen = (body: SyncBody, user: Session) => body.presence.events.filter((e) => e.sender === user.user_id).map((e) => e.content)
-  /** A room `users[0]` created and the others joined. */
-  const shareRoom = async (...users: Session[]) => {
-    const roomId = await createRoom(h, users[0]!.user_id, { joinRule: 'public' })
-    for (const user of users.slice(1)) await sendEvents(h, roomId, membership(user.user_id, user.user_id, 'join'))
-    return roomId
-  }
 
   it('should be shared by every process, readable by the user and those sharing a room with them', async () => {
     const [alice, bob] = [await h.register('p_alice'), await h.register('p_bob')]
@@ -61,7 +55,7 @@ describe('api presence (shared by every process, shown in /sync)', function () {
 
     const hidden = await status(alice, bob)
     expect([hidden.statusCode, hidden.json().errcode]).to.deep.equal([403, 'M_FORBIDDEN'])
-    await shareRoom(alice, bob)
+    await createSharedRoom(h, alice, bob)
     expect((await status(alice, bob)).json()).to.include({ presence: 'online', status_msg: 'at lunch' })
 
     const cases: [string, Promise<{ statusCode: number; json: () => { errcode?: string } }>, number, string][] = [
@@ -80,7 +74,7 @@ describe('api presence (shared by every process, shown in /sync)', function () {
 
   it('should show room members in /sync, wake a long-poll when one comes online, and show them offline once their connection ran out', async () => {
     const [carol, dave, outsider] = [await h.register('p_carol'), await h.register('p_dave'), await h.register('p_outsider')]
-    await shareRoom(carol, dave)
+    await createSharedRoom(h, carol, dave)
     await sync(outsider)
     const first = await sync(carol)
     expect(seen(first, carol)[0]).to.include({ presence: 'online', currently_active: true })
@@ -106,7 +100,7 @@ describe('api presence (shared by every process, shown in /sync)', function () {
 
   it("should follow set_presence: offline changes nothing, unavailable marks idle and stays so while syncing, a send brings the user back online", async () => {
     const erin = await h.register('p_erin')
-    const roomId = await shareRoom(erin)
+    const roomId = await createSharedRoom(h, erin)
     const state = async () => (await status(erin, erin)).json<{ presence: string }>().presence
     await sync(erin, { set_presence: 'offline' })
     expect(await state()).to.equal('offline')
@@ -129,7 +123,7 @@ describe('api presence (shared by every process, shown in /sync)', function () {
 
   it("should apply the filter's presence section", async () => {
     const [frank, gina] = [await h.register('p_frank'), await h.register('p_gina')]
-    await shareRoom(frank, gina)
+    await createSharedRoom(h, frank, gina)
     await sync(gina)
     const all = await sync(frank)
     expect(all.presence.events.map((e) => e.sender).sort()).to.deep.equal([frank.user_id, gina.user_id].sort())
@@ -142,7 +136,7 @@ describe('api presence (shared by every process, shown in /sync)', function () {
   it('property: incremental syncs show every change of the users one shares a room with, ending at their presence (a model of the rules)', async () => {
     const observer = await h.register('p_observer')
     const users = [await h.register('p_u0'), await h.register('p_u1'), await h.register('p_u2')]
-    await shareRoom(observer, ...users)
+    await createSharedRoom(h, observer, ...users)
     const outsider = await h.register('p_u_out')
     type Op = { kind: 'update'; user: number; update: PresenceUpdate } | { kind: 'expire' } | { kind: 'sync' }
     const state = fc.constantFrom<PresenceState>('online', 'unavailable', 'offline')
@@ -211,8 +205,7 @@ describe('api presence turned off (presence.enabled: false)', function () {
 
   it('should accept updates and drop them: everyone reads offline, /sync shows none and writes none', async () => {
     const [alice, bob] = [await h.register('alice'), await h.register('bob')]
-    const roomId = await createRoom(h, alice.user_id, { joinRule: 'public' })
-    await sendEvents(h, roomId, membership(bob.user_id, bob.user_id, 'join'))
+    await createSharedRoom(h, alice, bob)
     const url = `${v3}/presence/${enc(alice.user_id)}/status`
     expect((await h.call('PUT', url, { token: alice.access_token, body: { presence: 'online', status_msg: 'hi' } })).statusCode).to.equal(200)
     expect((await h.call('GET', url, { token: bob.access_token })).json()).to.deep.equal({ presence: 'offline' })

@@ -22,6 +22,13 @@ export async function createRoom(h: ApiHarness, creator: string, options: Parame
   return roomId
 }
 
+/** A public room `users[0]` created and the others joined; returns its ID. */
+export async function createSharedRoom(h: ApiHarness, ...users: readonly Session[]): Promise<string> {
+  const roomId = await createRoom(h, users[0]!.user_id, { joinRule: 'public' })
+  for (const user of users.slice(1)) await sendEvents(h, roomId, membership(user.user_id, user.user_id, 'join'))
+  return roomId
+}
+
 export function text(sender: string, body: string, txn?: { deviceId: string; txnId: string }): NewEvent {
   return { type: 'm.room.message', sender, content: { msgtype: 'm.text', body }, ...(txn && { txn }) }
 }

@@ -85,7 +85,7 @@ interface Session {
  * in `room.getPendingEvents()` until their remote echo arrives (PendingEventOrdering.Detached),
  * which the SDK matches by `unsigned.transaction_id`.
  */
-async function startSdkClient(baseUrl: string, session: Session, fetchFn?: typeof fetch): Promise<MatrixClient> {
+async function startSdkClient(baseUrl: string, session: Session, fetchFn?: typeof fetch, options: { crypto?: boolean } = {}): Promise<MatrixClient> {
   const client = createClient({
     baseUrl,
     accessToken: session.access_token,
@@ -100,6 +100,7 @@ async function startSdkClient(baseUrl: string, session: Session, fetchFn?: typeo
       if (state === SyncState.Error) reject(data?.error ?? new Error('first sync failed'))
     })
   })
+  if (options.crypto) await client.initRustCrypto({ useIndexedDB: false })
   await client.startClient({ initialSyncLimit: 10, pendingEventOrdering: PendingEventOrdering.Detached })
   await prepared
   return client
@@ -268,5 +269,44 @@ describe('matrix-js-sdk against a myelin cluster', function () {
     expect(carol.getUser(daveSession.user_id)?.presenceStatusMsg).to.equal('away')
 
     expect(unexpectedErrors(cluster), 'error answers the SDK met').to.deep.equal([])
+  })
+
+  it('end-to-end encrypted messages between two clients with the rust crypto: keys published, claimed and sent to device, both directions decrypted', async () => {
+    const [erinSession, frankSession] = [await register(base, 'erin'), await register(base, 'frank')]
+    const erin = await startSdkClient(base, erinSession, undefined, { crypto: true })
+    const frank = await startSdkClient(base, frankSession, undefined, { crypto: true })
+    clients.push(erin, frank)
+    const { room_id: roomId } = await erin.createRoom({
+      name: 'secret',
+      invite: [frankSession.user_id],
+      initial_state: [{ type: 'm.room.encryption', state_key: '', content: { algorithm: 'm.megolm.v1.aes-sha2' } }],
+    })
+    await eventually('frank sees the invite', () => frank.getRoom(roomId)?.getMyMembership() === 'invite')
+    await frank.joinRoom(roomId)
+    await eventually('erin sees frank join', () => erin.getRoom(roomId)?.getMember(frankSession.user_id)?.membership === 'join')
+
+    const clearBodies = (client: MatrixClient) =>
+      (client.getRoom(roomId)?.getLiveTimeline().getEvents() ?? []).filter((e) => e.getType() === EventType.RoomMessage).map((e) => e.getContent()['body'])
+    const { event_id: secretId } = await erin.sendTextMessage(roomId, 'only frank can read this')
+    await eventually('frank decrypts erin’s message', () => clearBodies(frank).includes('only frank can read this'), 30_000)
+    await frank.sendTextMessage(roomId, 'and only erin this')
+    await eventually('erin decrypts frank’s message', () => clearBodies(erin).includes('and only erin this'), 30_000)
+
+    // What the server stored is ciphertext.
+    const stored = await t.db.selectFrom('event_json').select('json').where('event_id', '=', secretId).executeTakeFirstOrThrow()
+    expect(JSON.parse(stored.json)).to.include({ type: 'm.room.encrypted' })
+    expect(stored.json).to.not.include('only frank can read this')
+
+    // Erin turns on key backup: the SDK creates a version and uploads her room keys to it.
+    await erin.getCrypto()!.resetKeyBackup()
+    const backedUp = () =>
+      t.db.selectFrom('e2e_room_keys').select('session_id').where('user_id', '=', erinSession.user_id).where('room_id', '=', roomId).execute()
+    await eventually('erin’s room keys are backed up', async () => (await backedUp()).length >= 1, 30_000)
+    expect((await erin.getCrypto()!.getActiveSessionBackupVersion()) !== null, 'the SDK trusts the backup it made').to.equal(true)
+
+    // Before the backup existed, the SDK asked for it, and for keys of sessions it could not
+    // decrypt yet, and was told there are none (404 M_NOT_FOUND): the answers it expects.
+    const errors = unexpectedErrors(cluster).filter((answer) => !answer.startsWith('404 GET /_matrix/client/v3/room_keys/'))
+    expect(errors, 'error answers the SDK met').to.deep.equal([])
   })
 })
