@@ -1,5 +1,6 @@
 import type { Transaction } from 'kysely'
 import { appendEventRows, emptyBatchRows, updateBackwardExtremities } from '../storage/events/append-events.js'
+import { relationOf, relationRow } from '../storage/relations.js'
 import type { EventBatchRows } from '../storage/events/append-events.js'
 import { encodeCanonicalJson } from '../storage/events/canonical-json.js'
 import { computeContentHash, computeEventId } from '../storage/events/event-hashes.js'
@@ -213,6 +214,8 @@ function importRows(roomId: string, pdus: readonly ImportedPdu[], writer: string
       rows.stateEvents.push({ event_id: pdu.eventId, room_id: roomId, type: pdu.type, state_key: pdu.stateKey, prev_state_event_id: null })
     }
     if (redacts !== null) rows.redactions.push({ event_id: pdu.eventId, redacts })
+    const relation = relationOf(pdu.content, pdu.stateKey)
+    if (relation) rows.relations.push(relationRow({ eventId: pdu.eventId, roomId, sender: pdu.sender, type: pdu.type, streamOrdering }, relation))
     if (membership !== null && pdu.stateKey !== undefined) {
       rows.memberships.push({
         event_id: pdu.eventId,

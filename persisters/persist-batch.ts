@@ -6,6 +6,7 @@ import type { Extremity } from '../storage/events/event-store.js'
 import type { SigningKey } from '../storage/events/signing.js'
 import { StorageError } from '../storage/errors.js'
 import type { Logger } from '../storage/logger.js'
+import { relationOf, relationRow } from '../storage/relations.js'
 import type { CurrentStateEventsTable, Database, ReplicationRequestsTable } from '../storage/schema.js'
 import type { MultiWriterIdGenerator } from '../storage/streams/id-generator.js'
 import { streamHint } from '../storage/streams/writer-position.js'
@@ -495,6 +496,8 @@ function addEventRows(rows: MutableBatchRows, roomId: string, accepted: readonly
       })
     }
     if (event.redacts !== undefined) rows.redactions.push({ event_id: event.eventId, redacts: event.redacts })
+    const relation = relationOf(input.content, input.state_key)
+    if (relation) rows.relations.push(relationRow({ eventId: event.eventId, roomId, sender: input.sender, type: input.type, streamOrdering }, relation))
     if (membership !== null && input.state_key !== undefined) {
       rows.memberships.push({
         event_id: event.eventId,

@@ -25,9 +25,6 @@ import { sharesRoomSql } from './shared-rooms.js'
 type Json = Record<string, unknown>
 type Db = Kysely<Database> | Transaction<Database>
 
-/** Most one-time keys a device may hold per algorithm (Synapse keeps no limit; clients keep ~50). */
-export const maxOneTimeKeysPerUpload = 1000
-
 /**
  * Takes the device lists stream lock (call first in the transaction), then records a change of
  * `userId`'s devices or keys.

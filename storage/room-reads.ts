@@ -233,9 +233,9 @@ export interface ReadPage {
 }
 
 /**
- * Reads a page of one room's events for `viewer` in ONE round trip of two statements run
- * concurrently: the page with its redactions, and the room's visibility to the viewer. The rows
- * come back in the page's order.
+ * Reads a page of one room's events for `viewer` in ONE round trip of three statements run
+ * concurrently: the page with its redactions, the room's visibility to the viewer, and the
+ * relations to bundle into the page's events. The rows come back in the page's order.
  *
  * @example
  * const page = await readPage(db, { roomId, where: [rowCoveredBy(upTo)], order: 'topological-desc', limit: 11, filter }, viewer)
@@ -245,7 +245,7 @@ export interface ReadPage {
 export async function readPage(db: Db, spec: PageSpec, viewer: Viewer): Promise<ReadPage> {
   // One statement for the page and its redactions (a redaction row names what it redacts), one
   // for the visibility: each query in flight waits for a PostgreSQL backend to get a core.
-  const [raw, visibility] = await Promise.all([
+  const [raw, visibility, aggregations] = await Promise.all([
     db
       .with('page', () => pageQuery(db, spec))
       .selectFrom('page')
@@ -253,13 +253,15 @@ export async function readPage(db: Db, spec: PageSpec, viewer: Viewer): Promise<
       .unionAll(redactionsQuery(db).where(sql<SqlBool>`r.redacts IN (SELECT event_id FROM page)`))
       .execute(),
     loadVisibility(db, viewer.userId, [spec.roomId]),
+    // The page's query again, as the parents of the relations to bundle: no second round trip.
+    relationAggregates(db, sql`(SELECT p.event_id FROM (${pageQuery(db, spec)}) p)`, viewer.userId),
   ])
   const vis = visibility.get(spec.roomId) as RoomVisibility
   const redactions = raw.filter((row): row is RedactionRow => row.redacts !== null)
   return {
     rows: raw.filter((row) => row.redacts === null).map(toRow).sort(pageComparator(spec.order)),
     visible: (subset) => subset.filter((row) => isVisible(row, viewer.userId, vis)),
-    former: (subset) => clientFormer(db, subset, viewer, redactions),
+    former: (subset) => clientFormer(db, subset, viewer, { redactions, aggregations }),
   }
 }
 
@@ -469,16 +471,17 @@ export async function clientFormer(
   db: Db,
   rows: readonly EventRow[],
   viewer: Viewer,
-  /** The redactions of `rows` (or more, in any order), when already read (see `readPage`). */
-  knownRedactions?: readonly RedactionRow[],
+  /** The redactions and relation aggregates of `rows` (or more, in any order), when already read (see `readPage`). */
+  known?: { readonly redactions: readonly RedactionRow[]; readonly aggregations: readonly AggregateRow[] },
 ): Promise<(subset: readonly EventRow[], now: number) => JsonObject[]> {
   if (rows.length === 0) return () => []
   const ids = rows.map((r) => r.eventId)
   const stateIds = rows.filter((r) => r.stateKey !== null).map((r) => r.eventId)
   // A transaction ID is stored under its event's sender: only the viewer's own events have one.
   const ownIds = viewer.deviceId === undefined ? [] : rows.filter((r) => r.sender === viewer.userId).map((r) => r.eventId)
-  const [redactions, txns, replaced] = await Promise.all([
-    knownRedactions ?? redactionsQuery(db).where('r.redacts', 'in', ids).execute(),
+  const [redactions, aggregations, txns, replaced] = await Promise.all([
+    known?.redactions ?? redactionsQuery(db).where('r.redacts', 'in', ids).execute(),
+    known?.aggregations ?? relationAggregates(db, sql`(SELECT unnest(${ids}::text[]))`, viewer.userId),
     viewer.deviceId === undefined || ownIds.length === 0
       ? Promise.resolve([])
       : db
@@ -505,6 +508,8 @@ export async function clientFormer(
   }
   const txnOf = new Map(txns.map((t) => [t.event_id, t.txn_id]))
   const prevOf = new Map(replaced.map((p) => [p.event_id, { id: p.prev_state_event_id!, pdu: JSON.parse(p.json) as JsonObject }]))
+  const aggregatesOf = new Map<string, AggregateRow[]>()
+  for (const a of aggregations) aggregatesOf.set(a.parent, [...(aggregatesOf.get(a.parent) ?? []), a])
   return (subset, now) =>
     subset.map((row) => {
       const redacted = redactedBy.get(row.eventId)
@@ -521,6 +526,8 @@ export async function clientFormer(
         unsigned['replaces_state'] = prev.id
         unsigned['prev_content'] = prev.pdu['content'] ?? {}
       }
+      const bundled = redacted ? undefined : aggregatesOf.get(row.eventId)
+      if (bundled) unsigned['m.relations'] = bundledRelations(row, bundled, viewer.userId, now)
       return event
     })
 }
@@ -546,6 +553,71 @@ function pageComparator(order: PageOrder): (a: EventRow, b: EventRow) => number 
   const sign = order.endsWith('desc') ? -1 : 1
   if (order.startsWith('topological')) return (a, b) => sign * compareKeys(a, b)
   return (a, b) => sign * compareBigints(a.streamOrdering, b.streamOrdering)
+}
+
+/** SQL: the event row `e` relates to `eventId` (with `relType`), its relation not redacted. */
+function relatesTo(eventId: string, relType: string | undefined): RawBuilder<SqlBool> {
+  return sql<SqlBool>`e.event_id IN (
+    SELECT r.event_id FROM event_relations r WHERE r.relates_to_id = ${eventId}${relType === undefined ? sql`` : sql` AND r.relation_type = ${relType}`}
+      AND NOT EXISTS (SELECT 1 FROM redactions x WHERE x.redacts = r.event_id))`
+}
+
+/** The aggregate of one relation type of one parent event, with its latest event (threads, edits). */
+interface AggregateRow extends Partial<RawEventRow> {
+  readonly parent: string
+  readonly rel_type: string
+  readonly n: string
+  readonly mine: boolean
+  readonly ids: string[]
+}
+
+/** Relation types bundled into served events (client-server API "Aggregations of child events"). */
+const bundledTypes = ['m.thread', 'm.replace', 'm.reference']
+
+/**
+ * The aggregates of the relations of the events `parents` (an SQL set of event IDs) to bundle:
+ * per parent and type, the count, whether `viewer` sent one, the related event IDs, and the
+ * latest event (threads: by stream order; edits, by the parent's sender only: by
+ * `origin_server_ts`, then event ID). Redacted relations are left out. One statement.
+ */
+async function relationAggregates(db: Db, parents: RawBuilder<unknown>, viewer: string): Promise<AggregateRow[]> {
+  const { rows } = await sql<AggregateRow>`
+    WITH rel AS (
+      SELECT r.relates_to_id AS parent, r.relation_type AS rel_type, r.event_id, r.sender, r.stream_ordering, c.origin_server_ts
+      FROM event_relations r
+      JOIN events c ON c.event_id = r.event_id
+      JOIN events p ON p.event_id = r.relates_to_id
+      WHERE r.relates_to_id IN ${parents} AND r.relation_type = ANY(${bundledTypes}::text[])
+        AND (r.relation_type <> 'm.replace' OR r.sender = p.sender)
+        AND NOT EXISTS (SELECT 1 FROM redactions x WHERE x.redacts = r.event_id)
+    ), agg AS (
+      SELECT parent, rel_type, count(*) AS n, bool_or(sender = ${viewer}) AS mine,
+             array_agg(event_id ORDER BY stream_ordering) AS ids,
+             (array_agg(event_id ORDER BY CASE WHEN rel_type = 'm.replace' THEN origin_server_ts ELSE stream_ordering END DESC, event_id DESC))[1] AS latest
+      FROM rel GROUP BY parent, rel_type
+    )
+    SELECT agg.parent, agg.rel_type, agg.n, agg.mine, agg.ids,
+           e.event_id, e.room_id, e.type, e.state_key, e.sender, e.depth, e.stream_ordering, j.json
+    FROM agg
+    LEFT JOIN events e ON e.event_id = agg.latest AND agg.rel_type <> 'm.reference'
+    LEFT JOIN event_json j ON j.event_id = e.event_id`.execute(db)
+  return rows
+}
+
+/** `unsigned['m.relations']` of `row` from its aggregates. */
+function bundledRelations(row: EventRow, aggregates: readonly AggregateRow[], viewer: string, now: number): JsonObject {
+  const relations: JsonObject = {}
+  for (const a of aggregates) {
+    const latest = a.json ? toRow(a as RawEventRow) : undefined
+    if (a.rel_type === 'm.thread' && latest) {
+      relations['m.thread'] = { latest_event: clientEvent(latest.pdu, latest, now), count: Number(a.n), current_user_participated: a.mine || row.sender === viewer }
+    } else if (a.rel_type === 'm.replace' && latest) {
+      relations['m.replace'] = clientEvent(latest.pdu, latest, now)
+    } else if (a.rel_type === 'm.reference') {
+      relations['m.reference'] = { chunk: a.ids.map((eventId) => ({ event_id: eventId })) }
+    }
+  }
+  return relations
 }
 
 function clientEvent(pdu: JsonObject, row: EventRow, now: number): JsonObject {
@@ -684,6 +756,49 @@ export async function eventForUser(db: Db, roomId: string, eventId: string, view
   return event!
 }
 
+/** Options of `threadsPage`. */
+export interface ThreadsQuery {
+  readonly roomId: string
+  readonly viewer: Viewer
+  /** Only threads the viewer started or replied to. */
+  readonly participated: boolean
+  /** A `next_batch` of an earlier page: threads whose latest reply is older. */
+  readonly before?: bigint
+  readonly limit: number
+  readonly upTo: RoomStreamToken
+  readonly now: number
+}
+
+/**
+ * A page of a room's threads (client-server API `/threads`): their root events, the thread
+ * with the latest reply first, each with its `m.thread` aggregation bundled. Roots the viewer
+ * may not see are left out. `next_batch`: the position to pass as `before` for the next page.
+ *
+ * @throws StorageError `ES_ROOM_NOT_FOUND`, `ES_FORBIDDEN` (as `/messages`).
+ * @example
+ * await threadsPage(db, { roomId, viewer, participated: false, limit: 10, upTo, now: Date.now() }) // { chunk: [root…], next_batch: '412' }
+ */
+export async function threadsPage(db: Db, q: ThreadsQuery): Promise<{ chunk: JsonObject[]; next_batch?: string }> {
+  await roomAccess(db, q.roomId, q.viewer.userId)
+  const { rows: roots } = await sql<{ root: string; latest: bigint | string }>`
+    SELECT r.relates_to_id AS root, max(r.stream_ordering) AS latest
+    FROM event_relations r JOIN events p ON p.event_id = r.relates_to_id
+    WHERE r.room_id = ${q.roomId} AND r.relation_type = 'm.thread' AND r.stream_ordering <= ${q.upTo.maxPosition()}::int8
+      AND NOT EXISTS (SELECT 1 FROM redactions x WHERE x.redacts = r.event_id)
+    GROUP BY r.relates_to_id, p.sender
+    HAVING (NOT ${q.participated}::boolean OR p.sender = ${q.viewer.userId} OR bool_or(r.sender = ${q.viewer.userId}))
+       AND (${q.before ?? null}::int8 IS NULL OR max(r.stream_ordering) < ${q.before ?? null}::int8)
+    ORDER BY latest DESC
+    LIMIT ${q.limit + 1}`.execute(db)
+  const page = roots.slice(0, q.limit)
+  if (page.length === 0) return { chunk: [] }
+  const rows = (await eventsQuery(db).where('e.event_id', 'in', page.map((r) => r.root)).execute()).map(toRow)
+  const byId = new Map((await filterVisible(db, q.viewer.userId, rows)).map((row) => [row.eventId, row]))
+  const ordered = page.flatMap((r) => byId.get(r.root) ?? [])
+  const chunk = await toClientEvents(db, ordered, q.viewer, q.now)
+  return { chunk, ...(roots.length > q.limit && { next_batch: String(page.at(-1)!.latest) }) }
+}
+
 /** Options of `paginateMessages`. */
 export interface MessagesQuery {
   readonly roomId: string
@@ -695,6 +810,8 @@ export interface MessagesQuery {
   readonly to?: RoomStreamToken
   readonly limit: number
   readonly filter?: EventFilter
+  /** Only the events relating to this event (with this `rel_type`): /relations. */
+  readonly relatedTo?: { readonly eventId: string; readonly relType?: string }
   /** The reader's tracker token: nothing beyond it is served. */
   readonly upTo: RoomStreamToken
   readonly now: number
@@ -729,7 +846,7 @@ export async function paginateMessages(db: Db, q: MessagesQuery): Promise<Messag
   const access = await roomAccess(db, q.roomId, q.viewer.userId)
   const filter = q.filter ?? noEventFilter
   const from = q.from ?? (q.dir === 'b' ? q.upTo : roomStart)
-  const bounds = [rowCoveredBy(q.upTo), ...accessBounds(access)]
+  const bounds = [rowCoveredBy(q.upTo), ...accessBounds(access), ...(q.relatedTo ? [relatesTo(q.relatedTo.eventId, q.relatedTo.relType)] : [])]
   const liveForward = q.dir === 'f' && !from.isHistoric
   const chunk: JsonObject[] = []
   let cursor = from

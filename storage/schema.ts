@@ -42,6 +42,7 @@ export interface Database {
   device_lists_changes: DeviceListsChangesTable
   e2e_room_keys_versions: E2eRoomKeysVersionsTable
   e2e_room_keys: E2eRoomKeysTable
+  event_relations: EventRelationsTable
   device_inbox: DeviceInboxTable
   to_device_position: ToDevicePositionTable
   to_device_txns: ToDeviceTxnsTable
@@ -303,6 +304,17 @@ export interface E2eRoomKeysTable {
   forwarded_count: number
   is_verified: boolean
   session_data: string
+}
+
+export interface EventRelationsTable {
+  event_id: string
+  relates_to_id: string
+  relation_type: string
+  aggregation_key: string | null
+  room_id: string
+  sender: string
+  type: string
+  stream_ordering: Int8
 }
 
 export interface DeviceInboxTable {

@@ -5,6 +5,7 @@ import {
   joinedMembers,
   joinedRooms,
   paginateMessages,
+  threadsPage,
   parseEventFilter,
   roomMembers,
   roomStateForUser,
@@ -136,6 +137,77 @@ export function roomReadRoutes(services: RoomServices): FastifyPluginAsync {
           ...(to && { to }),
           limit: parseLimit(q.limit),
           filter,
+          upTo: tracker.currentToken(),
+          now: clock(),
+        })
+      },
+    })
+
+    const relationPaths = ['/rooms/:roomId/relations/:eventId', '/rooms/:roomId/relations/:eventId/:relType', '/rooms/:roomId/relations/:eventId/:relType/:eventType']
+    for (const path of relationPaths) {
+      clientRoute<{
+        Params: { roomId: string; eventId: string; relType?: string; eventType?: string }
+        Querystring: { dir?: 'b' | 'f'; from?: string; to?: string; limit?: string; recurse?: string }
+      }>(app, {
+        method: 'GET',
+        path,
+        versions: ['v1'],
+        schema: {
+          params: { type: 'object', required: ['roomId', 'eventId'], properties: { roomId: id, eventId: id, relType: id, eventType: id } },
+          querystring: {
+            type: 'object',
+            properties: { dir: { type: 'string', enum: ['b', 'f'] }, from: tokenParam, to: tokenParam, limit: limitParam, recurse: { type: 'string', enum: ['true', 'false'] } },
+          },
+        },
+        handler: async (request) => {
+          const viewer = await viewerOf(request)
+          const { roomId, eventId, relType, eventType } = request.params
+          checkRoomId(roomId)
+          const q = request.query
+          const upTo = tracker.currentToken()
+          // The parent must be an event the viewer may see (404 otherwise, as Synapse).
+          await eventForUser(db, roomId, eventId, viewer, upTo, clock())
+          const from = q.from === undefined || q.from === '' ? undefined : await clientToken(q.from)
+          const to = q.to === undefined || q.to === '' ? undefined : parseRoomStreamToken(q.to)
+          const page = await paginateMessages(db, {
+            roomId,
+            viewer,
+            dir: q.dir ?? 'b',
+            ...(from && { from }),
+            ...(to && { to }),
+            limit: parseLimit(q.limit),
+            ...(eventType !== undefined && { filter: { types: [eventType], notTypes: [], notSenders: [] } }),
+            relatedTo: { eventId, ...(relType !== undefined && { relType }) },
+            upTo,
+            now: clock(),
+          })
+          return { chunk: page.chunk, ...(page.end !== undefined && { next_batch: page.end }), ...(from && { prev_batch: from.toString() }) }
+        },
+      })
+    }
+
+    clientRoute<{ Params: { roomId: string }; Querystring: { include?: 'all' | 'participated'; from?: string; limit?: string } }>(app, {
+      method: 'GET',
+      path: '/rooms/:roomId/threads',
+      versions: ['v1'],
+      schema: {
+        params: { type: 'object', required: ['roomId'], properties: { roomId: id } },
+        querystring: {
+          type: 'object',
+          properties: { include: { type: 'string', enum: ['all', 'participated'] }, from: { type: 'string', pattern: '^-?[0-9]{1,18}$' }, limit: limitParam },
+        },
+      },
+      handler: async (request) => {
+        const viewer = await viewerOf(request)
+        const { roomId } = request.params
+        checkRoomId(roomId)
+        const q = request.query
+        return threadsPage(db, {
+          roomId,
+          viewer,
+          participated: q.include === 'participated',
+          ...(q.from !== undefined && { before: BigInt(q.from) }),
+          limit: parseLimit(q.limit),
           upTo: tracker.currentToken(),
           now: clock(),
         })

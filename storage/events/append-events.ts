@@ -6,6 +6,7 @@ import type {
   EventEdgesTable,
   EventJsonTable,
   EventsTable,
+  EventRelationsTable,
   EventTxnIdsTable,
   RedactionsTable,
   ReplicationRequestsTable,
@@ -31,6 +32,7 @@ export interface EventBatchRows {
   readonly stateEvents: readonly Insertable<StateEventsTable>[]
   readonly redactions: readonly Insertable<RedactionsTable>[]
   readonly memberships: readonly Insertable<RoomMembershipsTable>[]
+  readonly relations: readonly Insertable<EventRelationsTable>[]
   readonly txnIds: readonly Insertable<EventTxnIdsTable>[]
   readonly replicationRequests: readonly Insertable<ReplicationRequestsTable>[]
 }
@@ -40,7 +42,7 @@ export type MutableBatchRows = { [K in keyof EventBatchRows]: EventBatchRows[K][
 
 /** A batch with no rows yet. */
 export function emptyBatchRows(): MutableBatchRows {
-  return { events: [], eventJson: [], edges: [], stateEvents: [], redactions: [], memberships: [], txnIds: [], replicationRequests: [] }
+  return { events: [], eventJson: [], edges: [], stateEvents: [], redactions: [], memberships: [], relations: [], txnIds: [], replicationRequests: [] }
 }
 
 /** A table a batch writes: its columns with their PostgreSQL types, in `Insertable` key order. */
@@ -96,6 +98,20 @@ const batchTables: readonly TableSpec[] = [
       ['membership', 'text'],
       ['stream_ordering', 'int8', undefined, 'ordering'],
       ['depth', 'int8'],
+    ],
+  },
+  {
+    key: 'relations',
+    table: 'event_relations',
+    columns: [
+      ['event_id', 'text'],
+      ['relates_to_id', 'text'],
+      ['relation_type', 'text'],
+      ['aggregation_key', 'text'],
+      ['room_id', 'text'],
+      ['sender', 'text'],
+      ['type', 'text'],
+      ['stream_ordering', 'int8', undefined, 'ordering'],
     ],
   },
   {

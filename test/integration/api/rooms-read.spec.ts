@@ -73,10 +73,10 @@ describe('api room reads (state, event, messages, context, members)', function (
       const counted = countingQueries(h.t.db)
       const spec = { roomId, where: [], order: 'stream-asc' as const, limit: 100, filter: parseEventFilter({ types: ['m.room.message', 'm.room.redaction'] }) }
       const page = await readPage(counted.db, spec, { userId: alice.user_id, deviceId: alice.device_id })
-      expect(counted.queries, 'the page with its redactions, the visibility').to.equal(2)
+      expect(counted.queries, 'the page with its redactions, the visibility, the relations to bundle: three statements at once').to.equal(3)
       const visible = page.visible(page.rows)
       const events = (await page.former(visible))(visible, 0)
-      expect(counted.queries, 'nothing more to form them').to.equal(2)
+      expect(counted.queries, 'nothing more to form them').to.equal(3)
       expect(events.map((event) => event['event_id'])).to.deep.equal([kept!.event_id, redactedOne!.event_id, redaction!.event_id])
       expect(events.map((event) => event['content'])).to.deep.equal([{ msgtype: 'm.text', body: 'kept' }, {}, { redacts: redactedOne!.event_id }])
       expect(((events[1]!['unsigned'] as JsonObject)['redacted_because'] as JsonObject)['event_id']).to.equal(redaction!.event_id)
@@ -98,12 +98,12 @@ describe('api room reads (state, event, messages, context, members)', function (
       const transactionIds = (events: JsonObject[]) => events.map((event) => (event['unsigned'] as JsonObject)['transaction_id'])
 
       const formOthers = await clientFormer(counted.db, [otherRow], viewer)
-      expect(counted.queries, 'queries for a page of other senders (its redactions)').to.equal(1)
+      expect(counted.queries, 'queries for a page of other senders (its redactions, its relations)').to.equal(2)
       expect(transactionIds(formOthers([otherRow], 0))).to.deep.equal([undefined])
 
       counted.queries = 0
       const formMixed = await clientFormer(counted.db, [ownRow, otherRow], viewer)
-      expect(counted.queries, 'queries for a page with an own event (redactions, transaction IDs)').to.equal(2)
+      expect(counted.queries, 'queries for a page with an own event (redactions, relations, transaction IDs)').to.equal(3)
       expect(transactionIds(formMixed([ownRow, otherRow], 0))).to.deep.equal(['txn-own', undefined])
     })
 

@@ -27,6 +27,7 @@ function rows(events: { id: string; so: bigint; json: string }[], requestId = 'r
     stateEvents: [],
     redactions: [],
     memberships: [],
+    relations: [],
     txnIds: [],
     replicationRequests: [{ request_id: requestId, first_idx: 3, event_ids: events.map((e) => e.id), inserted_ts: 5 }],
   }
