@@ -233,9 +233,9 @@ export interface ReadPage {
 }
 
 /**
- * Reads a page of one room's events for `viewer` in ONE round trip of three statements run
- * concurrently: the page with its redactions, the room's visibility to the viewer, and the
- * relations to bundle into the page's events. The rows come back in the page's order.
+ * Reads a page of one room's events for `viewer` in ONE round trip of two statements run
+ * concurrently: the page with its redactions and the relations to bundle into its events, and
+ * the room's visibility to the viewer. The rows come back in the page's order.
  *
  * @example
  * const page = await readPage(db, { roomId, where: [rowCoveredBy(upTo)], order: 'topological-desc', limit: 11, filter }, viewer)
@@ -245,21 +245,33 @@ export interface ReadPage {
 export async function readPage(db: Db, spec: PageSpec, viewer: Viewer): Promise<ReadPage> {
   // One statement for the page and its redactions (a redaction row names what it redacts), one
   // for the visibility: each query in flight waits for a PostgreSQL backend to get a core.
-  const [raw, visibility, aggregations] = await Promise.all([
+  const [raw, visibility] = await Promise.all([
     db
       .with('page', () => pageQuery(db, spec))
       .selectFrom('page')
-      .select(['page.event_id', 'page.room_id', 'page.type', 'page.state_key', 'page.sender', 'page.depth', 'page.stream_ordering', 'page.json', sql<string | null>`NULL`.as('redacts')])
-      .unionAll(redactionsQuery(db).where(sql<SqlBool>`r.redacts IN (SELECT event_id FROM page)`))
+      .select([
+        'page.event_id',
+        'page.room_id',
+        'page.type',
+        'page.state_key',
+        'page.sender',
+        'page.depth',
+        'page.stream_ordering',
+        'page.json',
+        sql<string | null>`NULL`.as('redacts'),
+        sql<string | null>`NULL`.as('aggregate'),
+      ])
+      .unionAll(redactionsQuery(db).select(sql<string | null>`NULL`.as('aggregate')).where(sql<SqlBool>`r.redacts IN (SELECT event_id FROM page)`))
+      // Aggregate rows may lack an event (references): typed as the page's rows, told apart by `aggregate`.
+      .unionAll(aggregatesSelect(sql`(SELECT event_id FROM page)`, viewer.userId) as unknown as RawBuilder<RawEventRow & { redacts: null; aggregate: string }>)
       .execute(),
     loadVisibility(db, viewer.userId, [spec.roomId]),
-    // The page's query again, as the parents of the relations to bundle: no second round trip.
-    relationAggregates(db, sql`(SELECT p.event_id FROM (${pageQuery(db, spec)}) p)`, viewer.userId),
   ])
   const vis = visibility.get(spec.roomId) as RoomVisibility
-  const redactions = raw.filter((row): row is RedactionRow => row.redacts !== null)
+  const aggregations = raw.filter((row) => row.aggregate !== null).map((row) => toAggregate(row as PageStatementRow))
+  const redactions = raw.filter((row): row is RedactionRow & { aggregate: null } => row.redacts !== null && row.aggregate === null)
   return {
-    rows: raw.filter((row) => row.redacts === null).map(toRow).sort(pageComparator(spec.order)),
+    rows: raw.filter((row) => row.redacts === null && row.aggregate === null).map(toRow).sort(pageComparator(spec.order)),
     visible: (subset) => subset.filter((row) => isVisible(row, viewer.userId, vis)),
     former: (subset) => clientFormer(db, subset, viewer, { redactions, aggregations }),
   }
@@ -481,7 +493,7 @@ export async function clientFormer(
   const ownIds = viewer.deviceId === undefined ? [] : rows.filter((r) => r.sender === viewer.userId).map((r) => r.eventId)
   const [redactions, aggregations, txns, replaced] = await Promise.all([
     known?.redactions ?? redactionsQuery(db).where('r.redacts', 'in', ids).execute(),
-    known?.aggregations ?? relationAggregates(db, sql`(SELECT unnest(${ids}::text[]))`, viewer.userId),
+    known?.aggregations ?? relationAggregates(db, ids, viewer.userId),
     viewer.deviceId === undefined || ownIds.length === 0
       ? Promise.resolve([])
       : db
@@ -563,52 +575,67 @@ function relatesTo(eventId: string, relType: string | undefined): RawBuilder<Sql
 }
 
 /** The aggregate of one relation type of one parent event, with its latest event (threads, edits). */
-interface AggregateRow extends Partial<RawEventRow> {
+interface AggregateRow {
   readonly parent: string
   readonly rel_type: string
   readonly n: string
   readonly mine: boolean
   readonly ids: string[]
+  readonly latest?: EventRow
 }
 
 /** Relation types bundled into served events (client-server API "Aggregations of child events"). */
 const bundledTypes = ['m.thread', 'm.replace', 'm.reference']
 
+/** A row of `readPage`'s statement: a page event, a redaction (`redacts`), or a relation aggregate (`aggregate`). */
+type PageStatementRow = { [K in keyof RawEventRow]: RawEventRow[K] | null } & { redacts: string | null; aggregate: string | null }
+
 /**
- * The aggregates of the relations of the events `parents` (an SQL set of event IDs) to bundle:
- * per parent and type, the count, whether `viewer` sent one, the related event IDs, and the
- * latest event (threads: by stream order; edits, by the parent's sender only: by
- * `origin_server_ts`, then event ID). Redacted relations are left out. One statement.
+ * SQL selecting the aggregates of the relations of the events `parents` (an SQL set of event
+ * IDs) to bundle, in the columns of `readPage`'s statement: per parent and type, the latest
+ * event (threads: by stream order; edits, by the parent's sender only: by `origin_server_ts`,
+ * then event ID; none for references) and, as JSON in `aggregate`, the count, whether `viewer`
+ * sent one, and the related event IDs. Redacted relations are left out.
  */
-async function relationAggregates(db: Db, parents: RawBuilder<unknown>, viewer: string): Promise<AggregateRow[]> {
-  const { rows } = await sql<AggregateRow>`
-    WITH rel AS (
-      SELECT r.relates_to_id AS parent, r.relation_type AS rel_type, r.event_id, r.sender, r.stream_ordering, c.origin_server_ts
-      FROM event_relations r
-      JOIN events c ON c.event_id = r.event_id
-      JOIN events p ON p.event_id = r.relates_to_id
-      WHERE r.relates_to_id IN ${parents} AND r.relation_type = ANY(${bundledTypes}::text[])
-        AND (r.relation_type <> 'm.replace' OR r.sender = p.sender)
-        AND NOT EXISTS (SELECT 1 FROM redactions x WHERE x.redacts = r.event_id)
-    ), agg AS (
+function aggregatesSelect(parents: RawBuilder<unknown>, viewer: string): RawBuilder<PageStatementRow> {
+  return sql<PageStatementRow>`
+    SELECT e.event_id, e.room_id, e.type, e.state_key, e.sender, e.depth, e.stream_ordering, j.json, NULL::text AS redacts,
+           json_build_object('parent', agg.parent, 'rel_type', agg.rel_type, 'n', agg.n, 'mine', agg.mine, 'ids', agg.ids)::text AS aggregate
+    FROM (
       SELECT parent, rel_type, count(*) AS n, bool_or(sender = ${viewer}) AS mine,
              array_agg(event_id ORDER BY stream_ordering) AS ids,
              (array_agg(event_id ORDER BY CASE WHEN rel_type = 'm.replace' THEN origin_server_ts ELSE stream_ordering END DESC, event_id DESC))[1] AS latest
-      FROM rel GROUP BY parent, rel_type
-    )
-    SELECT agg.parent, agg.rel_type, agg.n, agg.mine, agg.ids,
-           e.event_id, e.room_id, e.type, e.state_key, e.sender, e.depth, e.stream_ordering, j.json
-    FROM agg
+      FROM (
+        SELECT r.relates_to_id AS parent, r.relation_type AS rel_type, r.event_id, r.sender, r.stream_ordering, c.origin_server_ts
+        FROM event_relations r
+        JOIN events c ON c.event_id = r.event_id
+        JOIN events p ON p.event_id = r.relates_to_id
+        WHERE r.relates_to_id IN ${parents} AND r.relation_type = ANY(${bundledTypes}::text[])
+          AND (r.relation_type <> 'm.replace' OR r.sender = p.sender)
+          AND NOT EXISTS (SELECT 1 FROM redactions x WHERE x.redacts = r.event_id)
+      ) rel
+      GROUP BY parent, rel_type
+    ) agg
     LEFT JOIN events e ON e.event_id = agg.latest AND agg.rel_type <> 'm.reference'
-    LEFT JOIN event_json j ON j.event_id = e.event_id`.execute(db)
-  return rows
+    LEFT JOIN event_json j ON j.event_id = e.event_id`
+}
+
+/** The aggregates of the relations of `eventIds` (see `aggregatesSelect`), as a statement of its own. */
+async function relationAggregates(db: Db, eventIds: readonly string[], viewer: string): Promise<AggregateRow[]> {
+  const { rows } = await aggregatesSelect(sql`(SELECT unnest(${eventIds}::text[]))`, viewer).execute(db)
+  return rows.map(toAggregate)
+}
+
+function toAggregate(row: PageStatementRow): AggregateRow {
+  const { parent, rel_type, n, mine, ids } = JSON.parse(row.aggregate!) as { parent: string; rel_type: string; n: number; mine: boolean; ids: string[] }
+  return { parent, rel_type, n: String(n), mine, ids, ...(row.json !== null && { latest: toRow(row as RawEventRow) }) }
 }
 
 /** `unsigned['m.relations']` of `row` from its aggregates. */
 function bundledRelations(row: EventRow, aggregates: readonly AggregateRow[], viewer: string, now: number): JsonObject {
   const relations: JsonObject = {}
   for (const a of aggregates) {
-    const latest = a.json ? toRow(a as RawEventRow) : undefined
+    const { latest } = a
     if (a.rel_type === 'm.thread' && latest) {
       relations['m.thread'] = { latest_event: clientEvent(latest.pdu, latest, now), count: Number(a.n), current_user_participated: a.mine || row.sender === viewer }
     } else if (a.rel_type === 'm.replace' && latest) {

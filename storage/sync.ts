@@ -2,7 +2,7 @@ import { sql, type Kysely } from 'kysely'
 import { accountDataChanges, type AccountDataEntry } from './account-data.js'
 import { StorageError } from './errors.js'
 import { streamPositionSql } from './ordered-streams.js'
-import { deviceKeyCounts, deviceListUpdates, type DeviceListUpdates } from './e2e-keys.js'
+import { deviceListUpdates, type DeviceListUpdates } from './e2e-keys.js'
 import { presenceForSync, type PresenceEvent } from './presence.js'
 import { receiptsForSync } from './receipts.js'
 import { toDeviceForSync, toDevicePositionSql, type ToDeviceEvent } from './to-device.js'
@@ -232,8 +232,6 @@ export interface SyncData {
   readonly presence: PresenceEvent[]
   /** Users whose devices changed, and who no longer share a room (incremental syncs). */
   readonly deviceLists: DeviceListUpdates
-  /** The device's one-time key counts and unused fallback key algorithms. */
-  readonly deviceKeys: { readonly oneTimeKeyCounts: Record<string, number>; readonly unusedFallbackKeyTypes: string[] }
   /** True when nothing is new (a long-poll may wait). */
   readonly empty: boolean
   /** Rooms the user is joined to at `upTo` (what a long-poll waits on). */
@@ -314,7 +312,7 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
     })
   const withEvents = q.fullState ? incrementalRooms : incrementalRooms.filter((roomId) => active.has(roomId))
   const ephemeralRooms = { everything: fullRooms, changedOnly: incrementalRooms, after: since?.ephemeral, upTo: streams.ephemeral }
-  const [accountData, receipts, typing, deviceMessages, presence, deviceLists, deviceKeys] = await Promise.all([
+  const [accountData, receipts, typing, deviceMessages, presence] = await Promise.all([
     accountDataChanges(db, q.userId, { ...(since && { after: since.accountData }), upTo: streams.accountData }),
     receiptsForSync(db, q.userId, ephemeralRooms),
     typingForSync(db, { ...ephemeralRooms, now: q.now }),
@@ -323,11 +321,6 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
       ? { events: [], upTo: streams.toDevice }
       : toDeviceForSync(db, { userId: q.userId, deviceId: q.deviceId, after: since?.toDevice ?? 0n, upTo: streams.toDevice }),
     q.presence === false ? [] : presenceForSync(db, q.userId, { after: since?.presence, upTo: streams.presence, now: q.now }),
-    since === undefined
-      ? { changed: [], left: [] }
-      : // Rooms with news, and those the user's own membership changed in (joined, left).
-        deviceListUpdates(db, q.userId, { keysAfter: since.deviceLists, keysUpTo: streams.deviceLists, roomsSince: since.room.stream, rooms: [...new Set([...withEvents, ...changed.keys()])] }),
-    q.deviceId === undefined ? { oneTimeKeyCounts: {}, unusedFallbackKeyTypes: [] } : deviceKeyCounts(db, q.userId, q.deviceId),
     readSections([...fullRooms.map((roomId) => [roomId, undefined] as const), ...withEvents.map((roomId) => [roomId, since] as const)]),
   ])
   const roomAccountData = (roomId: string) => filterEntries(accountData.rooms.get(roomId) ?? [], q.filter.roomAccountData)
@@ -372,6 +365,20 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
   }
 
   const globalAccountData = filterEntries(accountData.global, q.filter.accountData)
+  // Device lists: read only when something can have changed them (most woken syncs read
+  // nothing more): a key change, the user's own membership, or a member event in the sections.
+  const noDeviceListNews = { changed: [], left: [] }
+  const deviceLists =
+    since === undefined || !(since.deviceLists < streams.deviceLists || changed.size > 0 || membersMayHaveChanged(q.filter, [...sections.values()]))
+      ? noDeviceListNews
+      : await deviceListUpdates(db, q.userId, {
+          keysAfter: since.deviceLists,
+          keysUpTo: streams.deviceLists,
+          roomsSince: since.room.stream,
+          // Rooms with news, and those the user's own membership changed in (joined, left).
+          rooms: [...new Set([...withEvents, ...changed.keys()])],
+        })
+
   const presenceFilter = q.filter.presence
   const presenceEvents = presence.filter(
     (e) =>
@@ -396,11 +403,28 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
     toDevice: deviceMessages.events,
     presence: presenceEvents,
     deviceLists,
-    deviceKeys,
     empty,
     joinedRooms,
     upTo,
   }
+}
+
+/**
+ * Whether room members may have joined or left in what a sync read: a member event in a
+ * section's timeline or state, or a filter that could hide them (then the sections cannot tell).
+ */
+function membersMayHaveChanged(filter: SyncFilter, sections: readonly JsonObject[]): boolean {
+  const mayHide = (f: EventFilter) =>
+    (f.types !== undefined && !f.types.some((t) => typeMatches([t], 'm.room.member'))) ||
+    typeMatches(f.notTypes, 'm.room.member') ||
+    f.senders !== undefined ||
+    f.notSenders.length > 0 ||
+    f.containsUrl !== undefined
+  if (filter.timelineLimit === 0 || mayHide(filter.timeline) || mayHide(filter.state)) return true
+  return sections.some((section) => {
+    const { timeline, state } = section as { timeline: { events: { type?: unknown }[] }; state: { events: { type?: unknown }[] } }
+    return [...timeline.events, ...state.events].some((e) => e.type === 'm.room.member')
+  })
 }
 
 /** Rooms whose sections one sync reads at once (each holds a pooled connection per query). */

@@ -9,6 +9,7 @@ import { clientRoute } from '../client-route.js'
 import { createMembershipWatch } from '../membership-watch.js'
 import type { WaitOutcome } from '../user-waiters.js'
 import type { PresenceState } from '../presence-service.js'
+import { deviceKeyCounts } from '../../storage/e2e-keys.js'
 import { createPositionWatch, syncStreams } from '../position-watch.js'
 import { invalidParam } from '../errors.js'
 import { filterSchema } from '../filter-schema.js'
@@ -181,6 +182,10 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
         const timeoutMs = Math.min(Number(query.timeout ?? '0'), maxSyncTimeoutMs)
         const fullState = query.full_state === 'true'
         await presence.syncing(userId, query.set_presence, timeoutMs)
+        // The device's key counts as the request starts, read beside its first read: a long-poll
+        // woken later answers without waiting for them (the next sync brings newer ones).
+        const keyCounts = deviceKeyCounts(db, userId, deviceId)
+        keyCounts.catch(() => {})
         const closed = new AbortController()
         reply.raw.on('close', () => {
           if (!reply.raw.writableFinished) closed.abort()
@@ -239,8 +244,8 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
           presence: { events: data.presence },
           device_lists: data.deviceLists,
           // Synapse always counts signed_curve25519 keys, so that clients know to upload some.
-          device_one_time_keys_count: { signed_curve25519: 0, ...data.deviceKeys.oneTimeKeyCounts },
-          device_unused_fallback_key_types: data.deviceKeys.unusedFallbackKeyTypes,
+          device_one_time_keys_count: { signed_curve25519: 0, ...(await keyCounts).oneTimeKeyCounts },
+          device_unused_fallback_key_types: (await keyCounts).unusedFallbackKeyTypes,
           rooms: { ...data.rooms, knock: {} },
         }
       },
