@@ -68,6 +68,13 @@ export function roomReadRoutes(services: RoomServices): FastifyPluginAsync {
     return token
   }
 
+  /** The paging parameters of `/messages` and `/relations`: direction, tokens, limit. */
+  const pageParams = async (q: { dir?: 'b' | 'f'; from?: string; to?: string; limit?: string }) => {
+    const from = q.from === undefined || q.from === '' ? undefined : await clientToken(q.from)
+    const to = q.to === undefined || q.to === '' ? undefined : parseRoomStreamToken(q.to)
+    return { dir: q.dir ?? 'b', ...(from && { from }), ...(to && { to }), limit: parseLimit(q.limit) }
+  }
+
   return async (app) => {
     const { db, clock } = app.myelin
     const viewerOf = async (request: Parameters<typeof requireUser>[0]): Promise<Viewer> => {
@@ -127,15 +134,10 @@ export function roomReadRoutes(services: RoomServices): FastifyPluginAsync {
         checkRoomId(roomId)
         const q = request.query
         const filter = parseEventFilter(await filterParam(db, viewer.userId, q.filter, roomEventFilterSchema))
-        const from = q.from === undefined || q.from === '' ? undefined : await clientToken(q.from)
-        const to = q.to === undefined || q.to === '' ? undefined : parseRoomStreamToken(q.to)
         return paginateMessages(db, {
           roomId,
           viewer,
-          dir: q.dir ?? 'b',
-          ...(from && { from }),
-          ...(to && { to }),
-          limit: parseLimit(q.limit),
+          ...(await pageParams(q)),
           filter,
           upTo: tracker.currentToken(),
           now: clock(),
@@ -167,21 +169,17 @@ export function roomReadRoutes(services: RoomServices): FastifyPluginAsync {
           const upTo = tracker.currentToken()
           // The parent must be an event the viewer may see (404 otherwise, as Synapse).
           await eventForUser(db, roomId, eventId, viewer, upTo, clock())
-          const from = q.from === undefined || q.from === '' ? undefined : await clientToken(q.from)
-          const to = q.to === undefined || q.to === '' ? undefined : parseRoomStreamToken(q.to)
+          const params = await pageParams(q)
           const page = await paginateMessages(db, {
             roomId,
             viewer,
-            dir: q.dir ?? 'b',
-            ...(from && { from }),
-            ...(to && { to }),
-            limit: parseLimit(q.limit),
+            ...params,
             ...(eventType !== undefined && { filter: { types: [eventType], notTypes: [], notSenders: [] } }),
             relatedTo: { eventId, ...(relType !== undefined && { relType }) },
             upTo,
             now: clock(),
           })
-          return { chunk: page.chunk, ...(page.end !== undefined && { next_batch: page.end }), ...(from && { prev_batch: from.toString() }) }
+          return { chunk: page.chunk, ...(page.end !== undefined && { next_batch: page.end }), ...(params.from && { prev_batch: params.from.toString() }) }
         },
       })
     }
