@@ -1,9 +1,11 @@
 import { expect } from 'chai'
 import fc from 'fast-check'
+import { roomReadRoutes } from '../../../api/routes/room-reads.js'
+import { roomWriteRoutes } from '../../../api/routes/rooms.js'
+import { syncRoutes } from '../../../api/routes/sync.js'
 import { parseSyncToken } from '../../../storage/sync.js'
-import type { ApiHarness, Session } from './api-harness.js'
-import { v3 } from './api-harness.js'
-import { createRoom, enc, membership, sendEvents, startReadApi, syncAs, text } from './read-fixtures.js'
+import { startApi, v3, type ApiHarness, type Session } from './api-harness.js'
+import { createRoom, enc, membership, sendEvents, syncAs, text } from './read-fixtures.js'
 
 type ReceiptContent = Record<string, Record<string, Record<string, { ts: number; thread_id?: string }>>>
 interface JoinedRoom {
@@ -23,7 +25,8 @@ describe('api receipts, read markers and typing', function () {
   let bob: Session
   let carol: Session
   before(async () => {
-    h = await startReadApi()
+    // The write routes too: leaving stops typing.
+    h = await startApi({ roomRoutes: (services) => [roomReadRoutes(services), roomWriteRoutes(services), syncRoutes(services)] })
     alice = await h.register('alice')
     bob = await h.register('bob')
     carol = await h.register('carol')
@@ -253,6 +256,23 @@ describe('api receipts, read markers and typing', function () {
     expect(typingIn(await sync(alice, { filter: only(roomId) }), roomId)).to.equal(undefined)
     expect((await typing(bob, roomId, { typing: false })).statusCode, 'stopping twice').to.equal(200)
     expect((await sync(alice, { since: stopped.next_batch, filter: only(roomId) })).rooms.join).to.deep.equal({})
+  })
+
+  it('should stop the typing of a member who leaves or is banned at once, not at their timeout', async () => {
+    const { roomId } = await roomWithMessages(1)
+    await sendEvents(h, roomId, membership(carol.user_id, carol.user_id, 'join'))
+    const start = await sync(alice, { filter: only(roomId) })
+    expect((await typing(bob, roomId, { typing: true, timeout: 60_000 })).statusCode).to.equal(200)
+    expect((await typing(carol, roomId, { typing: true, timeout: 60_000 })).statusCode).to.equal(200)
+    const both = await sync(alice, { since: start.next_batch, filter: only(roomId) })
+    expect(typingIn(both, roomId)).to.deep.equal([bob.user_id, carol.user_id].sort())
+
+    expect((await h.call('POST', `${v3}/rooms/${enc(roomId)}/leave`, { token: bob.access_token, body: {} })).statusCode).to.equal(200)
+    const afterLeave = await sync(alice, { since: both.next_batch, filter: only(roomId) })
+    expect(typingIn(afterLeave, roomId)).to.deep.equal([carol.user_id])
+    const ban = await h.call('POST', `${v3}/rooms/${enc(roomId)}/ban`, { token: alice.access_token, body: { user_id: carol.user_id } })
+    expect(ban.statusCode).to.equal(200)
+    expect(typingIn(await sync(alice, { since: afterLeave.next_batch, filter: only(roomId) }), roomId)).to.deep.equal([])
   })
 
   it('should wake a waiting sync when someone starts typing, and again when their timeout runs out', async () => {
