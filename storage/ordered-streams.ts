@@ -71,7 +71,7 @@ export async function streamPosition(db: Kysely<Database>, stream: TableStream):
 }
 
 /**
- * The keys (users for account data and presence, rooms for the ephemeral stream) with changes in
+ * The keys (users for account data, rooms for the ephemeral stream) with changes in
  * `(after, upTo]`, each with the newest stream ID of its changes (one index range scan per table).
  *
  * @example

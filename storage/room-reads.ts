@@ -578,7 +578,7 @@ function relatesTo(eventId: string, relType: string | undefined): RawBuilder<Sql
 interface AggregateRow {
   readonly parent: string
   readonly rel_type: string
-  readonly n: string
+  readonly n: number
   readonly mine: boolean
   readonly ids: string[]
   readonly latest?: EventRow
@@ -628,7 +628,7 @@ async function relationAggregates(db: Db, eventIds: readonly string[], viewer: s
 
 function toAggregate(row: PageStatementRow): AggregateRow {
   const { parent, rel_type, n, mine, ids } = JSON.parse(row.aggregate!) as { parent: string; rel_type: string; n: number; mine: boolean; ids: string[] }
-  return { parent, rel_type, n: String(n), mine, ids, ...(row.json !== null && { latest: toRow(row as RawEventRow) }) }
+  return { parent, rel_type, n, mine, ids, ...(row.json !== null && { latest: toRow(row as RawEventRow) }) }
 }
 
 /** `unsigned['m.relations']` of `row` from its aggregates. */
@@ -637,7 +637,7 @@ function bundledRelations(row: EventRow, aggregates: readonly AggregateRow[], vi
   for (const a of aggregates) {
     const { latest } = a
     if (a.rel_type === 'm.thread' && latest) {
-      relations['m.thread'] = { latest_event: clientEvent(latest.pdu, latest, now), count: Number(a.n), current_user_participated: a.mine || row.sender === viewer }
+      relations['m.thread'] = { latest_event: clientEvent(latest.pdu, latest, now), count: a.n, current_user_participated: a.mine || row.sender === viewer }
     } else if (a.rel_type === 'm.replace' && latest) {
       relations['m.replace'] = clientEvent(latest.pdu, latest, now)
     } else if (a.rel_type === 'm.reference') {

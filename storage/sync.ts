@@ -382,8 +382,7 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
   const presenceFilter = q.filter.presence
   const presenceEvents = presence.filter(
     (e) =>
-      (presenceFilter.types === undefined || typeMatches(presenceFilter.types, e.type)) &&
-      !typeMatches(presenceFilter.notTypes, e.type) &&
+      typeAllowed(presenceFilter, e.type) &&
       (presenceFilter.senders === undefined || presenceFilter.senders.includes(e.sender)) &&
       !presenceFilter.notSenders.includes(e.sender),
   )
@@ -415,8 +414,7 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
  */
 function membersMayHaveChanged(filter: SyncFilter, sections: readonly JsonObject[]): boolean {
   const mayHide = (f: EventFilter) =>
-    (f.types !== undefined && !f.types.some((t) => typeMatches([t], 'm.room.member'))) ||
-    typeMatches(f.notTypes, 'm.room.member') ||
+    !typeAllowed(f, 'm.room.member') ||
     f.senders !== undefined ||
     f.notSenders.length > 0 ||
     f.containsUrl !== undefined
@@ -554,9 +552,14 @@ function typeMatches(patterns: readonly string[], type: string): boolean {
   return patterns.some((p) => new RegExp(`^${p.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*')}$`).test(type))
 }
 
+/** Whether `filter`'s `types` and `not_types` let an event of `type` through. */
+function typeAllowed(filter: EventFilter, type: string): boolean {
+  return (filter.types === undefined || typeMatches(filter.types, type)) && !typeMatches(filter.notTypes, type)
+}
+
 function filterEntries(entries: readonly AccountDataEntry[], filter: EventFilter): JsonObject[] {
   return entries
-    .filter((e) => (filter.types === undefined || typeMatches(filter.types, e.type)) && !typeMatches(filter.notTypes, e.type))
+    .filter((e) => typeAllowed(filter, e.type))
     .map((e) => ({ type: e.type, content: e.content }))
 }
 

@@ -72,16 +72,18 @@ interface UploadBody {
 export const keyRoutes: FastifyPluginAsync = async (app) => {
   const runtime = app.myelin
   const { db, config } = runtime
-  /** The local users among `userIds`; the others' servers as `failures` (no federation). */
+  const noFederation = { errcode: 'M_FORBIDDEN', error: 'Federation is not supported' }
+  /** The local users among `userIds`, the others (no federation), and the others' servers as `failures`. */
   const localOnly = (userIds: readonly string[]) => {
     const local: string[] = []
-    const failures: Record<string, Json> = {}
+    const remote: string[] = []
     for (const userId of userIds) {
       if (!isUserId(userId)) throw invalidParam(`${JSON.stringify(userId.slice(0, 300))} is not a user ID`)
       if (serverNameOf(userId) === config.server_name) local.push(userId)
-      else failures[serverNameOf(userId)] = { errcode: 'M_FORBIDDEN', error: 'Federation is not supported' }
+      else remote.push(userId)
     }
-    return { local, failures }
+    const failures: Record<string, Json> = Object.fromEntries(remote.map((userId) => [serverNameOf(userId), noFederation]))
+    return { local, remote, failures }
   }
 
   clientRoute<{ Body: UploadBody }>(app, {
@@ -204,12 +206,10 @@ export const keyRoutes: FastifyPluginAsync = async (app) => {
     schema: { body: userMap({ type: 'object', maxProperties: 1000, additionalProperties: { type: 'object' } }) },
     handler: async (request) => {
       const { userId } = await requireUser(request)
-      const { local } = localOnly(Object.keys(request.body))
+      const { local, remote } = localOnly(Object.keys(request.body))
       const signed = Object.fromEntries(local.map((u) => [u, request.body[u] ?? {}]))
       const failures = await uploadSignatures(db, userId, signed)
-      for (const remote of Object.keys(request.body).filter((u) => !local.includes(u))) {
-        failures[remote] = Object.fromEntries(Object.keys(request.body[remote] ?? {}).map((keyId) => [keyId, { errcode: 'M_FORBIDDEN', error: 'Federation is not supported' }]))
-      }
+      for (const other of remote) failures[other] = Object.fromEntries(Object.keys(request.body[other] ?? {}).map((keyId) => [keyId, noFederation]))
       return { failures }
     },
   })

@@ -34,8 +34,8 @@ import type { RoomServices } from '../room-services.js'
  * membership (an invite to a new room), which one process-wide `MembershipWatch` reads once
  * per advance for all waiting syncs (api/membership-watch.ts), on the user's account data and
  * on receipts and typing in their joined rooms, on their device's to-device messages, and on the
- * presence of the users they share a room with (set through any process; api/position-watch.ts
- * polls each stream every 250 ms while syncs wait).
+ * presence and device keys of the users they share a room with (set through any process;
+ * api/position-watch.ts polls the streams' positions every 250 ms while syncs wait).
  * A client that disconnects aborts the wait.
  */
 
@@ -237,6 +237,7 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
           if (outcome !== 'advanced' && outcome !== 'streams') break
           data = await read(data.joinedRooms, outcome === 'advanced' ? data.upTo : undefined)
         }
+        const counts = await keyCounts
         return {
           ...emptyResponse(serializeSyncToken(data.upTo)),
           account_data: { events: data.accountData },
@@ -244,8 +245,8 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
           presence: { events: data.presence },
           device_lists: data.deviceLists,
           // Synapse always counts signed_curve25519 keys, so that clients know to upload some.
-          device_one_time_keys_count: { signed_curve25519: 0, ...(await keyCounts).oneTimeKeyCounts },
-          device_unused_fallback_key_types: (await keyCounts).unusedFallbackKeyTypes,
+          device_one_time_keys_count: { signed_curve25519: 0, ...counts.oneTimeKeyCounts },
+          device_unused_fallback_key_types: counts.unusedFallbackKeyTypes,
           rooms: { ...data.rooms, knock: {} },
         }
       },
