@@ -7,6 +7,7 @@ import { presenceForSync, type PresenceEvent } from './presence.js'
 import { receiptsForSync } from './receipts.js'
 import { toDeviceForSync, toDevicePositionSql, type ToDeviceEvent } from './to-device.js'
 import { typingForSync } from './typing.js'
+import { UnreadCounter, type UnreadRoom } from './unread-counts.js'
 import type { JsonObject } from './events/redaction.js'
 import {
   filterContainsUrl,
@@ -53,7 +54,9 @@ import { parseRoomStreamToken, type RoomStreamToken } from './streams/room-strea
  * - invited: `invite_state` (stripped state at the invite) when the invite is new;
  * - left or banned: when that happened after `since` (initial sync: with `include_leave`), the
  *   timeline up to the leave event.
- * Timelines hide what the user may not see (storage/room-reads.ts visibility rules).
+ * Timelines hide what the user may not see (storage/room-reads.ts visibility rules). Every joined
+ * room in the answer carries its `unread_notifications` (storage/unread-counts.ts), counted from
+ * the events its section read when it can.
  */
 
 type Db = Kysely<Database>
@@ -220,6 +223,8 @@ export interface SyncQuery {
    * since `since`, otherwise it is dropped unseen.
    */
   readonly joinedEarlier?: readonly string[]
+  /** The process's memory of unread counts (absent: every room's counts are read afresh). */
+  readonly unread?: UnreadCounter
 }
 
 /** The `rooms` and `account_data` parts of a /sync response (the caller adds the rest). */
@@ -334,7 +339,7 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
   const onlyDataNews = incrementalRooms.filter((roomId) => !sections.has(roomId) && (roomAccountData(roomId).length > 0 || ephemeral(roomId).length > 0))
   await readSections(onlyDataNews.map((roomId) => [roomId, since] as const))
   const addJoined = (roomId: string, section: JsonObject, roomData: JsonObject[], roomEphemeral: JsonObject[]) => {
-    join[roomId] = { ...section, account_data: { events: roomData }, ephemeral: { events: roomEphemeral }, unread_notifications: {}, summary: {} }
+    join[roomId] = { ...section, account_data: { events: roomData }, ephemeral: { events: roomEphemeral }, summary: {} }
   }
   for (const roomId of fullRooms) addJoined(roomId, sections.get(roomId)!, roomAccountData(roomId), ephemeral(roomId))
   for (const roomId of incrementalRooms) {
@@ -345,6 +350,23 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
     if (section === undefined || (!q.fullState && roomData.length === 0 && roomEphemeral.length === 0 && isEmptySection(section))) continue
     addJoined(roomId, section, roomData, roomEphemeral)
   }
+
+  const ownReceipt = (roomId: string) => Object.values(receipts.get(roomId) ?? {}).some((byType) => Object.values(byType).some((byUser) => Object.hasOwn(byUser, q.userId)))
+  const unreadRooms: UnreadRoom[] = Object.keys(join).map((roomId) => ({
+    roomId,
+    membershipAt: atUpTo.get(roomId)!.streamOrdering,
+    newEvents: reader.newEvents(roomId),
+    ownReceiptMoved: ownReceipt(roomId),
+  }))
+  const unread = await (q.unread ?? new UnreadCounter()).count(db, {
+    userId: q.userId,
+    ...(since && { since: { room: since.room, receipts: since.ephemeral, accountData: since.accountData } }),
+    upTo: { room: q.upTo.room, receipts: streams.ephemeral, accountData: streams.accountData },
+    rulesChanged: accountData.global.some((entry) => entry.type === 'm.push_rules'),
+    rooms: unreadRooms,
+    quietRooms: incrementalRooms.filter((roomId) => join[roomId] === undefined && !active.has(roomId) && !ownReceipt(roomId)),
+  })
+  for (const [roomId, counts] of unread) join[roomId] = { ...join[roomId], unread_notifications: counts }
 
   for (const m of atUpTo.values()) {
     if (!wanted(m.roomId)) continue
@@ -552,6 +574,11 @@ function typeMatches(patterns: readonly string[], type: string): boolean {
   return patterns.some((p) => new RegExp(`^${p.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*')}$`).test(type))
 }
 
+/** Whether `filter` lets every event through. */
+function passesEverything(filter: EventFilter): boolean {
+  return filter.types === undefined && filter.notTypes.length === 0 && filter.senders === undefined && filter.notSenders.length === 0 && filter.containsUrl === undefined
+}
+
 /** Whether `filter`'s `types` and `not_types` let an event of `type` through. */
 function typeAllowed(filter: EventFilter, type: string): boolean {
   return (filter.types === undefined || typeMatches(filter.types, type)) && !typeMatches(filter.notTypes, type)
@@ -570,6 +597,13 @@ class RoomSyncReader {
     private readonly q: SyncQuery,
     private readonly viewer: Viewer,
   ) {}
+
+  readonly #newEvents = new Map<string, readonly EventRow[]>()
+
+  /** Every event of a joined room after `since`, when its incremental section read them all. */
+  newEvents(roomId: string): readonly EventRow[] | undefined {
+    return this.#newEvents.get(roomId)
+  }
 
   /** The timeline and state of a `rooms.join` entry; `since` absent: the full form (last events, full state). */
   joinedSection(roomId: string, since: SyncToken | undefined): Promise<JsonObject> {
@@ -592,6 +626,7 @@ class RoomSyncReader {
       this.viewer,
     )
     const limited = read.rows.length > limit
+    if (since !== undefined && until === undefined && !limited && passesEverything(q.filter.timeline)) this.#newEvents.set(roomId, read.rows)
     const page = read.rows.slice(0, limit).reverse()
     const first = page[0]
     const full = since === undefined || q.fullState

@@ -3,6 +3,7 @@ import type { Kysely } from 'kysely'
 import { getFilter } from '../../storage/filters.js'
 import type { Database } from '../../storage/schema.js'
 import type { RoomStreamToken } from '../../storage/streams/room-stream-token.js'
+import { UnreadCounter } from '../../storage/unread-counts.js'
 import { parseSyncFilter, parseSyncToken, readSync, serializeSyncToken, syncPositions, type StreamPositions, type SyncToken } from '../../storage/sync.js'
 import { toDeviceKey } from '../../storage/to-device.js'
 import { clientRoute } from '../client-route.js'
@@ -135,6 +136,8 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
     const deviceListsWatch = createPositionWatch({ stream: streams.deviceLists, log: app.myelin.log })
     const { presence } = app.myelin
     const roomsChangedAfter = (rooms: readonly string[], after: RoomStreamToken) => notifier.roomsChangedAfter(rooms, after)
+    // Each user's unread counts, so that a long-poll evaluates only what it delivers (sync by user keeps a user here).
+    const unread = new UnreadCounter()
     /**
      * Waits for news for `userId` after `after`: their rooms or their membership anywhere
      * (`advanced`), their account data, their rooms' receipts and typing, messages to their
@@ -229,6 +232,7 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
             presence: presence.enabled,
             roomsChangedAfter,
             ...(joinedEarlier && { joinedEarlier }),
+            unread,
           })
         let data = await read(undefined, positions)
         const deadline = Date.now() + timeoutMs

@@ -6,6 +6,7 @@ import {
   ClientEvent,
   createClient,
   EventType,
+  NotificationCountType,
   PendingEventOrdering,
   ReceiptType,
   RoomEvent,
@@ -232,6 +233,8 @@ describe('matrix-js-sdk against a myelin cluster', function () {
     const { event_id: second } = await carol.sendTextMessage(roomId, 'two')
     const daveRoom = () => dave.getRoom(roomId)!
     await eventually('dave receives both messages', () => daveRoom().findEventById(second) !== undefined)
+    // The server's unread counts, which the SDK shows for unencrypted rooms.
+    await eventually('dave has 2 unread notifications', () => daveRoom().getUnreadNotificationCount(NotificationCountType.Total) === 2)
 
     await dave.sendReadReceipt(daveRoom().findEventById(first)!, ReceiptType.Read)
     await eventually("carol sees dave's receipt on the first message", () => carol.getRoom(roomId)?.getEventReadUpTo(daveSession.user_id, true) === first)
@@ -241,6 +244,7 @@ describe('matrix-js-sdk against a myelin cluster', function () {
     // A private receipt is for its owner only: carol's view of dave does not change.
     const { event_id: third } = await carol.sendTextMessage(roomId, 'three')
     await eventually('dave receives the third message', () => daveRoom().findEventById(third) !== undefined)
+    await eventually('dave has 1 unread notification, the message after his receipt', () => daveRoom().getUnreadNotificationCount(NotificationCountType.Total) === 1)
     await dave.sendReadReceipt(daveRoom().findEventById(third)!, ReceiptType.ReadPrivate)
     await eventually("dave sees his private receipt", () => daveRoom().getEventReadUpTo(daveSession.user_id, true) === third)
     const { event_id: fourth } = await dave.sendTextMessage(roomId, 'four')

@@ -1,0 +1,248 @@
+import { expect } from 'chai'
+import fc from 'fast-check'
+import { roomReadRoutes } from '../../../api/routes/room-reads.js'
+import { roomWriteRoutes } from '../../../api/routes/rooms.js'
+import { syncRoutes } from '../../../api/routes/sync.js'
+import type { NewEvent } from '../../../persisters/new-event.js'
+import type { EventRow } from '../../../storage/room-reads.js'
+import { RoomStreamToken } from '../../../storage/streams/room-stream-token.js'
+import { UnreadCounter } from '../../../storage/unread-counts.js'
+import { countingQueries } from '../../support/db.js'
+import { startApi, v3, type ApiHarness, type Session } from './api-harness.js'
+import { createSharedRoom, enc, membership, sendEvents, syncAs, text } from './read-fixtures.js'
+
+interface Counts {
+  notification_count: number
+  highlight_count: number
+}
+interface SyncBody {
+  next_batch: string
+  rooms: { join: Record<string, { unread_notifications: Counts }> }
+}
+
+describe('api unread notification counts', function () {
+  this.timeout(120_000)
+  let h: ApiHarness
+  let alice: Session
+  let bob: Session
+  before(async () => {
+    h = await startApi({ roomRoutes: (services) => [roomReadRoutes(services), roomWriteRoutes(services), syncRoutes(services)] })
+    alice = await h.register('alice')
+    bob = await h.register('bob')
+  })
+  after(() => h.close())
+
+  const sync = (session: Session, query: Record<string, string> = {}) => syncAs<SyncBody>(h, session, query)
+  const only = (roomId: string) => JSON.stringify({ room: { rooms: [roomId], timeline: { limit: 3 } } })
+  const countsIn = (body: SyncBody, roomId: string): [number, number] | undefined => {
+    const counts = body.rooms.join[roomId]?.unread_notifications
+    return counts && [counts.notification_count, counts.highlight_count]
+  }
+  /** Counts as an initial sync (always counted afresh) shows them. */
+  const fresh = async (session: Session, roomId: string) => countsIn(await sync(session, { filter: only(roomId) }), roomId)
+  const receipt = async (session: Session, roomId: string, eventId: string, type = 'm.read', body: Record<string, unknown> = {}) => {
+    const res = await h.call('POST', `${v3}/rooms/${enc(roomId)}/receipt/${type}/${enc(eventId)}`, { token: session.access_token, body })
+    expect(res.statusCode, res.body).to.equal(200)
+  }
+  const muteRule = (session: Session, roomId: string, muted: boolean) =>
+    h.call(muted ? 'PUT' : 'DELETE', `${v3}/pushrules/global/override/${enc(roomId)}`, {
+      token: session.access_token,
+      ...(muted && { body: { actions: [], conditions: [{ kind: 'event_match', key: 'room_id', pattern: roomId }] } }),
+    })
+  const mention = (sender: string, target: string): NewEvent => ({
+    type: 'm.room.message',
+    sender,
+    content: { msgtype: 'm.text', body: 'look', 'm.mentions': { user_ids: [target] } },
+  })
+  const notice = (sender: string): NewEvent => ({ type: 'm.room.message', sender, content: { msgtype: 'm.notice', body: 'bot' } })
+
+  it('should count what notifies since the receipt, in incremental syncs as in initial ones', async () => {
+    const before = await createSharedRoom(h, alice)
+    await sendEvents(h, before, text(alice.user_id, 'before bob joined'))
+    await sendEvents(h, before, membership(bob.user_id, bob.user_id, 'join'))
+    const roomId = before
+    const start = await sync(bob, { filter: only(roomId) })
+    // Events from before the join do not count.
+    expect(countsIn(start, roomId)).to.deep.equal([0, 0])
+
+    const sent = await sendEvents(h, roomId, text(alice.user_id, 'one'), notice(alice.user_id), mention(alice.user_id, bob.user_id), text(bob.user_id, 'mine'))
+    const next = await sync(bob, { since: start.next_batch, timeout: '0', filter: only(roomId) })
+    expect(countsIn(next, roomId)).to.deep.equal([2, 1])
+    expect(await fresh(bob, roomId)).to.deep.equal([2, 1])
+    // alice's own view: bob's message only.
+    expect(await fresh(alice, roomId)).to.deep.equal([1, 0])
+
+    // A receipt on the notice leaves the mention; a private receipt on the last event clears it.
+    await receipt(bob, roomId, sent[1]!.event_id)
+    const afterReceipt = await sync(bob, { since: next.next_batch, timeout: '0', filter: only(roomId) })
+    expect(countsIn(afterReceipt, roomId)).to.deep.equal([1, 1])
+    await receipt(bob, roomId, sent[3]!.event_id, 'm.read.private')
+    const cleared = await sync(bob, { since: afterReceipt.next_batch, timeout: '0', filter: only(roomId) })
+    expect(countsIn(cleared, roomId)).to.deep.equal([0, 0])
+    // A threaded receipt (not `main`) leaves the main counts alone.
+    const more = await sendEvents(h, roomId, text(alice.user_id, 'two'))
+    await receipt(bob, roomId, more[0]!.event_id, 'm.read', { thread_id: '$some-thread' })
+    expect(await fresh(bob, roomId)).to.deep.equal([1, 0])
+
+    // A long-poll woken by a message counts it with the rest.
+    const idle = await sync(bob, { filter: only(roomId) })
+    const woken = sync(bob, { since: idle.next_batch, timeout: '10000', filter: only(roomId) })
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    await sendEvents(h, roomId, mention(alice.user_id, bob.user_id))
+    expect(countsIn(await woken, roomId)).to.deep.equal([2, 1])
+  })
+
+  it('should count under the rules as they are now: muting a room clears it, unmuting brings the count back', async () => {
+    const roomId = await createSharedRoom(h, alice, bob)
+    const start = await sync(bob, { filter: only(roomId) })
+    await sendEvents(h, roomId, text(alice.user_id, 'a'), text(alice.user_id, 'b'))
+    const first = await sync(bob, { since: start.next_batch, timeout: '0', filter: only(roomId) })
+    expect(countsIn(first, roomId)).to.deep.equal([2, 0])
+    expect((await muteRule(bob, roomId, true)).statusCode).to.equal(200)
+    const muted = await sync(bob, { since: first.next_batch, timeout: '0', filter: only(roomId) })
+    // The rule change is account data: the room is not in the answer, its next appearance counts anew.
+    await sendEvents(h, roomId, text(alice.user_id, 'c'))
+    const later = await sync(bob, { since: muted.next_batch, timeout: '0', filter: only(roomId) })
+    expect(countsIn(later, roomId)).to.deep.equal([0, 0])
+    expect((await muteRule(bob, roomId, false)).statusCode).to.equal(200)
+    await sendEvents(h, roomId, text(alice.user_id, 'd'))
+    const unmuted = await sync(bob, { since: later.next_batch, timeout: '0', filter: only(roomId) })
+    expect(countsIn(unmuted, roomId)).to.deep.equal([4, 0])
+  })
+
+  it('should not carry counts past news a sync did not see: events its filter hid, a receipt read in another room view', async () => {
+    const roomId = await createSharedRoom(h, alice, bob)
+    const elsewhere = await createSharedRoom(h, alice, bob)
+    const topicsOnly = JSON.stringify({ room: { rooms: [roomId], timeline: { types: ['m.room.topic'] } } })
+    // Hidden events: a sync that saw none of alice's message must not vouch for the room's counts.
+    let since = (await sync(bob, { filter: only(roomId) })).next_batch
+    await sendEvents(h, roomId, text(alice.user_id, 'hidden'))
+    since = (await sync(bob, { since, timeout: '0', filter: topicsOnly })).next_batch
+    await sendEvents(h, roomId, text(alice.user_id, 'shown'))
+    expect(countsIn(await sync(bob, { since, timeout: '0', filter: only(roomId) }), roomId)).to.deep.equal([2, 0])
+
+    // A receipt read by a sync of another room: the next sync of this room starts after it.
+    const [last] = await sendEvents(h, roomId, text(alice.user_id, 'read soon'))
+    since = (await sync(bob, { filter: only(roomId) })).next_batch
+    expect(countsIn(await sync(bob, { filter: only(roomId) }), roomId)).to.deep.equal([3, 0])
+    await receipt(bob, roomId, last!.event_id)
+    since = (await sync(bob, { since, timeout: '0', filter: only(elsewhere) })).next_batch
+    await sendEvents(h, roomId, text(alice.user_id, 'after the receipt'))
+    expect(countsIn(await sync(bob, { since, timeout: '0', filter: only(roomId) }), roomId)).to.deep.equal([1, 0])
+  })
+
+  it("should add a long-poll's new events to what it knows without a query, and recount when it cannot", async () => {
+    const roomId = await createSharedRoom(h, alice, bob)
+    await sendEvents(h, roomId, text(alice.user_id, 'unread'))
+    const counter = new UnreadCounter()
+    const counted = countingQueries(h.t.db)
+    const at = (stream: bigint) => ({ room: RoomStreamToken.live(stream), receipts: 0n, accountData: 0n })
+    const row = (event: Partial<EventRow> & Pick<EventRow, 'type'>): EventRow => ({
+      eventId: '$x', roomId, stateKey: null, sender: alice.user_id, depth: 1n, streamOrdering: 1n, ...event,
+      pdu: { type: event.type, room_id: roomId, sender: event.sender ?? alice.user_id, content: { body: 'hi' } },
+    })
+    const ask = (since: ReturnType<typeof at> | undefined, upTo: ReturnType<typeof at>, newEvents: EventRow[] | undefined) =>
+      counter.count(counted.db, {
+        userId: bob.user_id,
+        ...(since && { since }),
+        upTo,
+        rulesChanged: false,
+        rooms: [{ roomId, membershipAt: 1n << 62n, newEvents, ownReceiptMoved: false }],
+        quietRooms: [],
+      })
+    const far = 1n << 60n
+    expect((await ask(undefined, at(far), undefined)).get(roomId)).to.deep.equal({ notification_count: 1, highlight_count: 0 })
+    expect(counted.queries, 'the rules and the counts').to.equal(2)
+    counted.queries = 0
+    const added = await ask(at(far), at(far + 1n), [row({ type: 'm.room.message' }), row({ type: 'm.room.message', sender: bob.user_id })])
+    expect(added.get(roomId)).to.deep.equal({ notification_count: 2, highlight_count: 0 })
+    expect(counted.queries, 'nothing read for events the sync brings').to.equal(0)
+    // A member event changes the member count the rules read: counted again from the database.
+    const recounted = await ask(at(far + 1n), at(far + 2n), [row({ type: 'm.room.member', stateKey: '@carol:hs.test' })])
+    expect(recounted.get(roomId)).to.deep.equal({ notification_count: 1, highlight_count: 0 })
+    expect(counted.queries, 'the counts only: the rules are known').to.equal(1)
+  })
+
+  it('should agree with a model over any sequence of messages, receipts, redactions and mutes, in two token chains (property)', async () => {
+    const roomId = await createSharedRoom(h, alice, bob)
+    const elsewhere = await createSharedRoom(h, alice, bob)
+    const filters = {
+      room: only(roomId),
+      elsewhere: only(elsewhere),
+      topics: JSON.stringify({ room: { rooms: [roomId], timeline: { types: ['m.room.topic'] } } }),
+    }
+    type Step =
+      | { kind: 'plain' | 'mention' | 'notice' | 'own' | 'topic' }
+      | { kind: 'receipt'; back: number; type: 'm.read' | 'm.read.private' }
+      | { kind: 'redact'; back: number }
+      | { kind: 'mute'; muted: boolean }
+      | { kind: 'sync'; chain: 0 | 1; view: 'room' | 'elsewhere' | 'topics' }
+    const step: fc.Arbitrary<Step> = fc.oneof(
+      fc.record({ kind: fc.constantFrom('plain', 'mention', 'notice', 'own', 'topic') as fc.Arbitrary<'plain'> }),
+      fc.record({ kind: fc.constant('receipt' as const), back: fc.nat(4), type: fc.constantFrom('m.read' as const, 'm.read.private' as const) }),
+      fc.record({ kind: fc.constant('redact' as const), back: fc.nat(4) }),
+      fc.record({ kind: fc.constant('mute' as const), muted: fc.boolean() }),
+      // Syncs that see the room, another room only (the chain moves past the room's news unseen), or only its topics.
+      fc.record({ kind: fc.constant('sync' as const), chain: fc.constantFrom(0 as const, 1 as const), view: fc.constantFrom('room' as const, 'elsewhere' as const, 'topics' as const) }),
+    )
+    // Everything in the room from bob's first sync on: what each event is, in order.
+    const history: { id: string; kind: string }[] = []
+    let receiptAt = -1
+    let muted = false
+    const chains = [(await sync(bob, { filter: only(roomId) })).next_batch, (await sync(bob, { filter: only(roomId) })).next_batch]
+    const model = (): [number, number] => {
+      if (muted) return [0, 0]
+      const unread = history.slice(receiptAt + 1)
+      return [unread.filter((e) => e.kind === 'plain' || e.kind === 'mention').length, unread.filter((e) => e.kind === 'mention').length]
+    }
+    await fc.assert(
+      fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 12 }), async (steps) => {
+        for (const s of steps) {
+          if (s.kind === 'sync') {
+            const body = await sync(bob, { since: chains[s.chain]!, timeout: '0', filter: filters[s.view] })
+            chains[s.chain] = body.next_batch
+            // A room left out of the answer had no event and no receipt of bob's: nothing to check.
+            const counts = countsIn(body, roomId)
+            if (counts) expect(counts).to.deep.equal(model())
+          } else if (s.kind === 'receipt' || s.kind === 'redact') {
+            const target = history[history.length - 1 - s.back]
+            if (target === undefined) continue
+            if (s.kind === 'receipt') {
+              await receipt(bob, roomId, target.id, s.type)
+              receiptAt = Math.max(receiptAt, history.indexOf(target))
+            } else {
+              const [e] = await sendEvents(h, roomId, { type: 'm.room.redaction', sender: alice.user_id, redacts: target.id, content: {} })
+              history.push({ id: e!.event_id, kind: 'redaction' })
+            }
+          } else if (s.kind === 'mute') {
+            if (s.muted === muted) continue
+            expect((await muteRule(bob, roomId, s.muted)).statusCode).to.equal(200)
+            muted = s.muted
+          } else {
+            const event: NewEvent =
+              s.kind === 'plain'
+                ? text(alice.user_id, 'hi')
+                : s.kind === 'mention'
+                  ? mention(alice.user_id, bob.user_id)
+                  : s.kind === 'notice'
+                    ? notice(alice.user_id)
+                    : s.kind === 'own'
+                      ? text(bob.user_id, 'mine')
+                      : { type: 'm.room.topic', state_key: '', sender: alice.user_id, content: { topic: `t${history.length}` } }
+            const [e] = await sendEvents(h, roomId, event)
+            history.push({ id: e!.event_id, kind: s.kind })
+          }
+        }
+        // Whatever the chains did, a sync from each now (when the room is in it) and an initial one agree with the model.
+        for (const chain of [0, 1] as const) {
+          const body = await sync(bob, { since: chains[chain]!, timeout: '0', filter: only(roomId) })
+          chains[chain] = body.next_batch
+          const counts = countsIn(body, roomId)
+          if (counts) expect(counts).to.deep.equal(model())
+        }
+        expect(await fresh(bob, roomId)).to.deep.equal(model())
+      }),
+      { numRuns: 25 },
+    )
+  })
+})
