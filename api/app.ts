@@ -21,6 +21,7 @@ import { loginRoutes } from './routes/login.js'
 import { keyBackupRoutes } from './routes/key-backup.js'
 import { keyRoutes } from './routes/keys.js'
 import { presenceRoutes } from './routes/presence.js'
+import { pusherRoutes } from './routes/pushers.js'
 import { profileRoutes } from './routes/profile.js'
 import { pushRuleRoutes } from './routes/push-rules.js'
 import { registerRoutes } from './routes/register.js'
@@ -118,6 +119,7 @@ export async function buildApp(ctx: ApiContext, options: BuildAppOptions = {}): 
     keyRoutes,
     keyBackupRoutes,
     pushRuleRoutes,
+    pusherRoutes,
   ]
   for (const plugin of [...builtIn, ...(options.plugins ?? [])]) await app.register(plugin)
   return app

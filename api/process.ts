@@ -14,6 +14,7 @@ import { createStreamTracker, type StreamTracker } from '../storage/streams/stre
 import { buildApp } from './app.js'
 import { registerProcessGauges } from './process-metrics.js'
 import { startBackgroundTasks, type BackgroundTasks } from './background.js'
+import { startPushSender, type PushSender } from './push-sender.js'
 import { createDirectSender, createOwnerFirstSender, type EventSender, type RoomServices } from './room-services.js'
 import { roomPlugins } from './room-plugins.js'
 import { createReplicationSender } from './replication-sender.js'
@@ -39,6 +40,8 @@ export interface MyelinProcess {
   readonly persister: Persister | undefined
   /** Room services of the client API (roles main and api). */
   readonly services: RoomServices | undefined
+  /** The push sender (the process running the background tasks, unless `push.enabled` is false). */
+  readonly pushSender: PushSender | undefined
   /**
    * Listens on every configured listener (a monolith without listeners gets one on
    * 127.0.0.1:8008 with every resource) and returns the bound ports in listener order.
@@ -163,9 +166,23 @@ export async function startProcess(config: MyelinConfig, options: StartProcessOp
     registerProcessGauges(registry, { bus, generators, tracker: services?.tracker })
 
     let background: BackgroundTasks | undefined
+    let pushSender: PushSender | undefined
     if (runsBackgroundTasks(config)) {
       background = startBackgroundTasks({ db, log, registry })
       closers.push(() => background!.close())
+      if (config.push.enabled) {
+        let tracker = services?.tracker
+        if (tracker === undefined) {
+          const own = createStreamTracker({ db, bus, log, name: config.worker_name, registry })
+          await own.start()
+          closers.push(() => own.close())
+          tracker = own
+        }
+        const sender = startPushSender({ db, tracker, log, config: config.push, registry })
+        // Closed before the tracker (closers run in reverse).
+        closers.push(() => sender.close())
+        pushSender = sender
+      }
     }
 
     const servers: FastifyInstance[] = []
@@ -177,6 +194,7 @@ export async function startProcess(config: MyelinConfig, options: StartProcessOp
       clientApp,
       persister,
       services,
+      pushSender,
       async listen(chosen = listeners) {
         const ports: number[] = []
         for (const listener of chosen) {

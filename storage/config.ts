@@ -77,6 +77,18 @@ const configSchema = z
       .default({ enabled: true }),
     /** Presence (storage/presence.ts); large deployments often turn it off to save its writes. */
     presence: z.strictObject({ enabled: z.boolean().default(true) }).default({ enabled: true }),
+    /** Push notifications to push gateways (api/push-sender.ts, on the background process). */
+    push: z
+      .strictObject({
+        enabled: z.boolean().default(true),
+        /** First wait before a failed gateway is tried again; doubles per failure up to `retry_max_ms`. */
+        retry_initial_ms: z.number().int().positive().default(1000),
+        retry_max_ms: z.number().int().positive().default(60 * 60 * 1000),
+        /** A notification a gateway failed to take for this long is dropped, so that the pusher moves on. */
+        give_up_after_ms: z.number().int().positive().default(24 * 60 * 60 * 1000),
+        timeout_ms: z.number().int().positive().default(10_000),
+      })
+      .default({ enabled: true, retry_initial_ms: 1000, retry_max_ms: 60 * 60 * 1000, give_up_after_ms: 24 * 60 * 60 * 1000, timeout_ms: 10_000 }),
     log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     persister: z
       .strictObject({

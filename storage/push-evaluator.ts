@@ -14,6 +14,8 @@ import { pushRuleKinds, type PushAction, type PushCondition, type PushRule, type
 export interface PushOutcome {
   readonly notify: boolean
   readonly highlight: boolean
+  /** The rule's `set_tweak` actions (`sound`, `highlight`, …) by name, for a push gateway. */
+  readonly tweaks: Readonly<Record<string, unknown>>
 }
 
 /** The room facts some conditions need, for the user whose rules are evaluated. */
@@ -30,7 +32,7 @@ export interface PushContext {
 /** An event as stored (a PDU: `type`, `sender`, `content`, optional `state_key`, `room_id`). */
 export type PushEvent = Readonly<Record<string, unknown>>
 
-const silent: PushOutcome = Object.freeze({ notify: false, highlight: false })
+const silent: PushOutcome = Object.freeze({ notify: false, highlight: false, tweaks: Object.freeze({}) })
 
 /**
  * The outcome of the first rule of `rules` that `event` matches (nothing notifies when none does).
@@ -50,13 +52,13 @@ export function evaluatePushRules(rules: PushRuleSet, event: PushEvent, ctx: Pus
 
 function outcomeOf(actions: readonly PushAction[]): PushOutcome {
   let notify = false
-  let highlight = false
+  const tweaks: Record<string, unknown> = {}
   for (const action of actions) {
     if (action === 'notify') notify = true
     // A highlight tweak without a value is true (spec).
-    else if (typeof action === 'object' && action.set_tweak === 'highlight') highlight = action.value !== false
+    else if (typeof action === 'object' && typeof action.set_tweak === 'string') tweaks[action.set_tweak] = action.set_tweak === 'highlight' ? action.value !== false : action.value
   }
-  return notify ? { notify, highlight } : silent
+  return notify ? { notify, highlight: tweaks['highlight'] === true, tweaks } : silent
 }
 
 function ruleMatches(kind: (typeof pushRuleKinds)[number], rule: PushRule, event: PushEvent, ctx: PushContext): boolean {

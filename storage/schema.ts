@@ -47,6 +47,7 @@ export interface Database {
   to_device_position: ToDevicePositionTable
   to_device_txns: ToDeviceTxnsTable
   profiles: ProfilesTable
+  pushers: PushersTable
   myelin_schema_compat: SchemaCompatTable
   myelin_migration_checksums: MigrationChecksumsTable
 }
@@ -214,6 +215,23 @@ export interface PushRulesTable {
   user_id: string
   rules: Json
   stream_id: Int8
+}
+
+export interface PushersTable {
+  id: Generated<bigint>
+  user_id: string
+  access_token_id: Int8 | null
+  kind: string
+  app_id: string
+  pushkey: string
+  app_display_name: string
+  device_display_name: string
+  profile_tag: string | null
+  lang: string
+  data: Json
+  created_ts: Int8
+  last_stream_ordering: Int8
+  failing_since: Int8 | null
 }
 
 export interface ReceiptsTable {

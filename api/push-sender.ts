@@ -1,0 +1,245 @@
+import { Counter, Gauge, type Registry } from 'prom-client'
+import type { Kysely } from 'kysely'
+import { request } from 'undici'
+import type { MyelinConfig } from '../storage/config.js'
+import type { Logger } from '../storage/logger.js'
+import { evaluatePushRules, type PushOutcome } from '../storage/push-evaluator.js'
+import { pushCandidates, pushContext, recordPusherProgress, storedPushers, type PushCandidate, type PushRoom, type StoredPusher } from '../storage/pushers.js'
+import type { Database } from '../storage/schema.js'
+import type { StreamTracker } from '../storage/streams/stream-tracker.js'
+
+/**
+ * Sends push notifications to push gateways (push gateway API v1, `POST /_matrix/push/v1/notify`),
+ * as Synapse's pusher does, on the process that runs the background tasks.
+ *
+ * - It follows the events stream up to the tracker's linear position (every event at or below it
+ *   is committed), woken by the tracker's advances. For the users with pushers, it evaluates their
+ *   push rules (storage/push-evaluator.ts) on the events of rooms they are joined to or invited
+ *   into, and sends each notifying event to each of their pushers, in stream order.
+ * - Each pusher's position is stored once its gateway took what came before it: a restart
+ *   resumes there, so a notification is sent once (again only if the gateway took it and the
+ *   process died before recording it).
+ * - A gateway that fails (no answer within `timeout_ms`, a status other than 2xx) is tried again
+ *   after `retry_initial_ms`, doubling up to `retry_max_ms`; other pushers go on meanwhile. A
+ *   notification it has refused for `give_up_after_ms` is dropped. Pushkeys the gateway names in
+ *   `rejected` lose their pusher.
+ * - Notifications carry no `counts` (the badge): computing a user's unread rooms on every push
+ *   costs a read of all their rooms.
+ */
+
+export interface PushSender {
+  /** Handles what the stream holds now for every pusher that is due; resolves when done. */
+  runOnce(): Promise<void>
+  close(): Promise<void>
+}
+
+/** Events read per pass. */
+const batchSize = 200
+/** Least time between the starts of two passes: advances come per transaction, passes read every pusher. */
+const passSpacingMs = 100
+
+interface Backoff {
+  readonly retryAt: number
+  readonly waitMs: number
+}
+
+export function startPushSender(options: {
+  db: Kysely<Database>
+  tracker: Pick<StreamTracker, 'linearPosition' | 'onAdvance'>
+  log: Logger
+  config: MyelinConfig['push']
+  registry?: Registry
+  clock?: () => number
+}): PushSender {
+  const { db, tracker, config } = options
+  const clock = options.clock ?? Date.now
+  const log = options.log.child({ component: 'push-sender' })
+  const registers = options.registry ? [options.registry] : []
+  const sent = new Counter({ name: 'myelin_push_notifications_total', help: 'Push notifications by outcome (sent, failed attempts, dropped after giving up)', labelNames: ['outcome'], registers })
+  const rejected = new Counter({ name: 'myelin_push_rejected_pushers_total', help: 'Pushers removed because their gateway rejected the pushkey', registers })
+  const lag = new Gauge({ name: 'myelin_push_position_lag', help: 'Events stream IDs between the slowest pusher and the stream', registers })
+
+  const backoffs = new Map<bigint, Backoff>()
+  let closed = false
+  let running: Promise<void> | undefined
+  let again = false
+  let retryTimer: NodeJS.Timeout | undefined
+  let lastPass = 0
+
+  /** One pass: every due pusher from its position up to the linear position, a batch at a time. */
+  async function pass(): Promise<void> {
+    const upTo = tracker.linearPosition()
+    const now = clock()
+    const pushers = (await storedPushers(db)).filter((p) => p.kind === 'http' && p.lastStreamOrdering < upTo)
+    lag.set(pushers.length === 0 ? 0 : Number(upTo - pushers.reduce((min, p) => (p.lastStreamOrdering < min ? p.lastStreamOrdering : min), upTo)))
+    const due = pushers.filter((p) => (backoffs.get(p.id)?.retryAt ?? 0) <= now)
+    if (due.length === 0) return
+    const byUser = new Map<string, StoredPusher[]>()
+    for (const p of due) byUser.set(p.userId, [...(byUser.get(p.userId) ?? []), p])
+    const after = due.reduce((min, p) => (p.lastStreamOrdering < min ? p.lastStreamOrdering : min), upTo)
+    const candidates = await pushCandidates(db, { users: [...byUser.keys()], after, upTo, limit: batchSize })
+    // A full batch ends where it does; the next pass goes on from there.
+    const reached = candidates.length === batchSize ? candidates[candidates.length - 1]!.streamOrdering : upTo
+    const notifying = await evaluate(candidates)
+    await Promise.all(due.map((pusher) => deliver(pusher, notifying.filter((n) => n.users.has(pusher.userId)), reached)))
+    if (reached < upTo) again = true
+  }
+
+  interface Notifying {
+    readonly candidate: PushCandidate
+    readonly room: PushRoom
+    readonly users: Map<string, PushOutcome>
+  }
+
+  async function evaluate(candidates: readonly PushCandidate[]): Promise<Notifying[]> {
+    if (candidates.length === 0) return []
+    const users = [...new Set(candidates.flatMap((c) => c.users))]
+    const senders = candidates.map((c) => c.event['sender']).filter((s): s is string => typeof s === 'string')
+    const { rooms, rules } = await pushContext(db, { rooms: [...new Set(candidates.map((c) => c.roomId))], members: [...new Set([...users, ...senders])], ruleUsers: users })
+    const notifying: Notifying[] = []
+    for (const candidate of candidates) {
+      const room = rooms.get(candidate.roomId)!
+      const outcomes = new Map<string, PushOutcome>()
+      for (const userId of candidate.users) {
+        const outcome = evaluatePushRules(rules.get(userId)!, candidate.event, { userId, displayName: room.displayNames.get(userId), memberCount: room.memberCount, powerLevels: room.powerLevels })
+        if (outcome.notify) outcomes.set(userId, outcome)
+      }
+      if (outcomes.size > 0) notifying.push({ candidate, room, users: outcomes })
+    }
+    return notifying
+  }
+
+  /** Sends `pusher` its notifications in order; records how far it got. */
+  async function deliver(pusher: StoredPusher, notifications: readonly Notifying[], reached: bigint): Promise<void> {
+    let position = pusher.lastStreamOrdering
+    for (const n of notifications) {
+      if (n.candidate.streamOrdering <= position) continue
+      const outcome = await send(pusher, n)
+      if (outcome === 'failed') {
+        const failingSince = pusher.failingSince ?? clock()
+        if (clock() - failingSince < config.give_up_after_ms) {
+          const waitMs = Math.min(config.retry_max_ms, backoffs.has(pusher.id) ? backoffs.get(pusher.id)!.waitMs * 2 : config.retry_initial_ms)
+          backoffs.set(pusher.id, { retryAt: clock() + waitMs, waitMs })
+          scheduleRetry(waitMs)
+          await recordPusherProgress(db, pusher.id, position, failingSince)
+          return
+        }
+        sent.inc({ outcome: 'dropped' })
+        log.warn({ pusher: pusher.id, eventId: n.candidate.eventId }, 'push gateway failed for too long: notification dropped')
+      }
+      if (outcome === 'rejected') return
+      position = n.candidate.streamOrdering
+    }
+    backoffs.delete(pusher.id)
+    await recordPusherProgress(db, pusher.id, reached, undefined)
+  }
+
+  async function send(pusher: StoredPusher, n: Notifying): Promise<'sent' | 'failed' | 'rejected'> {
+    const url = pusher.data['url'] as string
+    try {
+      const res = await request(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ notification: notificationFor(pusher, n) }),
+        headersTimeout: config.timeout_ms,
+        bodyTimeout: config.timeout_ms,
+      })
+      const body = (await res.body.json().catch(() => ({}))) as { rejected?: unknown }
+      if (res.statusCode < 200 || res.statusCode >= 300) {
+        sent.inc({ outcome: 'failed' })
+        log.info({ pusher: pusher.id, status: res.statusCode }, 'push gateway answered with an error')
+        return 'failed'
+      }
+      sent.inc({ outcome: 'sent' })
+      if (Array.isArray(body.rejected) && body.rejected.includes(pusher.pushkey)) {
+        await db.deleteFrom('pushers').where('id', '=', pusher.id).execute()
+        rejected.inc()
+        log.info({ pusher: pusher.id, appId: pusher.app_id }, 'push gateway rejected the pushkey: pusher removed')
+        return 'rejected'
+      }
+      return 'sent'
+    } catch (err) {
+      sent.inc({ outcome: 'failed' })
+      log.info({ pusher: pusher.id, err: (err as Error).message }, 'push gateway unreachable')
+      return 'failed'
+    }
+  }
+
+  function notificationFor(pusher: StoredPusher, n: Notifying): Record<string, unknown> {
+    const outcome = n.users.get(pusher.userId)!
+    const event = n.candidate.event
+    const { url: _url, format, ...deviceData } = pusher.data
+    const highPriority = event['type'] === 'm.room.encrypted' || outcome.highlight || outcome.tweaks['sound'] !== undefined
+    const device = { app_id: pusher.app_id, pushkey: pusher.pushkey, pushkey_ts: Math.floor(pusher.createdTs / 1000), data: deviceData, tweaks: outcome.tweaks }
+    const base = { event_id: n.candidate.eventId, room_id: n.candidate.roomId, prio: highPriority ? 'high' : 'low', devices: [device] }
+    if (format === 'event_id_only') return base
+    const sender = typeof event['sender'] === 'string' ? event['sender'] : undefined
+    const senderName = sender === undefined ? undefined : n.room.displayNames.get(sender)
+    return {
+      ...base,
+      type: event['type'],
+      sender,
+      ...(senderName !== undefined && { sender_display_name: senderName }),
+      ...(n.room.name !== undefined && { room_name: n.room.name }),
+      content: event['content'] ?? {},
+      ...(event['type'] === 'm.room.member' && { user_is_target: event['state_key'] === pusher.userId }),
+    }
+  }
+
+  function scheduleRetry(waitMs: number): void {
+    if (closed || retryTimer !== undefined) return
+    retryTimer = setTimeout(() => {
+      retryTimer = undefined
+      wake()
+    }, waitMs)
+  }
+
+  /**
+   * Runs passes until nothing is left, at most one per `passSpacingMs`; a failed pass is logged
+   * and retried later.
+   */
+  function wake(): Promise<void> {
+    if (closed) return Promise.resolve()
+    if (running) {
+      again = true
+      return running
+    }
+    running = (async () => {
+      do {
+        again = false
+        const wait = lastPass + passSpacingMs - clock()
+        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
+        lastPass = clock()
+        try {
+          await pass()
+        } catch (err) {
+          log.warn({ err }, 'push pass failed; retried later')
+          scheduleRetry(config.retry_initial_ms)
+          break
+        }
+      } while (again && !closed)
+    })().finally(() => {
+      running = undefined
+    })
+    return running
+  }
+
+  const removeListener = tracker.onAdvance(() => void wake())
+  // Pushers whose retry is due, and a start-up catch-up, even without advances.
+  const tick = setInterval(() => void wake(), Math.max(1000, Math.min(config.retry_initial_ms, 30_000)))
+  void wake()
+
+  return {
+    async runOnce() {
+      await running
+      await wake()
+    },
+    async close() {
+      closed = true
+      removeListener()
+      clearInterval(tick)
+      if (retryTimer) clearTimeout(retryTimer)
+      await running
+    },
+  }
+}
