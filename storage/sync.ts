@@ -7,7 +7,7 @@ import { presenceForSync, type PresenceEvent } from './presence.js'
 import { receiptsForSync } from './receipts.js'
 import { toDeviceForSync, toDevicePositionSql, type ToDeviceEvent } from './to-device.js'
 import { typingForSync } from './typing.js'
-import { UnreadCounter, type UnreadRoom } from './unread-counts.js'
+import { UnreadCounter, type RoomUnread, type UnreadRoom } from './unread-counts.js'
 import type { JsonObject } from './events/redaction.js'
 import {
   filterContainsUrl,
@@ -165,6 +165,8 @@ export interface SyncFilter {
   readonly ephemeral: EventFilter
   /** Of the `m.presence` events. */
   readonly presence: EventFilter
+  /** `room.timeline.unread_thread_notifications`: counts of threads apart from the room's. */
+  readonly threadNotifications: boolean
 }
 
 /** Default timeline limit, and the largest a filter may ask for. */
@@ -194,6 +196,7 @@ export function parseSyncFilter(json: Record<string, unknown> | undefined): Sync
     roomAccountData: parseEventFilter(room['account_data']),
     ephemeral: parseEventFilter(room['ephemeral']),
     presence: parseEventFilter(json?.['presence']),
+    threadNotifications: timeline['unread_thread_notifications'] === true,
   }
 }
 
@@ -366,7 +369,7 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
     rooms: unreadRooms,
     quietRooms: incrementalRooms.filter((roomId) => join[roomId] === undefined && !active.has(roomId) && !ownReceipt(roomId)),
   })
-  for (const [roomId, counts] of unread) join[roomId] = { ...join[roomId], unread_notifications: counts }
+  for (const [roomId, counts] of unread) join[roomId] = { ...join[roomId], ...unreadFields(counts, q.filter.threadNotifications) }
 
   for (const m of atUpTo.values()) {
     if (!wanted(m.roomId)) continue
@@ -572,6 +575,22 @@ async function roomsWithEvents(db: Db, roomIds: readonly string[], since: RoomSt
 
 function typeMatches(patterns: readonly string[], type: string): boolean {
   return patterns.some((p) => new RegExp(`^${p.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*')}$`).test(type))
+}
+
+/**
+ * A joined room's `unread_notifications`, and its `unread_thread_notifications` when the filter
+ * asks for them (then the room's counts leave the threads' events out; threads with nothing
+ * unread are left out).
+ */
+function unreadFields(counts: RoomUnread, byThread: boolean): JsonObject {
+  const zero = { notification_count: 0, highlight_count: 0 }
+  if (byThread) {
+    const threads = [...counts].filter(([thread]) => thread !== 'main')
+    return { unread_notifications: counts.get('main') ?? zero, ...(threads.length > 0 && { unread_thread_notifications: Object.fromEntries(threads) }) }
+  }
+  let total = zero
+  for (const c of counts.values()) total = { notification_count: total.notification_count + c.notification_count, highlight_count: total.highlight_count + c.highlight_count }
+  return { unread_notifications: total }
 }
 
 /** Whether `filter` lets every event through. */

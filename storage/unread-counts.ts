@@ -2,6 +2,7 @@ import { sql, type Kysely } from 'kysely'
 import { defaultPushRules, type PushRuleSet } from './default-push-rules.js'
 import { rowCoveredBy, type EventRow } from './room-reads.js'
 import { evaluatePushRules, type PushContext, type PushEvent } from './push-evaluator.js'
+import { relationOf } from './relations.js'
 import type { Database } from './schema.js'
 import type { RoomStreamToken } from './streams/room-stream-token.js'
 
@@ -14,10 +15,13 @@ import type { RoomStreamToken } from './streams/room-stream-token.js'
  * persister and writes a row per notifying event and member, which costs the write path per
  * member; here a sync evaluates the events it is about to deliver anyway, for its one user.
  *
- * - **Counted**: events after the later of the user's `m.read` / `m.read.private` receipt
- *   (unthreaded or `main`) and the join that began their membership, up to the sync's position,
- *   not sent by the user. At most `maxCounted` of the newest are evaluated, so counts stop at
- *   that (clients show "99+" long before).
+ * - **Counted**: events after the join that began the user's membership and after their
+ *   `m.read` / `m.read.private` receipts that cover the event, up to the sync's position, not
+ *   sent by the user. Counts are kept per thread (client-server API "Threaded read receipts"):
+ *   an event in a thread (`m.relates_to` `m.thread`) is covered by an unthreaded receipt or one
+ *   for its thread, any other event by an unthreaded or `main` receipt. At most `maxCounted` of
+ *   the newest unread events are evaluated per room, so counts stop at that (clients show "99+"
+ *   long before).
  * - **Context** for the rules: the user's display name in the room, the joined member count and
  *   the power levels, as they are now.
  * - **Incremental**: an `UnreadCounter` remembers each user's counts per room with the sync
@@ -28,10 +32,20 @@ import type { RoomStreamToken } from './streams/room-stream-token.js'
  *   such rooms of a sync).
  */
 
-/** The counts of one room, as /sync shows them. */
+/** The counts of one room or thread, as /sync shows them. */
 export interface UnreadCounts {
   readonly notification_count: number
   readonly highlight_count: number
+}
+
+/** A room's counts by thread: `main` for the events in no thread, else the thread root's ID (threads with none left out). */
+export type RoomUnread = ReadonlyMap<string, UnreadCounts>
+
+/** The thread an event belongs to, for receipts and counts: its `m.thread` root, else `main`. */
+export function threadOf(event: PushEvent, stateKey: string | null): string {
+  const content = event['content']
+  const relation = content !== null && typeof content === 'object' && !Array.isArray(content) ? relationOf(content as Record<string, unknown>, stateKey) : undefined
+  return relation?.relationType === 'm.thread' ? relation.relatesToId : 'main'
 }
 
 /** Positions an entry remembers being complete at while nothing happened in its room. */
@@ -79,8 +93,7 @@ interface RoomEntry {
   roomAt: string[]
   /** … and this receipts position. */
   receiptsAt: bigint
-  notifications: number
-  highlights: number
+  readonly threads: Map<string, { notifications: number; highlights: number }>
   readonly context: Omit<PushContext, 'userId'>
 }
 
@@ -104,14 +117,14 @@ export class UnreadCounter {
 
   constructor(private readonly maxUsers = 20_000) {}
 
-  async count(db: Kysely<Database>, q: UnreadQuery): Promise<Map<string, UnreadCounts>> {
+  async count(db: Kysely<Database>, q: UnreadQuery): Promise<Map<string, RoomUnread>> {
     const user = this.#user(q.userId)
     const since = q.since
     const continues = (entry: RoomEntry | undefined): entry is RoomEntry =>
       entry !== undefined && since !== undefined && entry.roomAt.includes(since.room.toString()) && since.receipts <= entry.receiptsAt
     const rulesCurrent = user.rules !== undefined && since !== undefined && since.accountData <= user.rulesAt && !q.rulesChanged
 
-    const result = new Map<string, UnreadCounts>()
+    const result = new Map<string, RoomUnread>()
     const recount: UnreadRoom[] = []
     for (const room of q.rooms) {
       const entry = user.rooms.get(room.roomId)
@@ -120,7 +133,7 @@ export class UnreadCounter {
         recount.push(room)
         continue
       }
-      addEvents(entry, user.rules!, q.userId, events.map((event) => event.pdu))
+      addEvents(entry, user.rules!, q.userId, events.map((event) => ({ event: event.pdu, thread: threadOf(event.pdu, event.stateKey) })))
       result.set(room.roomId, this.#advance(entry, q, false))
     }
     if (since !== undefined) {
@@ -138,7 +151,7 @@ export class UnreadCounter {
     user.rules = rules
     user.rulesAt = q.upTo.accountData
     for (const { roomId, context, events } of recounted) {
-      const entry: RoomEntry = { roomAt: [], receiptsAt: 0n, notifications: 0, highlights: 0, context }
+      const entry: RoomEntry = { roomAt: [], receiptsAt: 0n, threads: new Map(), context }
       addEvents(entry, rules, q.userId, events)
       user.rooms.set(roomId, entry)
       result.set(roomId, this.#advance(entry, q, false))
@@ -147,11 +160,11 @@ export class UnreadCounter {
   }
 
   /** Marks `entry` complete up to the sync's position; `quiet`: also still at the positions it was. */
-  #advance(entry: RoomEntry, q: UnreadQuery, quiet: boolean): UnreadCounts {
+  #advance(entry: RoomEntry, q: UnreadQuery, quiet: boolean): RoomUnread {
     const at = q.upTo.room.toString()
     entry.roomAt = quiet ? [...entry.roomAt.filter((p) => p !== at).slice(-(quietPositions - 1)), at] : [at]
     entry.receiptsAt = q.upTo.receipts
-    return { notification_count: entry.notifications, highlight_count: entry.highlights }
+    return new Map([...entry.threads].map(([thread, c]) => [thread, { notification_count: c.notifications, highlight_count: c.highlights }]))
   }
 
   #user(userId: string): UserEntry {
@@ -165,14 +178,17 @@ export class UnreadCounter {
   }
 }
 
-/** Adds to `entry` the events of others among `events` that notify `userId`. */
-function addEvents(entry: RoomEntry, rules: PushRuleSet, userId: string, events: readonly PushEvent[]): void {
+/** Adds to `entry`'s threads the events of others among `events` that notify `userId`. */
+function addEvents(entry: RoomEntry, rules: PushRuleSet, userId: string, events: readonly { event: PushEvent; thread: string }[]): void {
   const context = { userId, ...entry.context }
-  for (const event of events) {
+  for (const { event, thread } of events) {
     if (event['sender'] === userId) continue
     const outcome = evaluatePushRules(rules, event, context)
-    if (outcome.notify) entry.notifications++
-    if (outcome.notify && outcome.highlight) entry.highlights++
+    if (!outcome.notify) continue
+    const counts = entry.threads.get(thread) ?? { notifications: 0, highlights: 0 }
+    counts.notifications++
+    if (outcome.highlight) counts.highlights++
+    entry.threads.set(thread, counts)
   }
 }
 
@@ -189,12 +205,13 @@ async function readRules(db: Kysely<Database>, userId: string): Promise<PushRule
 interface Recounted {
   readonly roomId: string
   readonly context: Omit<PushContext, 'userId'>
-  readonly events: PushEvent[]
+  readonly events: { event: PushEvent; thread: string }[]
 }
 
 /**
- * For each room: the context of the rules and the newest `maxCounted` events to count (after
- * the receipt and the join, covered by `upTo`, not the user's own), in one statement.
+ * For each room: the context of the rules and the newest `maxCounted` events to count with their
+ * threads (after the join and the receipt of their thread, covered by `upTo`, not the user's
+ * own), in one statement.
  */
 async function readUnread(db: Kysely<Database>, userId: string, rooms: readonly UnreadRoom[], upTo: RoomStreamToken): Promise<Recounted[]> {
   const { rows } = await sql<{
@@ -203,11 +220,12 @@ async function readUnread(db: Kysely<Database>, userId: string, rooms: readonly 
     member_count: number
     power_levels: string | null
     json: string | null
+    thread: string | null
   }>`
     WITH r AS (
       SELECT r.room_id, r.membership_at FROM unnest(${rooms.map((r) => r.roomId)}::text[], ${rooms.map((r) => r.membershipAt.toString())}::int8[]) AS r(room_id, membership_at)
     ), a AS (
-      SELECT r.room_id,
+      SELECT r.room_id, rc.receipts,
         GREATEST(
           -- The join that began the current membership: the first join after the last non-join.
           (SELECT min(m.stream_ordering) FROM room_memberships m
@@ -215,22 +233,31 @@ async function readUnread(db: Kysely<Database>, userId: string, rooms: readonly 
              AND m.stream_ordering > coalesce((SELECT max(o.stream_ordering) FROM room_memberships o
                                                WHERE o.room_id = r.room_id AND o.user_id = ${userId} AND o.membership <> 'join'
                                                  AND o.stream_ordering <= r.membership_at), -9223372036854775808)),
-          (SELECT max(e.stream_ordering) FROM receipts rc JOIN events e ON e.event_id = rc.event_id
-           WHERE rc.room_id = r.room_id AND rc.user_id = ${userId} AND rc.receipt_type IN ('m.read', 'm.read.private') AND rc.thread_id IN ('', 'main'))
-        ) AS anchor,
+          (rc.receipts ->> '')::int8
+        ) AS lower,
         (SELECT j.json::jsonb -> 'content' ->> 'displayname' FROM current_state_events c JOIN event_json j ON j.event_id = c.event_id
          WHERE c.room_id = r.room_id AND c.type = 'm.room.member' AND c.state_key = ${userId}) AS display_name,
         (SELECT count(*)::int4 FROM current_state_events c WHERE c.room_id = r.room_id AND c.type = 'm.room.member' AND c.membership = 'join') AS member_count,
         (SELECT j.json FROM current_state_events c JOIN event_json j ON j.event_id = c.event_id
          WHERE c.room_id = r.room_id AND c.type = 'm.room.power_levels' AND c.state_key = '') AS power_levels
       FROM r
+      -- The user's receipts by thread ('' unthreaded): the latest position of either type.
+      CROSS JOIN LATERAL (
+        SELECT coalesce(jsonb_object_agg(x.thread_id, x.position), '{}') AS receipts FROM (
+          SELECT rc.thread_id, max(e.stream_ordering) AS position FROM receipts rc JOIN events e ON e.event_id = rc.event_id
+          WHERE rc.room_id = r.room_id AND rc.user_id = ${userId} AND rc.receipt_type IN ('m.read', 'm.read.private')
+          GROUP BY rc.thread_id) x
+      ) rc
     )
-    SELECT a.room_id, a.display_name, a.member_count, a.power_levels, x.json
+    SELECT a.room_id, a.display_name, a.member_count, a.power_levels, x.json, x.thread
     FROM a LEFT JOIN LATERAL (
-      SELECT j.json FROM events e
+      SELECT j.json, t.relates_to_id AS thread FROM events e
       JOIN event_json j ON j.event_id = e.event_id
+      LEFT JOIN event_relations t ON t.event_id = e.event_id AND t.relation_type = 'm.thread'
       LEFT JOIN instances i ON i.instance_name = e.instance_name
-      WHERE e.room_id = a.room_id AND e.stream_ordering > a.anchor AND NOT e.outlier AND e.sender <> ${userId} AND ${rowCoveredBy(upTo)}
+      WHERE e.room_id = a.room_id AND e.stream_ordering > a.lower
+        AND e.stream_ordering > coalesce((a.receipts ->> coalesce(t.relates_to_id, 'main'))::int8, a.lower)
+        AND NOT e.outlier AND e.sender <> ${userId} AND ${rowCoveredBy(upTo)}
       ORDER BY e.stream_ordering DESC
       LIMIT ${maxCounted}
     ) x ON true`.execute(db)
@@ -242,7 +269,7 @@ async function readUnread(db: Kysely<Database>, userId: string, rooms: readonly 
       room = { roomId: row.room_id, context: { displayName: row.display_name ?? undefined, memberCount: row.member_count, powerLevels }, events: [] }
       byRoom.set(row.room_id, room)
     }
-    if (row.json !== null) room.events.push(JSON.parse(row.json) as Record<string, unknown>)
+    if (row.json !== null) room.events.push({ event: JSON.parse(row.json) as PushEvent, thread: row.thread ?? 'main' })
   }
   return [...byRoom.values()]
 }

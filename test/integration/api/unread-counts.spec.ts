@@ -92,6 +92,37 @@ describe('api unread notification counts', function () {
     expect(countsIn(await woken, roomId)).to.deep.equal([2, 1])
   })
 
+  it('should count threads apart for clients that ask, each cleared by its own receipts', async () => {
+    const roomId = await createSharedRoom(h, alice, bob)
+    const [root] = await sendEvents(h, roomId, text(alice.user_id, 'root'))
+    const inThread = (body: string): NewEvent => ({ ...text(alice.user_id, body), content: { msgtype: 'm.text', body, 'm.relates_to': { rel_type: 'm.thread', event_id: root!.event_id } } })
+    const threads = JSON.stringify({ room: { rooms: [roomId], timeline: { limit: 5, unread_thread_notifications: true } } })
+    const view = (body: SyncBody) => {
+      const room = body.rooms.join[roomId] as { unread_notifications: Counts; unread_thread_notifications?: Record<string, Counts> } | undefined
+      return room && [room.unread_notifications.notification_count, room.unread_thread_notifications?.[root!.event_id]?.notification_count ?? 0]
+    }
+    let since = (await sync(bob, { filter: threads })).next_batch
+    // Counted from the events the incremental sync brings.
+    const replies = await sendEvents(h, roomId, inThread('r1'), inThread('r2'), text(alice.user_id, 'main'))
+    let body = await sync(bob, { since, timeout: '0', filter: threads })
+    expect(view(body)).to.deep.equal([2, 2])
+    expect(countsIn(await sync(bob, { filter: only(roomId) }), roomId), 'without the filter: one count for all').to.deep.equal([4, 0])
+    // A receipt in the thread clears the thread only; a main receipt clears the room's events only.
+    since = body.next_batch
+    await receipt(bob, roomId, replies[1]!.event_id, 'm.read', { thread_id: root!.event_id })
+    body = await sync(bob, { since, timeout: '0', filter: threads })
+    expect(view(body)).to.deep.equal([2, 0])
+    since = body.next_batch
+    await receipt(bob, roomId, replies[2]!.event_id, 'm.read', { thread_id: 'main' })
+    await sendEvents(h, roomId, inThread('r3'))
+    body = await sync(bob, { since, timeout: '0', filter: threads })
+    expect(view(body)).to.deep.equal([0, 1])
+    // The next reply is counted from the events the sync brings again.
+    since = body.next_batch
+    await sendEvents(h, roomId, inThread('r4'))
+    expect(view(await sync(bob, { since, timeout: '0', filter: threads }))).to.deep.equal([0, 2])
+  })
+
   it('should count under the rules as they are now: muting a room clears it, unmuting brings the count back', async () => {
     const roomId = await createSharedRoom(h, alice, bob)
     const start = await sync(bob, { filter: only(roomId) })
@@ -151,49 +182,81 @@ describe('api unread notification counts', function () {
         quietRooms: [],
       })
     const far = 1n << 60n
-    expect((await ask(undefined, at(far), undefined)).get(roomId)).to.deep.equal({ notification_count: 1, highlight_count: 0 })
+    expect((await ask(undefined, at(far), undefined)).get(roomId)?.get('main')).to.deep.equal({ notification_count: 1, highlight_count: 0 })
     expect(counted.queries, 'the rules and the counts').to.equal(2)
     counted.queries = 0
     const added = await ask(at(far), at(far + 1n), [row({ type: 'm.room.message' }), row({ type: 'm.room.message', sender: bob.user_id })])
-    expect(added.get(roomId)).to.deep.equal({ notification_count: 2, highlight_count: 0 })
+    expect(added.get(roomId)?.get('main')).to.deep.equal({ notification_count: 2, highlight_count: 0 })
     expect(counted.queries, 'nothing read for events the sync brings').to.equal(0)
     // A member event changes the member count the rules read: counted again from the database.
     const recounted = await ask(at(far + 1n), at(far + 2n), [row({ type: 'm.room.member', stateKey: '@carol:hs.test' })])
-    expect(recounted.get(roomId)).to.deep.equal({ notification_count: 1, highlight_count: 0 })
+    expect(recounted.get(roomId)?.get('main')).to.deep.equal({ notification_count: 1, highlight_count: 0 })
     expect(counted.queries, 'the counts only: the rules are known').to.equal(1)
   })
 
-  it('should agree with a model over any sequence of messages, receipts, redactions and mutes, in two token chains (property)', async () => {
+  it('should agree with a model over any sequence of messages, thread replies, receipts, redactions and mutes, in two token chains (property)', async () => {
     const roomId = await createSharedRoom(h, alice, bob)
     const elsewhere = await createSharedRoom(h, alice, bob)
+    const threaded = (filter: Record<string, unknown>) => JSON.stringify({ room: { rooms: [roomId], timeline: { limit: 3, unread_thread_notifications: true, ...filter } } })
     const filters = {
       room: only(roomId),
+      threads: threaded({}),
       elsewhere: only(elsewhere),
-      topics: JSON.stringify({ room: { rooms: [roomId], timeline: { types: ['m.room.topic'] } } }),
+      topics: threaded({ types: ['m.room.topic'] }),
     }
+    // Two thread roots, sent before bob's first sync.
+    const roots = (await sendEvents(h, roomId, notice(alice.user_id), notice(alice.user_id))).map((e) => e.event_id)
     type Step =
-      | { kind: 'plain' | 'mention' | 'notice' | 'own' | 'topic' }
-      | { kind: 'receipt'; back: number; type: 'm.read' | 'm.read.private' }
+      | { kind: 'plain' | 'mention' | 'notice' | 'own' | 'topic'; thread: number | undefined }
+      | { kind: 'receipt'; back: number; type: 'm.read' | 'm.read.private'; thread: 'unthreaded' | 'main' | number }
       | { kind: 'redact'; back: number }
       | { kind: 'mute'; muted: boolean }
-      | { kind: 'sync'; chain: 0 | 1; view: 'room' | 'elsewhere' | 'topics' }
+      | { kind: 'sync'; chain: 0 | 1; view: keyof typeof filters }
+    const thread = fc.option(fc.constantFrom(0, 1), { nil: undefined })
     const step: fc.Arbitrary<Step> = fc.oneof(
-      fc.record({ kind: fc.constantFrom('plain', 'mention', 'notice', 'own', 'topic') as fc.Arbitrary<'plain'> }),
-      fc.record({ kind: fc.constant('receipt' as const), back: fc.nat(4), type: fc.constantFrom('m.read' as const, 'm.read.private' as const) }),
+      fc.record({ kind: fc.constantFrom('plain', 'mention', 'notice', 'own', 'topic') as fc.Arbitrary<'plain'>, thread }),
+      fc.record({
+        kind: fc.constant('receipt' as const),
+        back: fc.nat(4),
+        type: fc.constantFrom('m.read' as const, 'm.read.private' as const),
+        thread: fc.constantFrom('unthreaded' as const, 'main' as const, 0, 1),
+      }),
       fc.record({ kind: fc.constant('redact' as const), back: fc.nat(4) }),
       fc.record({ kind: fc.constant('mute' as const), muted: fc.boolean() }),
-      // Syncs that see the room, another room only (the chain moves past the room's news unseen), or only its topics.
-      fc.record({ kind: fc.constant('sync' as const), chain: fc.constantFrom(0 as const, 1 as const), view: fc.constantFrom('room' as const, 'elsewhere' as const, 'topics' as const) }),
+      // Syncs that see the room (its threads apart or not), another room only (the chain moves past the room's news unseen), or only its topics.
+      fc.record({ kind: fc.constant('sync' as const), chain: fc.constantFrom(0 as const, 1 as const), view: fc.constantFrom('room' as const, 'threads' as const, 'elsewhere' as const, 'topics' as const) }),
     )
-    // Everything in the room from bob's first sync on: what each event is, in order.
-    const history: { id: string; kind: string }[] = []
-    let receiptAt = -1
+    // Everything in the room from bob's first sync on: what each event is and its thread ('main' or a root), in order.
+    const history: { id: string; kind: string; thread: string }[] = []
+    // bob's receipts: thread ('' unthreaded, 'main', a root) → the latest index.
+    const receipts = new Map<string, number>()
     let muted = false
     const chains = [(await sync(bob, { filter: only(roomId) })).next_batch, (await sync(bob, { filter: only(roomId) })).next_batch]
-    const model = (): [number, number] => {
-      if (muted) return [0, 0]
-      const unread = history.slice(receiptAt + 1)
-      return [unread.filter((e) => e.kind === 'plain' || e.kind === 'mention').length, unread.filter((e) => e.kind === 'mention').length]
+    /** Counts by thread, as notifications and highlights. */
+    const model = (): Map<string, [number, number]> => {
+      const counts = new Map<string, [number, number]>()
+      if (muted) return counts
+      history.forEach((e, i) => {
+        const read = Math.max(receipts.get('') ?? -1, receipts.get(e.thread) ?? -1)
+        if (i <= read || (e.kind !== 'plain' && e.kind !== 'mention')) return
+        const [n, hl] = counts.get(e.thread) ?? [0, 0]
+        counts.set(e.thread, [n + 1, hl + (e.kind === 'mention' ? 1 : 0)])
+      })
+      return counts
+    }
+    const total = (): [number, number] => [...model().values()].reduce(([n, hl], [a, b]) => [n + a, hl + b], [0, 0])
+    const byThread = () => {
+      const { main = [0, 0], ...threads } = Object.fromEntries(model())
+      return { main, threads: Object.fromEntries(Object.entries(threads).map(([root, [n, hl]]) => [root, { notification_count: n, highlight_count: hl }])) }
+    }
+    /** Checks the room's counts in an answer against the model (nothing to check when the room is not in it). */
+    const check = (body: SyncBody, view: keyof typeof filters) => {
+      const room = body.rooms.join[roomId] as { unread_notifications: Counts; unread_thread_notifications?: Record<string, Counts> } | undefined
+      if (room === undefined) return
+      const counts = [room.unread_notifications.notification_count, room.unread_notifications.highlight_count]
+      if (view === 'room') return expect([counts, room.unread_thread_notifications]).to.deep.equal([total(), undefined])
+      const expected = byThread()
+      expect([counts, room.unread_thread_notifications ?? {}]).to.deep.equal([expected.main, expected.threads])
     }
     await fc.assert(
       fc.asyncProperty(fc.array(step, { minLength: 1, maxLength: 12 }), async (steps) => {
@@ -201,25 +264,25 @@ describe('api unread notification counts', function () {
           if (s.kind === 'sync') {
             const body = await sync(bob, { since: chains[s.chain]!, timeout: '0', filter: filters[s.view] })
             chains[s.chain] = body.next_batch
-            // A room left out of the answer had no event and no receipt of bob's: nothing to check.
-            const counts = countsIn(body, roomId)
-            if (counts) expect(counts).to.deep.equal(model())
+            check(body, s.view)
           } else if (s.kind === 'receipt' || s.kind === 'redact') {
             const target = history[history.length - 1 - s.back]
             if (target === undefined) continue
             if (s.kind === 'receipt') {
-              await receipt(bob, roomId, target.id, s.type)
-              receiptAt = Math.max(receiptAt, history.indexOf(target))
+              const threadId = s.thread === 'unthreaded' ? undefined : s.thread === 'main' ? 'main' : roots[s.thread]!
+              await receipt(bob, roomId, target.id, s.type, threadId === undefined ? {} : { thread_id: threadId })
+              receipts.set(threadId ?? '', Math.max(receipts.get(threadId ?? '') ?? -1, history.indexOf(target)))
             } else {
               const [e] = await sendEvents(h, roomId, { type: 'm.room.redaction', sender: alice.user_id, redacts: target.id, content: {} })
-              history.push({ id: e!.event_id, kind: 'redaction' })
+              history.push({ id: e!.event_id, kind: 'redaction', thread: 'main' })
             }
           } else if (s.kind === 'mute') {
             if (s.muted === muted) continue
             expect((await muteRule(bob, roomId, s.muted)).statusCode).to.equal(200)
             muted = s.muted
           } else {
-            const event: NewEvent =
+            const root = s.thread === undefined || s.kind === 'topic' ? undefined : roots[s.thread]!
+            const base: NewEvent =
               s.kind === 'plain'
                 ? text(alice.user_id, 'hi')
                 : s.kind === 'mention'
@@ -229,18 +292,20 @@ describe('api unread notification counts', function () {
                     : s.kind === 'own'
                       ? text(bob.user_id, 'mine')
                       : { type: 'm.room.topic', state_key: '', sender: alice.user_id, content: { topic: `t${history.length}` } }
+            const event = root === undefined ? base : { ...base, content: { ...base.content, 'm.relates_to': { rel_type: 'm.thread', event_id: root } } }
             const [e] = await sendEvents(h, roomId, event)
-            history.push({ id: e!.event_id, kind: s.kind })
+            history.push({ id: e!.event_id, kind: s.kind, thread: root ?? 'main' })
           }
         }
-        // Whatever the chains did, a sync from each now (when the room is in it) and an initial one agree with the model.
+        // Whatever the chains did, a sync from each now (when the room is in it) and initial ones agree with the model.
         for (const chain of [0, 1] as const) {
-          const body = await sync(bob, { since: chains[chain]!, timeout: '0', filter: only(roomId) })
+          const view = chain === 0 ? 'room' : 'threads'
+          const body = await sync(bob, { since: chains[chain]!, timeout: '0', filter: filters[view] })
           chains[chain] = body.next_batch
-          const counts = countsIn(body, roomId)
-          if (counts) expect(counts).to.deep.equal(model())
+          check(body, view)
         }
-        expect(await fresh(bob, roomId)).to.deep.equal(model())
+        check(await sync(bob, { filter: filters.room }), 'room')
+        check(await sync(bob, { filter: filters.threads }), 'threads')
       }),
       { numRuns: 25 },
     )
