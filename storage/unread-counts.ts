@@ -106,7 +106,8 @@ interface UserEntry {
 
 /**
  * Per-process memory of counts, so that a long-polling client's syncs evaluate only their new
- * events. Holds at most `maxUsers` users (least recently synced dropped first).
+ * events. Holds the rooms of at most `maxRooms` (user, room) pairs: the users who synced least
+ * recently are dropped first (their next sync counts afresh).
  *
  * @example
  * const counter = new UnreadCounter()
@@ -114,8 +115,15 @@ interface UserEntry {
  */
 export class UnreadCounter {
   readonly #users = new Map<string, UserEntry>()
+  #rooms = 0
 
-  constructor(private readonly maxUsers = 20_000) {}
+  /** `maxRooms`: about 200 bytes each, plus what their threads hold. */
+  constructor(private readonly maxRooms = 200_000) {}
+
+  /** (user, room) pairs held. */
+  get size(): number {
+    return this.#rooms
+  }
 
   async count(db: Kysely<Database>, q: UnreadQuery): Promise<Map<string, RoomUnread>> {
     const user = this.#user(q.userId)
@@ -153,6 +161,7 @@ export class UnreadCounter {
     for (const { roomId, context, events } of recounted) {
       const entry: RoomEntry = { roomAt: [], receiptsAt: 0n, threads: new Map(), context }
       addEvents(entry, rules, q.userId, events)
+      if (!user.rooms.has(roomId)) this.#rooms++
       user.rooms.set(roomId, entry)
       result.set(roomId, this.#advance(entry, q, false))
     }
@@ -169,10 +178,14 @@ export class UnreadCounter {
 
   #user(userId: string): UserEntry {
     let user = this.#users.get(userId)
-    if (user === undefined) {
-      user = { rules: undefined, rulesAt: 0n, rooms: new Map() }
-      if (this.#users.size >= this.maxUsers) this.#users.delete(this.#users.keys().next().value!)
-    } else this.#users.delete(userId)
+    if (user === undefined) user = { rules: undefined, rulesAt: 0n, rooms: new Map() }
+    else this.#users.delete(userId)
+    // The least recently synced users go first; the current one stays, whatever it holds.
+    for (const [oldest, entry] of this.#users) {
+      if (this.#rooms <= this.maxRooms) break
+      this.#users.delete(oldest)
+      this.#rooms -= entry.rooms.size
+    }
     this.#users.set(userId, user)
     return user
   }

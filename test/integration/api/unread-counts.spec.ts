@@ -194,6 +194,19 @@ describe('api unread notification counts', function () {
     expect(counted.queries, 'the counts only: the rules are known').to.equal(1)
   })
 
+  it('should hold a bounded number of rooms, dropping the users who synced least recently', async () => {
+    const roomId = await createSharedRoom(h, alice, bob)
+    const counter = new UnreadCounter(2)
+    const upTo = { room: RoomStreamToken.live(1n << 60n), receipts: 0n, accountData: 0n }
+    const sizes: number[] = []
+    for (const userId of ['@u1:hs.test', '@u2:hs.test', '@u3:hs.test', '@u4:hs.test']) {
+      await counter.count(h.t.db, { userId, upTo, rulesChanged: false, rooms: [{ roomId, membershipAt: 1n, newEvents: undefined, ownReceiptMoved: false }], quietRooms: [] })
+      sizes.push(counter.size)
+    }
+    // Each sync adds its room; the next one first drops the oldest users down to the bound.
+    expect(sizes).to.deep.equal([1, 2, 3, 3])
+  })
+
   it('should agree with a model over any sequence of messages, thread replies, receipts, redactions and mutes, in two token chains (property)', async () => {
     const roomId = await createSharedRoom(h, alice, bob)
     const elsewhere = await createSharedRoom(h, alice, bob)
