@@ -58,13 +58,38 @@ export async function setAccountData(
 ): Promise<bigint> {
   return db.transaction().execute(async (trx) => {
     const streamId = await allocateAccountDataStreamId(trx)
-    const content = JSON.stringify(entry.content)
-    await trx
-      .insertInto('account_data')
-      .values({ user_id: entry.userId, room_id: entry.roomId ?? '', type: entry.type, content, stream_id: streamId })
-      .onConflict((oc) => oc.columns(['user_id', 'room_id', 'type']).doUpdateSet({ content, stream_id: streamId }))
-      .execute()
+    await writeAccountData(trx, entry, entry.content, streamId)
     return streamId
+  })
+}
+
+async function writeAccountData(trx: Transaction<Database>, key: { userId: string; roomId?: string; type: string }, content: Record<string, unknown>, streamId: bigint): Promise<void> {
+  const json = JSON.stringify(content)
+  await trx
+    .insertInto('account_data')
+    .values({ user_id: key.userId, room_id: key.roomId ?? '', type: key.type, content: json, stream_id: streamId })
+    .onConflict((oc) => oc.columns(['user_id', 'room_id', 'type']).doUpdateSet({ content: json, stream_id: streamId }))
+    .execute()
+}
+
+/**
+ * Replaces one document with what `change` makes of the current one (undefined when absent), in
+ * one transaction under the stream lock, so that concurrent changes of the same document (two
+ * tags added at once) both land. Returns the stored content.
+ *
+ * @example
+ * await updateAccountData(db, { userId, roomId, type: 'm.tag' }, (current) => ({ tags: { ...(current?.tags as object), 'm.favourite': {} } }))
+ */
+export async function updateAccountData(
+  db: Kysely<Database>,
+  key: { userId: string; roomId?: string; type: string },
+  change: (current: Record<string, unknown> | undefined) => Record<string, unknown>,
+): Promise<Record<string, unknown>> {
+  return db.transaction().execute(async (trx) => {
+    const streamId = await allocateAccountDataStreamId(trx)
+    const next = change(await getAccountData(trx, key.userId, key.type, key.roomId))
+    await writeAccountData(trx, key, next, streamId)
+    return next
   })
 }
 

@@ -1,5 +1,5 @@
 import type { FastifyPluginAsync } from 'fastify'
-import { getAccountData, setAccountData } from '../../storage/account-data.js'
+import { getAccountData, setAccountData, updateAccountData } from '../../storage/account-data.js'
 import { getPushRules } from '../../storage/push-rules.js'
 import { clientRoute } from '../client-route.js'
 import { forbidden, invalidParam, MatrixError, notFound } from '../errors.js'
@@ -13,6 +13,10 @@ import { requireUser } from '../require-user.js'
  * Server-managed types cannot be PUT (405 `M_BAD_JSON`, as the spec says): global
  * `m.push_rules` (use /pushrules; GET returns the rule set) and per-room `m.fully_read`
  * (use /read_markers). Every PUT advances the account data stream (storage/account-data.ts).
+ *
+ * Room tags (`GET /user/{userId}/rooms/{roomId}/tags`, `PUT|DELETE …/tags/{tag}`) live in the
+ * room's `m.tag` account data (`{tags: {name: {order?}}}`), changed in one transaction each so
+ * that concurrent tag changes all land; sync shows them as that account data.
  */
 
 const name = { type: 'string', minLength: 1, maxLength: 255 } as const
@@ -86,6 +90,56 @@ export const accountDataRoutes: FastifyPluginAsync = async (app) => {
       checkRoomId(request.params.roomId)
       if (request.params.type === 'm.fully_read') throw serverManaged('m.fully_read')
       await setAccountData(db, { userId, roomId: request.params.roomId, type: request.params.type, content: request.body })
+      return {}
+    },
+  })
+
+  const tagsParams = { type: 'object', required: ['userId', 'roomId'], properties: { userId: name, roomId: name } } as const
+  const tagParams = { type: 'object', required: ['userId', 'roomId', 'tag'], properties: { userId: name, roomId: name, tag: name } } as const
+  /** The room's tags of `userId` checked against the request (own user, a room ID). */
+  const tagRequest = async (request: { params: { userId: string; roomId: string } } & Parameters<typeof requireUser>[0]) => {
+    const { userId } = await requireUser(request)
+    checkOwn(userId, request.params.userId)
+    checkRoomId(request.params.roomId)
+    return { userId, roomId: request.params.roomId, type: 'm.tag' }
+  }
+  const tagsOf = (content: Record<string, unknown> | undefined): Record<string, unknown> => {
+    const tags = content?.['tags']
+    return tags !== null && typeof tags === 'object' && !Array.isArray(tags) ? (tags as Record<string, unknown>) : {}
+  }
+
+  clientRoute<{ Params: { userId: string; roomId: string } }>(app, {
+    method: 'GET',
+    path: '/user/:userId/rooms/:roomId/tags',
+    schema: { params: tagsParams },
+    handler: async (request) => {
+      const key = await tagRequest(request)
+      return { tags: tagsOf(await getAccountData(db, key.userId, key.type, key.roomId)) }
+    },
+  })
+
+  clientRoute<{ Params: { userId: string; roomId: string; tag: string }; Body: Record<string, unknown> }>(app, {
+    method: 'PUT',
+    path: '/user/:userId/rooms/:roomId/tags/:tag',
+    // Spec: `order` is a number between 0 and 1; other fields are kept as sent.
+    schema: { params: tagParams, body: { type: 'object', properties: { order: { type: 'number', minimum: 0, maximum: 1 } } } },
+    handler: async (request) => {
+      const key = await tagRequest(request)
+      await updateAccountData(db, key, (current) => ({ ...current, tags: { ...tagsOf(current), [request.params.tag]: request.body } }))
+      return {}
+    },
+  })
+
+  clientRoute<{ Params: { userId: string; roomId: string; tag: string } }>(app, {
+    method: 'DELETE',
+    path: '/user/:userId/rooms/:roomId/tags/:tag',
+    schema: { params: tagParams },
+    handler: async (request) => {
+      const key = await tagRequest(request)
+      await updateAccountData(db, key, (current) => {
+        const { [request.params.tag]: _removed, ...tags } = tagsOf(current)
+        return { ...current, tags }
+      })
       return {}
     },
   })

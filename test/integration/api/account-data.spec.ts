@@ -75,6 +75,49 @@ describe('api start-up endpoints (account data, filters, push rules, profile)', 
     })
   })
 
+  describe('room tags', () => {
+    // A room of its own: the account data tests above tag `room` through the generic route.
+    const tagRoom = '!tags:hs.test'
+    const tagsUrl = (user: Session, roomId = tagRoom) => `${v3}/user/${enc(user.user_id)}/rooms/${enc(roomId)}/tags`
+    const tags = async (user: Session) => (await h.call('GET', tagsUrl(user), { token: user.access_token })).json<{ tags: Record<string, unknown> }>().tags
+
+    it('should keep every tag of concurrent changes, show them as m.tag room account data, and delete one alone', async () => {
+      expect(await tags(bob)).to.deep.equal({})
+      const names = Array.from({ length: 10 }, (_, i) => `u.tag${i}`)
+      const p0 = await accountDataPosition(h.t.db)
+      const puts = await Promise.all(names.map((name, i) => h.call('PUT', `${tagsUrl(bob)}/${name}`, { token: bob.access_token, body: { order: i / 10 } })))
+      expect(puts.map((r) => r.statusCode)).to.deep.equal(names.map(() => 200))
+      const expected = Object.fromEntries(names.map((name, i) => [name, { order: i / 10 }]))
+      expect(await tags(bob)).to.deep.equal(expected)
+      const changes = await accountDataChanges(h.t.db, bob.user_id, { after: p0, upTo: await accountDataPosition(h.t.db) })
+      expect(changes.rooms.get(tagRoom)).to.deep.equal([{ type: 'm.tag', content: { tags: expected } }])
+
+      expect((await h.call('DELETE', `${tagsUrl(bob)}/u.tag3`, { token: bob.access_token })).statusCode).to.equal(200)
+      const { 'u.tag3': _gone, ...rest } = expected
+      expect(await tags(bob)).to.deep.equal(rest)
+      // Deleting a tag that is not there changes nothing else.
+      expect((await h.call('DELETE', `${tagsUrl(bob)}/m.favourite`, { token: bob.access_token })).statusCode).to.equal(200)
+      expect(await tags(bob)).to.deep.equal(rest)
+      expect(await tags(alice)).to.deep.equal({})
+    })
+
+    it('should refuse tags of others, of malformed rooms and with a bad order, with a Matrix error', async () => {
+      const cases: [string, Promise<{ statusCode: number; json: () => { errcode?: string } }>, number, string][] = [
+        ['another user', h.call('PUT', `${tagsUrl(bob)}/m.favourite`, { token: alice.access_token, body: {} }), 403, 'M_FORBIDDEN'],
+        ['read another user', h.call('GET', tagsUrl(bob), { token: alice.access_token }), 403, 'M_FORBIDDEN'],
+        ['not a room', h.call('PUT', `${tagsUrl(alice, 'room')}/m.favourite`, { token: alice.access_token, body: {} }), 400, 'M_INVALID_PARAM'],
+        ['order above 1', h.call('PUT', `${tagsUrl(alice)}/m.favourite`, { token: alice.access_token, body: { order: 2 } }), 400, 'M_BAD_JSON'],
+        ['order not a number', h.call('PUT', `${tagsUrl(alice)}/m.favourite`, { token: alice.access_token, body: { order: 'first' } }), 400, 'M_BAD_JSON'],
+        ['no token', h.call('DELETE', `${tagsUrl(alice)}/m.favourite`), 401, 'M_MISSING_TOKEN'],
+      ]
+      for (const [what, call, status, errcode] of cases) {
+        const res = await call
+        expect([what, res.statusCode, res.json().errcode]).to.deep.equal([what, status, errcode])
+      }
+      expect(await tags(alice)).to.deep.equal({})
+    })
+  })
+
   describe('filters', () => {
     const filter = { room: { timeline: { limit: 20 }, state: { lazy_load_members: true } }, presence: { not_types: ['*'] } }
 

@@ -26,6 +26,7 @@ describe('api fuzz (account-side endpoints)', function () {
     '/rooms/%21r%3Ahs.test/receipt/m.read/%24e', '/rooms/%21r%3Ahs.test/receipt/m.fully_read', '/rooms/%21r%3Ahs.test/read_markers',
     `/rooms/%21r%3Ahs.test/typing/${user}`, '/user_directory/search', '/keys/upload', '/keys/query', '/keys/claim',
     '/keys/changes?from=s1_1&to=s1_1', '/keys/device_signing/upload', '/keys/signatures/upload', '/pushers', '/pushers/set',
+    `/user/${user}/rooms/%21r%3Ahs.test/tags`, `/user/${user}/rooms/%21r%3Ahs.test/tags/m.favourite`,
   ]
   const segment = fc.oneof(fc.string({ maxLength: 12 }), fc.constantFrom('%00', '%FF', '%', '..', '%2F', '\u0000', '@x:y', '!r:hs.test', ' '))
   const jsonValue = fc.jsonValue({ maxDepth: 4 })
@@ -33,7 +34,7 @@ describe('api fuzz (account-side endpoints)', function () {
     fc.constant(undefined),
     fc.string({ maxLength: 40 }),
     jsonValue.map((v) => JSON.stringify(v)),
-    fc.dictionary(fc.constantFrom('type', 'auth', 'username', 'password', 'identifier', 'user', 'actions', 'conditions', 'enabled', 'presence', 'displayname', 'devices', 'new_password', 'room', 'device_id', 'thread_id', 'm.read', 'm.fully_read', 'typing', 'timeout', 'search_term', 'limit', 'device_keys', 'one_time_keys', 'fallback_keys', 'master_key', 'self_signing_key', 'kind', 'app_id', 'pushkey', 'data', 'append', '@fuzz:hs.test'), jsonValue, { maxKeys: 5 }).map((o) => JSON.stringify(o)),
+    fc.dictionary(fc.constantFrom('type', 'auth', 'username', 'password', 'identifier', 'user', 'actions', 'conditions', 'enabled', 'presence', 'displayname', 'devices', 'new_password', 'room', 'device_id', 'thread_id', 'm.read', 'm.fully_read', 'typing', 'timeout', 'search_term', 'limit', 'device_keys', 'one_time_keys', 'fallback_keys', 'master_key', 'self_signing_key', 'kind', 'app_id', 'pushkey', 'data', 'append', 'order', '@fuzz:hs.test'), jsonValue, { maxKeys: 5 }).map((o) => JSON.stringify(o)),
     fc.constant('{"a":"\\u0000"}'),
     fc.constant('{"password":"\\ud800"}'),
   )
