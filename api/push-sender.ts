@@ -34,7 +34,9 @@ export interface PushSender {
 }
 
 /** Events read per pass. */
-const batchSize = 200
+const batchSize = 1000
+/** How often the pushers are read again (new ones, deleted ones); `runOnce` reads them at once. */
+const pusherRefreshMs = 5000
 /** Least time between the starts of two passes: advances come per transaction, passes read every pusher. */
 const passSpacingMs = 100
 
@@ -65,24 +67,39 @@ export function startPushSender(options: {
   let again = false
   let retryTimer: NodeJS.Timeout | undefined
   let lastPass = 0
+  let refreshWanted = false
 
-  /** One pass: every due pusher from its position up to the linear position, a batch at a time. */
-  async function pass(): Promise<void> {
+  /** The pushers as last read, by ID, with the positions this process recorded since. */
+  let pushers = new Map<bigint, StoredPusher>()
+  let pushersRead = Number.NEGATIVE_INFINITY
+
+  /**
+   * One pass: every due pusher from its position up to the linear position, a batch at a time.
+   * Nothing is read while there is no pusher (but the pushers, every `pusherRefreshMs`).
+   */
+  async function pass(refresh: boolean): Promise<void> {
     const upTo = tracker.linearPosition()
     const now = clock()
-    const pushers = (await storedPushers(db)).filter((p) => p.kind === 'http' && p.lastStreamOrdering < upTo)
-    lag.set(pushers.length === 0 ? 0 : Number(upTo - pushers.reduce((min, p) => (p.lastStreamOrdering < min ? p.lastStreamOrdering : min), upTo)))
-    const due = pushers.filter((p) => (backoffs.get(p.id)?.retryAt ?? 0) <= now)
+    if (refresh || now - pushersRead >= pusherRefreshMs) {
+      pushers = new Map((await storedPushers(db)).filter((p) => p.kind === 'http').map((p) => [p.id, p]))
+      pushersRead = now
+    }
+    const behind = [...pushers.values()].filter((p) => p.lastStreamOrdering < upTo)
+    lag.set(behind.length === 0 ? 0 : Number(upTo - behind.reduce((min, p) => (p.lastStreamOrdering < min ? p.lastStreamOrdering : min), upTo)))
+    const due = behind.filter((p) => (backoffs.get(p.id)?.retryAt ?? 0) <= now)
     if (due.length === 0) return
-    const byUser = new Map<string, StoredPusher[]>()
-    for (const p of due) byUser.set(p.userId, [...(byUser.get(p.userId) ?? []), p])
     const after = due.reduce((min, p) => (p.lastStreamOrdering < min ? p.lastStreamOrdering : min), upTo)
-    const candidates = await pushCandidates(db, { users: [...byUser.keys()], after, upTo, limit: batchSize })
     // A full batch ends where it does; the next pass goes on from there.
-    const reached = candidates.length === batchSize ? candidates[candidates.length - 1]!.streamOrdering : upTo
+    const { candidates, reached } = await pushCandidates(db, { after, upTo, limit: batchSize })
     const notifying = await evaluate(candidates)
     await Promise.all(due.map((pusher) => deliver(pusher, notifying.filter((n) => n.users.has(pusher.userId)), reached)))
     if (reached < upTo) again = true
+  }
+
+  /** Records `pusher`'s progress here and in the database. */
+  async function record(pusher: StoredPusher, position: bigint, failingSince: number | undefined): Promise<void> {
+    if (pushers.has(pusher.id)) pushers.set(pusher.id, { ...pusher, lastStreamOrdering: position, failingSince })
+    await recordPusherProgress(db, pusher.id, position, failingSince)
   }
 
   interface Notifying {
@@ -121,7 +138,7 @@ export function startPushSender(options: {
           const waitMs = Math.min(config.retry_max_ms, backoffs.has(pusher.id) ? backoffs.get(pusher.id)!.waitMs * 2 : config.retry_initial_ms)
           backoffs.set(pusher.id, { retryAt: clock() + waitMs, waitMs })
           scheduleRetry(waitMs)
-          await recordPusherProgress(db, pusher.id, position, failingSince)
+          await record(pusher, position, failingSince)
           return
         }
         sent.inc({ outcome: 'dropped' })
@@ -131,7 +148,7 @@ export function startPushSender(options: {
       position = n.candidate.streamOrdering
     }
     backoffs.delete(pusher.id)
-    await recordPusherProgress(db, pusher.id, reached, undefined)
+    await record(pusher, reached, undefined)
   }
 
   async function send(pusher: StoredPusher, n: Notifying): Promise<'sent' | 'failed' | 'rejected'> {
@@ -153,6 +170,7 @@ export function startPushSender(options: {
       sent.inc({ outcome: 'sent' })
       if (Array.isArray(body.rejected) && body.rejected.includes(pusher.pushkey)) {
         await db.deleteFrom('pushers').where('id', '=', pusher.id).execute()
+        pushers.delete(pusher.id)
         rejected.inc()
         log.info({ pusher: pusher.id, appId: pusher.app_id }, 'push gateway rejected the pushkey: pusher removed')
         return 'rejected'
@@ -198,8 +216,9 @@ export function startPushSender(options: {
    * Runs passes until nothing is left, at most one per `passSpacingMs`; a failed pass is logged
    * and retried later.
    */
-  function wake(): Promise<void> {
+  function wake(refresh = false): Promise<void> {
     if (closed) return Promise.resolve()
+    refreshWanted ||= refresh
     if (running) {
       again = true
       return running
@@ -211,7 +230,9 @@ export function startPushSender(options: {
         if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
         lastPass = clock()
         try {
-          await pass()
+          const refreshNow = refreshWanted
+          refreshWanted = false
+          await pass(refreshNow)
         } catch (err) {
           log.warn({ err }, 'push pass failed; retried later')
           scheduleRetry(config.retry_initial_ms)
@@ -232,7 +253,7 @@ export function startPushSender(options: {
   return {
     async runOnce() {
       await running
-      await wake()
+      await wake(true)
     },
     async close() {
       closed = true

@@ -132,34 +132,45 @@ export interface PushCandidate {
 }
 
 /**
- * Events after `after` up to `upTo` (at most `limit`, in stream order) in rooms where one of
- * `users` is joined or invited now, each with those of them it may notify.
+ * The events after `after` up to `upTo` (at most `limit`, in stream order), and of them those in
+ * rooms where a user with a pusher is joined or invited now, each with those users. `reached`:
+ * the position the read covers (`upTo`, or the last event of a full batch). Event JSON is read
+ * only for the candidates.
  *
  * @example
- * const events = await pushCandidates(db, { users: ['@b:hs'], after: 100n, upTo: 140n, limit: 200 })
+ * const { candidates, reached } = await pushCandidates(db, { after: 100n, upTo: 140n, limit: 1000 })
  */
-export async function pushCandidates(db: Kysely<Database>, q: { users: readonly string[]; after: bigint; upTo: bigint; limit: number }): Promise<PushCandidate[]> {
-  if (q.users.length === 0 || q.after >= q.upTo) return []
-  const { rows } = await sql<{ stream_ordering: string; event_id: string; room_id: string; sender: string; json: string; users: string[] }>`
-    WITH members AS (
-      SELECT room_id, array_agg(state_key) AS users FROM current_state_events
-      WHERE type = 'm.room.member' AND state_key = ANY(${[...q.users]}::text[]) AND membership IN ('join', 'invite')
-      GROUP BY room_id
+export async function pushCandidates(db: Kysely<Database>, q: { after: bigint; upTo: bigint; limit: number }): Promise<{ candidates: PushCandidate[]; reached: bigint }> {
+  if (q.after >= q.upTo) return { candidates: [], reached: q.upTo }
+  const { rows } = await sql<{ stream_ordering: string; event_id: string | null; room_id: string | null; sender: string | null; json: string | null; users: string[] | null; last: string | null; n: number }>`
+    WITH batch AS (
+      SELECT stream_ordering, event_id, room_id, sender FROM events
+      WHERE stream_ordering > ${q.after}::int8 AND stream_ordering <= ${q.upTo}::int8 AND NOT outlier
+      ORDER BY stream_ordering LIMIT ${q.limit}
+    ), members AS (
+      SELECT c.room_id, array_agg(c.state_key) AS users FROM current_state_events c
+      WHERE c.room_id IN (SELECT DISTINCT room_id FROM batch) AND c.type = 'm.room.member' AND c.membership IN ('join', 'invite')
+        AND EXISTS (SELECT 1 FROM pushers p WHERE p.user_id = c.state_key)
+      GROUP BY c.room_id
     )
-    SELECT e.stream_ordering, e.event_id, e.room_id, e.sender, j.json, m.users
-    FROM events e
-    JOIN members m ON m.room_id = e.room_id
-    JOIN event_json j ON j.event_id = e.event_id
-    WHERE e.stream_ordering > ${q.after}::int8 AND e.stream_ordering <= ${q.upTo}::int8 AND NOT e.outlier
-    ORDER BY e.stream_ordering
-    LIMIT ${q.limit}`.execute(db)
-  return rows.map((row) => ({
-    streamOrdering: BigInt(row.stream_ordering),
-    eventId: row.event_id,
-    roomId: row.room_id,
-    event: JSON.parse(row.json) as PushEvent,
-    users: row.users.filter((user) => user !== row.sender),
-  }))
+    SELECT b.stream_ordering, b.event_id, b.room_id, b.sender, j.json, m.users, NULL AS last, 0 AS n
+    FROM batch b JOIN members m ON m.room_id = b.room_id JOIN event_json j ON j.event_id = b.event_id
+    UNION ALL
+    SELECT 0, NULL, NULL, NULL, NULL, NULL, max(stream_ordering)::text, count(*)::int4 FROM batch
+    ORDER BY 1`.execute(db)
+  const summary = rows.find((row) => row.event_id === null)!
+  const reached = summary.n === q.limit ? BigInt(summary.last!) : q.upTo
+  const candidates = rows
+    .filter((row) => row.event_id !== null)
+    .map((row) => ({
+      streamOrdering: BigInt(row.stream_ordering),
+      eventId: row.event_id!,
+      roomId: row.room_id!,
+      event: JSON.parse(row.json!) as PushEvent,
+      users: row.users!.filter((user) => user !== row.sender),
+    }))
+    .filter((c) => c.users.length > 0)
+  return { candidates, reached }
 }
 
 /** What the push sender needs of a room: the rules' context per user, and names for the notification. */

@@ -3,6 +3,8 @@ import type { AddressInfo } from 'node:net'
 import { expect } from 'chai'
 import { pino } from 'pino'
 import { startPushSender } from '../../../api/push-sender.js'
+import { storedPushers } from '../../../storage/pushers.js'
+import { countingQueries } from '../../support/db.js'
 import { roomReadRoutes } from '../../../api/routes/room-reads.js'
 import { roomWriteRoutes } from '../../../api/routes/rooms.js'
 import { syncRoutes } from '../../../api/routes/sync.js'
@@ -202,6 +204,17 @@ describe('api pushers and push notifications', function () {
     await sendEvents(h, roomId, text(alice.user_id, 'd'))
     await flush()
     expect(gateway.attempts).to.equal(attempts)
+  })
+
+  it('should read nothing but the pushers while there are none, whatever the stream does', async () => {
+    expect(await storedPushers(h.t.db)).to.deep.equal([])
+    const counted = countingQueries(h.t.db)
+    const sender = startPushSender({ db: counted.db, tracker: h.process!.services!.tracker, log: pino({ level: 'silent' }), config: h.config.push })
+    const roomId = await createSharedRoom(h, alice, bob)
+    await sendEvents(h, roomId, text(alice.user_id, 'nobody to push to'))
+    await sender.runOnce()
+    await sender.close()
+    expect(counted.queries, 'the pushers at start and when asked').to.equal(2)
   })
 
   it('should push an invite to the invitee, who is not in the room yet', async () => {
