@@ -1,6 +1,8 @@
 import { Counter, Gauge, type Registry } from 'prom-client'
 import type { Kysely } from 'kysely'
-import { request } from 'undici'
+import { lookup as dnsLookup, type LookupAddress } from 'node:dns'
+import { BlockList, isIP, type LookupFunction } from 'node:net'
+import { Agent, request } from 'undici'
 import type { MyelinConfig } from '../storage/config.js'
 import type { Logger } from '../storage/logger.js'
 import { evaluatePushRules, type PushOutcome } from '../storage/push-evaluator.js'
@@ -23,6 +25,9 @@ import type { StreamTracker } from '../storage/streams/stream-tracker.js'
  *   after `retry_initial_ms`, doubling up to `retry_max_ms`; other pushers go on meanwhile. A
  *   notification it has refused for `give_up_after_ms` is dropped. Pushkeys the gateway names in
  *   `rejected` lose their pusher.
+ * - Gateways resolving to an address in `ip_range_blocklist` (private ranges by default, as
+ *   Synapse) are not contacted: the check is made on the addresses the connection uses, so a
+ *   name cannot resolve to an allowed address for the check and a blocked one for the request.
  * - Notifications carry no `counts` (the badge): computing a user's unread rooms on every push
  *   costs a read of all their rooms.
  */
@@ -61,6 +66,8 @@ export function startPushSender(options: {
   const rejected = new Counter({ name: 'myelin_push_rejected_pushers_total', help: 'Pushers removed because their gateway rejected the pushkey', registers })
   const lag = new Gauge({ name: 'myelin_push_position_lag', help: 'Events stream IDs between the slowest pusher and the stream', registers })
 
+  const blocked = blockListOf(config.ip_range_blocklist)
+  const agent = new Agent({ connect: { lookup: guardedLookup(blocked) } })
   const backoffs = new Map<bigint, Backoff>()
   let closed = false
   let running: Promise<void> | undefined
@@ -154,7 +161,11 @@ export function startPushSender(options: {
   async function send(pusher: StoredPusher, n: Notifying): Promise<'sent' | 'failed' | 'rejected'> {
     const url = pusher.data['url'] as string
     try {
+      // An address written in the URL is not looked up: checked here.
+      const host = new URL(url).hostname.replace(/^\[|\]$/g, '')
+      if (isIP(host) !== 0 && isBlocked(blocked, host)) throw new Error(`gateway address ${host} is in ip_range_blocklist`)
       const res = await request(url, {
+        dispatcher: agent,
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ notification: notificationFor(pusher, n) }),
@@ -261,6 +272,36 @@ export function startPushSender(options: {
       clearInterval(tick)
       if (retryTimer) clearTimeout(retryTimer)
       await running
+      await agent.close()
     },
+  }
+}
+
+function blockListOf(ranges: readonly string[]): BlockList {
+  const list = new BlockList()
+  for (const range of ranges) {
+    const [address, prefix] = range.split('/') as [string, string]
+    list.addSubnet(address, Number(prefix), isIP(address) === 6 ? 'ipv6' : 'ipv4')
+  }
+  return list
+}
+
+function isBlocked(list: BlockList, address: string): boolean {
+  const family = isIP(address) === 6 ? 'ipv6' : 'ipv4'
+  // An IPv4-mapped IPv6 address is checked as the IPv4 address it carries.
+  const mapped = /^::ffff:([0-9.]+)$/i.exec(address)
+  return mapped ? list.check(mapped[1]!, 'ipv4') : list.check(address, family)
+}
+
+/** A DNS lookup that leaves out blocked addresses, and fails when none is left. */
+function guardedLookup(list: BlockList): LookupFunction {
+  return (hostname, options, callback) => {
+    dnsLookup(hostname, { ...options, all: true }, (err, addresses: LookupAddress[]) => {
+      if (err) return callback(err, '', 0)
+      const allowed = addresses.filter((a) => !isBlocked(list, a.address))
+      if (allowed.length === 0) return callback(Object.assign(new Error(`${hostname} resolves only to addresses in ip_range_blocklist`), { code: 'EBLOCKED' }), '', 0)
+      if (options.all) return (callback as unknown as (e: null, a: LookupAddress[]) => void)(null, allowed)
+      return callback(null, allowed[0]!.address, allowed[0]!.family)
+    })
   }
 }

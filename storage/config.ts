@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises'
+import { isIP } from 'node:net'
 import { parse as parseYaml, YAMLParseError } from 'yaml'
 import { z } from 'zod'
 import { StorageError } from './errors.js'
@@ -13,6 +14,21 @@ import { StorageError } from './errors.js'
 /** What a database URL and a Redis URL must look like (the CLI's flags check the same). */
 export const postgresUrlPattern = /^postgres(ql)?:\/\//
 export const redisUrlPattern = /^rediss?:\/\//
+
+/** Synapse's default `ip_range_blocklist`: loopback, private, link-local, shared, documentation and multicast ranges. */
+export const defaultIpRangeBlocklist = [
+  '127.0.0.0/8', '10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '100.64.0.0/10', '192.0.0.0/24', '169.254.0.0/16',
+  '192.88.99.0/24', '198.18.0.0/15', '192.0.2.0/24', '198.51.100.0/24', '203.0.113.0/24', '224.0.0.0/4', '0.0.0.0/8',
+  '::1/128', 'fe80::/10', 'fc00::/7', '2001:db8::/32', 'ff00::/8', 'fec0::/10', '::/128',
+] as const
+
+/** Whether `text` is `address/prefix` of IPv4 (prefix ≤ 32) or IPv6 (≤ 128). */
+export function isCidr(text: string): boolean {
+  const [address, prefix, ...rest] = text.split('/')
+  if (rest.length > 0 || address === undefined || prefix === undefined || !/^[0-9]{1,3}$/.test(prefix)) return false
+  const family = isIP(address)
+  return family !== 0 && Number(prefix) <= (family === 4 ? 32 : 128)
+}
 
 const listenerSchema = z.strictObject({
   port: z.number().int().min(0).max(65535),
@@ -87,8 +103,17 @@ const configSchema = z
         /** A notification a gateway failed to take for this long is dropped, so that the pusher moves on. */
         give_up_after_ms: z.number().int().positive().default(24 * 60 * 60 * 1000),
         timeout_ms: z.number().int().positive().default(10_000),
+        /** Addresses gateways may not resolve to (CIDR), as Synapse's `ip_range_blocklist`: private and special ranges. */
+        ip_range_blocklist: z.array(z.string().refine(isCidr, 'must be an IPv4 or IPv6 CIDR range such as 10.0.0.0/8')).default([...defaultIpRangeBlocklist]),
       })
-      .default({ enabled: true, retry_initial_ms: 1000, retry_max_ms: 60 * 60 * 1000, give_up_after_ms: 24 * 60 * 60 * 1000, timeout_ms: 10_000 }),
+      .default({
+        enabled: true,
+        retry_initial_ms: 1000,
+        retry_max_ms: 60 * 60 * 1000,
+        give_up_after_ms: 24 * 60 * 60 * 1000,
+        timeout_ms: 10_000,
+        ip_range_blocklist: [...defaultIpRangeBlocklist],
+      }),
     log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     persister: z
       .strictObject({

@@ -158,10 +158,12 @@ export class UnreadCounter {
     const [rules, recounted] = await Promise.all([rulesCurrent ? user.rules! : readRules(db, q.userId), readUnread(db, q.userId, recount, q.upTo.room)])
     user.rules = rules
     user.rulesAt = q.upTo.accountData
+    // Other users' syncs may have dropped this one meanwhile: then the counts are answered, not kept.
+    const kept = this.#users.get(q.userId) === user
     for (const { roomId, context, events } of recounted) {
       const entry: RoomEntry = { roomAt: [], receiptsAt: 0n, threads: new Map(), context }
       addEvents(entry, rules, q.userId, events)
-      if (!user.rooms.has(roomId)) this.#rooms++
+      if (kept && !user.rooms.has(roomId)) this.#rooms++
       user.rooms.set(roomId, entry)
       result.set(roomId, this.#advance(entry, q, false))
     }

@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net'
 import { expect } from 'chai'
 import { pino } from 'pino'
 import { startPushSender } from '../../../api/push-sender.js'
+import { defaultIpRangeBlocklist } from '../../../storage/config.js'
 import { storedPushers } from '../../../storage/pushers.js'
 import { countingQueries } from '../../support/db.js'
 import { roomReadRoutes } from '../../../api/routes/room-reads.js'
@@ -61,7 +62,8 @@ describe('api pushers and push notifications', function () {
   let gateway: Awaited<ReturnType<typeof startGateway>>
   before(async () => {
     h = await startApi({
-      config: { push: { retry_initial_ms: 50, retry_max_ms: 200, timeout_ms: 2000 } },
+      // The gateway is on loopback, which the default ip_range_blocklist refuses (tested last).
+      config: { push: { retry_initial_ms: 50, retry_max_ms: 200, timeout_ms: 2000, ip_range_blocklist: [] } },
       roomRoutes: (services) => [roomReadRoutes(services), roomWriteRoutes(services), syncRoutes(services)],
     })
     alice = await h.register('alice')
@@ -227,6 +229,26 @@ describe('api pushers and push notifications', function () {
       return gateway.received.length >= 1
     })
     expect(gateway.received[0]).to.deep.include({ type: 'm.room.member', user_is_target: true, prio: 'high' })
+    await removeAll(bob)
+  })
+
+  // Last: it stops the process's own sender.
+  it('should not contact a gateway at a blocked address, written or resolved (the default blocklist)', async () => {
+    await h.process!.pushSender!.close()
+    const sender = startPushSender({ db: h.t.db, tracker: h.process!.services!.tracker, log: pino({ level: 'silent' }), config: { ...h.config.push, ip_range_blocklist: [...defaultIpRangeBlocklist] } })
+    const roomId = await createSharedRoom(h, alice, bob)
+    const byName = gateway.url.replace('127.0.0.1', 'localhost')
+    expect((await setPusher(bob, pusher('by-address'))).statusCode).to.equal(200)
+    expect((await setPusher(bob, pusher('by-name', { data: { url: byName } }))).statusCode).to.equal(200)
+    await sendEvents(h, roomId, text(alice.user_id, 'for nobody'))
+    await sender.runOnce()
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    await sender.runOnce()
+    await sender.close()
+    expect(gateway.attempts).to.equal(0)
+    // Both failed and wait for a retry: their positions did not move past the message.
+    const stored = await storedPushers(h.t.db, bob.user_id)
+    expect(stored.map((p) => p.failingSince !== undefined)).to.deep.equal([true, true])
     await removeAll(bob)
   })
 })

@@ -36,6 +36,20 @@ describe('parseConfig: database and persister tuning', () => {
     expect(problems).to.match(/persister\.max_transaction_events/)
   })
 
+  it('should default the push gateways blocklist to private ranges, and list every bad push setting at once', () => {
+    expect(parseConfig(minimal, {}).push.ip_range_blocklist).to.include.members(['127.0.0.0/8', '10.0.0.0/8', '::1/128'])
+    expect(parseConfig({ ...minimal, push: { ip_range_blocklist: ['10.1.0.0/16', 'fd00::/8'] } }, {}).push.ip_range_blocklist).to.deep.equal(['10.1.0.0/16', 'fd00::/8'])
+    let thrown: unknown
+    try {
+      parseConfig({ ...minimal, push: { ip_range_blocklist: ['10.0.0.0/33', 'localhost/8', '::1'], retry_initial_ms: 0 } }, {})
+    } catch (err) {
+      thrown = err
+    }
+    const problems = (thrown as ConfigError).problems.join('\n')
+    expect(problems.match(/push\.ip_range_blocklist/g)).to.have.length(3)
+    expect(problems).to.match(/push\.retry_initial_ms/)
+  })
+
   it('should list broken cross-references with the other problems, not only once the rest is valid', () => {
     const problemsOf = (input: Record<string, unknown>): string[] => {
       try {
