@@ -33,7 +33,7 @@ import type { StreamTracker } from '../storage/streams/stream-tracker.js'
  */
 
 export interface PushSender {
-  /** Handles what the stream holds now for every pusher that is due; resolves when done. */
+  /** Handles what the stream holds now for every pusher that is due; resolves when done, deliveries included. */
   runOnce(): Promise<void>
   close(): Promise<void>
 }
@@ -69,6 +69,8 @@ export function startPushSender(options: {
   const blocked = blockListOf(config.ip_range_blocklist)
   const agent = new Agent({ connect: { lookup: guardedLookup(blocked) } })
   const backoffs = new Map<bigint, Backoff>()
+  /** Deliveries under way, by pusher. */
+  const delivering = new Map<bigint, Promise<void>>()
   let closed = false
   let running: Promise<void> | undefined
   let again = false
@@ -93,19 +95,31 @@ export function startPushSender(options: {
     }
     const behind = [...pushers.values()].filter((p) => p.lastStreamOrdering < upTo)
     lag.set(behind.length === 0 ? 0 : Number(upTo - behind.reduce((min, p) => (p.lastStreamOrdering < min ? p.lastStreamOrdering : min), upTo)))
-    const due = behind.filter((p) => (backoffs.get(p.id)?.retryAt ?? 0) <= now)
+    // A pusher still sending what an earlier pass gave it is left alone: a slow gateway holds up its own pushers only.
+    const due = behind.filter((p) => !delivering.has(p.id) && (backoffs.get(p.id)?.retryAt ?? 0) <= now)
     if (due.length === 0) return
     const after = due.reduce((min, p) => (p.lastStreamOrdering < min ? p.lastStreamOrdering : min), upTo)
     // A full batch ends where it does; the next pass goes on from there.
     const { candidates, reached } = await pushCandidates(db, { after, upTo, limit: batchSize })
     const notifying = await evaluate(candidates)
-    await Promise.all(due.map((pusher) => deliver(pusher, notifying.filter((n) => n.users.has(pusher.userId)), reached)))
+    for (const pusher of due) {
+      if (pusher.lastStreamOrdering >= reached) continue
+      const task = deliver(pusher, notifying.filter((n) => n.users.has(pusher.userId)), reached)
+        .catch((err: unknown) => log.warn({ err, pusher: pusher.id }, 'push delivery failed; retried at the next pass'))
+        .finally(() => {
+          delivering.delete(pusher.id)
+          // What arrived meanwhile is this pusher's next batch.
+          void wake()
+        })
+      delivering.set(pusher.id, task)
+    }
     if (reached < upTo) again = true
   }
 
-  /** Records `pusher`'s progress here and in the database. */
+  /** Records `pusher`'s progress here and in the database (never backwards). */
   async function record(pusher: StoredPusher, position: bigint, failingSince: number | undefined): Promise<void> {
-    if (pushers.has(pusher.id)) pushers.set(pusher.id, { ...pusher, lastStreamOrdering: position, failingSince })
+    const current = pushers.get(pusher.id)
+    if (current !== undefined) pushers.set(pusher.id, { ...current, lastStreamOrdering: position > current.lastStreamOrdering ? position : current.lastStreamOrdering, failingSince })
     await recordPusherProgress(db, pusher.id, position, failingSince)
   }
 
@@ -265,6 +279,11 @@ export function startPushSender(options: {
     async runOnce() {
       await running
       await wake(true)
+      // Until every delivery started, and the passes they lead to, are done.
+      while (running !== undefined || delivering.size > 0) {
+        await running
+        await Promise.all(delivering.values())
+      }
     },
     async close() {
       closed = true
@@ -272,6 +291,7 @@ export function startPushSender(options: {
       clearInterval(tick)
       if (retryTimer) clearTimeout(retryTimer)
       await running
+      await Promise.all(delivering.values())
       await agent.close()
     },
   }

@@ -30,11 +30,13 @@ interface Notification {
  * A push gateway on loopback: records what it is sent, answers with the status and body that
  * `answer` gives for each request (default 200 `{"rejected": []}`).
  */
-async function startGateway(): Promise<{ url: string; received: Notification[]; attempts: number; answer: () => [number, unknown]; close(): Promise<void> }> {
+async function startGateway(): Promise<{ url: string; received: Notification[]; attempts: number; delayMs: number; answer: () => [number, unknown]; close(): Promise<void> }> {
   const gateway = {
     url: '',
     received: [] as Notification[],
     attempts: 0,
+    /** How long each answer waits (a slow gateway). */
+    delayMs: 0,
     answer: (): [number, unknown] => [200, { rejected: [] }],
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   }
@@ -44,8 +46,10 @@ async function startGateway(): Promise<{ url: string; received: Notification[]; 
     req.on('end', () => {
       gateway.attempts++
       const [status, answer] = req.url === '/_matrix/push/v1/notify' ? gateway.answer() : [404, {}]
-      if (status >= 200 && status < 300) gateway.received.push((JSON.parse(body) as { notification: Notification }).notification)
-      res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(answer))
+      setTimeout(() => {
+        if (status >= 200 && status < 300) gateway.received.push((JSON.parse(body) as { notification: Notification }).notification)
+        res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(answer))
+      }, gateway.delayMs)
     })
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
@@ -79,6 +83,7 @@ describe('api pushers and push notifications', function () {
     gateway.received.length = 0
     gateway.attempts = 0
     gateway.answer = () => [200, { rejected: [] }]
+    gateway.delayMs = 0
   })
 
   const pusher = (pushkey: string, extra: Record<string, unknown> = {}) => ({
@@ -206,6 +211,32 @@ describe('api pushers and push notifications', function () {
     await sendEvents(h, roomId, text(alice.user_id, 'd'))
     await flush()
     expect(gateway.attempts).to.equal(attempts)
+  })
+
+  it("should not let a slow gateway hold up other users' pushers", async () => {
+    const fast = await startGateway()
+    try {
+      const roomId = await createSharedRoom(h, alice, bob, carol)
+      gateway.delayMs = 1500
+      expect((await setPusher(bob, pusher('slow-key'))).statusCode).to.equal(200)
+      expect((await setPusher(carol, pusher('fast-key', { data: { url: fast.url } }))).statusCode).to.equal(200)
+      await h.process!.pushSender!.runOnce()
+      const [first] = await sendEvents(h, roomId, text(alice.user_id, 'first'))
+      await eventually('the fast gateway receives the first message', () => fast.received.length === 1, 5000)
+      // The slow gateway still holds the first message (1.5 s); the second reaches the fast one meanwhile.
+      const [second] = await sendEvents(h, roomId, text(alice.user_id, 'second'))
+      await eventually('the fast gateway receives the second message', () => fast.received.length === 2, 5000)
+      expect(gateway.received, 'the slow gateway has answered nothing yet').to.deep.equal([])
+      await eventually('the slow gateway answers both', () => gateway.received.length === 2, 10_000)
+      expect([fast.received.map((n) => n.event_id), gateway.received.map((n) => n.event_id)]).to.deep.equal([
+        [first!.event_id, second!.event_id],
+        [first!.event_id, second!.event_id],
+      ])
+      await removeAll(bob)
+      await removeAll(carol)
+    } finally {
+      await fast.close()
+    }
   })
 
   it('should read nothing but the pushers while there are none, whatever the stream does', async () => {
