@@ -8,7 +8,9 @@ import type { Logger } from '../storage/logger.js'
 import { evaluatePushRules, type PushOutcome } from '../storage/push-evaluator.js'
 import { pushCandidates, pushContext, recordPusherProgress, storedPushers, type PushCandidate, type PushRoom, type StoredPusher } from '../storage/pushers.js'
 import type { Database } from '../storage/schema.js'
+import { RoomStreamToken } from '../storage/streams/room-stream-token.js'
 import type { StreamTracker } from '../storage/streams/stream-tracker.js'
+import { unreadRoomCount } from '../storage/unread-counts.js'
 
 /**
  * Sends push notifications to push gateways (push gateway API v1, `POST /_matrix/push/v1/notify`),
@@ -28,8 +30,8 @@ import type { StreamTracker } from '../storage/streams/stream-tracker.js'
  * - Gateways resolving to an address in `ip_range_blocklist` (private ranges by default, as
  *   Synapse) are not contacted: the check is made on the addresses the connection uses, so a
  *   name cannot resolve to an allowed address for the check and a blocked one for the request.
- * - Notifications carry no `counts` (the badge): computing a user's unread rooms on every push
- *   costs a read of all their rooms.
+ * - `counts.unread` (the badge) is the number of the user's rooms with unread notifications
+ *   (storage/unread-counts.ts `unreadRoomCount`), read once per user and batch.
  */
 
 export interface PushSender {
@@ -101,7 +103,7 @@ export function startPushSender(options: {
     const after = due.reduce((min, p) => (p.lastStreamOrdering < min ? p.lastStreamOrdering : min), upTo)
     // A full batch ends where it does; the next pass goes on from there.
     const { candidates, reached } = await pushCandidates(db, { after, upTo, limit: batchSize })
-    const notifying = await evaluate(candidates)
+    const notifying = await evaluate(candidates, reached)
     for (const pusher of due) {
       if (pusher.lastStreamOrdering >= reached) continue
       const task = deliver(pusher, notifying.filter((n) => n.users.has(pusher.userId)), reached)
@@ -127,13 +129,16 @@ export function startPushSender(options: {
     readonly candidate: PushCandidate
     readonly room: PushRoom
     readonly users: Map<string, PushOutcome>
+    /** Each notified user's badge: rooms with unread notifications, as of the end of the batch. */
+    readonly badges: ReadonlyMap<string, number>
   }
 
-  async function evaluate(candidates: readonly PushCandidate[]): Promise<Notifying[]> {
+  async function evaluate(candidates: readonly PushCandidate[], reached: bigint): Promise<Notifying[]> {
     if (candidates.length === 0) return []
     const users = [...new Set(candidates.flatMap((c) => c.users))]
     const senders = candidates.map((c) => c.event['sender']).filter((s): s is string => typeof s === 'string')
     const { rooms, rules } = await pushContext(db, { rooms: [...new Set(candidates.map((c) => c.roomId))], members: [...new Set([...users, ...senders])], ruleUsers: users })
+    const badges = new Map<string, number>()
     const notifying: Notifying[] = []
     for (const candidate of candidates) {
       const room = rooms.get(candidate.roomId)!
@@ -142,8 +147,12 @@ export function startPushSender(options: {
         const outcome = evaluatePushRules(rules.get(userId)!, candidate.event, { userId, displayName: room.displayNames.get(userId), memberCount: room.memberCount, powerLevels: room.powerLevels })
         if (outcome.notify) outcomes.set(userId, outcome)
       }
-      if (outcomes.size > 0) notifying.push({ candidate, room, users: outcomes })
+      if (outcomes.size > 0) notifying.push({ candidate, room, users: outcomes, badges })
     }
+    // One badge per notified user and batch (a statement over their rooms each).
+    const notified = [...new Set(notifying.flatMap((n) => [...n.users.keys()]))]
+    const upTo = RoomStreamToken.live(reached)
+    await Promise.all(notified.map(async (userId) => badges.set(userId, await unreadRoomCount(db, userId, rules.get(userId)!, upTo))))
     return notifying
   }
 
@@ -214,7 +223,9 @@ export function startPushSender(options: {
     const { url: _url, format, ...deviceData } = pusher.data
     const highPriority = event['type'] === 'm.room.encrypted' || outcome.highlight || outcome.tweaks['sound'] !== undefined
     const device = { app_id: pusher.app_id, pushkey: pusher.pushkey, pushkey_ts: Math.floor(pusher.createdTs / 1000), data: deviceData, tweaks: outcome.tweaks }
-    const base = { event_id: n.candidate.eventId, room_id: n.candidate.roomId, prio: highPriority ? 'high' : 'low', devices: [device] }
+    const badge = n.badges.get(pusher.userId) ?? 0
+    // Spec: counts of zero are left out.
+    const base = { event_id: n.candidate.eventId, room_id: n.candidate.roomId, prio: highPriority ? 'high' : 'low', ...(badge > 0 && { counts: { unread: badge } }), devices: [device] }
     if (format === 'event_id_only') return base
     const sender = typeof event['sender'] === 'string' ? event['sender'] : undefined
     const senderName = sender === undefined ? undefined : n.room.displayNames.get(sender)

@@ -228,7 +228,7 @@ interface Recounted {
  * threads (after the join and the receipt of their thread, covered by `upTo`, not the user's
  * own), in one statement.
  */
-async function readUnread(db: Kysely<Database>, userId: string, rooms: readonly UnreadRoom[], upTo: RoomStreamToken): Promise<Recounted[]> {
+async function readUnread(db: Kysely<Database>, userId: string, rooms: readonly Pick<UnreadRoom, 'roomId' | 'membershipAt'>[], upTo: RoomStreamToken, perRoom = maxCounted): Promise<Recounted[]> {
   const { rows } = await sql<{
     room_id: string
     display_name: string | null
@@ -274,7 +274,7 @@ async function readUnread(db: Kysely<Database>, userId: string, rooms: readonly 
         AND e.stream_ordering > coalesce((a.receipts ->> coalesce(t.relates_to_id, 'main'))::int8, a.lower)
         AND NOT e.outlier AND e.sender <> ${userId} AND ${rowCoveredBy(upTo)}
       ORDER BY e.stream_ordering DESC
-      LIMIT ${maxCounted}
+      LIMIT ${perRoom}
     ) x ON true`.execute(db)
   const byRoom = new Map<string, Recounted>()
   for (const row of rows) {
@@ -287,4 +287,25 @@ async function readUnread(db: Kysely<Database>, userId: string, rooms: readonly 
     if (row.json !== null) room.events.push({ event: JSON.parse(row.json) as PushEvent, thread: row.thread ?? 'main' })
   }
   return [...byRoom.values()]
+}
+
+/**
+ * How many of `userId`'s joined rooms hold an unread event that notifies them under `rules`: the
+ * badge of a push notification (`counts.unread`, by room as Synapse counts it by default). Looks
+ * at the newest `perRoom` unread events of each room, in one statement.
+ *
+ * @example
+ * await unreadRoomCount(db, '@bob:hs', rules, RoomStreamToken.live(position)) // 3
+ */
+export async function unreadRoomCount(db: Kysely<Database>, userId: string, rules: PushRuleSet, upTo: RoomStreamToken, perRoom = 20): Promise<number> {
+  const joined = await db
+    .selectFrom('current_state_events')
+    .select(['room_id', 'stream_ordering'])
+    .where('type', '=', 'm.room.member')
+    .where('state_key', '=', userId)
+    .where('membership', '=', 'join')
+    .execute()
+  if (joined.length === 0) return 0
+  const rooms = await readUnread(db, userId, joined.map((r) => ({ roomId: r.room_id, membershipAt: BigInt(r.stream_ordering) })), upTo, perRoom)
+  return rooms.filter(({ context, events }) => events.some(({ event }) => event['sender'] !== userId && evaluatePushRules(rules, event, { userId, ...context }).notify)).length
 }

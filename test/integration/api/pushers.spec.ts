@@ -23,6 +23,7 @@ interface Notification {
   prio: string
   content?: Record<string, unknown>
   user_is_target?: boolean
+  counts?: { unread: number }
   devices: { app_id: string; pushkey: string; pushkey_ts: number; data: Record<string, unknown>; tweaks: Record<string, unknown> }[]
 }
 
@@ -64,6 +65,8 @@ describe('api pushers and push notifications', function () {
   let bob: Session
   let carol: Session
   let gateway: Awaited<ReturnType<typeof startGateway>>
+  /** The room of the ordering test and its last event: bob's first room with unread notifications. */
+  let firstRoom: { roomId: string; lastEventId: string } | undefined
   before(async () => {
     h = await startApi({
       // The gateway is on loopback, which the default ip_range_blocklist refuses (tested last).
@@ -170,6 +173,9 @@ describe('api pushers and push notifications', function () {
     })
     await flush()
     expect(gateway.received.map((n) => n.event_id)).to.deep.equal([sent[0]!.event_id, sent[3]!.event_id, sent[4]!.event_id])
+    // The badge: bob's rooms with unread notifications, this one.
+    expect(gateway.received.map((n) => n.counts)).to.deep.equal([{ unread: 1 }, { unread: 1 }, { unread: 1 }])
+    firstRoom = { roomId, lastEventId: sent[4]!.event_id }
     const [plain, mention] = gateway.received
     expect(plain).to.deep.include({ room_id: roomId, type: 'm.room.message', sender: alice.user_id, sender_display_name: 'Alice', room_name: 'Tea party', prio: 'low' })
     expect(plain!.content).to.deep.equal({ msgtype: 'm.text', body: 'one' })
@@ -199,7 +205,17 @@ describe('api pushers and push notifications', function () {
     expect(gateway.received.map((n) => n.event_id)).to.deep.equal(sent.map((e) => e.event_id))
     expect(gateway.attempts).to.equal(5)
     // event_id_only: no content, sender or type.
-    expect(Object.keys(gateway.received[0]!).sort()).to.deep.equal(['devices', 'event_id', 'prio', 'room_id'])
+    expect(Object.keys(gateway.received[0]!).sort()).to.deep.equal(['counts', 'devices', 'event_id', 'prio', 'room_id'])
+    // Two rooms with unread notifications for bob, until he reads the first.
+    expect(gateway.received.map((n) => n.counts)).to.deep.equal([{ unread: 2 }, { unread: 2 }])
+    const readFirst = await h.call('POST', `${v3}/rooms/${enc(firstRoom!.roomId)}/receipt/m.read/${enc(firstRoom!.lastEventId)}`, { token: bob.access_token, body: {} })
+    expect(readFirst.statusCode).to.equal(200)
+    const [third] = await sendEvents(h, roomId, text(alice.user_id, 'after reading the other room'))
+    await eventually('the third notification arrives', async () => {
+      await flush()
+      return gateway.received.length >= 3
+    })
+    expect([gateway.received[2]!.event_id, gateway.received[2]!.counts]).to.deep.equal([third!.event_id, { unread: 1 }])
 
     gateway.answer = () => [200, { rejected: ['bob-key'] }]
     await sendEvents(h, roomId, text(alice.user_id, 'c'))
