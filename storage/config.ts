@@ -245,6 +245,17 @@ export class ConfigError extends StorageError {
 
 /** Reads and merges the given YAML files (shared first, worker files after) and validates them. */
 export async function loadConfig(files: string[], env: NodeJS.ProcessEnv = process.env): Promise<MyelinConfig> {
+  return parseConfig(mergeConfigLayers(...(await readConfigLayers(files))), env)
+}
+
+/**
+ * The YAML mappings of `files`, unchecked; every unreadable or malformed file is listed in one
+ * ConfigError.
+ *
+ * @example
+ * const [shared, worker] = await readConfigLayers(['shared.yaml', 'worker.yaml'])
+ */
+export async function readConfigLayers(files: readonly string[]): Promise<Record<string, unknown>[]> {
   const layers: Record<string, unknown>[] = []
   const problems: string[] = []
   for (const file of files) {
@@ -265,5 +276,5 @@ export async function loadConfig(files: string[], env: NodeJS.ProcessEnv = proce
     }
   }
   if (problems.length > 0) throw new ConfigError(problems)
-  return parseConfig(mergeConfigLayers(...layers), env)
+  return layers
 }

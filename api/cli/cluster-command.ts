@@ -11,7 +11,7 @@ import { stringify as toYaml, parse as parseYaml } from 'yaml'
 import { z } from 'zod'
 import { collectDefaultMetrics, Registry } from 'prom-client'
 import { createShardMap } from '../../persisters/shard-map.js'
-import { ConfigError, loadConfig, postgresUrlPattern, redisUrlPattern } from '../../storage/config.js'
+import { ConfigError, loadConfig, mergeConfigLayers, parseConfig, postgresUrlPattern, readConfigLayers, redisUrlPattern } from '../../storage/config.js'
 import { createDatabase } from '../../storage/database.js'
 import { generateSigningKey } from '../../storage/events/signing.js'
 import { createLogger, logDestination, type Logger } from '../../storage/logger.js'
@@ -34,7 +34,12 @@ export interface ClusterFlags {
   host: string
   serverName: string
   logLevel: string
+  /** Operator settings merged into the generated shared config. */
+  config?: string[]
 }
+
+/** Keys of the shared config that describe the deployment `myelin cluster` builds: its own. */
+const clusterOwnedKeys = ['server_name', 'database', 'redis', 'replication_secret', 'signing_key', 'instance_map', 'stream_writers', 'run_background_tasks_on', 'worker_name', 'worker_app', 'listeners'] as const
 
 /** The generated deployment: one shared config, one worker file per process. */
 export interface ClusterLayout {
@@ -130,11 +135,43 @@ export function clusterCommand(): Command {
     .option('--host <address>', 'router address', '127.0.0.1')
     .option('--server-name <name>', 'the homeserver name in user and room IDs', 'localhost')
     .addOption(new Option('--log-level <level>', "the processes' log level (info logs every request)").choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'))
+    .option(
+      '--config <file...>',
+      "settings merged into the generated shared config (registration, presence, push, persister tuning, …); the deployment's own keys (database, redis, secrets, instance_map, stream_writers, …) come from the flags",
+    )
     .action(async (flags: ClusterFlags) => {
       if (!flags.embedded && !flags.database) throw new UsageError('pass --embedded or --database URL')
       // Logs go to stderr: stdout carries only the ready line.
       await runCluster(flags, createLogger({ name: 'cluster' }, logDestination(2)))
     })
+}
+
+/**
+ * The operator's settings of `files` (merged in order), checked before anything starts: a key the
+ * cluster owns is refused (the flags say those), and the settings must make a valid config with
+ * a cluster's own keys, every problem listed at once.
+ */
+async function readOperatorSettings(files: readonly string[], flags: ClusterFlags): Promise<Record<string, unknown>> {
+  if (files.length === 0) return {}
+  const layers = await readConfigLayers(files)
+  const owned = layers.flatMap((layer, i) => clusterOwnedKeys.filter((key) => key in layer).map((key) => `${files[i]}: ${key} is set by myelin cluster itself (use its flags)`))
+  const settings = mergeConfigLayers(...layers)
+  const placeholder = clusterLayout({
+    databaseUrl: 'postgres://127.0.0.1/myelin',
+    persisterPorts: Array.from({ length: flags.persisters }, (_, i) => 1 + i),
+    apiPorts: [],
+    serverName: flags.serverName,
+    secrets: { replication_secret: 'x'.repeat(32), signing_key: generateSigningKey().trim(), registration_shared_secret: 'x'.repeat(32) },
+  })
+  let invalid: string[] = []
+  try {
+    parseConfig(mergeConfigLayers(placeholder.shared, settings), {})
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err
+    invalid = err.problems
+  }
+  if (owned.length + invalid.length > 0) throw new ConfigError([...owned, ...invalid])
+  return settings
 }
 
 function url(flag: string, pattern: RegExp, scheme: string) {
@@ -153,6 +190,7 @@ function count(flag: string, min: number, max: number) {
 }
 
 async function runCluster(flags: ClusterFlags, log: Logger): Promise<void> {
+  const operatorSettings = await readOperatorSettings(flags.config ?? [], flags)
   const dataDir = resolve(flags.data)
   await mkdir(dataDir, { recursive: true })
   const unlock = await lockDataDir(dataDir)
@@ -186,7 +224,7 @@ async function runCluster(flags: ClusterFlags, log: Logger): Promise<void> {
     const configDir = join(dataDir, 'config')
     await mkdir(configDir, { recursive: true })
     const sharedFile = join(configDir, 'shared.yaml')
-    await writeFile(sharedFile, toYaml(layout.shared), { mode: 0o600 })
+    await writeFile(sharedFile, toYaml(mergeConfigLayers(layout.shared, operatorSettings)), { mode: 0o600 })
     const myelin = (...args: string[]) => ({ command: process.execPath, args: ['--import', tsxLoader, mainScript, ...args] })
     const children: ChildSpec[] = []
     for (const worker of layout.workers) {

@@ -1,62 +1,16 @@
-import { createServer, type Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { expect } from 'chai'
 import { pino } from 'pino'
 import { startPushSender } from '../../../api/push-sender.js'
 import { defaultIpRangeBlocklist } from '../../../storage/config.js'
 import { storedPushers } from '../../../storage/pushers.js'
 import { countingQueries } from '../../support/db.js'
+import { startGateway } from '../../support/push-gateway.js'
 import { roomReadRoutes } from '../../../api/routes/room-reads.js'
 import { roomWriteRoutes } from '../../../api/routes/rooms.js'
 import { syncRoutes } from '../../../api/routes/sync.js'
 import { eventually } from '../reliability/load.js'
 import { startApi, v3, type ApiHarness, type Session } from './api-harness.js'
 import { createSharedRoom, enc, sendEvents, text } from './read-fixtures.js'
-
-interface Notification {
-  event_id: string
-  room_id: string
-  type?: string
-  sender?: string
-  sender_display_name?: string
-  room_name?: string
-  prio: string
-  content?: Record<string, unknown>
-  user_is_target?: boolean
-  counts?: { unread: number }
-  devices: { app_id: string; pushkey: string; pushkey_ts: number; data: Record<string, unknown>; tweaks: Record<string, unknown> }[]
-}
-
-/**
- * A push gateway on loopback: records what it is sent, answers with the status and body that
- * `answer` gives for each request (default 200 `{"rejected": []}`).
- */
-async function startGateway(): Promise<{ url: string; received: Notification[]; attempts: number; delayMs: number; answer: () => [number, unknown]; close(): Promise<void> }> {
-  const gateway = {
-    url: '',
-    received: [] as Notification[],
-    attempts: 0,
-    /** How long each answer waits (a slow gateway). */
-    delayMs: 0,
-    answer: (): [number, unknown] => [200, { rejected: [] }],
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  }
-  const server: Server = createServer((req, res) => {
-    let body = ''
-    req.on('data', (chunk: Buffer) => (body += chunk.toString('utf8')))
-    req.on('end', () => {
-      gateway.attempts++
-      const [status, answer] = req.url === '/_matrix/push/v1/notify' ? gateway.answer() : [404, {}]
-      setTimeout(() => {
-        if (status >= 200 && status < 300) gateway.received.push((JSON.parse(body) as { notification: Notification }).notification)
-        res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(answer))
-      }, gateway.delayMs)
-    })
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  gateway.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/_matrix/push/v1/notify`
-  return gateway
-}
 
 describe('api pushers and push notifications', function () {
   this.timeout(120_000)

@@ -132,6 +132,18 @@ describe('myelin run and myelin cluster (real processes)', function () {
     expect(existsSync(data), 'no data folder, lock or PostgreSQL').to.equal(false)
   })
 
+  it('cluster: refuses operator settings that set its own keys or are invalid, listing every problem before it starts anything', async () => {
+    const data = join(dir, 'never-created-either')
+    const settings = join(dir, 'operator.yaml')
+    await writeFile(settings, 'presence: { enabled: nope }\ndatabase: { url: postgres://elsewhere/db }\npush: { ip_range_blocklist: [everywhere] }\n')
+    const res = await runMyelin(['cluster', '--database', t.url, '--data', data, '--config', settings])
+    expect(res.code, res.stderr).to.equal(2)
+    expect(res.stderr).to.include(`${settings}: database is set by myelin cluster itself`)
+    expect(res.stderr).to.include('presence.enabled')
+    expect(res.stderr).to.include('push.ip_range_blocklist[0]')
+    expect(existsSync(data), 'no data folder, lock or PostgreSQL').to.equal(false)
+  })
+
   it('cluster: refuses a data folder another cluster uses, and takes over the lock of a dead one', async () => {
     const flags = ['cluster', '--database', t.url, '--persisters', '1', '--api-workers', '1', '--port', '0', '--data', dir]
     const ready = (line: string) => (jsonLine(line)?.ready === true ? (jsonLine(line) as unknown as ReadyLine) : undefined)

@@ -50,15 +50,18 @@ export interface TestCluster {
 
 /**
  * Starts `myelin cluster --database URL --redis URL --persisters N --api-workers 1 --port 0
- * --data DIR` and reads the generated `DIR/config/shared.yaml`.
+ * --data DIR [--config FILE…]` and reads the generated `DIR/config/shared.yaml`.
  *
  * @example
  * const cluster = await startTestCluster({ databaseUrl: t.url, redisUrl: redisUrl(), dataDir: dir })
  * const target = cluster.persisters.get(cluster.shardMap.ownerOf(roomId))!
  */
-export async function startTestCluster(options: { databaseUrl: string; redisUrl: string; dataDir: string; persisters?: number }): Promise<TestCluster> {
+export async function startTestCluster(options: { databaseUrl: string; redisUrl: string; dataDir: string; persisters?: number; configFiles?: readonly string[] }): Promise<TestCluster> {
   const run = await startMyelin<ClusterReady>(
-    ['cluster', '--database', options.databaseUrl, '--redis', options.redisUrl, '--persisters', String(options.persisters ?? 2), '--api-workers', '1', '--port', '0', '--data', options.dataDir],
+    [
+      'cluster', '--database', options.databaseUrl, '--redis', options.redisUrl, '--persisters', String(options.persisters ?? 2), '--api-workers', '1', '--port', '0', '--data', options.dataDir,
+      ...(options.configFiles ?? []).flatMap((file) => ['--config', file]),
+    ],
     (line) => (jsonLine(line)?.['ready'] === true ? (jsonLine(line) as unknown as ClusterReady) : undefined),
   )
   const config = parseConfig(parseYaml(await readFile(join(options.dataDir, 'config', 'shared.yaml'), 'utf8')))
