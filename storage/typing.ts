@@ -95,3 +95,22 @@ export async function typingForSync(
   }
   return result
 }
+
+/**
+ * Stops the typing, in `roomId`, of the members that `events` make leave or ban: at once, as
+ * Synapse's typing handler does, not at their timeout.
+ *
+ * @example
+ * await stopTypingOfDeparted(db, roomId, [{ type: 'm.room.member', state_key: '@b:hs', content: { membership: 'leave' } }], Date.now())
+ */
+export async function stopTypingOfDeparted(
+  db: Kysely<Database>,
+  roomId: string,
+  events: readonly { readonly type: string; readonly state_key?: string; readonly content: Readonly<Record<string, unknown>> }[],
+  now: number,
+): Promise<void> {
+  for (const event of events) {
+    const membership = event.type === 'm.room.member' ? event.content['membership'] : undefined
+    if ((membership === 'leave' || membership === 'ban') && event.state_key !== undefined) await setTyping(db, { roomId, userId: event.state_key, typing: false, now })
+  }
+}

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type { FastifyPluginAsync } from 'fastify'
 import { deactivateUser } from '../../storage/accounts.js'
+import { stopTypingOfDeparted } from '../../storage/typing.js'
 import { clientRoute } from '../client-route.js'
 import { requireUser } from '../require-user.js'
 import type { RoomServices } from '../room-services.js'
@@ -10,8 +11,8 @@ import { authDictSchema, requirePasswordAuth, type AuthDict } from '../user-inte
  * `POST /account/deactivate` (user-interactive `m.login.password`): the account's owner closes
  * it for good, as Synapse does:
  *
- * 1. the user leaves every room they are joined to, invited to or knocking on (a leave event
- *    each, through the rooms' persisters; one failing answers its error, 503 when the persister
+ * 1. the user leaves every room they are joined to, invited to or knocking on, and stops typing
+ *    there (a leave event each, through the rooms' persisters; one failing answers its error, 503 when the persister
  *    is unavailable, and nothing further happens: the request can be repeated);
  * 2. then the account is deactivated (storage/accounts.ts `deactivateUser`): no login, every
  *    device and token gone; with `erase`, the display name and avatar too.
@@ -58,6 +59,7 @@ export function deactivateRoutes(services: RoomServices): FastifyPluginAsync {
         for (const { room_id: roomId } of rooms) {
           const leave = { type: 'm.room.member', state_key: userId, sender: userId, content: { membership: 'leave' } }
           await services.sender.send({ requestId: randomUUID(), roomId, events: [leave] })
+          await stopTypingOfDeparted(runtime.db, roomId, [leave], runtime.clock())
         }
         const deviceIds = await deactivateUser(runtime.db, userId, { erase: request.body.erase === true })
         runtime.auth.forget({ userId, deviceIds })

@@ -7,7 +7,7 @@ import { getProfile } from '../../storage/profiles.js'
 import { createAlias, getAlias } from '../../storage/room-aliases.js'
 import { setRoomPublished } from '../../storage/room-directory.js'
 import { currentMembership } from '../../storage/state-entries.js'
-import { setTyping } from '../../storage/typing.js'
+import { stopTypingOfDeparted } from '../../storage/typing.js'
 import { clientRoute, emptyBodyAsObject } from '../client-route.js'
 import { forbidden, MatrixError, notFound } from '../errors.js'
 import { requireUser } from '../require-user.js'
@@ -64,15 +64,9 @@ export function roomWriteRoutes(services: RoomServices): FastifyPluginAsync {
       try {
         const persisted = await services.sender.send({ requestId: randomUUID(), roomId, events })
         for (const sender of new Set(events.map((event) => event.sender))) app.myelin.presence.active(sender)
-        // A member who leaves or is banned stops typing there at once (as Synapse), not at their timeout.
-        for (const event of events) {
-          const membership = event.type === 'm.room.member' ? event.content['membership'] : undefined
-          if ((membership === 'leave' || membership === 'ban') && event.state_key !== undefined) {
-            await setTyping(db, { roomId, userId: event.state_key, typing: false, now: app.myelin.clock() }).catch((err: unknown) =>
-              app.myelin.log.warn({ err, roomId }, 'could not stop the typing of a member who left'),
-            )
-          }
-        }
+        await stopTypingOfDeparted(db, roomId, events, app.myelin.clock()).catch((err: unknown) =>
+          app.myelin.log.warn({ err, roomId }, 'could not stop the typing of a member who left'),
+        )
         return persisted
       } catch (err) {
         if (err instanceof RejectedEventError && err.code === 'ES_FORBIDDEN') throw forbidden(err.reason)

@@ -36,6 +36,15 @@ describe('api account deactivation', function () {
     expect(second.statusCode).to.equal(200)
     const otherDevice = second.json().access_token as string
 
+    // bob types in the room he will leave by deactivating (for two minutes).
+    expect((await call('PUT', bob, `/rooms/${enc(joined)}/typing/${enc(bob.user_id)}`, { typing: true, timeout: 120_000 })).statusCode).to.equal(200)
+    const typists = async () => {
+      const res = await call('GET', alice, `/sync?filter=${enc(JSON.stringify({ room: { rooms: [joined], timeline: { limit: 1 } } }))}`)
+      const events = (res.json().rooms.join[joined]?.ephemeral.events ?? []) as { type: string; content: { user_ids: string[] } }[]
+      return events.find((e) => e.type === 'm.typing')?.content.user_ids ?? []
+    }
+    expect(await typists()).to.deep.equal([bob.user_id])
+
     const asked = await call('POST', bob, '/account/deactivate', {})
     expect([asked.statusCode, asked.json().flows]).to.deep.equal([401, [{ stages: ['m.login.password'] }]])
     const wrong = await call('POST', bob, '/account/deactivate', { auth: { ...passwordAuth(bob, 'wrong'), session: asked.json().session } })
@@ -48,6 +57,7 @@ describe('api account deactivation', function () {
     expect([done.statusCode, done.json()]).to.deep.equal([200, { id_server_unbind_result: 'no-support' }])
 
     for (const roomId of [joined, own, invited]) expect(await membershipOf(roomId, bob.user_id), roomId).to.equal('leave')
+    expect(await typists(), 'bob stopped typing when he left').to.deep.equal([])
     for (const token of [bob.access_token, otherDevice]) {
       const res = await h.call('GET', `${v3}/account/whoami`, { token })
       expect([res.statusCode, res.json().errcode]).to.deep.equal([401, 'M_UNKNOWN_TOKEN'])
