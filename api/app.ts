@@ -21,7 +21,7 @@ import { loginRoutes } from './routes/login.js'
 import { keyBackupRoutes } from './routes/key-backup.js'
 import { keyRoutes } from './routes/keys.js'
 import { presenceRoutes } from './routes/presence.js'
-import { pusherRoutes } from './routes/pushers.js'
+import { notificationRoutes, pusherRoutes } from './routes/pushers.js'
 import { spaceRoutes } from './routes/spaces.js'
 import { profileRoutes } from './routes/profile.js'
 import { pushRuleRoutes } from './routes/push-rules.js'
@@ -121,6 +121,7 @@ export async function buildApp(ctx: ApiContext, options: BuildAppOptions = {}): 
     keyBackupRoutes,
     pushRuleRoutes,
     pusherRoutes,
+    notificationRoutes,
     spaceRoutes,
   ]
   for (const plugin of [...builtIn, ...(options.plugins ?? [])]) await app.register(plugin)

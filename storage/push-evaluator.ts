@@ -16,6 +16,8 @@ export interface PushOutcome {
   readonly highlight: boolean
   /** The rule's `set_tweak` actions (`sound`, `highlight`, …) by name, for a push gateway. */
   readonly tweaks: Readonly<Record<string, unknown>>
+  /** The matching rule's actions as written (`/notifications` shows them). */
+  readonly actions: readonly PushAction[]
 }
 
 /** The room facts some conditions need, for the user whose rules are evaluated. */
@@ -32,7 +34,7 @@ export interface PushContext {
 /** An event as stored (a PDU: `type`, `sender`, `content`, optional `state_key`, `room_id`). */
 export type PushEvent = Readonly<Record<string, unknown>>
 
-const silent: PushOutcome = Object.freeze({ notify: false, highlight: false, tweaks: Object.freeze({}) })
+const silent: PushOutcome = Object.freeze({ notify: false, highlight: false, tweaks: Object.freeze({}), actions: Object.freeze([]) as readonly PushAction[] })
 
 /**
  * The outcome of the first rule of `rules` that `event` matches (nothing notifies when none does).
@@ -58,7 +60,7 @@ function outcomeOf(actions: readonly PushAction[]): PushOutcome {
     // A highlight tweak without a value is true (spec).
     else if (typeof action === 'object' && typeof action.set_tweak === 'string') tweaks[action.set_tweak] = action.set_tweak === 'highlight' ? action.value !== false : action.value
   }
-  return notify ? { notify, highlight: tweaks['highlight'] === true, tweaks } : silent
+  return notify ? { notify, highlight: tweaks['highlight'] === true, tweaks, actions } : silent
 }
 
 function ruleMatches(kind: (typeof pushRuleKinds)[number], rule: PushRule, event: PushEvent, ctx: PushContext): boolean {

@@ -143,7 +143,8 @@ function eventsQuery(db: Db) {
     .where('e.outlier', '=', false)
 }
 
-interface RawEventRow {
+/** An `events` row joined with its JSON, as read by the queries here. */
+export interface RawEventRow {
   event_id: string
   room_id: string
   type: string
@@ -154,7 +155,7 @@ interface RawEventRow {
   json: string
 }
 
-function toRow(raw: RawEventRow): EventRow {
+export function toRow(raw: RawEventRow): EventRow {
   return {
     eventId: raw.event_id,
     roomId: raw.room_id,

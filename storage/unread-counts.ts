@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely'
+import { sql, type Kysely, type RawBuilder } from 'kysely'
 import { defaultPushRules, type PushRuleSet } from './default-push-rules.js'
 import { rowCoveredBy, type EventRow } from './room-reads.js'
 import { evaluatePushRules, type PushContext, type PushEvent } from './push-evaluator.js'
@@ -241,28 +241,14 @@ async function readUnread(db: Kysely<Database>, userId: string, rooms: readonly 
       SELECT r.room_id, r.membership_at FROM unnest(${rooms.map((r) => r.roomId)}::text[], ${rooms.map((r) => r.membershipAt.toString())}::int8[]) AS r(room_id, membership_at)
     ), a AS (
       SELECT r.room_id, rc.receipts,
-        GREATEST(
-          -- The join that began the current membership: the first join after the last non-join.
-          (SELECT min(m.stream_ordering) FROM room_memberships m
-           WHERE m.room_id = r.room_id AND m.user_id = ${userId} AND m.membership = 'join' AND m.stream_ordering <= r.membership_at
-             AND m.stream_ordering > coalesce((SELECT max(o.stream_ordering) FROM room_memberships o
-                                               WHERE o.room_id = r.room_id AND o.user_id = ${userId} AND o.membership <> 'join'
-                                                 AND o.stream_ordering <= r.membership_at), -9223372036854775808)),
-          (rc.receipts ->> '')::int8
-        ) AS lower,
+        GREATEST(${joinStartSql(userId)}, (rc.receipts ->> '')::int8) AS lower,
         (SELECT j.json::jsonb -> 'content' ->> 'displayname' FROM current_state_events c JOIN event_json j ON j.event_id = c.event_id
          WHERE c.room_id = r.room_id AND c.type = 'm.room.member' AND c.state_key = ${userId}) AS display_name,
         (SELECT count(*)::int4 FROM current_state_events c WHERE c.room_id = r.room_id AND c.type = 'm.room.member' AND c.membership = 'join') AS member_count,
         (SELECT j.json FROM current_state_events c JOIN event_json j ON j.event_id = c.event_id
          WHERE c.room_id = r.room_id AND c.type = 'm.room.power_levels' AND c.state_key = '') AS power_levels
       FROM r
-      -- The user's receipts by thread ('' unthreaded): the latest position of either type.
-      CROSS JOIN LATERAL (
-        SELECT coalesce(jsonb_object_agg(x.thread_id, x.position), '{}') AS receipts FROM (
-          SELECT rc.thread_id, max(e.stream_ordering) AS position FROM receipts rc JOIN events e ON e.event_id = rc.event_id
-          WHERE rc.room_id = r.room_id AND rc.user_id = ${userId} AND rc.receipt_type IN ('m.read', 'm.read.private')
-          GROUP BY rc.thread_id) x
-      ) rc
+      CROSS JOIN LATERAL (SELECT ${receiptsByThreadSql(userId)} AS receipts) rc
     )
     SELECT a.room_id, a.display_name, a.member_count, a.power_levels, x.json, x.thread
     FROM a LEFT JOIN LATERAL (
@@ -290,6 +276,39 @@ async function readUnread(db: Kysely<Database>, userId: string, rooms: readonly 
 }
 
 /**
+ * SQL: the position of the join that began `userId`'s membership in the row `r` (columns
+ * `room_id` and `membership_at`, their membership event at the position read): the first join
+ * after the last non-join membership.
+ */
+export function joinStartSql(userId: string): RawBuilder<unknown> {
+  return sql`(SELECT min(m.stream_ordering) FROM room_memberships m
+    WHERE m.room_id = r.room_id AND m.user_id = ${userId} AND m.membership = 'join' AND m.stream_ordering <= r.membership_at
+      AND m.stream_ordering > coalesce((SELECT max(o.stream_ordering) FROM room_memberships o
+                                        WHERE o.room_id = r.room_id AND o.user_id = ${userId} AND o.membership <> 'join'
+                                          AND o.stream_ordering <= r.membership_at), -9223372036854775808))`
+}
+
+/** SQL: `userId`'s read receipts in the row `r`'s room as `{thread: position}` ('' unthreaded; the later of both types). */
+export function receiptsByThreadSql(userId: string): RawBuilder<unknown> {
+  return sql`(SELECT coalesce(jsonb_object_agg(x.thread_id, x.position), '{}') FROM (
+    SELECT rc.thread_id, max(e.stream_ordering) AS position FROM receipts rc JOIN events e ON e.event_id = rc.event_id
+    WHERE rc.room_id = r.room_id AND rc.user_id = ${userId} AND rc.receipt_type IN ('m.read', 'm.read.private')
+    GROUP BY rc.thread_id) x)`
+}
+
+/** `userId`'s joined rooms now, each with the position of their membership event. */
+export async function joinedNow(db: Kysely<Database>, userId: string): Promise<{ roomId: string; membershipAt: bigint }[]> {
+  const rows = await db
+    .selectFrom('current_state_events')
+    .select(['room_id', 'stream_ordering'])
+    .where('type', '=', 'm.room.member')
+    .where('state_key', '=', userId)
+    .where('membership', '=', 'join')
+    .execute()
+  return rows.map((r) => ({ roomId: r.room_id, membershipAt: BigInt(r.stream_ordering) }))
+}
+
+/**
  * How many of `userId`'s joined rooms hold an unread event that notifies them under `rules`: the
  * badge of a push notification (`counts.unread`, by room as Synapse counts it by default). Looks
  * at the newest `perRoom` unread events of each room, in one statement.
@@ -298,14 +317,8 @@ async function readUnread(db: Kysely<Database>, userId: string, rooms: readonly 
  * await unreadRoomCount(db, '@bob:hs', rules, RoomStreamToken.live(position)) // 3
  */
 export async function unreadRoomCount(db: Kysely<Database>, userId: string, rules: PushRuleSet, upTo: RoomStreamToken, perRoom = 20): Promise<number> {
-  const joined = await db
-    .selectFrom('current_state_events')
-    .select(['room_id', 'stream_ordering'])
-    .where('type', '=', 'm.room.member')
-    .where('state_key', '=', userId)
-    .where('membership', '=', 'join')
-    .execute()
+  const joined = await joinedNow(db, userId)
   if (joined.length === 0) return 0
-  const rooms = await readUnread(db, userId, joined.map((r) => ({ roomId: r.room_id, membershipAt: BigInt(r.stream_ordering) })), upTo, perRoom)
+  const rooms = await readUnread(db, userId, joined, upTo, perRoom)
   return rooms.filter(({ context, events }) => events.some(({ event }) => event['sender'] !== userId && evaluatePushRules(rules, event, { userId, ...context }).notify)).length
 }

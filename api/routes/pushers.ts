@@ -1,5 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify'
+import { notificationsPage } from '../../storage/notifications.js'
 import { deletePusher, pushersOf, setPusher } from '../../storage/pushers.js'
+import { RoomStreamToken } from '../../storage/streams/room-stream-token.js'
 import { clientRoute } from '../client-route.js'
 import { invalidParam, MatrixError } from '../errors.js'
 import { requireUser } from '../require-user.js'
@@ -9,6 +11,9 @@ import { requireUser } from '../require-user.js'
  * belongs to the access token that set it (deleted at its logout). Only `http` pushers are
  * taken, with a `data.url` of `http(s)://…/_matrix/push/v1/notify` (Synapse asks the same path);
  * `kind: null` deletes the pusher. The push sender (api/push-sender.ts) delivers.
+ *
+ * `GET /notifications` (`from`, `limit` (default 20, at most 100), `only=highlight`): the events
+ * that notified the user, newest first (storage/notifications.ts).
  */
 
 interface SetBody {
@@ -88,6 +93,35 @@ export const pusherRoutes: FastifyPluginAsync = async (app) => {
         },
       })
       return {}
+    },
+  })
+}
+
+export const notificationRoutes: FastifyPluginAsync = async (app) => {
+  const { db } = app.myelin
+
+  clientRoute<{ Querystring: { from?: string; limit?: string; only?: string } }>(app, {
+    method: 'GET',
+    path: '/notifications',
+    schema: {
+      querystring: {
+        type: 'object',
+        properties: { from: { type: 'string', pattern: '^[0-9]{1,18}$' }, limit: { type: 'string', pattern: '^[1-9][0-9]{0,5}$' }, only: { type: 'string', maxLength: 64 } },
+      },
+    },
+    handler: async (request) => {
+      const { userId } = await requireUser(request)
+      const q = request.query
+      return notificationsPage(db, {
+        userId,
+        ...(q.from !== undefined && { before: BigInt(q.from) }),
+        // Spec: the server's default; at most 100 per page.
+        limit: Math.min(q.limit === undefined ? 20 : Number(q.limit), 100),
+        highlightOnly: q.only === 'highlight',
+        // Every committed event: a notification list needs no position shared with /sync.
+        upTo: RoomStreamToken.live(BigInt(Number.MAX_SAFE_INTEGER)),
+        now: app.myelin.clock(),
+      })
     },
   })
 }

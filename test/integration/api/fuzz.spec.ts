@@ -25,7 +25,7 @@ describe('api fuzz (account-side endpoints)', function () {
     `/profile/${user}/displayname`, `/presence/${user}/status`, '/voip/turnServer',
     '/rooms/%21r%3Ahs.test/receipt/m.read/%24e', '/rooms/%21r%3Ahs.test/receipt/m.fully_read', '/rooms/%21r%3Ahs.test/read_markers',
     `/rooms/%21r%3Ahs.test/typing/${user}`, '/user_directory/search', '/keys/upload', '/keys/query', '/keys/claim',
-    '/keys/changes?from=s1_1&to=s1_1', '/keys/device_signing/upload', '/keys/signatures/upload', '/pushers', '/pushers/set',
+    '/keys/changes?from=s1_1&to=s1_1', '/keys/device_signing/upload', '/keys/signatures/upload', '/pushers', '/pushers/set', '/notifications?limit=5', '/notifications?from=1&only=highlight',
     `/user/${user}/rooms/%21r%3Ahs.test/tags`, `/user/${user}/rooms/%21r%3Ahs.test/tags/m.favourite`,
   ]
   const segment = fc.oneof(fc.string({ maxLength: 12 }), fc.constantFrom('%00', '%FF', '%', '..', '%2F', '\u0000', '@x:y', '!r:hs.test', ' '))

@@ -194,6 +194,52 @@ describe('api unread notification counts', function () {
     expect(counted.queries, 'the counts only: the rules are known').to.equal(1)
   })
 
+  it('should list the events that notified the user, newest first, with their actions and whether they are read (GET /notifications)', async () => {
+    const roomId = await createSharedRoom(h, alice, bob)
+    const other = await createSharedRoom(h, alice, bob)
+    const [one] = await sendEvents(h, roomId, text(alice.user_id, 'one'))
+    // The thread reply comes before the mention: a main receipt on the mention does not read it.
+    const [reply] = await sendEvents(h, roomId, { ...text(alice.user_id, 'in thread'), content: { msgtype: 'm.text', body: 'in thread', 'm.relates_to': { rel_type: 'm.thread', event_id: one!.event_id } } })
+    const [, mentioned] = await sendEvents(h, roomId, notice(alice.user_id), mention(alice.user_id, bob.user_id))
+    await sendEvents(h, roomId, text(bob.user_id, 'mine'))
+    const [elsewhere] = await sendEvents(h, other, text(alice.user_id, 'elsewhere'))
+    interface Listed {
+      notifications: { actions: unknown[]; event: { event_id: string; content: Record<string, unknown> }; read: boolean; room_id: string; ts: number }[]
+      next_token?: string
+    }
+    const list = async (query: Record<string, string> = {}) => {
+      const res = await h.call('GET', `${v3}/notifications?${new URLSearchParams(query).toString()}`, { token: bob.access_token })
+      expect(res.statusCode, res.body).to.equal(200)
+      return res.json<Listed>()
+    }
+    const ids = (page: Listed) => page.notifications.map((n) => n.event.event_id)
+    // bob's other rooms (earlier tests) come after these four.
+    const first = await list({ limit: '4' })
+    expect(ids(first)).to.deep.equal([elsewhere!.event_id, mentioned!.event_id, reply!.event_id, one!.event_id])
+    expect(first.notifications.map((n) => n.read)).to.deep.equal([false, false, false, false])
+    expect(first.notifications[1]!.actions).to.deep.equal(['notify', { set_tweak: 'sound', value: 'default' }, { set_tweak: 'highlight' }])
+    expect(first.notifications[1]).to.deep.include({ room_id: roomId })
+    expect(first.notifications[3]!.event.content).to.deep.equal({ msgtype: 'm.text', body: 'one' })
+
+    // A main-timeline receipt on the mention reads it and what came before, not the thread.
+    await receipt(bob, roomId, mentioned!.event_id, 'm.read', { thread_id: 'main' })
+    expect((await list({ limit: '4' })).notifications.map((n) => n.read)).to.deep.equal([false, true, false, true])
+    expect(ids(await list({ only: 'highlight', limit: '1' }))).to.deep.equal([mentioned!.event_id])
+
+    // Pages: the next one starts after the last of the first, and the last one has no token.
+    const pages: string[] = []
+    let from: string | undefined
+    do {
+      const page = await list({ limit: '3', ...(from !== undefined && { from }) })
+      pages.push(...ids(page))
+      from = page.next_token
+    } while (from !== undefined)
+    expect(pages.slice(0, 4)).to.deep.equal(ids(first))
+    expect(new Set(pages).size).to.equal(pages.length)
+    const bad = await h.call('GET', `${v3}/notifications?from=soon`, { token: bob.access_token })
+    expect([bad.statusCode, bad.json<{ errcode: string }>().errcode]).to.deep.equal([400, 'M_INVALID_PARAM'])
+  })
+
   it('should hold a bounded number of rooms, dropping the users who synced least recently', async () => {
     const roomId = await createSharedRoom(h, alice, bob)
     const counter = new UnreadCounter(2)
