@@ -6,7 +6,7 @@ import { Agent, request } from 'undici'
 import type { MyelinConfig } from '../storage/config.js'
 import type { Logger } from '../storage/logger.js'
 import { evaluatePushRules, type PushOutcome } from '../storage/push-evaluator.js'
-import { pushCandidates, pushContext, recordPusherProgress, storedPushers, type PushCandidate, type PushRoom, type StoredPusher } from '../storage/pushers.js'
+import { deletedPushers, pushCandidates, pushContext, recordPusherProgress, storedPushers, type PushCandidate, type PushRoom, type StoredPusher } from '../storage/pushers.js'
 import type { Database } from '../storage/schema.js'
 import { RoomStreamToken } from '../storage/streams/room-stream-token.js'
 import type { StreamTracker } from '../storage/streams/stream-tracker.js'
@@ -92,7 +92,14 @@ export function startPushSender(options: {
     const upTo = tracker.linearPosition()
     const now = clock()
     if (refresh || now - pushersRead >= pusherRefreshMs) {
-      pushers = new Map((await storedPushers(db)).filter((p) => p.kind === 'http').map((p) => [p.id, p]))
+      const stored = (await storedPushers(db)).filter((p) => p.kind === 'http')
+      // A delivery may have recorded a position while the read ran: the later one stays.
+      pushers = new Map(
+        stored.map((p) => {
+          const known = pushers.get(p.id)
+          return [p.id, known !== undefined && known.lastStreamOrdering > p.lastStreamOrdering ? { ...p, lastStreamOrdering: known.lastStreamOrdering, failingSince: known.failingSince } : p]
+        }),
+      )
       pushersRead = now
     }
     const behind = [...pushers.values()].filter((p) => p.lastStreamOrdering < upTo)
@@ -104,8 +111,12 @@ export function startPushSender(options: {
     // A full batch ends where it does; the next pass goes on from there.
     const { candidates, reached } = await pushCandidates(db, { after, upTo, limit: batchSize })
     const notifying = await evaluate(candidates, reached)
+    // A pusher deleted since the pushers were read (a logout) gets nothing: checked when it has something to send.
+    const sending = due.filter((p) => p.lastStreamOrdering < reached && notifying.some((n) => n.users.has(p.userId)))
+    const gone = await deletedPushers(db, sending.map((p) => p.id))
+    for (const id of gone) pushers.delete(id)
     for (const pusher of due) {
-      if (pusher.lastStreamOrdering >= reached) continue
+      if (pusher.lastStreamOrdering >= reached || gone.has(pusher.id)) continue
       const task = deliver(pusher, notifying.filter((n) => n.users.has(pusher.userId)), reached)
         .catch((err: unknown) => log.warn({ err, pusher: pusher.id }, 'push delivery failed; retried at the next pass'))
         .finally(() => {

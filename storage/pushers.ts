@@ -111,6 +111,14 @@ export async function storedPushers(db: Kysely<Database>, userId?: string): Prom
   }))
 }
 
+/** Those of `ids` whose pusher no longer exists. */
+export async function deletedPushers(db: Kysely<Database>, ids: readonly bigint[]): Promise<Set<bigint>> {
+  if (ids.length === 0) return new Set()
+  const rows = await db.selectFrom('pushers').select('id').where('id', 'in', [...ids]).execute()
+  const present = new Set(rows.map((r) => BigInt(r.id)))
+  return new Set(ids.filter((id) => !present.has(id)))
+}
+
 /** Records how far a pusher got, and since when it fails (undefined: it does not). */
 export async function recordPusherProgress(db: Kysely<Database>, id: bigint, position: bigint, failingSince: number | undefined): Promise<void> {
   await db

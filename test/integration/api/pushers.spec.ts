@@ -209,6 +209,21 @@ describe('api pushers and push notifications', function () {
     }
   })
 
+  it('should send nothing to a pusher deleted a moment ago, before the pushers are read again', async () => {
+    const roomId = await createSharedRoom(h, alice, bob)
+    expect((await setPusher(bob, pusher('gone-key'))).statusCode).to.equal(200)
+    await sendEvents(h, roomId, text(alice.user_id, 'pushed'))
+    await eventually('the pusher works', async () => {
+      await flush()
+      return gateway.received.length === 1
+    })
+    expect((await setPusher(bob, { kind: null, app_id: 'org.example.app', pushkey: 'gone-key' })).statusCode).to.equal(200)
+    // The sender still holds the pusher in memory: the stream's advance wakes it, no refresh asked.
+    await sendEvents(h, roomId, text(alice.user_id, 'after the logout'))
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    expect(gateway.attempts).to.equal(1)
+  })
+
   it('should read nothing but the pushers while there are none, whatever the stream does', async () => {
     expect(await storedPushers(h.t.db)).to.deep.equal([])
     const counted = countingQueries(h.t.db)
