@@ -20,9 +20,9 @@ import { unreadRoomCount } from '../storage/unread-counts.js'
  *   is committed), woken by the tracker's advances. For the users with pushers, it evaluates their
  *   push rules (storage/push-evaluator.ts) on the events of rooms they are joined to or invited
  *   into, and sends each notifying event to each of their pushers, in stream order.
- * - Each pusher's position is stored once its gateway took what came before it: a restart
+ * - Each pusher's position is stored after each notification its gateway takes: a restart
  *   resumes there, so a notification is sent once (again only if the gateway took it and the
- *   process died before recording it).
+ *   process died before recording it: at most one per pusher).
  * - A gateway that fails (no answer within `timeout_ms`, a status other than 2xx) is tried again
  *   after `retry_initial_ms`, doubling up to `retry_max_ms`; other pushers go on meanwhile. A
  *   notification it has refused for `give_up_after_ms` is dropped. Pushkeys the gateway names in
@@ -187,9 +187,11 @@ export function startPushSender(options: {
       }
       if (outcome === 'rejected') return
       position = n.candidate.streamOrdering
+      // Recorded after each notification the gateway took (as Synapse does): a crash repeats at most the one in flight.
+      await record(pusher, position, undefined)
     }
     backoffs.delete(pusher.id)
-    await record(pusher, reached, undefined)
+    if (reached > position) await record(pusher, reached, undefined)
   }
 
   async function send(pusher: StoredPusher, n: Notifying): Promise<'sent' | 'failed' | 'rejected'> {

@@ -52,6 +52,8 @@ describe('push notifications across a crash (real processes, SIGKILL the process
       kind: 'http', app_id: 'org.example.app', pushkey: 'bob-phone', app_display_name: 'Example', device_display_name: 'Phone', lang: 'en', data: { url: gateway.url },
     })
 
+    // A gateway that takes 30 ms per notification: the kill lands inside a batch of pushes.
+    gateway.delayMs = 30
     const sent: string[] = []
     // The same txn ID until 200, as a client does: each message is stored once.
     const send = async (i: number) => sent.push(await apiSend(base, alice.access_token, roomId, `m${i}`, `message ${i}`))
