@@ -6,7 +6,7 @@ import { Agent, request } from 'undici'
 import type { MyelinConfig } from '../storage/config.js'
 import type { Logger } from '../storage/logger.js'
 import { evaluatePushRules, type PushOutcome } from '../storage/push-evaluator.js'
-import { deletedPushers, pushCandidates, pushContext, recordPusherProgress, storedPushers, type PushCandidate, type PushRoom, type StoredPusher } from '../storage/pushers.js'
+import { deletedPushers, pushCandidates, receiptReaders, pushContext, recordPusherProgress, storedPushers, type PushCandidate, type PushRoom, type StoredPusher } from '../storage/pushers.js'
 import type { Database } from '../storage/schema.js'
 import { RoomStreamToken } from '../storage/streams/room-stream-token.js'
 import type { StreamTracker } from '../storage/streams/stream-tracker.js'
@@ -73,6 +73,10 @@ export function startPushSender(options: {
   const backoffs = new Map<bigint, Backoff>()
   /** Deliveries under way, by pusher. */
   const delivering = new Map<bigint, Promise<void>>()
+  /** Badge updates under way. */
+  const badgeSends = new Set<Promise<void>>()
+  /** The receipts stream position badge updates have been sent up to (undefined: not read yet). */
+  let receiptsSeen: bigint | undefined
   let closed = false
   let running: Promise<void> | undefined
   let again = false
@@ -102,6 +106,7 @@ export function startPushSender(options: {
       )
       pushersRead = now
     }
+    if (pushers.size > 0) await sendBadgeUpdates(upTo)
     const behind = [...pushers.values()].filter((p) => p.lastStreamOrdering < upTo)
     lag.set(behind.length === 0 ? 0 : Number(upTo - behind.reduce((min, p) => (p.lastStreamOrdering < min ? p.lastStreamOrdering : min), upTo)))
     // A pusher still sending what an earlier pass gave it is left alone: a slow gateway holds up its own pushers only.
@@ -172,7 +177,7 @@ export function startPushSender(options: {
     let position = pusher.lastStreamOrdering
     for (const n of notifications) {
       if (n.candidate.streamOrdering <= position) continue
-      const outcome = await send(pusher, n)
+      const outcome = await send(pusher, notificationFor(pusher, n))
       if (outcome === 'failed') {
         const failingSince = pusher.failingSince ?? clock()
         if (clock() - failingSince < config.give_up_after_ms) {
@@ -194,7 +199,7 @@ export function startPushSender(options: {
     if (reached > position) await record(pusher, reached, undefined)
   }
 
-  async function send(pusher: StoredPusher, n: Notifying): Promise<'sent' | 'failed' | 'rejected'> {
+  async function send(pusher: StoredPusher, notification: Record<string, unknown>): Promise<'sent' | 'failed' | 'rejected'> {
     const url = pusher.data['url'] as string
     try {
       // An address written in the URL is not looked up: checked here.
@@ -204,7 +209,7 @@ export function startPushSender(options: {
         dispatcher: agent,
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ notification: notificationFor(pusher, n) }),
+        body: JSON.stringify({ notification }),
         headersTimeout: config.timeout_ms,
         bodyTimeout: config.timeout_ms,
       })
@@ -233,13 +238,12 @@ export function startPushSender(options: {
   function notificationFor(pusher: StoredPusher, n: Notifying): Record<string, unknown> {
     const outcome = n.users.get(pusher.userId)!
     const event = n.candidate.event
-    const { url: _url, format, ...deviceData } = pusher.data
     const highPriority = event['type'] === 'm.room.encrypted' || outcome.highlight || outcome.tweaks['sound'] !== undefined
-    const device = { app_id: pusher.app_id, pushkey: pusher.pushkey, pushkey_ts: Math.floor(pusher.createdTs / 1000), data: deviceData, tweaks: outcome.tweaks }
+    const device = deviceOf(pusher, outcome.tweaks)
     const badge = n.badges.get(pusher.userId) ?? 0
     // Spec: counts of zero are left out.
     const base = { event_id: n.candidate.eventId, room_id: n.candidate.roomId, prio: highPriority ? 'high' : 'low', ...(badge > 0 && { counts: { unread: badge } }), devices: [device] }
-    if (format === 'event_id_only') return base
+    if (pusher.data['format'] === 'event_id_only') return base
     const sender = typeof event['sender'] === 'string' ? event['sender'] : undefined
     const senderName = sender === undefined ? undefined : n.room.displayNames.get(sender)
     return {
@@ -250,6 +254,35 @@ export function startPushSender(options: {
       ...(n.room.name !== undefined && { room_name: n.room.name }),
       content: event['content'] ?? {},
       ...(event['type'] === 'm.room.member' && { user_is_target: event['state_key'] === pusher.userId }),
+    }
+  }
+
+  /** The `devices` entry of a notification to `pusher`: its data without the gateway's URL and format. */
+  function deviceOf(pusher: StoredPusher, tweaks: Readonly<Record<string, unknown>>): Record<string, unknown> {
+    const { url: _url, format: _format, ...data } = pusher.data
+    return { app_id: pusher.app_id, pushkey: pusher.pushkey, pushkey_ts: Math.floor(pusher.createdTs / 1000), data, tweaks }
+  }
+
+  /**
+   * Badge updates, as Synapse sends them: a user with pushers who posts a read receipt gets a
+   * notification with only `counts` (0 included, to clear the badge) on each of their pushers.
+   * Best effort: not retried. The receipts read start where the stream was when this sender
+   * started, so a restart sends no old ones.
+   */
+  async function sendBadgeUpdates(upTo: bigint): Promise<void> {
+    const { users, position } = await receiptReaders(db, receiptsSeen)
+    receiptsSeen = position
+    if (users.length === 0) return
+    const { rules } = await pushContext(db, { rooms: [], members: [], ruleUsers: users })
+    for (const userId of users) {
+      const targets = [...pushers.values()].filter((p) => p.userId === userId)
+      if (targets.length === 0) continue
+      const task = unreadRoomCount(db, userId, rules.get(userId)!, RoomStreamToken.live(upTo))
+        .then((badge) => Promise.all(targets.map((pusher) => send(pusher, { id: '', type: null, sender: '', counts: { unread: badge }, devices: [deviceOf(pusher, {})] }))))
+        .then(() => undefined)
+        .catch((err: unknown) => log.warn({ err, userId }, 'badge update failed'))
+        .finally(() => badgeSends.delete(task))
+      badgeSends.add(task)
     }
   }
 
@@ -304,9 +337,9 @@ export function startPushSender(options: {
       await running
       await wake(true)
       // Until every delivery started, and the passes they lead to, are done.
-      while (running !== undefined || delivering.size > 0) {
+      while (running !== undefined || delivering.size > 0 || badgeSends.size > 0) {
         await running
-        await Promise.all(delivering.values())
+        await Promise.all([...delivering.values(), ...badgeSends])
       }
     },
     async close() {
@@ -315,7 +348,7 @@ export function startPushSender(options: {
       clearInterval(tick)
       if (retryTimer) clearTimeout(retryTimer)
       await running
-      await Promise.all(delivering.values())
+      await Promise.all([...delivering.values(), ...badgeSends])
       await agent.close()
     },
   }

@@ -119,6 +119,22 @@ export async function deletedPushers(db: Kysely<Database>, ids: readonly bigint[
   return new Set(ids.filter((id) => !present.has(id)))
 }
 
+/**
+ * Users with pushers whose `m.read` or `m.read.private` receipt changed after `after`, and the
+ * receipts stream's position read (`after` undefined: only the position).
+ *
+ * @example
+ * const { users, position } = await receiptReaders(db, seen) // { users: ['@bob:hs'], position: 42n }
+ */
+export async function receiptReaders(db: Kysely<Database>, after: bigint | undefined): Promise<{ users: string[]; position: bigint }> {
+  const { rows } = await sql<{ position: bigint | null; users: string[] | null }>`
+    SELECT (SELECT max(stream_id) FROM receipts) AS position,
+      ${after === undefined ? sql`NULL::text[]` : sql`(SELECT array_agg(DISTINCT user_id) FROM receipts
+        WHERE stream_id > ${after}::int8 AND receipt_type IN ('m.read', 'm.read.private') AND user_id IN (SELECT user_id FROM pushers))`} AS users`.execute(db)
+  const row = rows[0]!
+  return { users: row.users ?? [], position: row.position === null ? (after ?? 0n) : BigInt(row.position) }
+}
+
 /** Records how far a pusher got, and since when it fails (undefined: it does not). */
 export async function recordPusherProgress(db: Kysely<Database>, id: bigint, position: bigint, failingSince: number | undefined): Promise<void> {
   await db

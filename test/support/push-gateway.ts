@@ -3,6 +3,8 @@ import type { AddressInfo } from 'node:net'
 
 /** A notification as a push gateway receives it (push gateway API v1). */
 export interface Notification {
+  /** Badge updates: '' (with `type` and `sender` null and empty), no event. */
+  id?: string
   event_id: string
   room_id: string
   type?: string

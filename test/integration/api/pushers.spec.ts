@@ -165,11 +165,14 @@ describe('api pushers and push notifications', function () {
     const readFirst = await h.call('POST', `${v3}/rooms/${enc(firstRoom!.roomId)}/receipt/m.read/${enc(firstRoom!.lastEventId)}`, { token: bob.access_token, body: {} })
     expect(readFirst.statusCode).to.equal(200)
     const [third] = await sendEvents(h, roomId, text(alice.user_id, 'after reading the other room'))
+    // The receipt also sends a badge update (only counts): bob has one room left unread, this one.
+    const ofEvents = () => gateway.received.filter((n) => n.event_id !== undefined)
     await eventually('the third notification arrives', async () => {
       await flush()
-      return gateway.received.length >= 3
+      return ofEvents().length >= 3
     })
-    expect([gateway.received[2]!.event_id, gateway.received[2]!.counts]).to.deep.equal([third!.event_id, { unread: 1 }])
+    expect([ofEvents()[2]!.event_id, ofEvents()[2]!.counts]).to.deep.equal([third!.event_id, { unread: 1 }])
+    expect(gateway.received.filter((n) => n.id === '').map((n) => n.counts)).to.deep.equal([{ unread: 1 }])
 
     gateway.answer = () => [200, { rejected: ['bob-key'] }]
     await sendEvents(h, roomId, text(alice.user_id, 'c'))
@@ -207,6 +210,29 @@ describe('api pushers and push notifications', function () {
     } finally {
       await fast.close()
     }
+  })
+
+  it('should send a badge update when the user reads, clearing the badge', async () => {
+    const roomId = await createSharedRoom(h, alice, bob)
+    expect((await setPusher(bob, pusher('badge-key'))).statusCode).to.equal(200)
+    await flush()
+    const [message] = await sendEvents(h, roomId, text(alice.user_id, 'read me'))
+    await eventually('the message is pushed', async () => {
+      await flush()
+      return gateway.received.length === 1
+    })
+    const badge = gateway.received[0]!.counts!.unread
+    expect(badge).to.be.greaterThan(0)
+    const read = await h.call('POST', `${v3}/rooms/${enc(roomId)}/receipt/m.read/${enc(message!.event_id)}`, { token: bob.access_token, body: {} })
+    expect(read.statusCode).to.equal(200)
+    await eventually('a badge update arrives', async () => {
+      await flush()
+      return gateway.received.length === 2
+    })
+    // Only counts, one room fewer unread (bob's other rooms from earlier tests stay as they are).
+    expect(gateway.received[1]).to.deep.include({ id: '', type: null, sender: '', counts: { unread: badge - 1 } })
+    expect(gateway.received[1]!.devices[0]).to.deep.include({ pushkey: 'badge-key', tweaks: {} })
+    await removeAll(bob)
   })
 
   it('should send nothing to a pusher deleted a moment ago, before the pushers are read again', async () => {
