@@ -114,15 +114,19 @@ interface Summary {
 /** The summaries of local `roomIds` (absent: not a room of this server), with the requester's access. */
 async function readSummaries(db: Kysely<Database>, roomIds: readonly string[], userId: string): Promise<Map<string, Summary>> {
   const { rows } = await sql<{ room_id: string; type: string | null; state_key: string | null; sender: string | null; json: string | null; members: number; membership: string | null; allowed: boolean }>`
-    WITH r AS (SELECT room_id FROM rooms WHERE room_id = ANY(${[...roomIds]}::text[]))
-    SELECT r.room_id, c.type, c.state_key, e.sender, j.json,
-      (SELECT count(*)::int4 FROM current_state_events m WHERE m.room_id = r.room_id AND m.type = 'm.room.member' AND m.membership = 'join') AS members,
-      (SELECT m.membership FROM current_state_events m WHERE m.room_id = r.room_id AND m.type = 'm.room.member' AND m.state_key = ${userId}) AS membership,
-      -- A restricted join rule's allowed room that the requester is joined to.
-      EXISTS (SELECT 1 FROM current_state_events jr JOIN event_json jj ON jj.event_id = jr.event_id
-              CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(jj.json::jsonb -> 'content' -> 'allow') = 'array' THEN jj.json::jsonb -> 'content' -> 'allow' ELSE '[]' END) a
-              JOIN current_state_events m ON m.room_id = a ->> 'room_id' AND m.type = 'm.room.member' AND m.state_key = ${userId} AND m.membership = 'join'
-              WHERE jr.room_id = r.room_id AND jr.type = 'm.room.join_rules' AND jr.state_key = '' AND a ->> 'type' = 'm.room_membership') AS allowed
+    -- The per-room facts once per room, not once per state row of the join below.
+    WITH r AS MATERIALIZED (
+      SELECT r.room_id,
+        (SELECT count(*)::int4 FROM current_state_events m WHERE m.room_id = r.room_id AND m.type = 'm.room.member' AND m.membership = 'join') AS members,
+        (SELECT m.membership FROM current_state_events m WHERE m.room_id = r.room_id AND m.type = 'm.room.member' AND m.state_key = ${userId}) AS membership,
+        -- A restricted join rule's allowed room that the requester is joined to.
+        EXISTS (SELECT 1 FROM current_state_events jr JOIN event_json jj ON jj.event_id = jr.event_id
+                CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(jj.json::jsonb -> 'content' -> 'allow') = 'array' THEN jj.json::jsonb -> 'content' -> 'allow' ELSE '[]' END) a
+                JOIN current_state_events m ON m.room_id = a ->> 'room_id' AND m.type = 'm.room.member' AND m.state_key = ${userId} AND m.membership = 'join'
+                WHERE jr.room_id = r.room_id AND jr.type = 'm.room.join_rules' AND jr.state_key = '' AND a ->> 'type' = 'm.room_membership') AS allowed
+      FROM rooms AS r WHERE r.room_id = ANY(${[...roomIds]}::text[])
+    )
+    SELECT r.room_id, c.type, c.state_key, e.sender, j.json, r.members, r.membership, r.allowed
     FROM r
     LEFT JOIN current_state_events c ON c.room_id = r.room_id
       AND c.type IN ('m.room.name', 'm.room.topic', 'm.room.canonical_alias', 'm.room.avatar', 'm.room.join_rules',
@@ -130,7 +134,11 @@ async function readSummaries(db: Kysely<Database>, roomIds: readonly string[], u
     LEFT JOIN events e ON e.event_id = c.event_id
     LEFT JOIN event_json j ON j.event_id = c.event_id`.execute(db)
   const byRoom = new Map<string, typeof rows>()
-  for (const row of rows) byRoom.set(row.room_id, [...(byRoom.get(row.room_id) ?? []), row])
+  for (const row of rows) {
+    const list = byRoom.get(row.room_id)
+    if (list) list.push(row)
+    else byRoom.set(row.room_id, [row])
+  }
   const result = new Map<string, Summary>()
   for (const [roomId, roomRows] of byRoom) {
     const state = new Map<string, Record<string, unknown>>()
