@@ -6,7 +6,8 @@ import { Agent, request } from 'undici'
 import type { MyelinConfig } from '../storage/config.js'
 import type { Logger } from '../storage/logger.js'
 import { evaluatePushRules, type PushOutcome } from '../storage/push-evaluator.js'
-import { deletedPushers, pushCandidates, receiptReaders, pushContext, recordPusherProgress, storedPushers, type PushCandidate, type PushRoom, type StoredPusher } from '../storage/pushers.js'
+import { pushRulesOf } from '../storage/push-rules.js'
+import { contextIn, deletedPushers, pushCandidates, receiptReaders, pushContext, recordPusherProgress, storedPushers, type PushCandidate, type PushRoom, type StoredPusher } from '../storage/pushers.js'
 import type { Database } from '../storage/schema.js'
 import { RoomStreamToken } from '../storage/streams/room-stream-token.js'
 import type { StreamTracker } from '../storage/streams/stream-tracker.js'
@@ -153,14 +154,14 @@ export function startPushSender(options: {
     if (candidates.length === 0) return []
     const users = [...new Set(candidates.flatMap((c) => c.users))]
     const senders = candidates.map((c) => c.event['sender']).filter((s): s is string => typeof s === 'string')
-    const { rooms, rules } = await pushContext(db, { rooms: [...new Set(candidates.map((c) => c.roomId))], members: [...new Set([...users, ...senders])], ruleUsers: users })
+    const [rooms, rules] = await Promise.all([pushContext(db, { rooms: [...new Set(candidates.map((c) => c.roomId))], members: [...new Set([...users, ...senders])] }), pushRulesOf(db, users)])
     const badges = new Map<string, number>()
     const notifying: Notifying[] = []
     for (const candidate of candidates) {
       const room = rooms.get(candidate.roomId)!
       const outcomes = new Map<string, PushOutcome>()
       for (const userId of candidate.users) {
-        const outcome = evaluatePushRules(rules.get(userId)!, candidate.event, { userId, displayName: room.displayNames.get(userId), memberCount: room.memberCount, powerLevels: room.powerLevels })
+        const outcome = evaluatePushRules(rules.get(userId)!, candidate.event, contextIn(room, userId))
         if (outcome.notify) outcomes.set(userId, outcome)
       }
       if (outcomes.size > 0) notifying.push({ candidate, room, users: outcomes, badges })
@@ -273,7 +274,7 @@ export function startPushSender(options: {
     const { users, position } = await receiptReaders(db, receiptsSeen)
     receiptsSeen = position
     if (users.length === 0) return
-    const { rules } = await pushContext(db, { rooms: [], members: [], ruleUsers: users })
+    const rules = await pushRulesOf(db, users)
     for (const userId of users) {
       const targets = [...pushers.values()].filter((p) => p.userId === userId)
       if (targets.length === 0) continue

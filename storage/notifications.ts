@@ -1,7 +1,8 @@
 import { sql, type Kysely } from 'kysely'
-import { defaultPushRules, type PushAction, type PushRuleSet } from './default-push-rules.js'
+import type { PushAction } from './default-push-rules.js'
 import { evaluatePushRules } from './push-evaluator.js'
-import { pushContext } from './pushers.js'
+import { contextIn, pushContext } from './pushers.js'
+import { pushRulesOf } from './push-rules.js'
 import { rowCoveredBy, toClientEvents, toRow, type RawEventRow } from './room-reads.js'
 import type { Database } from './schema.js'
 import type { RoomStreamToken } from './streams/room-stream-token.js'
@@ -48,13 +49,13 @@ export async function notificationsPage(db: Kysely<Database>, q: NotificationsQu
   const joined = await joinedNow(db, q.userId)
   if (joined.length === 0) return { notifications: [] }
   const roomIds = joined.map((r) => r.roomId)
-  const [rules, context, receipts] = await Promise.all([
-    db.selectFrom('push_rules').select('rules').where('user_id', '=', q.userId).executeTakeFirst(),
-    pushContext(db, { rooms: roomIds, members: [q.userId], ruleUsers: [] }),
+  const [rules, rooms, receipts] = await Promise.all([
+    pushRulesOf(db, [q.userId]),
+    pushContext(db, { rooms: roomIds, members: [q.userId] }),
     sql<{ room_id: string; receipts: Record<string, string> }>`
       SELECT r.room_id, ${receiptsByThreadSql(q.userId)} AS receipts FROM unnest(${roomIds}::text[]) AS r(room_id)`.execute(db),
   ])
-  const ruleSet = (rules?.rules as PushRuleSet | undefined) ?? defaultPushRules(q.userId)
+  const ruleSet = rules.get(q.userId)!
   const readUpTo = new Map(receipts.rows.map((row) => [row.room_id, row.receipts]))
   const found: { row: ReturnType<typeof toRow>; actions: readonly PushAction[]; read: boolean }[] = []
   let before = q.before
@@ -86,8 +87,7 @@ export async function notificationsPage(db: Kysely<Database>, q: NotificationsQu
       scanned++
       before = raw.stream_ordering
       const row = toRow(raw)
-      const room = context.rooms.get(row.roomId)!
-      const outcome = evaluatePushRules(ruleSet, row.pdu, { userId: q.userId, displayName: room.displayNames.get(q.userId), memberCount: room.memberCount, powerLevels: room.powerLevels })
+      const outcome = evaluatePushRules(ruleSet, row.pdu, contextIn(rooms.get(row.roomId)!, q.userId))
       if (!outcome.notify || (q.highlightOnly && !outcome.highlight)) continue
       const positions = readUpTo.get(row.roomId) ?? {}
       const covered = [positions[''], positions[raw.thread ?? 'main']].some((p) => p !== undefined && BigInt(p) >= row.streamOrdering)

@@ -106,6 +106,19 @@ export function applyPushRuleEdit(set: PushRuleSet, edit: PushRuleEdit): PushRul
 }
 
 /**
+ * The rule sets of `userIds` as they are now, without writing: a user with none stored has the
+ * defaults (what `getPushRules` would store). For evaluating rules (storage/push-evaluator.ts).
+ *
+ * @example
+ * (await pushRulesOf(db, ['@alice:example.org'])).get('@alice:example.org')!.global.override[0].rule_id // '.m.rule.master'
+ */
+export async function pushRulesOf(db: Kysely<Database>, userIds: readonly string[]): Promise<Map<string, PushRuleSet>> {
+  const rows = userIds.length === 0 ? [] : await db.selectFrom('push_rules').select(['user_id', 'rules']).where('user_id', 'in', [...userIds]).execute()
+  const stored = new Map(rows.map((row) => [row.user_id, row.rules as PushRuleSet]))
+  return new Map(userIds.map((userId) => [userId, stored.get(userId) ?? defaultPushRules(userId)]))
+}
+
+/**
  * The user's rule set; stores the defaults on first read (so they count as account data).
  *
  * @example
@@ -138,8 +151,8 @@ export async function getPushRules(db: Kysely<Database>, userId: string): Promis
 export async function editPushRules(db: Kysely<Database>, userId: string, edit: PushRuleEdit): Promise<PushRuleEditResult> {
   return db.transaction().execute(async (trx) => {
     const streamId = await allocateAccountDataStreamId(trx)
-    const row = await trx.selectFrom('push_rules').select('rules').where('user_id', '=', userId).executeTakeFirst()
-    const current = (row?.rules as PushRuleSet | undefined) ?? defaultPushRules(userId)
+    // The stream lock taken above serializes edits: the set read here is the latest.
+    const current = (await pushRulesOf(trx, [userId])).get(userId)!
     const result = applyPushRuleEdit(current, edit)
     if (!result.ok) return result
     const rules = JSON.stringify(result.rules)

@@ -1,5 +1,4 @@
 import { sql, type Kysely } from 'kysely'
-import { defaultPushRules, type PushRuleSet } from './default-push-rules.js'
 import type { PushContext, PushEvent } from './push-evaluator.js'
 import type { Database } from './schema.js'
 
@@ -206,12 +205,14 @@ export interface PushRoom {
   readonly displayNames: ReadonlyMap<string, string>
 }
 
-/** The rooms' push context and the users' push rules, in one round trip. */
-export async function pushContext(
-  db: Kysely<Database>,
-  q: { rooms: readonly string[]; members: readonly string[]; ruleUsers: readonly string[] },
-): Promise<{ rooms: Map<string, PushRoom>; rules: Map<string, PushRuleSet> }> {
-  const [state, counts, rules] = await Promise.all([
+/** The context of `userId`'s rules in `room` (storage/push-evaluator.ts). */
+export function contextIn(room: PushRoom, userId: string): PushContext {
+  return { userId, displayName: room.displayNames.get(userId), memberCount: room.memberCount, powerLevels: room.powerLevels }
+}
+
+/** The rooms' push context (display names of `members`), in one round trip. */
+export async function pushContext(db: Kysely<Database>, q: { rooms: readonly string[]; members: readonly string[] }): Promise<Map<string, PushRoom>> {
+  const [state, counts] = await Promise.all([
     sql<{ room_id: string; type: string; state_key: string; json: string }>`
       SELECT c.room_id, c.type, c.state_key, j.json FROM current_state_events c JOIN event_json j ON j.event_id = c.event_id
       WHERE c.room_id = ANY(${[...q.rooms]}::text[])
@@ -221,7 +222,6 @@ export async function pushContext(
       SELECT room_id, count(*)::int4 AS n FROM current_state_events
       WHERE room_id = ANY(${[...q.rooms]}::text[]) AND type = 'm.room.member' AND membership = 'join'
       GROUP BY room_id`.execute(db),
-    db.selectFrom('push_rules').select(['user_id', 'rules']).where('user_id', 'in', q.ruleUsers.length > 0 ? [...q.ruleUsers] : ['']).execute(),
   ])
   const rooms = new Map<string, { memberCount: number; powerLevels: PushContext['powerLevels']; name: string | undefined; displayNames: Map<string, string> }>()
   for (const roomId of q.rooms) rooms.set(roomId, { memberCount: 0, powerLevels: undefined, name: undefined, displayNames: new Map() })
@@ -233,6 +233,5 @@ export async function pushContext(
     else if (row.type === 'm.room.name') room.name = typeof content['name'] === 'string' && content['name'] !== '' ? content['name'] : undefined
     else if (typeof content['displayname'] === 'string') room.displayNames.set(row.state_key, content['displayname'])
   }
-  const stored = new Map(rules.map((row) => [row.user_id, row.rules as PushRuleSet]))
-  return { rooms, rules: new Map(q.ruleUsers.map((user) => [user, stored.get(user) ?? defaultPushRules(user)])) }
+  return rooms
 }

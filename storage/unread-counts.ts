@@ -1,5 +1,6 @@
 import { sql, type Kysely, type RawBuilder } from 'kysely'
-import { defaultPushRules, type PushRuleSet } from './default-push-rules.js'
+import type { PushRuleSet } from './default-push-rules.js'
+import { pushRulesOf } from './push-rules.js'
 import { rowCoveredBy, type EventRow } from './room-reads.js'
 import { evaluatePushRules, type PushContext, type PushEvent } from './push-evaluator.js'
 import { relationOf } from './relations.js'
@@ -155,7 +156,7 @@ export class UnreadCounter {
       return result
     }
 
-    const [rules, recounted] = await Promise.all([rulesCurrent ? user.rules! : readRules(db, q.userId), readUnread(db, q.userId, recount, q.upTo.room)])
+    const [rules, recounted] = await Promise.all([rulesCurrent ? user.rules! : pushRulesOf(db, [q.userId]).then((sets) => sets.get(q.userId)!), readUnread(db, q.userId, recount, q.upTo.room)])
     user.rules = rules
     user.rulesAt = q.upTo.accountData
     // Other users' syncs may have dropped this one meanwhile: then the counts are answered, not kept.
@@ -210,11 +211,6 @@ function addEvents(entry: RoomEntry, rules: PushRuleSet, userId: string, events:
 /** Member and power level events change a rule's context (display name, member count, sender power). */
 function changesContext(event: EventRow): boolean {
   return event.stateKey !== null && (event.type === 'm.room.member' || event.type === 'm.room.power_levels')
-}
-
-async function readRules(db: Kysely<Database>, userId: string): Promise<PushRuleSet> {
-  const row = await db.selectFrom('push_rules').select('rules').where('user_id', '=', userId).executeTakeFirst()
-  return row ? (row.rules as PushRuleSet) : defaultPushRules(userId)
 }
 
 interface Recounted {
