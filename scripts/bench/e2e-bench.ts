@@ -171,14 +171,17 @@ function cluster(persisters: number): Topology {
   }
 }
 
-/** The baseline: a fastify server answering every request like a send, no storage. */
-async function httpBaseline(options: Omit<LoadOptions, 'baseUrl'>): Promise<LoadResult> {
+/** The baseline: a fastify server answering every request like a send, no storage; `onSend` sees each send it answers. */
+export async function httpBaseline(options: Omit<LoadOptions, 'baseUrl'>, onSend?: () => void): Promise<LoadResult> {
   const app = Fastify()
   let n = 0
   app.post('/_matrix/client/v3/register', async (req) => ({ user_id: `@${(req.body as { username: string }).username}:b`, access_token: `t${n++}` }))
   app.post('/_matrix/client/v3/createRoom', async () => ({ room_id: `!r${n++}:b` }))
   app.post('/_matrix/client/v3/join/:room', async (req) => ({ room_id: (req.params as { room: string }).room }))
-  app.put('/_matrix/client/v3/rooms/:room/send/:type/:txn', async () => ({ event_id: `$e${n++}` }))
+  app.put('/_matrix/client/v3/rooms/:room/send/:type/:txn', async () => {
+    onSend?.()
+    return { event_id: `$e${n++}` }
+  })
   const recent: string[] = []
   app.addHook('onSend', async (req, _reply, payload) => {
     if (req.method === 'PUT' && typeof payload === 'string') recent.push(JSON.parse(payload).event_id as string)
@@ -214,7 +217,7 @@ async function httpBaseline(options: Omit<LoadOptions, 'baseUrl'>): Promise<Load
  */
 export async function run(ctx: E2eContext): Promise<E2eResult[]> {
   const durationS = ctx.quick ? 4 : 20
-  const load = { users: 64, rooms: ctx.quick ? 8 : 32, concurrency: 64, durationS, progress: ctx.progress }
+  const load = { users: 64, rooms: ctx.quick ? 8 : 32, concurrency: 64, warmupS: ctx.quick ? 2 : 10, durationS, progress: ctx.progress }
   const plans: { topology: Topology; distribution: LoadOptions['distribution'] }[] = ctx.quick
     ? [{ topology: cluster(2), distribution: 'zipf' }]
     : [
@@ -232,7 +235,7 @@ export async function run(ctx: E2eContext): Promise<E2eResult[]> {
     const baseline = (await httpBaseline({ ...load, distribution: 'zipf' })).eventsPerS
     baselines.push(baseline)
     for (const [i, plan] of plans.entries()) {
-      ctx.progress(`e2e ${of} [${i + 1}/${plans.length}]: ${plan.topology.name}, ${plan.distribution}, C=${load.concurrency}, ${durationS} s`)
+      ctx.progress(`e2e ${of} [${i + 1}/${plans.length}]: ${plan.topology.name}, ${plan.distribution}, C=${load.concurrency}, ${load.warmupS} s warm-up + ${durationS} s`)
       measured[i]?.push({ ...(await measureTopology(ctx.adminUrl, ctx.redisUrl, plan, load, `myelin_e2e_${i}`)), baselineEventsPerS: baseline })
     }
   }
@@ -281,16 +284,20 @@ async function measureTopology(
   try {
     const pids = deployment.pids()
     const ownCpu = () => pids.reduce((sum, pid) => sum + processCpu(pid), 0)
-    const cpu0 = machineCpu().busy
-    const own0 = ownCpu()
-    // CPU from the set-up to the end of the load (as before the idle probe existed).
+    // CPU over the counted load: from the end of the warm-up to the end of the load.
+    let cpu0 = machineCpu().busy
+    let own0 = ownCpu()
     let cpu1 = cpu0
     let own1 = own0
+    const onMeasureStart = () => {
+      cpu0 = machineCpu().busy
+      own0 = ownCpu()
+    }
     const onLoadEnd = () => {
       cpu1 = machineCpu().busy
       own1 = ownCpu()
     }
-    const result = await runLoad({ ...load, baseUrl: deployment.baseUrl, distribution: plan.distribution, onLoadEnd })
+    const result = await runLoad({ ...load, baseUrl: deployment.baseUrl, distribution: plan.distribution, onMeasureStart, onLoadEnd })
     const events = Math.max(1, result.events)
     return {
       load: result,

@@ -19,6 +19,14 @@ export interface LoadOptions {
   readonly rooms: number
   readonly concurrency: number
   readonly durationS: number
+  /**
+   * Seconds of the same load before `durationS` starts, not counted (default 0): a fresh
+   * process's JIT compiles its hot paths during the first seconds of load, which a long-running
+   * server has long done. Errors and lost probes count from the start all the same.
+   */
+  readonly warmupS?: number
+  /** Called when the counted part of the load starts, after the warm-up (where callers start measuring CPU). */
+  readonly onMeasureStart?: () => void
   readonly distribution: 'uniform' | 'zipf'
   /** Target share of the hottest room under Zipf (default 0.27). */
   readonly hotShare?: number
@@ -241,8 +249,17 @@ export async function runLoad(options: LoadOptions): Promise<LoadRun> {
     let errors = 0
     let stop = false
     let stoppedAt = Number.POSITIVE_INFINITY
-    const started = performance.now()
+    const warmupS = options.warmupS ?? 0
+    // `started`: where the counted load begins.
+    const started = performance.now() + warmupS * 1000
     const deadline = started + options.durationS * 1000
+    let measuring = warmupS <= 0
+    const measureStart = () => {
+      measuring = true
+      wakeups = loadedWakeups
+      options.onMeasureStart?.()
+    }
+    if (warmupS > 0) progress(`  warm-up: ${warmupS} s of load, not counted`)
 
     // Sync probe. A sync may carry a probe before its sender has read the 200 (the api worker
     // answers only after its own tracker covers the event): such a probe counts as woken at 0 ms.
@@ -250,7 +267,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadRun> {
     const seenEarly = new Set<string>()
     const loadedWakeups: number[] = []
     const idleWakeups: number[] = []
-    let wakeups = loadedWakeups
+    let wakeups = warmupS > 0 ? ([] as number[]) : loadedWakeups
     const probeSync = (async () => {
       const initial = await client.ok<{ next_batch: string }>('GET', `${v3}/sync?timeout=0&filter=${enc(JSON.stringify({ room: { timeline: { limit: 1 } } }))}`, { token: probeReader.token })
       let since = initial.next_batch
@@ -290,6 +307,8 @@ export async function runLoad(options: LoadOptions): Promise<LoadRun> {
     }
     const probeSend = sendProbes(deadline)
 
+    if (measuring) options.onMeasureStart?.()
+    else setTimeout(measureStart, warmupS * 1000).unref()
     let lastReport = started
     const senders = Array.from({ length: options.concurrency }, async (_, c) => {
       const user = users[c % users.length] as Session
@@ -305,12 +324,13 @@ export async function runLoad(options: LoadOptions): Promise<LoadRun> {
           errors++
           continue
         }
+        if (!measuring || t0 < started) continue
         sendMs.push(ms)
         if (room === 0) {
           hotSends++
           hotMs.push(ms)
         }
-        if (c === 0 && performance.now() - lastReport > 5000) {
+        if (c === 0 && performance.now() - Math.max(lastReport, started) > 5000) {
           lastReport = performance.now()
           progress(`  ${Math.round((lastReport - started) / 1000)}/${options.durationS} s: ${sendMs.length} events, ${errors} errors`)
         }

@@ -1,6 +1,7 @@
 import { expect } from 'chai'
 import { combineRuns, summarize } from '../../../scripts/bench/loadgen.js'
 import type { LoadRun } from '../../../scripts/bench/loadgen.js'
+import { httpBaseline } from '../../../scripts/bench/e2e-bench.js'
 
 /** A run whose figures follow from its samples, the way `runLoad` reports them. */
 function loadRun(eventsPerS: number, samples: { send: number[]; hot?: number[]; wake: number[]; idle?: number[] }, extra: Partial<LoadRun> = {}): LoadRun {
@@ -68,5 +69,40 @@ describe('load generator: combineRuns', () => {
 
   it('should refuse no runs', () => {
     expect(() => combineRuns([])).to.throw(RangeError)
+  })
+})
+
+describe('load generator: runLoad warm-up', () => {
+  it('should count only the load after the warm-up, and say when that starts', async function () {
+    this.timeout(20_000)
+    const marks: { name: string; at: number }[] = []
+    const mark = (name: string) => () => marks.push({ name, at: performance.now() })
+    const answered: number[] = []
+    const result = await httpBaseline({
+      users: 4,
+      rooms: 2,
+      concurrency: 4,
+      warmupS: 1,
+      durationS: 1,
+      idleS: 0,
+      distribution: 'zipf',
+      onMeasureStart: mark('measure'),
+      onLoadEnd: mark('end'),
+      progress: (line) => {
+        if (/warm-up/.test(line)) mark('load')()
+      },
+    }, () => answered.push(performance.now()))
+    expect(marks.map((m) => m.name)).to.deep.equal(['load', 'measure', 'end'])
+    const [load, measure, end] = marks.map((m) => m.at) as [number, number, number]
+    expect(measure - load).to.be.within(950, 1500)
+    expect(end - measure).to.be.within(950, 1500)
+    // The wall time and events/s are the counted second's, not the two seconds of load.
+    expect(result.wallS).to.be.within(0.9, 1.5)
+    // Counted: the sends answered after the warm-up (the probe's included; a send in flight at
+    // either mark may fall on the other side).
+    const during = answered.filter((at) => at >= measure && at <= end).length
+    expect(answered.filter((at) => at < measure).length).to.be.above(result.events / 4)
+    expect(result.events).to.be.within(during - 12, during + 4)
+    expect(result.eventsPerS).to.be.closeTo(result.events / result.wallS, result.eventsPerS * 0.1)
   })
 })
