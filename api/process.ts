@@ -15,6 +15,7 @@ import { buildApp } from './app.js'
 import { registerProcessGauges } from './process-metrics.js'
 import { startBackgroundTasks, type BackgroundTasks } from './background.js'
 import { startPushSender, type PushSender } from './push-sender.js'
+import { startSearchIndexer, type SearchIndexer } from './search-indexer.js'
 import { createDirectSender, createOwnerFirstSender, type EventSender, type RoomServices } from './room-services.js'
 import { roomPlugins } from './room-plugins.js'
 import { createReplicationSender } from './replication-sender.js'
@@ -42,6 +43,8 @@ export interface MyelinProcess {
   readonly services: RoomServices | undefined
   /** The push sender (the process running the background tasks, unless `push.enabled` is false). */
   readonly pushSender: PushSender | undefined
+  /** The search indexer (the process running the background tasks, unless `search.enabled` is false). */
+  readonly searchIndexer: SearchIndexer | undefined
   /**
    * Listens on every configured listener (a monolith without listeners gets one on
    * 127.0.0.1:8008 with every resource) and returns the bound ports in listener order.
@@ -167,21 +170,31 @@ export async function startProcess(config: MyelinConfig, options: StartProcessOp
 
     let background: BackgroundTasks | undefined
     let pushSender: PushSender | undefined
+    let searchIndexer: SearchIndexer | undefined
     if (runsBackgroundTasks(config)) {
       background = startBackgroundTasks({ db, log, registry })
       closers.push(() => background!.close())
-      if (config.push.enabled) {
-        let tracker = services?.tracker
+      // The stream followers below share the api's tracker, or one of their own.
+      let tracker = services?.tracker
+      const trackerForFollowers = async () => {
         if (tracker === undefined) {
           const own = createStreamTracker({ db, bus, log, name: config.worker_name, registry })
           await own.start()
           closers.push(() => own.close())
           tracker = own
         }
-        const sender = startPushSender({ db, tracker, log, config: config.push, registry })
-        // Closed before the tracker (closers run in reverse).
+        return tracker
+      }
+      // Each is closed before the tracker (closers run in reverse).
+      if (config.push.enabled) {
+        const sender = startPushSender({ db, tracker: await trackerForFollowers(), log, config: config.push, registry })
         closers.push(() => sender.close())
         pushSender = sender
+      }
+      if (config.search.enabled) {
+        const indexer = startSearchIndexer({ db, tracker: await trackerForFollowers(), log, registry })
+        closers.push(() => indexer.close())
+        searchIndexer = indexer
       }
     }
 
@@ -195,6 +208,7 @@ export async function startProcess(config: MyelinConfig, options: StartProcessOp
       persister,
       services,
       pushSender,
+      searchIndexer,
       async listen(chosen = listeners) {
         const ports: number[] = []
         for (const listener of chosen) {

@@ -4,9 +4,10 @@ import { deactivateRoutes } from './routes/deactivate.js'
 import { directoryRoutes } from './routes/directory.js'
 import { roomReadRoutes } from './routes/room-reads.js'
 import { roomWriteRoutes } from './routes/rooms.js'
+import { searchRoutes } from './routes/search.js'
 import { syncRoutes } from './routes/sync.js'
 
-/** The client API's room, directory, sync and deactivation routes over an api process's room services. */
+/** The client API's room, directory, search, sync and deactivation routes over an api process's room services. */
 export function roomPlugins(services: RoomServices): FastifyPluginAsync[] {
-  return [roomWriteRoutes(services), directoryRoutes(services), roomReadRoutes(services), syncRoutes(services), deactivateRoutes(services)]
+  return [roomWriteRoutes(services), directoryRoutes(services), roomReadRoutes(services), searchRoutes(services), syncRoutes(services), deactivateRoutes(services)]
 }

@@ -93,6 +93,8 @@ const configSchema = z
       .default({ enabled: true }),
     /** Presence (storage/presence.ts); large deployments often turn it off to save its writes. */
     presence: z.strictObject({ enabled: z.boolean().default(true) }).default({ enabled: true }),
+    /** Server-side search (`POST /search`): its index is filled by the background process (api/search-indexer.ts). */
+    search: z.strictObject({ enabled: z.boolean().default(true) }).default({ enabled: true }),
     /** Push notifications to push gateways (api/push-sender.ts, on the background process). */
     push: z
       .strictObject({

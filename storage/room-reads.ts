@@ -123,7 +123,7 @@ export function rowAfter(token: RoomStreamToken): RawBuilder<SqlBool> {
 }
 
 /** SQL: the event row `e` matches `filter` (everything but `containsUrl`). */
-function rowMatches(filter: EventFilter): RawBuilder<SqlBool> {
+export function rowMatches(filter: EventFilter): RawBuilder<SqlBool> {
   const parts: RawBuilder<SqlBool>[] = [sql<SqlBool>`true`]
   const typeLike = (types: readonly string[]) =>
     sql.join(types.map((t) => sql`e.type LIKE ${t.replace(/[\\%_]/g, (c) => `\\${c}`).replace(/\*/g, '%')}`), sql` OR `)
@@ -134,7 +134,7 @@ function rowMatches(filter: EventFilter): RawBuilder<SqlBool> {
   return sql<SqlBool>`(${sql.join(parts, sql` AND `)})`
 }
 
-function eventsQuery(db: Db) {
+export function eventsQuery(db: Db) {
   return db
     .selectFrom('events as e')
     .innerJoin('event_json as j', 'j.event_id', 'e.event_id')
@@ -935,14 +935,26 @@ export interface EventContext {
  */
 export async function eventContext(
   db: Db,
-  q: { roomId: string; eventId: string; viewer: Viewer; limit: number; upTo: RoomStreamToken; now: number; filter?: EventFilter },
+  q: {
+    roomId: string
+    eventId: string
+    viewer: Viewer
+    limit: number
+    upTo: RoomStreamToken
+    now: number
+    filter?: EventFilter
+    /** Events before and after, instead of `limit` split (search results' `event_context`). */
+    split?: { readonly before: number; readonly after: number }
+    /** false: `state` is left empty, unread. */
+    withState?: boolean
+  },
 ): Promise<EventContext> {
   const access = await roomAccess(db, q.roomId, q.viewer.userId)
   const row = await visibleEventInRoom(db, q.roomId, q.eventId, q.viewer.userId, q.upTo)
   const filter = q.filter ?? noEventFilter
   const bounds = [rowCoveredBy(q.upTo), ...accessBounds(access)]
-  const beforeLimit = Math.floor(q.limit / 2)
-  const afterLimit = q.limit - beforeLimit
+  const beforeLimit = q.split?.before ?? Math.floor(q.limit / 2)
+  const afterLimit = q.split?.after ?? q.limit - beforeLimit
   const [before, after] = await Promise.all([
     queryEvents(db, q.roomId, [...bounds, rowBefore(row)], 'topological-desc', beforeLimit, filter),
     queryEvents(db, q.roomId, [...bounds, rowAfter(tokenAt(row))], 'topological-asc', afterLimit, filter),
@@ -953,7 +965,7 @@ export async function eventContext(
   ])
   const oldest = before.at(-1) ?? row
   const newest = after.at(-1) ?? row
-  const state = await stateAt(db, q.roomId, newest)
+  const state = q.withState === false ? [] : await stateAt(db, q.roomId, newest)
   const [event, eventsBefore, eventsAfter, stateEvents] = await Promise.all([
     toClientEvents(db, [row], q.viewer, q.now),
     toClientEvents(db, visibleBefore, q.viewer, q.now),

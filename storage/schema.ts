@@ -48,6 +48,8 @@ export interface Database {
   to_device_txns: ToDeviceTxnsTable
   profiles: ProfilesTable
   pushers: PushersTable
+  event_search: EventSearchTable
+  event_search_position: EventSearchPositionTable
   myelin_schema_compat: SchemaCompatTable
   myelin_migration_checksums: MigrationChecksumsTable
 }
@@ -232,6 +234,22 @@ export interface PushersTable {
   created_ts: Int8
   last_stream_ordering: Int8
   failing_since: Int8 | null
+}
+
+export interface EventSearchTable {
+  event_id: string
+  room_id: string
+  stream_ordering: Int8
+  sender: string
+  type: string
+  key: string
+  /** tsvector, written and read in SQL only. */
+  vector: string
+}
+
+export interface EventSearchPositionTable {
+  lock: Generated<boolean>
+  stream_ordering: Int8
 }
 
 export interface ReceiptsTable {

@@ -1,0 +1,110 @@
+import { Counter, Gauge, type Registry } from 'prom-client'
+import type { Kysely } from 'kysely'
+import type { Logger } from '../storage/logger.js'
+import type { Database } from '../storage/schema.js'
+import { indexForSearch } from '../storage/search.js'
+import type { StreamTracker } from '../storage/streams/stream-tracker.js'
+
+/**
+ * Fills the search index (storage/search.ts `indexForSearch`) behind the events stream, on the
+ * process that runs the background tasks: woken by the tracker's advances, it indexes every
+ * event up to the linear position (all committed), a batch per statement. Passes start at most
+ * every `spacingMs`, so a busy stream is indexed in batches, not one transaction at a time.
+ *
+ * A deployment that starts with history to index (the migration's position is 0) catches up
+ * batch after batch, and says how far it got every 10 s.
+ */
+
+export interface SearchIndexer {
+  /** Indexes everything up to the linear position as of the call; resolves when done. */
+  runOnce(): Promise<void>
+  close(): Promise<void>
+}
+
+/** Events read per statement. */
+const batchSize = 2000
+/** Time between catch-up progress lines. */
+const progressEveryMs = 10_000
+
+export function startSearchIndexer(options: {
+  db: Kysely<Database>
+  tracker: Pick<StreamTracker, 'linearPosition' | 'onAdvance'>
+  log: Logger
+  registry?: Registry
+  /** Least time between the starts of two passes (default 200 ms). */
+  spacingMs?: number
+  /** Passes even without advances: a retry after a failure, the catch-up at start (default 5 s). */
+  tickMs?: number
+}): SearchIndexer {
+  const { db, tracker } = options
+  const log = options.log.child({ component: 'search-indexer' })
+  const spacingMs = options.spacingMs ?? 200
+  const registers = options.registry ? [options.registry] : []
+  const written = new Counter({ name: 'myelin_search_indexed_total', help: 'Search index entries written (indexed) and dropped for redactions (removed)', labelNames: ['change'], registers })
+  const lag = new Gauge({ name: 'myelin_search_index_lag', help: 'Events stream IDs between the search index position and the linear position', registers })
+
+  let closed = false
+  let running: Promise<void> | undefined
+  let again = false
+  let lastPass = 0
+  let lastProgress = 0
+
+  /** Indexes up to the linear position as of its start. */
+  async function pass(): Promise<void> {
+    const upTo = tracker.linearPosition()
+    for (;;) {
+      const { from, reached, indexed, removed } = await indexForSearch(db, upTo, batchSize)
+      written.inc({ change: 'indexed' }, indexed)
+      written.inc({ change: 'removed' }, removed)
+      lag.set(Number(upTo > reached ? upTo - reached : 0n))
+      if (reached >= upTo || reached === from || closed) return
+      if (Date.now() - lastProgress >= progressEveryMs) {
+        lastProgress = Date.now()
+        log.info({ position: reached.toString(), upTo: upTo.toString() }, 'search index catching up')
+      }
+    }
+  }
+
+  function wake(): Promise<void> {
+    if (closed) return Promise.resolve()
+    if (running) {
+      again = true
+      return running
+    }
+    running = (async () => {
+      do {
+        again = false
+        const wait = lastPass + spacingMs - Date.now()
+        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
+        lastPass = Date.now()
+        try {
+          await pass()
+        } catch (err) {
+          // The next tick tries again from the stored position.
+          log.warn({ err }, 'search indexing failed; retried later')
+          break
+        }
+      } while (again && !closed)
+    })().finally(() => {
+      running = undefined
+    })
+    return running
+  }
+
+  const removeListener = tracker.onAdvance(() => void wake())
+  const tick = setInterval(() => void wake(), options.tickMs ?? 5000)
+  void wake()
+
+  return {
+    async runOnce() {
+      await running
+      await wake()
+    },
+    async close() {
+      closed = true
+      removeListener()
+      clearInterval(tick)
+      await running
+    },
+  }
+}

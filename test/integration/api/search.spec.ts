@@ -1,0 +1,243 @@
+import { expect } from 'chai'
+import fc from 'fast-check'
+import { sql } from 'kysely'
+import { roomReadRoutes } from '../../../api/routes/room-reads.js'
+import { roomWriteRoutes } from '../../../api/routes/rooms.js'
+import { searchRoutes } from '../../../api/routes/search.js'
+import { indexForSearch, parseSearchTerm, searchIndexPosition } from '../../../storage/search.js'
+import { startApi, v3, type ApiHarness, type Session } from './api-harness.js'
+import { enc } from './read-fixtures.js'
+
+type Answer = {
+  search_categories: { room_events?: { count: number; highlights: string[]; next_batch?: string; results: { rank: number; result: Record<string, any>; context?: Record<string, any> }[] } }
+}
+
+describe('api search (POST /search, room_events)', function () {
+  this.timeout(120_000)
+  let h: ApiHarness
+  let alice: Session
+  let bob: Session
+  let carol: Session
+  let room: string
+  before(async () => {
+    h = await startApi({ roomRoutes: (services) => [roomReadRoutes(services), roomWriteRoutes(services), searchRoutes(services)] })
+    alice = await h.register('alice')
+    bob = await h.register('bob')
+    carol = await h.register('carol')
+    room = await createRoom(alice, { preset: 'public_chat', name: 'Gardening club', topic: 'tomatoes and roses' })
+    await join(bob, room)
+  })
+  after(() => h.close())
+
+  let txn = 0
+  const createRoom = async (session: Session, body: Record<string, unknown>) =>
+    (await h.call('POST', `${v3}/createRoom`, { token: session.access_token, body })).json<{ room_id: string }>().room_id
+  const join = async (session: Session, roomId: string) => expect((await h.call('POST', `${v3}/join/${enc(roomId)}`, { token: session.access_token, body: {} })).statusCode).to.equal(200)
+  const send = async (session: Session, roomId: string, body: string) => {
+    const res = await h.call('PUT', `${v3}/rooms/${enc(roomId)}/send/m.room.message/t${txn++}`, { token: session.access_token, body: { msgtype: 'm.text', body } })
+    expect(res.statusCode, res.body).to.equal(200)
+    return res.json<{ event_id: string }>().event_id
+  }
+  const flush = () => h.process!.searchIndexer!.runOnce()
+  const search = async (session: Session | undefined, roomEvents: Record<string, unknown> | undefined, nextBatch?: string) => {
+    const url = `${v3}/search${nextBatch === undefined ? '' : `?next_batch=${enc(nextBatch)}`}`
+    return h.call('POST', url, { ...(session && { token: session.access_token }), body: { search_categories: roomEvents === undefined ? {} : { room_events: roomEvents } } })
+  }
+  const found = async (session: Session, roomEvents: Record<string, unknown>, nextBatch?: string) => {
+    const res = await search(session, roomEvents, nextBatch)
+    expect(res.statusCode, res.body).to.equal(200)
+    return res.json<Answer>().search_categories.room_events!
+  }
+  const bodies = (answer: { results: { result: Record<string, any> }[] }) => answer.results.map((r) => r.result['content']?.['body'] ?? r.result['content']?.['name'] ?? r.result['content']?.['topic'])
+
+  it('should find messages by words, prefixes, phrases, exclusions and alternatives, with count and highlights', async () => {
+    await send(alice, room, 'The quick brown fox jumps')
+    await send(alice, room, 'lazy dogs sleep all day')
+    await send(bob, room, 'quickly now, please')
+    await send(bob, room, 'hello world')
+    await flush()
+
+    const quick = await found(bob, { search_term: 'quick', order_by: 'recent' })
+    // "quick" begins "quickly": both, newest first.
+    expect(bodies(quick)).to.deep.equal(['quickly now, please', 'The quick brown fox jumps'])
+    expect(quick.count).to.equal(2)
+    expect(quick.highlights).to.deep.equal(['quick'])
+    expect(quick.results[0]!.result).to.include({ room_id: room, sender: bob.user_id, type: 'm.room.message' })
+    expect(quick).not.to.have.property('next_batch')
+
+    expect(bodies(await found(bob, { search_term: 'dog' }))).to.deep.equal(['lazy dogs sleep all day'])
+    expect(bodies(await found(bob, { search_term: 'hel wor' }))).to.deep.equal(['hello world'])
+    expect(bodies(await found(bob, { search_term: 'quick -brown', order_by: 'recent' }))).to.deep.equal(['quickly now, please'])
+    expect(bodies(await found(bob, { search_term: '"brown fox"' }))).to.deep.equal(['The quick brown fox jumps'])
+    expect(bodies(await found(bob, { search_term: '"fox brown"' }))).to.deep.equal([])
+    expect(bodies(await found(bob, { search_term: 'hello OR lazy', order_by: 'recent' }))).to.deep.equal(['hello world', 'lazy dogs sleep all day'])
+    // Nothing to search for: no results, not an error.
+    expect(await found(bob, { search_term: '!!! ...' })).to.deep.equal({ count: 0, highlights: [], results: [] })
+
+    // By rank: the message that says "quick" twice comes first.
+    await send(alice, room, 'quick quick, the quickest way')
+    await flush()
+    const ranked = await found(bob, { search_term: 'quick' })
+    expect(bodies(ranked)[0]).to.equal('quick quick, the quickest way')
+    const ranks = ranked.results.map((r) => r.rank)
+    expect(ranks).to.deep.equal([...ranks].sort((a, b) => b - a))
+  })
+
+  it('should index room names and topics, and search the keys asked for', async () => {
+    await flush()
+    expect(bodies(await found(alice, { search_term: 'gardening' }))).to.deep.equal(['Gardening club'])
+    expect(bodies(await found(alice, { search_term: 'roses', keys: ['content.topic'] }))).to.deep.equal(['tomatoes and roses'])
+    expect(bodies(await found(alice, { search_term: 'roses', keys: ['content.body', 'content.name'] }))).to.deep.equal([])
+  })
+
+  it('should find only events of rooms the user is joined to now, and may see', async () => {
+    const secret = await createRoom(alice, { preset: 'private_chat' })
+    await send(alice, secret, 'zebra secrets')
+    // history_visibility "joined": carol, joining later, does not see what came before.
+    const later = await createRoom(alice, { preset: 'public_chat', initial_state: [{ type: 'm.room.history_visibility', state_key: '', content: { history_visibility: 'joined' } }] })
+    await send(alice, later, 'zebra before carol')
+    await join(carol, later)
+    await send(alice, later, 'zebra after carol')
+    await flush()
+
+    expect(bodies(await found(alice, { search_term: 'zebra', order_by: 'recent' }))).to.deep.equal(['zebra after carol', 'zebra before carol', 'zebra secrets'])
+    expect(bodies(await found(carol, { search_term: 'zebra' }))).to.deep.equal(['zebra after carol'])
+    expect(bodies(await found(bob, { search_term: 'zebra' }))).to.deep.equal([])
+
+    // Filters: rooms, not_rooms, senders, not_senders, types.
+    expect(bodies(await found(alice, { search_term: 'zebra', filter: { rooms: [secret] } }))).to.deep.equal(['zebra secrets'])
+    expect(bodies(await found(alice, { search_term: 'zebra', order_by: 'recent', filter: { not_rooms: [secret] } }))).to.deep.equal(['zebra after carol', 'zebra before carol'])
+    expect(bodies(await found(alice, { search_term: 'zebra', filter: { senders: [bob.user_id] } }))).to.deep.equal([])
+    expect(bodies(await found(alice, { search_term: 'zebra', filter: { not_senders: [alice.user_id] } }))).to.deep.equal([])
+    expect(bodies(await found(alice, { search_term: 'zebra', filter: { not_types: ['m.room.*'] } }))).to.deep.equal([])
+
+    // A user who leaves finds nothing of the room any more.
+    expect((await h.call('POST', `${v3}/rooms/${enc(later)}/leave`, { token: carol.access_token, body: {} })).statusCode).to.equal(200)
+    expect(bodies(await found(carol, { search_term: 'zebra' }))).to.deep.equal([])
+  })
+
+  it('should not find redacted events, indexed or not yet', async () => {
+    const indexed = await send(bob, room, 'walrus one')
+    await flush()
+    const notYet = await send(bob, room, 'walrus two')
+    for (const [i, eventId] of [indexed, notYet].entries()) {
+      const res = await h.call('PUT', `${v3}/rooms/${enc(room)}/redact/${enc(eventId)}/r${i}`, { token: bob.access_token, body: {} })
+      expect(res.statusCode).to.equal(200)
+    }
+    await send(bob, room, 'walrus three')
+    await flush()
+    expect(bodies(await found(alice, { search_term: 'walrus' }))).to.deep.equal(['walrus three'])
+    // The index holds no entry for either.
+    const entries = await h.t.db.selectFrom('event_search').select('event_id').where('event_id', 'in', [indexed, notYet]).execute()
+    expect(entries).to.deep.equal([])
+  })
+
+  it('should page through every result once, in order, in both orders', async () => {
+    const pages = await createRoom(alice, { preset: 'public_chat' })
+    const sent: string[] = []
+    // Words repeated differently, so that ranks differ and tie.
+    for (let i = 0; i < 23; i++) sent.push(await send(alice, pages, `${'kiwi '.repeat(1 + (i % 4))}number ${i}`))
+    await flush()
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 1, max: 30 }), fc.constantFrom('rank', 'recent'), async (limit, order) => {
+        const seen: string[] = []
+        let next: string | undefined
+        let ranks: number[] = []
+        for (let page = 0; page < 30; page++) {
+          const answer = await found(alice, { search_term: 'kiwi', order_by: order, filter: { rooms: [pages], limit } }, next)
+          expect(answer.count).to.equal(23)
+          expect(answer.results.length).to.be.at.most(limit)
+          seen.push(...answer.results.map((r) => r.result['event_id'] as string))
+          ranks = ranks.concat(answer.results.map((r) => r.rank))
+          next = answer.next_batch
+          if (next === undefined) break
+        }
+        expect([...seen].sort()).to.deep.equal([...sent].sort())
+        if (order === 'recent') expect(seen).to.deep.equal([...sent].reverse())
+        else expect(ranks).to.deep.equal([...ranks].sort((a, b) => b - a))
+      }),
+      { numRuns: 12 },
+    )
+  })
+
+  it('should give each result its context and the senders profiles', async () => {
+    const ctx = await createRoom(alice, { preset: 'public_chat' })
+    await join(bob, ctx)
+    await send(alice, ctx, 'before one')
+    await send(bob, ctx, 'before two')
+    await send(alice, ctx, 'the narwhal')
+    await send(bob, ctx, 'after one')
+    await flush()
+    const answer = await found(alice, { search_term: 'narwhal', event_context: { before_limit: 2, after_limit: 1, include_profile: true } })
+    const context = answer.results[0]!.context!
+    expect(context['events_before'].map((e: any) => e.content.body)).to.deep.equal(['before two', 'before one'])
+    expect(context['events_after'].map((e: any) => e.content.body)).to.deep.equal(['after one'])
+    expect(context['start']).to.be.a('string')
+    expect(context['end']).to.be.a('string')
+    expect(Object.keys(context['profile_info']).sort()).to.deep.equal([alice.user_id, bob.user_id].sort())
+    expect(context['profile_info'][alice.user_id]).to.deep.equal({ displayname: 'alice' })
+    // Without event_context: none.
+    expect((await found(alice, { search_term: 'narwhal' })).results[0]).not.to.have.property('context')
+  })
+
+  it('should answer malformed requests with Matrix errors, and never a 500', async () => {
+    const status = async (res: Awaited<ReturnType<typeof search>>) => [res.statusCode, res.json<{ errcode: string }>().errcode]
+    expect(await status(await search(undefined, { search_term: 'x' }))).to.deep.equal([401, 'M_MISSING_TOKEN'])
+    expect(await status(await h.call('POST', `${v3}/search`, { token: alice.access_token, body: {} }))).to.deep.equal([400, 'M_BAD_JSON'])
+    expect(await status(await search(alice, {}))).to.deep.equal([400, 'M_BAD_JSON'])
+    expect(await status(await search(alice, { search_term: 'x', keys: ['content.msgtype'] }))).to.deep.equal([400, 'M_BAD_JSON'])
+    expect(await status(await search(alice, { search_term: 'x', order_by: 'oldest' }))).to.deep.equal([400, 'M_BAD_JSON'])
+    expect(await status(await search(alice, { search_term: 'x', event_context: { before_limit: -1 } }))).to.deep.equal([400, 'M_BAD_JSON'])
+    expect(await status(await search(alice, { search_term: 'x' }, 'garbage'))).to.deep.equal([400, 'M_INVALID_PARAM'])
+    expect(await status(await search(alice, { search_term: 'x', order_by: 'recent' }, 'k.0.5.12'))).to.deep.equal([400, 'M_INVALID_PARAM'])
+    // No category asked: an empty answer.
+    const none = await search(alice, undefined)
+    expect([none.statusCode, none.json()]).to.deep.equal([200, { search_categories: {} }])
+
+    await fc.assert(
+      fc.asyncProperty(fc.string({ maxLength: 40 }), fc.constantFrom('rank', 'recent'), async (term, order) => {
+        const res = await search(alice, { search_term: term, order_by: order })
+        expect(res.statusCode, `${JSON.stringify(term)}: ${res.body}`).to.equal(200)
+      }),
+      { numRuns: 150 },
+    )
+  })
+
+  it('should turn any term into a valid query, and index each event once however the indexing runs', async () => {
+    expect(parseSearchTerm('hello "big world" -spam')).to.deep.equal({ tsquery: "'hello':* & 'big world' & !'spam':*", highlights: ['hello', 'big', 'world'] })
+    expect(parseSearchTerm("it's a \\ or b")).to.deep.equal({ tsquery: "'it s':* & ('a':* | 'b':*)", highlights: ['it', 's', 'a', 'b'] })
+    // Whatever the term, PostgreSQL takes the query.
+    await fc.assert(
+      fc.asyncProperty(fc.string({ maxLength: 30, unit: fc.constantFrom('a', 'b', ' ', '"', "'", '\\', '-', '|', '&', '!', ':', '*', '(', ')', 'o', 'r', 'é', '日') }), async (term) => {
+        const { tsquery } = parseSearchTerm(term)
+        await sql`SELECT to_tsquery('english', ${tsquery})`.execute(h.t.db)
+      }),
+      { numRuns: 200 },
+    )
+
+    // Indexers side by side (three here and the process's own), from the start of the stream
+    // again: every searchable event once, the ones indexed before included.
+    const busy = await createRoom(alice, { preset: 'public_chat' })
+    await Promise.all(Array.from({ length: 40 }, (_, i) => send(alice, busy, `octopus ${i}`)))
+    await flush()
+    const before = Number((await sql<{ n: string }>`SELECT count(*)::text AS n FROM event_search`.execute(h.t.db)).rows[0]!.n)
+    await h.t.db.deleteFrom('event_search').where('room_id', '=', busy).execute()
+    await h.t.db.updateTable('event_search_position').set({ stream_ordering: 0 }).execute()
+    const upTo = (await h.t.db.selectFrom('events').select((eb) => eb.fn.max('stream_ordering').as('max')).executeTakeFirstOrThrow()).max as bigint
+    const runs = await Promise.all([0, 1, 2].map(async () => {
+      const steps: bigint[] = []
+      for (;;) {
+        const { from, reached } = await indexForSearch(h.t.db, BigInt(upTo), 7)
+        if (reached === from) return steps
+        steps.push(reached)
+      }
+    }))
+    expect(runs.flat().length).to.be.above(2)
+    expect(await searchIndexPosition(h.t.db)).to.equal(BigInt(upTo))
+    const rows = await h.t.db.selectFrom('event_search').select('event_id').where('room_id', '=', busy).execute()
+    expect(rows).to.have.length(40)
+    expect(Number((await sql<{ n: string }>`SELECT count(*)::text AS n FROM event_search`.execute(h.t.db)).rows[0]!.n)).to.equal(before)
+    await flush()
+    expect((await found(alice, { search_term: 'octopus', filter: { rooms: [busy], limit: 100 } })).results).to.have.length(40)
+  })
+})
