@@ -16,8 +16,8 @@ CREATE TABLE event_search (
   vector tsvector NOT NULL
 );
 COMMENT ON TABLE event_search IS 'Full-text vectors of events for /search, filled by the search indexer behind the events stream.';
+-- The one index beside the key: a search's rooms, keys and order are applied to the matches.
 CREATE INDEX event_search_vector ON event_search USING gin (vector);
-CREATE INDEX event_search_room_order ON event_search (room_id, stream_ordering);
 
 CREATE TABLE event_search_position (
   lock boolean PRIMARY KEY DEFAULT true CHECK (lock),

@@ -50,7 +50,7 @@ export async function indexForSearch(db: Kysely<Database>, upTo: bigint, limit: 
     ),
     reach AS (SELECT coalesce(max(stream_ordering), (SELECT after FROM pos)) AS reached FROM span),
     picked AS (
-      SELECT e.event_id, e.room_id, e.stream_ordering, e.sender, e.type, (j.json::jsonb) -> 'content' AS content
+      SELECT e.event_id, e.room_id, e.stream_ordering, e.sender, e.type, (j.json::json) -> 'content' AS content
       FROM events e JOIN event_json j ON j.event_id = e.event_id
       WHERE e.stream_ordering > (SELECT after FROM pos) AND e.stream_ordering <= (SELECT reached FROM reach) AND NOT e.outlier
         AND e.type IN ('m.room.message', 'm.room.name', 'm.room.topic', 'm.room.redaction')
@@ -60,7 +60,7 @@ export async function indexForSearch(db: Kysely<Database>, upTo: bigint, limit: 
       FROM picked p
       JOIN (VALUES ('m.room.message', 'body', 'content.body'), ('m.room.name', 'name', 'content.name'), ('m.room.topic', 'topic', 'content.topic')) AS k(type, field, key)
         ON k.type = p.type
-      WHERE jsonb_typeof(p.content -> k.field) = 'string' AND p.content ->> k.field <> ''
+      WHERE json_typeof(p.content -> k.field) = 'string' AND p.content ->> k.field <> ''
         AND NOT EXISTS (SELECT 1 FROM redactions r WHERE r.redacts = p.event_id)
     ),
     inserted AS (
