@@ -975,6 +975,75 @@ export async function eventContext(
   return { event: event[0]!, events_before: eventsBefore, events_after: eventsAfter, start: tokenBefore(oldest).toString(), end: tokenAt(newest).toString(), state: stateEvents }
 }
 
+/** Events compared on either side of where the bisection of `eventAtTimestamp` lands. */
+export const timestampWindow = 50
+
+/**
+ * `GET /v1/rooms/{roomId}/timestamp_to_event`: the event closest to `ts` in direction `dir`
+ * (`f`: the earliest at or after it; `b`: the latest at or before it) among those `viewer` may
+ * see, or undefined.
+ *
+ * Found without an index on `origin_server_ts`, which would cost every persist one more index
+ * entry: a bisection over the room's stream order (index seeks on `(room_id, stream_ordering)`,
+ * one per halving of the room's span of stream IDs, 64 at most), then the `timestampWindow`
+ * events on either side of where it lands compared by timestamp. Exact when timestamps follow
+ * stream order, as they do for the events of one writer (its clock stamps them as it persists);
+ * writers whose clocks disagree by more than the window's events can move the answer by a few
+ * events. Ties go to the earliest event (`f`) or the latest (`b`) in stream order.
+ *
+ * @throws StorageError `ES_ROOM_NOT_FOUND`, `ES_FORBIDDEN`.
+ * @example
+ * await eventAtTimestamp(db, { roomId, viewer, ts: Date.parse('2026-11-01'), dir: 'f', upTo }) // { event_id: '$…', origin_server_ts: 1793491200123 }
+ */
+export async function eventAtTimestamp(
+  db: Db,
+  q: { roomId: string; viewer: Viewer; ts: number; dir: 'f' | 'b'; upTo: RoomStreamToken },
+): Promise<{ event_id: string; origin_server_ts: number } | undefined> {
+  const access = await roomAccess(db, q.roomId, q.viewer.userId)
+  const bounds = [rowCoveredBy(q.upTo), ...accessBounds(access)]
+  const inRoom = () => {
+    let query = db
+      .selectFrom('events as e')
+      .leftJoin('instances as i', 'i.instance_name', 'e.instance_name')
+      .select(['e.stream_ordering', 'e.origin_server_ts'])
+      .where('e.room_id', '=', q.roomId)
+      .where('e.outlier', '=', false)
+    for (const bound of bounds) query = query.where(bound)
+    return query
+  }
+  /** The first event at or after stream ordering `from`. */
+  const seek = (from: bigint) => inRoom().where('e.stream_ordering', '>=', from).orderBy('e.stream_ordering').limit(1).executeTakeFirst()
+  const [first, last] = await Promise.all([inRoom().orderBy('e.stream_ordering').limit(1).executeTakeFirst(), inRoom().orderBy('e.stream_ordering', 'desc').limit(1).executeTakeFirst()])
+  if (first === undefined || last === undefined) return undefined
+  const target = BigInt(Math.trunc(q.ts))
+  // The first event (in stream order) stamped at or after `ts`, timestamps taken as ascending:
+  // every event before `lo` is earlier than ts; the event at `hi` (or the end) is not.
+  let lo = BigInt(first.stream_ordering)
+  let hi = BigInt(last.stream_ordering) + 1n
+  while (lo < hi) {
+    const mid = lo + (hi - lo) / 2n
+    const found = await seek(mid)
+    const at = found === undefined ? undefined : BigInt(found.stream_ordering)
+    if (at === undefined || at >= hi) hi = mid
+    else if (BigInt(found!.origin_server_ts) >= target) hi = at
+    else lo = at + 1n
+  }
+  const [before, after] = await Promise.all([
+    queryEvents(db, q.roomId, [...bounds, sql<SqlBool>`e.stream_ordering < ${lo}::int8`], 'stream-desc', timestampWindow),
+    queryEvents(db, q.roomId, [...bounds, sql<SqlBool>`e.stream_ordering >= ${lo}::int8`], 'stream-asc', timestampWindow),
+  ])
+  const ts = (row: EventRow) => BigInt(row.pdu['origin_server_ts'] as number)
+  const candidates = [...before, ...after]
+    .filter((row) => (q.dir === 'f' ? ts(row) >= target : ts(row) <= target))
+    .sort((a, b) => {
+      const byTs = q.dir === 'f' ? compareBigints(ts(a), ts(b)) : compareBigints(ts(b), ts(a))
+      return byTs !== 0 ? byTs : q.dir === 'f' ? compareBigints(a.streamOrdering, b.streamOrdering) : compareBigints(b.streamOrdering, a.streamOrdering)
+    })
+  const visible = await filterVisible(db, q.viewer.userId, candidates)
+  const best = visible[0]
+  return best === undefined ? undefined : { event_id: best.eventId, origin_server_ts: Number(ts(best)) }
+}
+
 /**
  * The member events of a room as `viewer` may see them: at `at` (a token; default now, and at
  * most the viewer's leave for a former member), with `membership` = only that membership,

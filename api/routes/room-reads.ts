@@ -1,5 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify'
 import {
+  eventAtTimestamp,
   eventContext,
   eventForUser,
   joinedMembers,
@@ -15,7 +16,7 @@ import {
 import { parseRoomStreamToken, type RoomStreamToken } from '../../storage/streams/room-stream-token.js'
 import { parseSyncToken } from '../../storage/sync.js'
 import { clientRoute } from '../client-route.js'
-import { invalidParam } from '../errors.js'
+import { invalidParam, notFound } from '../errors.js'
 import { filterSchema } from '../filter-schema.js'
 import { requireUser } from '../require-user.js'
 import type { RoomServices } from '../room-services.js'
@@ -25,7 +26,7 @@ import { filterParam, sinceWaitMs, type JsonSchema } from './sync.js'
  * Room reads of the client-server API (ARCHITECTURE §7), over storage/room-reads.ts:
  * `GET /rooms/{roomId}/state[/{type}[/{stateKey}]]`, `/rooms/{roomId}/event/{eventId}`,
  * `/rooms/{roomId}/messages`, `/rooms/{roomId}/context/{eventId}`, `/rooms/{roomId}/members`,
- * `/rooms/{roomId}/joined_members`, `/joined_rooms`.
+ * `/rooms/{roomId}/joined_members`, `/joined_rooms`, `/v1/rooms/{roomId}/timestamp_to_event`.
  *
  * Every read is bounded by this process's tracker token. A token a client passes (`from`, `to`,
  * `at`: a pagination token, or a sync `next_batch`) is clamped when it is from the future and
@@ -183,6 +184,24 @@ export function roomReadRoutes(services: RoomServices): FastifyPluginAsync {
         },
       })
     }
+
+    clientRoute<{ Params: { roomId: string }; Querystring: { ts: string; dir: 'b' | 'f' } }>(app, {
+      method: 'GET',
+      path: '/rooms/:roomId/timestamp_to_event',
+      versions: ['v1'],
+      schema: {
+        params: { type: 'object', required: ['roomId'], properties: { roomId: id } },
+        querystring: { type: 'object', required: ['ts', 'dir'], properties: { ts: { type: 'string', pattern: '^[0-9]{1,15}$' }, dir: { type: 'string', enum: ['b', 'f'] } } },
+      },
+      handler: async (request) => {
+        const viewer = await viewerOf(request)
+        const { roomId } = request.params
+        checkRoomId(roomId)
+        const found = await eventAtTimestamp(db, { roomId, viewer, ts: Number(request.query.ts), dir: request.query.dir, upTo: tracker.currentToken() })
+        if (found === undefined) throw notFound(`No event found ${request.query.dir === 'f' ? 'after' : 'before'} ${request.query.ts} in ${roomId}`)
+        return found
+      },
+    })
 
     clientRoute<{ Params: { roomId: string }; Querystring: { include?: 'all' | 'participated'; from?: string; limit?: string } }>(app, {
       method: 'GET',
