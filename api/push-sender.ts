@@ -12,6 +12,7 @@ import type { Database } from '../storage/schema.js'
 import { RoomStreamToken } from '../storage/streams/room-stream-token.js'
 import type { StreamTracker } from '../storage/streams/stream-tracker.js'
 import { unreadRoomCount } from '../storage/unread-counts.js'
+import { spacedPasses } from './spaced-passes.js'
 
 /**
  * Sends push notifications to push gateways (push gateway API v1, `POST /_matrix/push/v1/notify`),
@@ -79,10 +80,7 @@ export function startPushSender(options: {
   /** The receipts stream position badge updates have been sent up to (undefined: not read yet). */
   let receiptsSeen: bigint | undefined
   let closed = false
-  let running: Promise<void> | undefined
-  let again = false
   let retryTimer: NodeJS.Timeout | undefined
-  let lastPass = 0
   let refreshWanted = false
 
   /** The pushers as last read, by ID, with the positions this process recorded since. */
@@ -132,7 +130,8 @@ export function startPushSender(options: {
         })
       delivering.set(pusher.id, task)
     }
-    if (reached < upTo) again = true
+    // The rest is the next pass's.
+    if (reached < upTo) void passes.wake()
   }
 
   /** Records `pusher`'s progress here and in the database (never backwards). */
@@ -295,37 +294,24 @@ export function startPushSender(options: {
     }, waitMs)
   }
 
-  /**
-   * Runs passes until nothing is left, at most one per `passSpacingMs`; a failed pass is logged
-   * and retried later.
-   */
+  /** Passes until nothing is left, at most one per `passSpacingMs`; a failed pass is logged and retried later. */
+  const passes = spacedPasses({
+    spacingMs: passSpacingMs,
+    clock,
+    pass: () => {
+      const refreshNow = refreshWanted
+      refreshWanted = false
+      return pass(refreshNow)
+    },
+    onError: (err) => {
+      log.warn({ err }, 'push pass failed; retried later')
+      scheduleRetry(config.retry_initial_ms)
+    },
+  })
   function wake(refresh = false): Promise<void> {
     if (closed) return Promise.resolve()
     refreshWanted ||= refresh
-    if (running) {
-      again = true
-      return running
-    }
-    running = (async () => {
-      do {
-        again = false
-        const wait = lastPass + passSpacingMs - clock()
-        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
-        lastPass = clock()
-        try {
-          const refreshNow = refreshWanted
-          refreshWanted = false
-          await pass(refreshNow)
-        } catch (err) {
-          log.warn({ err }, 'push pass failed; retried later')
-          scheduleRetry(config.retry_initial_ms)
-          break
-        }
-      } while (again && !closed)
-    })().finally(() => {
-      running = undefined
-    })
-    return running
+    return passes.wake()
   }
 
   const removeListener = tracker.onAdvance(() => void wake())
@@ -335,11 +321,11 @@ export function startPushSender(options: {
 
   return {
     async runOnce() {
-      await running
+      await passes.running()
       await wake(true)
       // Until every delivery started, and the passes they lead to, are done.
-      while (running !== undefined || delivering.size > 0 || badgeSends.size > 0) {
-        await running
+      while (passes.running() !== undefined || delivering.size > 0 || badgeSends.size > 0) {
+        await passes.running()
         await Promise.all([...delivering.values(), ...badgeSends])
       }
     },
@@ -348,7 +334,7 @@ export function startPushSender(options: {
       removeListener()
       clearInterval(tick)
       if (retryTimer) clearTimeout(retryTimer)
-      await running
+      await passes.close()
       await Promise.all([...delivering.values(), ...badgeSends])
       await agent.close()
     },

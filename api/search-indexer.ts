@@ -4,6 +4,7 @@ import type { Logger } from '../storage/logger.js'
 import type { Database } from '../storage/schema.js'
 import { indexForSearch } from '../storage/search.js'
 import type { StreamTracker } from '../storage/streams/stream-tracker.js'
+import { spacedPasses } from './spaced-passes.js'
 
 /**
  * Fills the search index (storage/search.ts `indexForSearch`) behind the events stream, on the
@@ -44,9 +45,6 @@ export function startSearchIndexer(options: {
   const lag = new Gauge({ name: 'myelin_search_index_lag', help: 'Events stream IDs between the search index position and the linear position', registers })
 
   let closed = false
-  let running: Promise<void> | undefined
-  let again = false
-  let lastPass = 0
   let lastProgress = 0
 
   /** Indexes up to the linear position as of its start. */
@@ -65,46 +63,22 @@ export function startSearchIndexer(options: {
     }
   }
 
-  function wake(): Promise<void> {
-    if (closed) return Promise.resolve()
-    if (running) {
-      again = true
-      return running
-    }
-    running = (async () => {
-      do {
-        again = false
-        const wait = lastPass + spacingMs - Date.now()
-        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
-        lastPass = Date.now()
-        try {
-          await pass()
-        } catch (err) {
-          // The next tick tries again from the stored position.
-          log.warn({ err }, 'search indexing failed; retried later')
-          break
-        }
-      } while (again && !closed)
-    })().finally(() => {
-      running = undefined
-    })
-    return running
-  }
-
-  const removeListener = tracker.onAdvance(() => void wake())
-  const tick = setInterval(() => void wake(), options.tickMs ?? 5000)
-  void wake()
+  // The next tick tries again from the stored position.
+  const passes = spacedPasses({ spacingMs, pass, onError: (err) => log.warn({ err }, 'search indexing failed; retried later') })
+  const removeListener = tracker.onAdvance(() => void passes.wake())
+  const tick = setInterval(() => void passes.wake(), options.tickMs ?? 5000)
+  void passes.wake()
 
   return {
     async runOnce() {
-      await running
-      await wake()
+      await passes.running()
+      await passes.wake()
     },
     async close() {
       closed = true
       removeListener()
       clearInterval(tick)
-      await running
+      await passes.close()
     },
   }
 }

@@ -1087,24 +1087,42 @@ export async function roomMembers(
 export async function joinedMembers(db: Db, roomId: string, userId: string): Promise<Record<string, { display_name: string | null; avatar_url: string | null }>> {
   const access = await roomAccess(db, roomId, userId)
   if (access.kind === 'former') throw new StorageError('ES_FORBIDDEN', 'You are not in this room')
-  const rows = await db
+  const joined: Record<string, { display_name: string | null; avatar_url: string | null }> = {}
+  for (const [member, profile] of await memberProfiles(db, roomId, { joinedOnly: true })) {
+    joined[member] = { display_name: profile.displayname ?? null, avatar_url: profile.avatar_url ?? null }
+  }
+  return joined
+}
+
+/**
+ * Display names and avatars of a room's members from their current member events: the joined
+ * ones (`joinedOnly`), or `users` whatever their membership; in user ID order.
+ *
+ * @example
+ * await memberProfiles(db, roomId, { users: ['@alice:hs'] }) // Map { '@alice:hs' => { displayname: 'Alice' } }
+ */
+export async function memberProfiles(
+  db: Db,
+  roomId: string,
+  which: { readonly joinedOnly: true } | { readonly users: readonly string[] },
+): Promise<Map<string, { displayname?: string; avatar_url?: string }>> {
+  if ('users' in which && which.users.length === 0) return new Map()
+  let query = db
     .selectFrom('current_state_events as c')
     .innerJoin('event_json as j', 'j.event_id', 'c.event_id')
     .select(['c.state_key', 'j.json'])
     .where('c.room_id', '=', roomId)
     .where('c.type', '=', 'm.room.member')
-    .where('c.membership', '=', 'join')
-    .orderBy('c.state_key')
-    .execute()
-  const joined: Record<string, { display_name: string | null; avatar_url: string | null }> = {}
-  for (const row of rows) {
+  query = 'users' in which ? query.where('c.state_key', 'in', [...which.users]) : query.where('c.membership', '=', 'join')
+  const profiles = new Map<string, { displayname?: string; avatar_url?: string }>()
+  for (const row of await query.orderBy('c.state_key').execute()) {
     const content = ((JSON.parse(row.json) as JsonObject)['content'] ?? {}) as JsonObject
-    joined[row.state_key] = {
-      display_name: typeof content['displayname'] === 'string' ? content['displayname'] : null,
-      avatar_url: typeof content['avatar_url'] === 'string' ? content['avatar_url'] : null,
-    }
+    profiles.set(row.state_key, {
+      ...(typeof content['displayname'] === 'string' && { displayname: content['displayname'] }),
+      ...(typeof content['avatar_url'] === 'string' && { avatar_url: content['avatar_url'] }),
+    })
   }
-  return joined
+  return profiles
 }
 
 /**

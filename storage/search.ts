@@ -1,7 +1,7 @@
 import { sql, type Kysely, type RawBuilder, type SqlBool } from 'kysely'
 import { StorageError } from './errors.js'
 import type { JsonObject } from './events/redaction.js'
-import { eventContext, filterContainsUrl, filterVisible, joinedRooms, rowMatches, toClientEvents, toRow, type EventFilter, type RawEventRow, type Viewer } from './room-reads.js'
+import { eventContext, filterContainsUrl, filterVisible, joinedRooms, memberProfiles, rowMatches, toClientEvents, toRow, type EventFilter, type RawEventRow, type Viewer } from './room-reads.js'
 import type { Database } from './schema.js'
 import type { RoomStreamToken } from './streams/room-stream-token.js'
 
@@ -263,21 +263,5 @@ async function resultContext(db: Kysely<Database>, roomId: string, eventId: stri
   const context: JsonObject = { events_before: around.events_before, events_after: around.events_after, start: around.start, end: around.end }
   if (!ctx.includeProfile) return context
   const senders = [...new Set([around.event, ...around.events_before, ...around.events_after].map((e) => e['sender']).filter((s): s is string => typeof s === 'string'))]
-  const members = await db
-    .selectFrom('current_state_events as c')
-    .innerJoin('event_json as j', 'j.event_id', 'c.event_id')
-    .select(['c.state_key', 'j.json'])
-    .where('c.room_id', '=', roomId)
-    .where('c.type', '=', 'm.room.member')
-    .where('c.state_key', 'in', senders)
-    .execute()
-  const profiles: JsonObject = {}
-  for (const member of members) {
-    const content = ((JSON.parse(member.json) as JsonObject)['content'] ?? {}) as JsonObject
-    profiles[member.state_key] = {
-      ...(typeof content['displayname'] === 'string' && { displayname: content['displayname'] }),
-      ...(typeof content['avatar_url'] === 'string' && { avatar_url: content['avatar_url'] }),
-    }
-  }
-  return { ...context, profile_info: profiles }
+  return { ...context, profile_info: Object.fromEntries(await memberProfiles(db, roomId, { users: senders })) }
 }
