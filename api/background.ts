@@ -2,7 +2,7 @@ import { Gauge, type Registry, Counter } from 'prom-client'
 import type { Kysely } from 'kysely'
 import type { Logger } from '../storage/logger.js'
 import type { Database } from '../storage/schema.js'
-import { expirePresence } from '../storage/presence.js'
+import { expirePresence, idlePresence } from '../storage/presence.js'
 import { expireTyping } from '../storage/typing.js'
 
 /** Client txn IDs are kept a day (Synapse keeps them 24 h: a retry after that is a new send). */
@@ -19,8 +19,8 @@ export const typingSweepIntervalMs = 1000
 export interface BackgroundTasks {
   /** Runs every task once now (tests, and the first run at start). Returns rows deleted per task. */
   runOnce(): Promise<{ txnIds: number; replicationRequests: number }>
-  /** Runs the sweep once now; returns how many users stopped typing and went offline. */
-  sweep(): Promise<{ typing: number; offline: number }>
+  /** Runs the sweep once now; returns how many users stopped typing, went offline and went idle. */
+  sweep(): Promise<{ typing: number; offline: number; idle: number }>
   close(): Promise<void>
 }
 
@@ -28,7 +28,8 @@ export interface BackgroundTasks {
  * The housekeeping of a deployment, run by exactly one process (`run_background_tasks_on`):
  * expires client txn IDs (of sends and of to-device messages) and replication request answers, and publishes room and event counts
  * (every `intervalMs`); stops the typing of users whose timeout ran out, and sets users whose
- * presence connection ran out offline (every `typingSweepMs`). A failed run is logged and
+ * presence connection ran out offline, and online users idle for 5 minutes unavailable (every
+ * `typingSweepMs`). A failed run is logged and
  * retried at the next interval.
  *
  * @example
@@ -51,6 +52,7 @@ export function startBackgroundTasks(options: {
   const rooms = new Gauge({ name: 'myelin_rooms', help: 'Rooms known to the deployment (at the last housekeeping run)', registers })
   const typingStopped = new Counter({ name: 'myelin_typing_timeouts_total', help: 'Typing users stopped because their timeout ran out', registers })
   const wentOffline = new Counter({ name: 'myelin_presence_timeouts_total', help: 'Users set offline because no sync or presence update kept them connected', registers })
+  const wentIdle = new Counter({ name: 'myelin_presence_idle_total', help: 'Online users set unavailable after 5 minutes without activity', registers })
 
   async function runOnce() {
     const now = clock()
@@ -77,9 +79,12 @@ export function startBackgroundTasks(options: {
   async function sweep() {
     const now = clock()
     const [typing, offline] = await Promise.all([expireTyping(db, now), expirePresence(db, now)])
+    // After the offline ones: a user gone is offline, not idle.
+    const idle = await idlePresence(db, now)
     typingStopped.inc(typing)
     wentOffline.inc(offline)
-    return { typing, offline }
+    wentIdle.inc(idle)
+    return { typing, offline, idle }
   }
 
   let running: Promise<unknown> = Promise.resolve()

@@ -19,6 +19,12 @@ import type { Database, PresenceTable } from './schema.js'
  * caller names; a user not seen in time is set offline by the background sweep
  * (`expirePresence`), as Synapse does 30 s after the last sync.
  *
+ * Activity (`last_active_ts`, shown as `last_active_ago` and `currently_active`) is what the
+ * user did: sends, and choosing `online`; coming online by syncing counts once, staying
+ * connected does not (as Synapse). An online user without activity for `idleAfterMs` becomes
+ * `unavailable` (the sweep's `idlePresence`, Synapse's idle timer), and a sync alone does not
+ * bring them back: their next send does.
+ *
  * Stream: a row's stream ID (the `presence` stream, storage/ordered-streams.ts) moves only when
  * what others see changes: the state or the status message. Keeping a user connected and their
  * last activity are written without moving it, under the row's lock only, so the frequent
@@ -32,6 +38,8 @@ export type PresenceState = (typeof presenceStates)[number]
 export const connectedTimeoutMs = 30_000
 /** `currently_active` while the last activity is at most this old (Synapse's granularity). */
 export const currentlyActiveMs = 60_000
+/** An online user without activity this long becomes unavailable (Synapse's IDLE_TIMER). */
+export const idleAfterMs = 5 * 60_000
 
 /** A user's presence as the client-server API shows it (GET status, `m.presence` content). */
 export interface PresenceStatus {
@@ -90,7 +98,7 @@ async function refreshUnchanged(db: Kysely<Database>, userId: string, update: Pr
   const until = update.kind === 'sync' ? update.connectedUntil + connectedTimeoutMs : 0
   const result = await sql`
     UPDATE presence SET online_until_ts = GREATEST(online_until_ts, ${until}::int8),
-                        last_active_ts = CASE WHEN state = 'online' OR ${update.kind === 'active'} THEN ${now}::int8 ELSE last_active_ts END
+                        last_active_ts = CASE WHEN ${update.kind === 'active'} THEN ${now}::int8 ELSE last_active_ts END
     WHERE user_id = ${userId} AND state = ANY(${unchangedStates}::text[])`.execute(db)
   return Number(result.numAffectedRows ?? 0) > 0
 }
@@ -115,7 +123,9 @@ function nextRow(
       }
     case 'sync': {
       const state = update.state === 'online' && before?.state === 'unavailable' ? 'unavailable' : update.state
-      return { state, status_msg: statusMsg, lastActive: state === 'online' ? now : lastActive, onlineUntil: connected(update.connectedUntil + connectedTimeoutMs) }
+      // Coming online is activity; staying online by syncing is not.
+      const comesOnline = state === 'online' && before?.state !== 'online'
+      return { state, status_msg: statusMsg, lastActive: comesOnline ? now : lastActive, onlineUntil: connected(update.connectedUntil + connectedTimeoutMs) }
     }
     case 'active':
       // No row: never connected, nothing to show. Otherwise only `unavailable` reaches here.
@@ -141,6 +151,28 @@ export async function expirePresence(db: Kysely<Database>, now: number): Promise
     const result = await sql`
       UPDATE presence SET state = 'offline', stream_id = nextval('presence_stream_seq')
       WHERE state <> 'offline' AND online_until_ts < ${now}::int8`.execute(trx)
+    return Number(result.numAffectedRows ?? 0)
+  })
+}
+
+/**
+ * Sets every online user without activity for `idleAfterMs` (as of `now`) unavailable, each with
+ * a new stream ID. Cheap when nobody is idle (one index probe, no lock).
+ *
+ * @returns how many users went idle.
+ * @example
+ * await idlePresence(db, Date.now()) // 1
+ */
+export async function idlePresence(db: Kysely<Database>, now: number): Promise<number> {
+  const since = now - idleAfterMs
+  const { rows } = await sql<{ due: boolean }>`
+    SELECT EXISTS (SELECT 1 FROM presence WHERE state = 'online' AND last_active_ts < ${since}::int8) AS due`.execute(db)
+  if (!rows[0]?.due) return 0
+  return db.transaction().execute(async (trx) => {
+    await lockOrderedStream(trx, 'presence')
+    const result = await sql`
+      UPDATE presence SET state = 'unavailable', stream_id = nextval('presence_stream_seq')
+      WHERE state = 'online' AND last_active_ts < ${since}::int8`.execute(trx)
     return Number(result.numAffectedRows ?? 0)
   })
 }

@@ -5,7 +5,7 @@ import { buildApp } from '../../../api/app.js'
 import { roomReadRoutes } from '../../../api/routes/room-reads.js'
 import { roomWriteRoutes } from '../../../api/routes/rooms.js'
 import { syncRoutes } from '../../../api/routes/sync.js'
-import { expirePresence, updatePresence, type PresenceState, type PresenceUpdate } from '../../../storage/presence.js'
+import { expirePresence, idleAfterMs, idlePresence, updatePresence, type PresenceState, type PresenceUpdate } from '../../../storage/presence.js'
 import { parseSyncToken } from '../../../storage/sync.js'
 import { startApi, v3, type ApiHarness, type Session } from './api-harness.js'
 import { createSharedRoom, enc, syncAs } from './read-fixtures.js'
@@ -119,6 +119,42 @@ describe('api presence (shared by every process, shown in /sync)', function () {
     expect(await state()).to.equal('offline')
     await sync(erin)
     expect(await state(), 'syncing again marks online at once').to.equal('online')
+  })
+
+  it('should mark a connected user idle after 5 minutes without activity, shown to others; a sync does not wake them, a send does', async () => {
+    const frank = await h.register('p_idler')
+    const watcher = await h.register('p_idle_watcher')
+    const roomId = await createSharedRoom(h, frank, watcher)
+    // Everyone earlier tests left online goes offline: frank is the only one who can go idle.
+    await expirePresence(h.t.db, later())
+    const t0 = Date.now()
+    // Connected for an hour: only idleness can change their state.
+    const syncAt = (at: number) => updatePresence(h.t.db, frank.user_id, { kind: 'sync', state: 'online', connectedUntil: t0 + 60 * 60_000 }, at)
+    await syncAt(t0)
+    const stored = async () => (await h.t.db.selectFrom('presence').select(['state', 'last_active_ts']).where('user_id', '=', frank.user_id).executeTakeFirstOrThrow())
+    expect(await stored()).to.deep.equal({ state: 'online', last_active_ts: BigInt(t0) })
+    // Syncing is not activity: four minutes of it leave the last activity at the start.
+    await syncAt(t0 + 4 * 60_000)
+    expect((await stored()).last_active_ts).to.equal(BigInt(t0))
+    let body = await sync(watcher, { set_presence: 'offline' })
+    expect(await idlePresence(h.t.db, t0 + idleAfterMs)).to.equal(0)
+    expect(await idlePresence(h.t.db, t0 + idleAfterMs + 1)).to.equal(1)
+    expect((await stored()).state).to.equal('unavailable')
+    body = await sync(watcher, { since: body.next_batch, set_presence: 'offline' })
+    expect(seen(body, frank).map((c) => c.presence)).to.deep.equal(['unavailable'])
+    // Still syncing as online: still idle. Sending: online again.
+    await syncAt(t0 + idleAfterMs + 2)
+    expect((await stored()).state).to.equal('unavailable')
+    const sent = await h.call('PUT', `${v3}/rooms/${enc(roomId)}/send/m.room.message/idle1`, { token: frank.access_token, body: { msgtype: 'm.text', body: 'back' } })
+    expect(sent.statusCode).to.equal(200)
+    const deadline = Date.now() + 5_000
+    while ((await stored()).state !== 'online' && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50))
+    expect((await stored()).state).to.equal('online')
+    // A user whose connection ran out goes offline, not idle.
+    await syncAt(Date.now())
+    await expirePresence(h.t.db, later() + 60 * 60_000)
+    expect(await idlePresence(h.t.db, later() + 60 * 60_000)).to.equal(0)
+    expect((await stored()).state).to.equal('offline')
   })
 
   it("should apply the filter's presence section", async () => {
