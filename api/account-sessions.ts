@@ -29,14 +29,14 @@ export interface SessionResponse {
  */
 export async function createAccount(
   runtime: ApiRuntime,
-  account: { localpart: string; password: string; deviceId?: string; deviceDisplayName?: string; displayName?: string; inhibitLogin?: boolean },
+  account: { localpart: string; password: string; deviceId?: string; deviceDisplayName?: string; displayName?: string; inhibitLogin?: boolean; admin?: boolean },
 ): Promise<SessionResponse> {
   const serverName = runtime.config.server_name
   const userId = userIdOf(account.localpart, serverName)
   const passwordHash = await hashPassword(account.password)
   const nowMs = runtime.clock()
   return runtime.db.transaction().execute(async (trx) => {
-    if ((await createUser(trx, { userId, passwordHash, nowMs })) === 'exists') {
+    if ((await createUser(trx, { userId, passwordHash, nowMs, admin: account.admin === true })) === 'exists') {
       throw new MatrixError(400, 'M_USER_IN_USE', 'User ID already taken')
     }
     await setProfile(trx, userId, { displayname: account.displayName ?? account.localpart })

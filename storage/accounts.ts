@@ -68,11 +68,11 @@ export function generateDeviceId(): string {
  */
 export async function createUser(
   db: Kysely<Database>,
-  user: { userId: string; passwordHash: string | null; nowMs: number },
+  user: { userId: string; passwordHash: string | null; nowMs: number; admin?: boolean },
 ): Promise<'created' | 'exists'> {
   const inserted = await db
     .insertInto('users')
-    .values({ user_id: user.userId, password_hash: user.passwordHash, created_ts: user.nowMs })
+    .values({ user_id: user.userId, password_hash: user.passwordHash, created_ts: user.nowMs, admin: user.admin ?? false })
     .onConflict((oc) => oc.column('user_id').doNothing())
     .returning('user_id')
     .executeTakeFirst()

@@ -50,6 +50,7 @@ export interface Database {
   pushers: PushersTable
   event_search: EventSearchTable
   event_search_position: EventSearchPositionTable
+  event_reports: EventReportsTable
   myelin_schema_compat: SchemaCompatTable
   myelin_migration_checksums: MigrationChecksumsTable
 }
@@ -173,6 +174,7 @@ export interface UsersTable {
   password_hash: string | null
   created_ts: Int8
   deactivated: Generated<boolean>
+  admin: Generated<boolean>
 }
 
 export interface DevicesTable {
@@ -245,6 +247,16 @@ export interface EventSearchTable {
   key: string
   /** tsvector, written and read in SQL only. */
   vector: string
+}
+
+export interface EventReportsTable {
+  id: Generated<bigint>
+  received_ts: Int8
+  room_id: string
+  event_id: string | null
+  user_id: string
+  reason: string | null
+  score: number | null
 }
 
 export interface EventSearchPositionTable {

@@ -12,8 +12,8 @@ import { maxPasswordLength } from './register.js'
  *
  * `GET` answers a nonce; `POST {nonce, username, password, admin?, displayname?, mac}` registers,
  * where `mac` is the hex HMAC-SHA1 (key: the shared secret) of
- * `nonce NUL username NUL password NUL ("admin" | "notadmin")`. Myelin has no admin role: `admin`
- * only enters the MAC.
+ * `nonce NUL username NUL password NUL ("admin" | "notadmin")`. `admin: true` makes a server admin
+ * (`users.admin`), who may read the content reports (routes/reports.ts).
  *
  * Nonces are stateless (a timestamp and random part, HMAC-signed with the secret), so any api
  * worker accepts a nonce another one issued. They expire after `nonceLifetimeMs`; replaying one
@@ -103,6 +103,7 @@ export const adminRegisterRoutes: FastifyPluginAsync = async (app) => {
       return createAccount(app.myelin, {
         localpart: body.username,
         password: body.password,
+        admin: body.admin === true,
         ...(body.displayname !== undefined && { displayName: body.displayname }),
       })
     },

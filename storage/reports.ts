@@ -1,0 +1,89 @@
+import { sql, type Kysely } from 'kysely'
+import type { Database } from './schema.js'
+
+/**
+ * Content reports (client-server API "Reporting content"): a user reports an event, or a whole
+ * room, to the server's admins, who list them (Synapse's admin API `event_reports`).
+ */
+
+export interface NewReport {
+  readonly roomId: string
+  /** Absent: the room itself. */
+  readonly eventId?: string
+  readonly userId: string
+  readonly reason?: string
+  readonly score?: number
+  readonly now: number
+}
+
+/** Stores a report; returns its ID. */
+export async function addReport(db: Kysely<Database>, report: NewReport): Promise<bigint> {
+  const row = await db
+    .insertInto('event_reports')
+    .values({ received_ts: report.now, room_id: report.roomId, event_id: report.eventId ?? null, user_id: report.userId, reason: report.reason ?? null, score: report.score ?? null })
+    .returning('id')
+    .executeTakeFirstOrThrow()
+  return BigInt(row.id)
+}
+
+/** Whether `userId` is a server admin. */
+export async function isAdmin(db: Kysely<Database>, userId: string): Promise<boolean> {
+  const row = await db.selectFrom('users').select('admin').where('user_id', '=', userId).executeTakeFirst()
+  return row?.admin === true
+}
+
+export interface ReportsQuery {
+  /** Reports skipped (the admin API's `from`, an offset as Synapse's). */
+  readonly from: number
+  readonly limit: number
+  /** `b`: newest first (the default); `f`: oldest first. */
+  readonly dir: 'b' | 'f'
+  readonly roomId?: string
+  readonly userId?: string
+}
+
+/** One report as Synapse's admin API shows it. */
+export interface ReportEntry {
+  readonly id: number
+  readonly received_ts: number
+  readonly room_id: string
+  readonly event_id: string | null
+  readonly user_id: string
+  readonly reason: string | null
+  readonly score: number | null
+  /** The reported event's sender. */
+  readonly sender: string | null
+  /** The room's current name and canonical alias. */
+  readonly name: string | null
+  readonly canonical_alias: string | null
+}
+
+/**
+ * A page of reports with the total matching `roomId` and `userId`, and the `next_token` (an
+ * offset) when more follow.
+ *
+ * @example
+ * const { event_reports, total } = await reportsPage(db, { from: 0, limit: 100, dir: 'b' })
+ */
+export async function reportsPage(db: Kysely<Database>, q: ReportsQuery): Promise<{ event_reports: ReportEntry[]; total: number; next_token?: number }> {
+  const where = sql.join(
+    [sql`true`, ...(q.roomId !== undefined ? [sql`r.room_id = ${q.roomId}`] : []), ...(q.userId !== undefined ? [sql`r.user_id = ${q.userId}`] : [])],
+    sql` AND `,
+  )
+  const stateOf = (type: string, field: string) => sql`(
+    SELECT (j.json::json) -> 'content' ->> ${field} FROM current_state_events c JOIN event_json j ON j.event_id = c.event_id
+    WHERE c.room_id = r.room_id AND c.type = ${type} AND c.state_key = '')`
+  const [page, total] = await Promise.all([
+    sql<{ id: string; received_ts: string; room_id: string; event_id: string | null; user_id: string; reason: string | null; score: number | null; sender: string | null; name: string | null; canonical_alias: string | null }>`
+      SELECT r.id::text, r.received_ts::text, r.room_id, r.event_id, r.user_id, r.reason, r.score, e.sender,
+        ${stateOf('m.room.name', 'name')} AS name, ${stateOf('m.room.canonical_alias', 'alias')} AS canonical_alias
+      FROM event_reports r LEFT JOIN events e ON e.event_id = r.event_id
+      WHERE ${where}
+      ORDER BY r.id ${q.dir === 'b' ? sql`DESC` : sql`ASC`}
+      LIMIT ${q.limit}::int OFFSET ${q.from}::int`.execute(db),
+    sql<{ n: string }>`SELECT count(*)::text AS n FROM event_reports r WHERE ${where}`.execute(db),
+  ])
+  const count = Number(total.rows[0]?.n ?? 0)
+  const reports = page.rows.map((row) => ({ ...row, id: Number(row.id), received_ts: Number(row.received_ts) }))
+  return { event_reports: reports, total: count, ...(q.from + reports.length < count && { next_token: q.from + reports.length }) }
+}
