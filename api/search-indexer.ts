@@ -13,7 +13,8 @@ import { spacedPasses } from './spaced-passes.js'
  * every `spacingMs`, so a busy stream is indexed in batches, not one transaction at a time.
  *
  * A deployment that starts with history to index (the migration's position is 0) catches up
- * batch after batch, and says how far it got every 10 s.
+ * batch after batch, resting between batches as long as each took, and says how far it got
+ * every 10 s.
  */
 
 export interface SearchIndexer {
@@ -36,6 +37,8 @@ export function startSearchIndexer(options: {
   spacingMs?: number
   /** Passes even without advances: a retry after a failure, the catch-up at start (default 5 s). */
   tickMs?: number
+  /** Events read per statement (default 2,000). */
+  batchSize?: number
 }): SearchIndexer {
   const { db, tracker } = options
   const log = options.log.child({ component: 'search-indexer' })
@@ -51,7 +54,8 @@ export function startSearchIndexer(options: {
   async function pass(): Promise<void> {
     const upTo = tracker.linearPosition()
     for (;;) {
-      const { from, reached, indexed, removed } = await indexForSearch(db, upTo, batchSize)
+      const started = Date.now()
+      const { from, reached, indexed, removed } = await indexForSearch(db, upTo, options.batchSize ?? batchSize)
       written.inc({ change: 'indexed' }, indexed)
       written.inc({ change: 'removed' }, removed)
       lag.set(Number(upTo > reached ? upTo - reached : 0n))
@@ -60,6 +64,9 @@ export function startSearchIndexer(options: {
         lastProgress = Date.now()
         log.info({ position: reached.toString(), upTo: upTo.toString() }, 'search index catching up')
       }
+      // Catching up (a full batch, more behind it): rest as long as the batch took, so history
+      // is indexed with at most half of one database connection's time, beside the live load.
+      await new Promise((resolve) => setTimeout(resolve, Date.now() - started))
     }
   }
 

@@ -4,6 +4,8 @@ import { sql } from 'kysely'
 import { roomReadRoutes } from '../../../api/routes/room-reads.js'
 import { roomWriteRoutes } from '../../../api/routes/rooms.js'
 import { searchRoutes } from '../../../api/routes/search.js'
+import { pino } from 'pino'
+import { startSearchIndexer } from '../../../api/search-indexer.js'
 import { indexForSearch, parseSearchTerm, searchIndexPosition } from '../../../storage/search.js'
 import { startApi, v3, type ApiHarness, type Session } from './api-harness.js'
 import { enc } from './read-fixtures.js'
@@ -239,5 +241,27 @@ describe('api search (POST /search, room_events)', function () {
     expect(Number((await sql<{ n: string }>`SELECT count(*)::text AS n FROM event_search`.execute(h.t.db)).rows[0]!.n)).to.equal(before)
     await flush()
     expect((await found(alice, { search_term: 'octopus', filter: { rooms: [busy], limit: 100 } })).results).to.have.length(40)
+  })
+
+  it('should catch up on history from the start, batch after batch, saying how far it got', async () => {
+    await flush()
+    const count = async () => Number((await sql<{ n: string }>`SELECT count(*)::text AS n FROM event_search`.execute(h.t.db)).rows[0]!.n)
+    const indexed = await count()
+    expect(indexed).to.be.above(50)
+    // As after the migration on a deployment with history: nothing indexed, position 0.
+    await h.process!.searchIndexer!.close()
+    await h.t.db.deleteFrom('event_search').execute()
+    await h.t.db.updateTable('event_search_position').set({ stream_ordering: 0 }).execute()
+    const lines: string[] = []
+    const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) })
+    const indexer = startSearchIndexer({ db: h.t.db, tracker: h.process!.services!.tracker, log, batchSize: 10, tickMs: 60_000 })
+    try {
+      await indexer.runOnce()
+      expect(await count()).to.equal(indexed)
+      expect(await searchIndexPosition(h.t.db)).to.equal(h.process!.services!.tracker.linearPosition())
+      expect(lines.filter((l) => l.includes('search index catching up'))).to.have.length.above(0)
+    } finally {
+      await indexer.close()
+    }
   })
 })
