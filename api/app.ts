@@ -21,6 +21,7 @@ import { loginRoutes } from './routes/login.js'
 import { keyBackupRoutes } from './routes/key-backup.js'
 import { keyRoutes } from './routes/keys.js'
 import { presenceRoutes } from './routes/presence.js'
+import { mediaRoutes } from './routes/media.js'
 import { notificationRoutes, pusherRoutes } from './routes/pushers.js'
 import { spaceRoutes } from './routes/spaces.js'
 import { profileRoutes } from './routes/profile.js'
@@ -123,6 +124,7 @@ export async function buildApp(ctx: ApiContext, options: BuildAppOptions = {}): 
     pusherRoutes,
     notificationRoutes,
     spaceRoutes,
+    mediaRoutes,
   ]
   for (const plugin of [...builtIn, ...(options.plugins ?? [])]) await app.register(plugin)
   return app

@@ -93,6 +93,8 @@ const configSchema = z
       .default({ enabled: true }),
     /** Presence (storage/presence.ts); large deployments often turn it off to save its writes. */
     presence: z.strictObject({ enabled: z.boolean().default(true) }).default({ enabled: true }),
+    /** The content repository (api/routes/media.ts): the largest upload. */
+    media: z.strictObject({ max_upload_bytes: z.number().int().positive().max(1024 * 1024 * 1024).default(50 * 1024 * 1024) }).default({ max_upload_bytes: 50 * 1024 * 1024 }),
     /** Server-side search (`POST /search`): its index is filled by the background process (api/search-indexer.ts). */
     search: z.strictObject({ enabled: z.boolean().default(true) }).default({ enabled: true }),
     /** Push notifications to push gateways (api/push-sender.ts, on the background process). */

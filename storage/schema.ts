@@ -51,6 +51,7 @@ export interface Database {
   event_search: EventSearchTable
   event_search_position: EventSearchPositionTable
   event_reports: EventReportsTable
+  media: MediaTable
   myelin_schema_compat: SchemaCompatTable
   myelin_migration_checksums: MigrationChecksumsTable
 }
@@ -247,6 +248,16 @@ export interface EventSearchTable {
   key: string
   /** tsvector, written and read in SQL only. */
   vector: string
+}
+
+export interface MediaTable {
+  media_id: string
+  user_id: string
+  content_type: string
+  upload_name: string | null
+  size: Int8
+  created_ts: Int8
+  content: Buffer
 }
 
 export interface EventReportsTable {

@@ -158,7 +158,8 @@ export function renderNginxConfig(config: MyelinConfig, options: NginxConfigOpti
     '',
     '  server {',
     `    listen ${options.listenAddress ?? '0.0.0.0'}:${options.listenPort};`,
-    '    client_max_body_size 50M;',
+    // Uploads up to the content repository's limit (and some room for the request's head).
+    `    client_max_body_size ${Math.ceil(config.media.max_upload_bytes / 1024) + 64}k;`,
     '    proxy_http_version 1.1;',
     '    proxy_set_header Connection "";',
     '    proxy_set_header Host $host;',
