@@ -57,3 +57,24 @@ export async function syncAs<T>(h: ApiHarness, session: Session, query: Record<s
   if (res.statusCode !== 200) throw new Error(`sync: ${res.statusCode} ${res.body}`)
   return res.json<T>()
 }
+
+/** `POST /createRoom` as `session` with `body`; the room ID. */
+export async function createRoomAs(h: ApiHarness, session: Session, body: Record<string, unknown> = {}): Promise<string> {
+  const res = await h.call('POST', `${v3}/createRoom`, { token: session.access_token, body })
+  if (res.statusCode !== 200) throw new Error(`createRoom: ${res.statusCode} ${res.body}`)
+  return res.json<{ room_id: string }>().room_id
+}
+
+/** `POST /join/{roomId}` as `session`; throws unless 200. */
+export async function joinAs(h: ApiHarness, session: Session, roomId: string): Promise<void> {
+  const res = await h.call('POST', `${v3}/join/${enc(roomId)}`, { token: session.access_token, body: {} })
+  if (res.statusCode !== 200) throw new Error(`join: ${res.statusCode} ${res.body}`)
+}
+
+let sentTexts = 0
+/** A text message sent through the API as `session` (a fresh transaction ID each); the event ID. */
+export async function sendTextAs(h: ApiHarness, session: Session, roomId: string, body: string): Promise<string> {
+  const res = await h.call('PUT', `${v3}/rooms/${enc(roomId)}/send/m.room.message/text${++sentTexts}`, { token: session.access_token, body: { msgtype: 'm.text', body } })
+  if (res.statusCode !== 200) throw new Error(`send: ${res.statusCode} ${res.body}`)
+  return res.json<{ event_id: string }>().event_id
+}

@@ -4,7 +4,7 @@ import { reportRoutes } from '../../../api/routes/reports.js'
 import { roomReadRoutes } from '../../../api/routes/room-reads.js'
 import { roomWriteRoutes } from '../../../api/routes/rooms.js'
 import { sharedSecret, startApi, v3, type ApiHarness, type Session } from './api-harness.js'
-import { enc } from './read-fixtures.js'
+import { createRoomAs, enc, sendTextAs } from './read-fixtures.js'
 
 const reportsUrl = '/_synapse/admin/v1/event_reports'
 
@@ -26,10 +26,8 @@ describe('api content reports (report an event or a room; admins list them)', fu
   })
   after(() => h.close())
 
-  const createRoom = async (session: Session, body: Record<string, unknown>) =>
-    (await h.call('POST', `${v3}/createRoom`, { token: session.access_token, body })).json<{ room_id: string }>().room_id
-  const send = async (session: Session, roomId: string, body: string) =>
-    (await h.call('PUT', `${v3}/rooms/${enc(roomId)}/send/m.room.message/${body}`, { token: session.access_token, body: { msgtype: 'm.text', body } })).json<{ event_id: string }>().event_id
+  const createRoom = (session: Session, body: Record<string, unknown>) => createRoomAs(h, session, body)
+  const send = (session: Session, roomId: string, body: string) => sendTextAs(h, session, roomId, body)
   const report = (session: Session | undefined, roomId: string, eventId: string | undefined, body: unknown) =>
     h.call('POST', `${v3}/rooms/${enc(roomId)}${eventId === undefined ? '' : `/report/${enc(eventId)}`}${eventId === undefined ? '/report' : ''}`, { ...(session && { token: session.access_token }), body })
   const list = (session: Session, query = '') => h.call('GET', `${reportsUrl}${query}`, { token: session.access_token })

@@ -8,7 +8,7 @@ import { pino } from 'pino'
 import { startSearchIndexer } from '../../../api/search-indexer.js'
 import { indexForSearch, parseSearchTerm, searchIndexPosition } from '../../../storage/search.js'
 import { startApi, v3, type ApiHarness, type Session } from './api-harness.js'
-import { enc } from './read-fixtures.js'
+import { createRoomAs, enc, joinAs, sendTextAs } from './read-fixtures.js'
 
 type Answer = {
   search_categories: { room_events?: { count: number; highlights: string[]; next_batch?: string; results: { rank: number; result: Record<string, any>; context?: Record<string, any> }[] } }
@@ -31,15 +31,9 @@ describe('api search (POST /search, room_events)', function () {
   })
   after(() => h.close())
 
-  let txn = 0
-  const createRoom = async (session: Session, body: Record<string, unknown>) =>
-    (await h.call('POST', `${v3}/createRoom`, { token: session.access_token, body })).json<{ room_id: string }>().room_id
-  const join = async (session: Session, roomId: string) => expect((await h.call('POST', `${v3}/join/${enc(roomId)}`, { token: session.access_token, body: {} })).statusCode).to.equal(200)
-  const send = async (session: Session, roomId: string, body: string) => {
-    const res = await h.call('PUT', `${v3}/rooms/${enc(roomId)}/send/m.room.message/t${txn++}`, { token: session.access_token, body: { msgtype: 'm.text', body } })
-    expect(res.statusCode, res.body).to.equal(200)
-    return res.json<{ event_id: string }>().event_id
-  }
+  const createRoom = (session: Session, body: Record<string, unknown>) => createRoomAs(h, session, body)
+  const join = (session: Session, roomId: string) => joinAs(h, session, roomId)
+  const send = (session: Session, roomId: string, body: string) => sendTextAs(h, session, roomId, body)
   const flush = () => h.process!.searchIndexer!.runOnce()
   const search = async (session: Session | undefined, roomEvents: Record<string, unknown> | undefined, nextBatch?: string) => {
     const url = `${v3}/search${nextBatch === undefined ? '' : `?next_batch=${enc(nextBatch)}`}`

@@ -4,7 +4,7 @@ import { roomReadRoutes } from '../../../api/routes/room-reads.js'
 import { roomWriteRoutes } from '../../../api/routes/rooms.js'
 import { timestampWindow } from '../../../storage/room-reads.js'
 import { startApi, type ApiHarness, type Session } from './api-harness.js'
-import { enc } from './read-fixtures.js'
+import { createRoomAs, enc, sendTextAs } from './read-fixtures.js'
 
 const v1 = '/_matrix/client/v1'
 const v3 = '/_matrix/client/v3'
@@ -21,14 +21,8 @@ describe('api timestamp_to_event (GET /v1/rooms/{roomId}/timestamp_to_event)', f
   })
   after(() => h.close())
 
-  let txn = 0
-  const createRoom = async (session: Session, body: Record<string, unknown>) =>
-    (await h.call('POST', `${v3}/createRoom`, { token: session.access_token, body })).json<{ room_id: string }>().room_id
-  const send = async (session: Session, roomId: string, body: string) => {
-    const res = await h.call('PUT', `${v3}/rooms/${enc(roomId)}/send/m.room.message/t${txn++}`, { token: session.access_token, body: { msgtype: 'm.text', body } })
-    expect(res.statusCode, res.body).to.equal(200)
-    return res.json<{ event_id: string }>().event_id
-  }
+  const createRoom = (session: Session, body: Record<string, unknown>) => createRoomAs(h, session, body)
+  const send = (session: Session, roomId: string, body: string) => sendTextAs(h, session, roomId, body)
   const at = (session: Session, roomId: string, query: string) => h.call('GET', `${v1}/rooms/${enc(roomId)}/timestamp_to_event?${query}`, { token: session.access_token })
   const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
   /** The room's events as stored: ID, timestamp, stream order. */
