@@ -7,7 +7,9 @@ CREATE TABLE media (
   upload_name text,
   size bigint NOT NULL,
   created_ts bigint NOT NULL,
-  content bytea NOT NULL
+  -- NULL: created (POST /_matrix/media/v1/create) and not uploaded yet; usable until expires_ts.
+  content bytea,
+  expires_ts bigint
 );
-COMMENT ON TABLE media IS 'Uploaded files (mxc://<server_name>/<media_id>), their bytes in content.';
+COMMENT ON TABLE media IS 'Uploaded files (mxc://<server_name>/<media_id>), their bytes in content (NULL while an asynchronous upload is pending).';
 CREATE INDEX media_user ON media (user_id, created_ts);

@@ -257,7 +257,8 @@ export interface MediaTable {
   upload_name: string | null
   size: Int8
   created_ts: Int8
-  content: Buffer
+  content: Buffer | null
+  expires_ts: Int8 | null
 }
 
 export interface EventReportsTable {

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsync, FastifyReply } from 'fastify'
-import { readMedia, storeMedia, type StoredMedia } from '../../storage/media.js'
-import { MatrixError, notFound } from '../errors.js'
+import { createPendingMedia, fillPendingMedia, readMedia, storeMedia, type StoredMedia } from '../../storage/media.js'
+import { forbidden, limitExceeded, MatrixError, notFound } from '../errors.js'
 import { requireUser } from '../require-user.js'
 
 /**
@@ -13,6 +13,11 @@ import { requireUser } from '../require-user.js'
  *   `…/thumbnail/{serverName}/{mediaId}` (authenticated media, spec v1.11). A thumbnail is the
  *   image itself (PNG, JPEG, GIF, WebP, APNG, AVIF: the client scales it); other files have none
  *   (404). Files of other servers: 404 (no federation).
+ * - Asynchronous uploads (spec v1.7): `POST /_matrix/media/v1/create` answers a `content_uri`
+ *   (and `unused_expires_at`, 24 h later) that `PUT /_matrix/media/v3/upload/{serverName}/{mediaId}`
+ *   fills, by its creator only (403), once (409 `M_CANNOT_OVERWRITE_MEDIA`); at most 5 unused per
+ *   user (429). A download of one not uploaded yet waits up to `timeout_ms` (default 20 s, at
+ *   most 2 min), then answers 504 `M_NOT_YET_UPLOADED`.
  * - `GET /_matrix/client/v1/media/config` (and `/_matrix/media/v3/config`): `m.upload.size`.
  * - The unauthenticated `/_matrix/media/v3/download|thumbnail` answer 404, as Synapse's frozen
  *   legacy media: no file is readable without an access token.
@@ -46,7 +51,18 @@ function disposition(contentType: string, name: string | null): string {
   return `${kind}; filename*=utf-8''${encodeURIComponent(name).replace(/['()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`)}`
 }
 
-function send(reply: FastifyReply, media: StoredMedia, name: string | null): Buffer {
+type Uploaded = Extract<StoredMedia, { pending: false }>
+
+/** How long a created media ID stays usable unused (Synapse's default). */
+const unusedExpiryMs = 24 * 60 * 60 * 1000
+/** Unused created media IDs a user may hold at once (Synapse's default). */
+const maxPendingUploads = 5
+/** A download of a pending upload waits this long unless `timeout_ms` says otherwise, and at most `maxWaitMs`. */
+const defaultWaitMs = 20_000
+const maxWaitMs = 120_000
+const pollMs = 100
+
+function send(reply: FastifyReply, media: Uploaded, name: string | null): Buffer {
   void reply
     .header('content-type', media.contentType)
     .header('content-disposition', disposition(media.contentType, name))
@@ -67,16 +83,52 @@ export const mediaRoutes: FastifyPluginAsync = async (app) => {
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: maxBytes }, (_request, body: Buffer, done) => done(null, body))
 
+  /** The upload's type from its `Content-Type` (application/octet-stream when absent). */
+  const typeOf = (header: unknown): string => {
+    const contentType = typeof header === 'string' && header.trim() !== '' ? header.trim() : 'application/octet-stream'
+    if (contentType.length > 255 || /[\r\n]/.test(contentType)) throw new MatrixError(400, 'M_INVALID_PARAM', 'Content-Type is not a media type')
+    return contentType
+  }
+  const filenameQuery = { querystring: { type: 'object', properties: { filename: { type: 'string', maxLength: 255 } } } } as const
+
+  app.post('/_matrix/media/v1/create', { schema: {} }, async (request) => {
+    const { userId } = await requireUser(request)
+    const now = clock()
+    const mediaId = await createPendingMedia(db, { userId, now, expiresTs: now + unusedExpiryMs, maxPending: maxPendingUploads })
+    if (mediaId === undefined) throw limitExceeded(60_000)
+    return { content_uri: `mxc://${config.server_name}/${mediaId}`, unused_expires_at: now + unusedExpiryMs }
+  })
+
   for (const version of ['v3', 'r0']) {
+    app.put<{ Params: { serverName: string; mediaId: string }; Querystring: { filename?: string } }>(
+      `/_matrix/media/${version}/upload/:serverName/:mediaId`,
+      { bodyLimit: maxBytes, schema: { params: mediaParams, ...filenameQuery } },
+      async (request) => {
+        const { userId } = await requireUser(request)
+        const { serverName, mediaId } = request.params
+        if (serverName !== config.server_name) throw notFound('Media not found')
+        const filename = request.query.filename
+        const outcome = await fillPendingMedia(db, {
+          mediaId,
+          userId,
+          contentType: typeOf(request.headers['content-type']),
+          ...(filename !== undefined && filename !== '' && { uploadName: filename }),
+          content: Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0),
+          now: clock(),
+        })
+        if (outcome === 'not-found') throw notFound('Media not found, or its time to be uploaded ran out')
+        if (outcome === 'forbidden') throw forbidden('This media ID was created by another user')
+        if (outcome === 'exists') throw new MatrixError(409, 'M_CANNOT_OVERWRITE_MEDIA', 'Media already uploaded')
+        return {}
+      },
+    )
     app.post<{ Querystring: { filename?: string } }>(
       `/_matrix/media/${version}/upload`,
-      { bodyLimit: maxBytes, schema: { querystring: { type: 'object', properties: { filename: { type: 'string', maxLength: 255 } } } } },
+      { bodyLimit: maxBytes, schema: filenameQuery },
       async (request) => {
         const { userId } = await requireUser(request)
         const content = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0)
-        const header = request.headers['content-type']
-        const contentType = typeof header === 'string' && header.trim() !== '' ? header.trim() : 'application/octet-stream'
-        if (contentType.length > 255 || /[\r\n]/.test(contentType)) throw new MatrixError(400, 'M_INVALID_PARAM', 'Content-Type is not a media type')
+        const contentType = typeOf(request.headers['content-type'])
         const filename = request.query.filename
         const mediaId = await storeMedia(db, { userId, contentType, ...(filename !== undefined && filename !== '' && { uploadName: filename }), content, now: clock() })
         return { content_uri: `mxc://${config.server_name}/${mediaId}` }
@@ -98,29 +150,44 @@ export const mediaRoutes: FastifyPluginAsync = async (app) => {
     return { 'm.upload.size': maxBytes }
   })
 
-  const lookUp = async (params: { serverName: string; mediaId: string }): Promise<StoredMedia> => {
-    const media = params.serverName === config.server_name ? await readMedia(db, params.mediaId) : undefined
-    if (media === undefined) throw notFound('Media not found')
-    return media
+  /** The file, waiting up to `timeout_ms` for one created and not uploaded yet. */
+  const lookUp = async (params: { serverName: string; mediaId: string }, query: { timeout_ms?: string }): Promise<Uploaded> => {
+    if (params.serverName !== config.server_name) throw notFound('Media not found')
+    const deadline = clock() + Math.min(query.timeout_ms === undefined ? defaultWaitMs : Number(query.timeout_ms), maxWaitMs)
+    for (;;) {
+      const media = await readMedia(db, params.mediaId, clock())
+      if (media === undefined) throw notFound('Media not found')
+      if (!media.pending) return media
+      if (clock() >= deadline) throw new MatrixError(504, 'M_NOT_YET_UPLOADED', 'The media has not been uploaded yet')
+      await new Promise((resolve) => setTimeout(resolve, Math.max(1, Math.min(pollMs, deadline - clock()))))
+    }
   }
+  const timeoutParam = { type: 'string', pattern: '^[0-9]{1,9}$' } as const
   for (const path of ['/_matrix/client/v1/media/download/:serverName/:mediaId', '/_matrix/client/v1/media/download/:serverName/:mediaId/:fileName']) {
-    app.get<{ Params: { serverName: string; mediaId: string; fileName?: string } }>(path, { schema: { params: mediaParams } }, async (request, reply) => {
-      await requireUser(request)
-      const media = await lookUp(request.params)
-      return send(reply, media, request.params.fileName ?? media.uploadName)
-    })
+    app.get<{ Params: { serverName: string; mediaId: string; fileName?: string }; Querystring: { timeout_ms?: string } }>(
+      path,
+      { schema: { params: mediaParams, querystring: { type: 'object', properties: { timeout_ms: timeoutParam } } } },
+      async (request, reply) => {
+        await requireUser(request)
+        const media = await lookUp(request.params, request.query)
+        return send(reply, media, request.params.fileName ?? media.uploadName)
+      },
+    )
   }
-  app.get<{ Params: { serverName: string; mediaId: string }; Querystring: Record<string, string> }>(
+  app.get<{ Params: { serverName: string; mediaId: string }; Querystring: { timeout_ms?: string } }>(
     '/_matrix/client/v1/media/thumbnail/:serverName/:mediaId',
     {
       schema: {
         params: mediaParams,
-        querystring: { type: 'object', properties: { width: { type: 'string', pattern: '^[0-9]{1,5}$' }, height: { type: 'string', pattern: '^[0-9]{1,5}$' }, method: { type: 'string', enum: ['crop', 'scale'] } } },
+        querystring: {
+          type: 'object',
+          properties: { width: { type: 'string', pattern: '^[0-9]{1,5}$' }, height: { type: 'string', pattern: '^[0-9]{1,5}$' }, method: { type: 'string', enum: ['crop', 'scale'] }, timeout_ms: timeoutParam },
+        },
       },
     },
     async (request, reply) => {
       await requireUser(request)
-      const media = await lookUp(request.params)
+      const media = await lookUp(request.params, request.query)
       if (!thumbnailTypes.has(baseType(media.contentType))) throw notFound('No thumbnail for this media')
       return send(reply, media, media.uploadName)
     },

@@ -89,4 +89,35 @@ describe('api content repository (upload, authenticated download and thumbnails)
     const sizes = (await h.t.db.selectFrom('media').select('size').execute()).map((r) => Number(r.size))
     expect(sizes.every((size) => size <= 64 * 1024)).to.equal(true)
   })
+
+  it('should create media IDs to upload to later: creator only, once, with waiting downloads and a cap on unused ones', async () => {
+    const create = (session: Session) => h.app.inject({ method: 'POST', url: '/_matrix/media/v1/create', headers: { authorization: `Bearer ${session.access_token}` } })
+    const put = (session: Session, mediaId: string, body: Buffer | string, contentType = 'text/plain') =>
+      h.app.inject({ method: 'PUT', url: `/_matrix/media/v3/upload/hs.test/${mediaId}?filename=later.txt`, headers: { authorization: `Bearer ${session.access_token}`, 'content-type': contentType }, payload: body })
+    const status = (res: { statusCode: number; json: () => { errcode?: string } }) => [res.statusCode, res.json().errcode]
+
+    const created = await create(bob)
+    expect(created.statusCode).to.equal(200)
+    expect(created.json().unused_expires_at).to.be.above(Date.now())
+    const mediaId = idOf(created.json().content_uri)
+    // Not uploaded yet: a short wait ends in 504; a long one ends when the upload comes.
+    expect(status(await get(alice, `${media}/download/hs.test/${mediaId}?timeout_ms=50`))).to.deep.equal([504, 'M_NOT_YET_UPLOADED'])
+    const waiting = get(alice, `${media}/download/hs.test/${mediaId}?timeout_ms=10000`)
+    await new Promise((resolve) => setTimeout(resolve, 150))
+    expect(status(await put(alice, mediaId, 'not mine'))).to.deep.equal([403, 'M_FORBIDDEN'])
+    expect((await put(bob, mediaId, 'uploaded later')).statusCode).to.equal(200)
+    const got = await waiting
+    expect([got.statusCode, got.body, got.headers['content-disposition']]).to.deep.equal([200, 'uploaded later', "inline; filename*=utf-8''later.txt"])
+    expect(status(await put(bob, mediaId, 'again'))).to.deep.equal([409, 'M_CANNOT_OVERWRITE_MEDIA'])
+    expect(status(await put(bob, 'unknownmediaid', 'x'))).to.deep.equal([404, 'M_NOT_FOUND'])
+
+    // At most 5 unused at once; an expired one frees its place and can no longer be filled.
+    const unused: string[] = []
+    for (let i = 0; i < 5; i++) unused.push(idOf((await create(bob)).json().content_uri))
+    expect(status(await create(bob))).to.deep.equal([429, 'M_LIMIT_EXCEEDED'])
+    await h.t.db.updateTable('media').set({ expires_ts: Date.now() - 1 }).where('media_id', '=', unused[0]!).execute()
+    expect((await create(bob)).statusCode).to.equal(200)
+    expect(status(await put(bob, unused[0]!, 'too late'))).to.deep.equal([404, 'M_NOT_FOUND'])
+    expect(status(await get(alice, `${media}/download/hs.test/${unused[0]}?timeout_ms=50`))).to.deep.equal([404, 'M_NOT_FOUND'])
+  })
 })
