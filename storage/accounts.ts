@@ -22,6 +22,8 @@ export interface UserRow {
   /** `scrypt$…` (storage/password-hash.ts), or null when the user cannot log in with a password. */
   readonly passwordHash: string | null
   readonly deactivated: boolean
+  /** A server admin (reads content reports, routes/reports.ts). */
+  readonly admin: boolean
 }
 
 export interface Device {
@@ -86,10 +88,10 @@ export async function createUser(
 export async function getUser(db: Kysely<Database>, userId: string): Promise<UserRow | undefined> {
   const row = await db
     .selectFrom('users')
-    .select(['user_id', 'password_hash', 'deactivated'])
+    .select(['user_id', 'password_hash', 'deactivated', 'admin'])
     .where('user_id', '=', userId)
     .executeTakeFirst()
-  return row && { userId: row.user_id, passwordHash: row.password_hash, deactivated: row.deactivated }
+  return row && { userId: row.user_id, passwordHash: row.password_hash, deactivated: row.deactivated, admin: row.admin }
 }
 
 /**

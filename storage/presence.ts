@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely'
+import { sql, type Kysely, type RawBuilder, type SqlBool } from 'kysely'
 import { lockOrderedStream } from './ordered-streams.js'
 import { sharesRoomSql } from './shared-rooms.js'
 import type { Database, PresenceTable } from './schema.js'
@@ -143,16 +143,7 @@ function nextRow(
  * await expirePresence(db, Date.now()) // 3
  */
 export async function expirePresence(db: Kysely<Database>, now: number): Promise<number> {
-  const { rows } = await sql<{ due: boolean }>`
-    SELECT EXISTS (SELECT 1 FROM presence WHERE state <> 'offline' AND online_until_ts < ${now}::int8) AS due`.execute(db)
-  if (!rows[0]?.due) return 0
-  return db.transaction().execute(async (trx) => {
-    await lockOrderedStream(trx, 'presence')
-    const result = await sql`
-      UPDATE presence SET state = 'offline', stream_id = nextval('presence_stream_seq')
-      WHERE state <> 'offline' AND online_until_ts < ${now}::int8`.execute(trx)
-    return Number(result.numAffectedRows ?? 0)
-  })
+  return setStateWhere(db, 'offline', sql<SqlBool>`state <> 'offline' AND online_until_ts < ${now}::int8`)
 }
 
 /**
@@ -164,15 +155,20 @@ export async function expirePresence(db: Kysely<Database>, now: number): Promise
  * await idlePresence(db, Date.now()) // 1
  */
 export async function idlePresence(db: Kysely<Database>, now: number): Promise<number> {
-  const since = now - idleAfterMs
-  const { rows } = await sql<{ due: boolean }>`
-    SELECT EXISTS (SELECT 1 FROM presence WHERE state = 'online' AND last_active_ts < ${since}::int8) AS due`.execute(db)
+  return setStateWhere(db, 'unavailable', sql<SqlBool>`state = 'online' AND last_active_ts < ${now - idleAfterMs}::int8`)
+}
+
+/**
+ * Sets the users matching `where` (an indexed condition on `presence`) to `state`, each with a
+ * new stream ID, under the stream lock; a probe without a lock first, so a sweep that finds
+ * nobody costs one index lookup.
+ */
+async function setStateWhere(db: Kysely<Database>, state: PresenceState, where: RawBuilder<SqlBool>): Promise<number> {
+  const { rows } = await sql<{ due: boolean }>`SELECT EXISTS (SELECT 1 FROM presence WHERE ${where}) AS due`.execute(db)
   if (!rows[0]?.due) return 0
   return db.transaction().execute(async (trx) => {
     await lockOrderedStream(trx, 'presence')
-    const result = await sql`
-      UPDATE presence SET state = 'unavailable', stream_id = nextval('presence_stream_seq')
-      WHERE state = 'online' AND last_active_ts < ${since}::int8`.execute(trx)
+    const result = await sql`UPDATE presence SET state = ${state}, stream_id = nextval('presence_stream_seq') WHERE ${where}`.execute(trx)
     return Number(result.numAffectedRows ?? 0)
   })
 }

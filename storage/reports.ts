@@ -1,5 +1,6 @@
 import { sql, type Kysely } from 'kysely'
 import type { Database } from './schema.js'
+import { getStateEntries } from './state-entries.js'
 
 /**
  * Content reports (client-server API "Reporting content"): a user reports an event, or a whole
@@ -24,12 +25,6 @@ export async function addReport(db: Kysely<Database>, report: NewReport): Promis
     .returning('id')
     .executeTakeFirstOrThrow()
   return BigInt(row.id)
-}
-
-/** Whether `userId` is a server admin. */
-export async function isAdmin(db: Kysely<Database>, userId: string): Promise<boolean> {
-  const row = await db.selectFrom('users').select('admin').where('user_id', '=', userId).executeTakeFirst()
-  return row?.admin === true
 }
 
 export interface ReportsQuery {
@@ -70,13 +65,9 @@ export async function reportsPage(db: Kysely<Database>, q: ReportsQuery): Promis
     [sql`true`, ...(q.roomId !== undefined ? [sql`r.room_id = ${q.roomId}`] : []), ...(q.userId !== undefined ? [sql`r.user_id = ${q.userId}`] : [])],
     sql` AND `,
   )
-  const stateOf = (type: string, field: string) => sql`(
-    SELECT (j.json::json) -> 'content' ->> ${field} FROM current_state_events c JOIN event_json j ON j.event_id = c.event_id
-    WHERE c.room_id = r.room_id AND c.type = ${type} AND c.state_key = '')`
   const [page, total] = await Promise.all([
-    sql<{ id: string; received_ts: string; room_id: string; event_id: string | null; user_id: string; reason: string | null; score: number | null; sender: string | null; name: string | null; canonical_alias: string | null }>`
-      SELECT r.id::text, r.received_ts::text, r.room_id, r.event_id, r.user_id, r.reason, r.score, e.sender,
-        ${stateOf('m.room.name', 'name')} AS name, ${stateOf('m.room.canonical_alias', 'alias')} AS canonical_alias
+    sql<{ id: string; received_ts: string; room_id: string; event_id: string | null; user_id: string; reason: string | null; score: number | null; sender: string | null }>`
+      SELECT r.id::text, r.received_ts::text, r.room_id, r.event_id, r.user_id, r.reason, r.score, e.sender
       FROM event_reports r LEFT JOIN events e ON e.event_id = r.event_id
       WHERE ${where}
       ORDER BY r.id ${q.dir === 'b' ? sql`DESC` : sql`ASC`}
@@ -84,6 +75,21 @@ export async function reportsPage(db: Kysely<Database>, q: ReportsQuery): Promis
     sql<{ n: string }>`SELECT count(*)::text AS n FROM event_reports r WHERE ${where}`.execute(db),
   ])
   const count = Number(total.rows[0]?.n ?? 0)
-  const reports = page.rows.map((row) => ({ ...row, id: Number(row.id), received_ts: Number(row.received_ts) }))
+  // The rooms' current name and canonical alias.
+  const state = await getStateEntries(db, page.rows.map((row) => row.room_id), [
+    { type: 'm.room.name', stateKey: '' },
+    { type: 'm.room.canonical_alias', stateKey: '' },
+  ])
+  const text = (roomId: string, type: string, field: string): string | null => {
+    const value = state.find((entry) => entry.roomId === roomId && entry.type === type)?.content[field]
+    return typeof value === 'string' ? value : null
+  }
+  const reports = page.rows.map((row) => ({
+    ...row,
+    id: Number(row.id),
+    received_ts: Number(row.received_ts),
+    name: text(row.room_id, 'm.room.name', 'name'),
+    canonical_alias: text(row.room_id, 'm.room.canonical_alias', 'alias'),
+  }))
   return { event_reports: reports, total: count, ...(q.from + reports.length < count && { next_token: q.from + reports.length }) }
 }

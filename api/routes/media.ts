@@ -1,4 +1,4 @@
-import type { FastifyPluginAsync, FastifyReply } from 'fastify'
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { createPendingMedia, fillPendingMedia, readMedia, storeMedia, type StoredMedia } from '../../storage/media.js'
 import { forbidden, limitExceeded, MatrixError, notFound } from '../errors.js'
 import { requireUser } from '../require-user.js'
@@ -90,6 +90,12 @@ export const mediaRoutes: FastifyPluginAsync = async (app) => {
     return contentType
   }
   const filenameQuery = { querystring: { type: 'object', properties: { filename: { type: 'string', maxLength: 255 } } } } as const
+  /** The request's bytes (none: an empty file). */
+  const bodyBytes = (body: unknown): Buffer => (Buffer.isBuffer(body) ? body : Buffer.alloc(0))
+  const uploadConfig = async (request: FastifyRequest) => {
+    await requireUser(request)
+    return { 'm.upload.size': maxBytes }
+  }
 
   app.post('/_matrix/media/v1/create', { schema: {} }, async (request) => {
     const { userId } = await requireUser(request)
@@ -113,7 +119,7 @@ export const mediaRoutes: FastifyPluginAsync = async (app) => {
           userId,
           contentType: typeOf(request.headers['content-type']),
           ...(filename !== undefined && filename !== '' && { uploadName: filename }),
-          content: Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0),
+          content: bodyBytes(request.body),
           now: clock(),
         })
         if (outcome === 'not-found') throw notFound('Media not found, or its time to be uploaded ran out')
@@ -127,17 +133,14 @@ export const mediaRoutes: FastifyPluginAsync = async (app) => {
       { bodyLimit: maxBytes, schema: filenameQuery },
       async (request) => {
         const { userId } = await requireUser(request)
-        const content = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0)
+        const content = bodyBytes(request.body)
         const contentType = typeOf(request.headers['content-type'])
         const filename = request.query.filename
         const mediaId = await storeMedia(db, { userId, contentType, ...(filename !== undefined && filename !== '' && { uploadName: filename }), content, now: clock() })
         return { content_uri: `mxc://${config.server_name}/${mediaId}` }
       },
     )
-    app.get(`/_matrix/media/${version}/config`, { schema: {} }, async (request) => {
-      await requireUser(request)
-      return { 'm.upload.size': maxBytes }
-    })
+    app.get(`/_matrix/media/${version}/config`, { schema: {} }, uploadConfig)
     for (const kind of ['download', 'thumbnail']) {
       app.get(`/_matrix/media/${version}/${kind}/*`, { schema: {} }, async () => {
         throw notFound('Not found: this server serves media through the authenticated endpoints (/_matrix/client/v1/media/…)')
@@ -145,10 +148,7 @@ export const mediaRoutes: FastifyPluginAsync = async (app) => {
     }
   }
 
-  app.get('/_matrix/client/v1/media/config', { schema: {} }, async (request) => {
-    await requireUser(request)
-    return { 'm.upload.size': maxBytes }
-  })
+  app.get('/_matrix/client/v1/media/config', { schema: {} }, uploadConfig)
 
   /** The file, waiting up to `timeout_ms` for one created and not uploaded yet. */
   const lookUp = async (params: { serverName: string; mediaId: string }, query: { timeout_ms?: string }): Promise<Uploaded> => {

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify'
 import { StorageError } from '../../storage/errors.js'
-import { addReport, isAdmin, reportsPage } from '../../storage/reports.js'
+import { getUser } from '../../storage/accounts.js'
+import { addReport, reportsPage } from '../../storage/reports.js'
 import { eventForUser } from '../../storage/room-reads.js'
 import { clientRoute } from '../client-route.js'
 import { forbidden, notFound } from '../errors.js'
@@ -89,7 +90,7 @@ export function reportRoutes(services: RoomServices): FastifyPluginAsync {
       },
       handler: async (request) => {
         const { userId } = await requireUser(request)
-        if (!(await isAdmin(db, userId))) throw forbidden('You are not a server admin')
+        if ((await getUser(db, userId))?.admin !== true) throw forbidden('You are not a server admin')
         const q = request.query
         return reportsPage(db, {
           from: q.from === undefined ? 0 : Number(q.from),
