@@ -15,6 +15,9 @@ export type { PresenceState, PresenceStatus }
  * The frequent updates, a user's syncs and sends, are written at most once per `refreshMs`
  * (default 15 s) per user and kind from each process: a connection lasts 30 s past its sync, so
  * that is enough to keep the user connected, and a change of state is still written at once.
+ * The same update asked again while it is being written joins it rather than queueing another
+ * (a user's concurrent sends would otherwise each write, one after another, under the stream's
+ * lock when the state changes).
  */
 export interface PresenceService {
   readonly enabled: boolean
@@ -39,14 +42,25 @@ export function createPresenceService(options: { db: Kysely<Database>; log: Logg
   const log = options.log.child({ component: 'presence' })
   /** What this process wrote lately, by `<kind> <user>`: the state asked for. */
   const recent = createTtlCache<PresenceState>({ ttlMs: options.refreshMs ?? 15_000, maxEntries: 100_000, clock })
-  const update = async (key: string, userId: string, asked: PresenceState, run: () => Promise<unknown>) => {
-    if (recent.get(key) === asked) return
-    try {
-      await run()
-      recent.set(key, asked)
-    } catch (err) {
-      log.warn({ err, userId }, 'could not update presence')
-    }
+  /** The update of each `<kind> <user>` under way: the same one asked again meanwhile joins it. */
+  const running = new Map<string, { asked: PresenceState; done: Promise<void> }>()
+  const update = (key: string, userId: string, asked: PresenceState, run: () => Promise<unknown>): Promise<void> => {
+    if (recent.get(key) === asked) return Promise.resolve()
+    const current = running.get(key)
+    if (current?.asked === asked) return current.done
+    const entry = { asked, done: Promise.resolve() }
+    running.set(key, entry)
+    entry.done = (async () => {
+      try {
+        await run()
+        recent.set(key, asked)
+      } catch (err) {
+        log.warn({ err, userId }, 'could not update presence')
+      } finally {
+        if (running.get(key) === entry) running.delete(key)
+      }
+    })()
+    return entry.done
   }
   return {
     enabled,

@@ -65,7 +65,10 @@ type PresenceRow = Pick<PresenceTable, 'state' | 'status_msg'> & { last_active_t
  * await updatePresence(db, '@a:hs', { kind: 'sync', state: 'online', connectedUntil: now + 30_000 }, now) // true: was offline
  */
 export async function updatePresence(db: Kysely<Database>, userId: string, update: PresenceUpdate, now: number): Promise<boolean> {
-  if (await refreshUnchanged(db, userId, update, now)) return false
+  const row = await refreshUnchanged(db, userId, update, now)
+  if (row === 'refreshed') return false
+  // Activity alone never creates a row (see `nextRow`): no row, nothing to lock for.
+  if (row === 'absent' && update.kind === 'active') return false
   return db.transaction().execute(async (trx) => {
     await lockOrderedStream(trx, 'presence')
     const { rows } = await sql<PresenceRow>`
@@ -85,22 +88,27 @@ export async function updatePresence(db: Kysely<Database>, userId: string, updat
 }
 
 /**
- * The common case without the stream lock: a sync or an activity that changes nothing others
- * see only extends the connection and the last activity. False when the state would change
- * (or there is no row): the caller takes the locked path.
+ * The common case without the stream lock, in one statement: a sync or an activity that changes
+ * nothing others see only extends the connection and the last activity (`refreshed`). Otherwise
+ * the caller takes the locked path, told whether the user has a row at all (`absent`: a user who
+ * never connected, as senders that do not sync) or it would change (`changed`).
  */
-async function refreshUnchanged(db: Kysely<Database>, userId: string, update: PresenceUpdate, now: number): Promise<boolean> {
-  if (update.kind === 'set') return false
+async function refreshUnchanged(db: Kysely<Database>, userId: string, update: PresenceUpdate, now: number): Promise<'refreshed' | 'absent' | 'changed'> {
+  if (update.kind === 'set') return 'changed'
   // Sync as online: an online or unavailable user stays so; as unavailable: only an unavailable
   // one. Activity: an online user stays online (an offline one too: sends alone do not connect).
   const unchangedStates: readonly PresenceState[] =
     update.kind === 'active' ? ['online', 'offline'] : update.state === 'online' ? ['online', 'unavailable'] : ['unavailable']
   const until = update.kind === 'sync' ? update.connectedUntil + connectedTimeoutMs : 0
-  const result = await sql`
-    UPDATE presence SET online_until_ts = GREATEST(online_until_ts, ${until}::int8),
-                        last_active_ts = CASE WHEN ${update.kind === 'active'} THEN ${now}::int8 ELSE last_active_ts END
-    WHERE user_id = ${userId} AND state = ANY(${unchangedStates}::text[])`.execute(db)
-  return Number(result.numAffectedRows ?? 0) > 0
+  const { rows } = await sql<{ refreshed: boolean; present: boolean }>`
+    WITH refreshed AS (
+      UPDATE presence SET online_until_ts = GREATEST(online_until_ts, ${until}::int8),
+                          last_active_ts = CASE WHEN ${update.kind === 'active'} THEN ${now}::int8 ELSE last_active_ts END
+      WHERE user_id = ${userId} AND state = ANY(${unchangedStates}::text[])
+      RETURNING 1)
+    SELECT EXISTS (SELECT 1 FROM refreshed) AS refreshed, EXISTS (SELECT 1 FROM presence WHERE user_id = ${userId}) AS present`.execute(db)
+  const row = rows[0]
+  return row?.refreshed === true ? 'refreshed' : row?.present === true ? 'changed' : 'absent'
 }
 
 /** The row after `update` (undefined: nothing to write). */

@@ -1,10 +1,13 @@
 import { expect } from 'chai'
 import fc from 'fast-check'
+import { sql } from 'kysely'
 import { pino } from 'pino'
+import { createPresenceService } from '../../../api/presence-service.js'
 import { buildApp } from '../../../api/app.js'
 import { roomReadRoutes } from '../../../api/routes/room-reads.js'
 import { roomWriteRoutes } from '../../../api/routes/rooms.js'
 import { syncRoutes } from '../../../api/routes/sync.js'
+import { lockOrderedStream } from '../../../storage/ordered-streams.js'
 import { expirePresence, idleAfterMs, idlePresence, updatePresence, type PresenceState, type PresenceUpdate } from '../../../storage/presence.js'
 import { parseSyncToken } from '../../../storage/sync.js'
 import { startApi, v3, type ApiHarness, type Session } from './api-harness.js'
@@ -155,6 +158,45 @@ describe('api presence (shared by every process, shown in /sync)', function () {
     await expirePresence(h.t.db, later() + 60 * 60_000)
     expect(await idlePresence(h.t.db, later() + 60 * 60_000)).to.equal(0)
     expect((await stored()).state).to.equal('offline')
+  })
+
+  it("should write a user's activity once however many sends ask at once, and take no lock for a sender who never connected", async () => {
+    const [idle, stranger] = [await h.register('p_busy_sender'), await h.register('p_never_syncs')]
+    await updatePresence(h.t.db, idle.user_id, { kind: 'set', state: 'unavailable' }, Date.now())
+    const service = createPresenceService({ db: h.t.db, log: pino({ level: 'silent' }), clock: Date.now, enabled: true })
+    const waitingOnStreamLock = async () =>
+      Number((await sql<{ n: string }>`SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'advisory'`.execute(h.t.db)).rows[0]?.n)
+    let release = () => {}
+    let locked = () => {}
+    const isLocked = new Promise<void>((resolve) => (locked = resolve))
+    // Another process holds the presence stream's lock (as a state change being written does).
+    const holder = h.t.db.transaction().execute(async (trx) => {
+      await lockOrderedStream(trx, 'presence')
+      locked()
+      await new Promise<void>((resolve) => (release = resolve))
+    })
+    await isLocked
+    try {
+      // A sender with no presence row: nothing to change, so nothing waits for the lock.
+      const stranger_ = await Promise.race([
+        updatePresence(h.t.db, stranger.user_id, { kind: 'active' }, Date.now()).then((moved) => ({ moved })),
+        new Promise((resolve) => setTimeout(() => resolve('blocked on the stream lock'), 5_000)),
+      ])
+      expect(stranger_).to.deep.equal({ moved: false })
+      // An idle user's twenty concurrent sends: one update comes online, the rest join it.
+      for (let i = 0; i < 20; i++) service.active(idle.user_id)
+      const deadline = Date.now() + 5_000
+      while ((await waitingOnStreamLock()) === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      expect(await waitingOnStreamLock(), 'transactions waiting for the presence lock').to.equal(1)
+    } finally {
+      release()
+      await holder
+    }
+    const deadline = Date.now() + 5_000
+    while ((await status(idle, idle)).json<{ presence: string }>().presence !== 'online' && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
+    expect((await status(idle, idle)).json()).to.include({ presence: 'online', currently_active: true })
+    expect(await h.t.db.selectFrom('presence').select('user_id').where('user_id', '=', stranger.user_id).execute()).to.deep.equal([])
   })
 
   it("should apply the filter's presence section", async () => {
