@@ -84,3 +84,15 @@ export async function roomAliases(db: Kysely<Database>, roomId: string): Promise
   const rows = await db.selectFrom('room_aliases').select('room_alias').where('room_id', '=', roomId).orderBy('room_alias').execute()
   return rows.map((row) => row.room_alias)
 }
+
+/**
+ * Points every alias of `fromRoomId` at `toRoomId` (a room upgrade), keeping their creators.
+ *
+ * @returns the aliases moved, sorted.
+ * @example
+ * await moveAliases(db, '!old:example.org', '!new:example.org') // ['#lobby:example.org']
+ */
+export async function moveAliases(db: Kysely<Database>, fromRoomId: string, toRoomId: string): Promise<string[]> {
+  const rows = await db.updateTable('room_aliases').set({ room_id: toRoomId }).where('room_id', '=', fromRoomId).returning('room_alias').execute()
+  return rows.map((row) => row.room_alias).sort()
+}

@@ -2,16 +2,17 @@ import { randomUUID } from 'node:crypto'
 import type { FastifyPluginAsync } from 'fastify'
 import { RejectedEventError } from '../../persisters/persist-errors.js'
 import { getUser } from '../../storage/accounts.js'
-import { getEvent, getRoomHead } from '../../storage/events/event-store.js'
+import { getCurrentState, getEvent, getForwardExtremities, getRoomHead } from '../../storage/events/event-store.js'
 import { getProfile } from '../../storage/profiles.js'
-import { createAlias, getAlias } from '../../storage/room-aliases.js'
-import { setRoomPublished } from '../../storage/room-directory.js'
+import { createAlias, getAlias, moveAliases } from '../../storage/room-aliases.js'
+import { isRoomPublished, setRoomPublished } from '../../storage/room-directory.js'
 import { currentMembership } from '../../storage/state-entries.js'
 import { stopTypingOfDeparted } from '../../storage/typing.js'
 import { clientRoute, emptyBodyAsObject } from '../client-route.js'
 import { forbidden, MatrixError, notFound } from '../errors.js'
 import { requireUser } from '../require-user.js'
 import { createRoomBodySchema, planRoomCreation, profileContent, type CreateRoomBody } from '../room-creation.js'
+import { planRoomUpgrade, roomUpgradeBodySchema, type RoomUpgradeBody } from '../room-upgrade.js'
 import { checkRoomAlias, checkRoomId, checkUserId, generateRoomId, maxIdentifierLength, serverNameOf } from '../room-ids.js'
 import type { NewEvent, PersistedEvent, RoomServices } from '../room-services.js'
 import { createTtlCache } from '../ttl-cache.js'
@@ -250,6 +251,56 @@ export function roomWriteRoutes(services: RoomServices): FastifyPluginAsync {
           throw new MatrixError(400, 'M_UNKNOWN', `${userId} is still in the room (membership: ${membership}); leave it first`)
         }
         return {}
+      },
+    })
+
+    clientRoute<{ Params: RoomParams; Body: RoomUpgradeBody }>(app, {
+      method: 'POST',
+      path: '/rooms/:roomId/upgrade',
+      schema: { params: roomParams, body: roomUpgradeBodySchema },
+      handler: async (request) => {
+        const { userId } = await requireUser(request)
+        const oldRoomId = await joinedRoom(request.params.roomId, userId)
+        // Upgrades are rare: the whole current state is read once, for the copied state and the bans.
+        const state = await getCurrentState(db, oldRoomId)
+        const [latest] = await getForwardExtremities(db, oldRoomId)
+        if (latest === undefined) throw notFound(`Unknown room ${oldRoomId}`)
+        const plan = planRoomUpgrade({
+          oldRoomId,
+          newRoomId: generateRoomId(serverName),
+          user: userId,
+          serverName,
+          newVersion: request.body.new_version,
+          lastEventId: latest.eventId,
+          state: state.map((entry) => ({ type: entry.type, state_key: entry.stateKey, sender: entry.sender, content: entry.content })),
+          profile: (await getProfile(db, userId)) ?? {},
+        })
+        const newRoomId = plan.tombstone.content['replacement_room'] as string
+        await send(newRoomId, plan.creation.events)
+        if (plan.restorePowerLevels !== undefined) await sendOne(newRoomId, plan.restorePowerLevels)
+        if (await isRoomPublished(db, oldRoomId)) {
+          await setRoomPublished(db, newRoomId, true)
+          await setRoomPublished(db, oldRoomId, false)
+        }
+        const moved = await moveAliases(db, oldRoomId, newRoomId)
+        await sendOne(oldRoomId, plan.tombstone)
+        // What the old room keeps of its standing is best effort, as in Synapse: a user allowed
+        // to tombstone may still lack the power to change the power levels or the alias there.
+        const bestEffort = async (what: string, event: NewEvent) => {
+          try {
+            await sendOne(oldRoomId, event)
+          } catch (err) {
+            if (!(err instanceof MatrixError && err.status === 403)) throw err
+            request.log.info({ roomId: oldRoomId, reason: err.message }, `room upgrade: could not ${what} in the old room`)
+          }
+        }
+        if (plan.restrictOldRoom !== undefined) await bestEffort('restrict the power levels', plan.restrictOldRoom)
+        const canonical = state.find((entry) => entry.type === 'm.room.canonical_alias' && entry.stateKey === '')
+        if (canonical !== undefined && Object.keys(canonical.content).length > 0) {
+          await bestEffort('remove the canonical alias', { type: 'm.room.canonical_alias', state_key: '', sender: userId, content: {} })
+        }
+        request.log.info({ oldRoomId, newRoomId, aliases: moved.length }, 'room upgraded')
+        return { replacement_room: newRoomId }
       },
     })
 

@@ -276,6 +276,26 @@ describe('matrix-js-sdk against a myelin cluster', function () {
     expect(unexpectedErrors(cluster), 'error answers the SDK met').to.deep.equal([])
   })
 
+  it('room upgrade: one client upgrades, the other follows the tombstone to the replacement, which names its predecessor', async () => {
+    const [ownerSession, memberSession] = [await register(base, 'upgrader'), await register(base, 'follower')]
+    const owner = await startSdkClient(base, ownerSession)
+    const member = await startSdkClient(base, memberSession)
+    clients.push(owner, member)
+    const { room_id: oldRoom } = await owner.createRoom({ name: 'to upgrade', invite: [memberSession.user_id] })
+    await eventually('the member sees the invite', () => member.getRoom(oldRoom)?.getMyMembership() === 'invite')
+    await member.joinRoom(oldRoom)
+    const { replacement_room: newRoom } = await owner.upgradeRoom(oldRoom, '11')
+    await eventually('the member sees the tombstone', () => member.getRoom(oldRoom)?.currentState.getStateEvents('m.room.tombstone', '')?.getContent()['replacement_room'] === newRoom)
+    // An invite-only room: the upgrader invites its members, as Element offers to when upgrading.
+    await owner.invite(newRoom, memberSession.user_id)
+    await eventually('the member sees the invite to the replacement', () => member.getRoom(newRoom)?.getMyMembership() === 'invite')
+    await member.joinRoom(newRoom)
+    await eventually('the member is in the replacement', () => member.getRoom(newRoom)?.getMyMembership() === 'join')
+    expect(member.getRoom(newRoom)?.findPredecessor()?.roomId).to.equal(oldRoom)
+    expect(member.getRoom(newRoom)?.name).to.equal('to upgrade')
+    expect(unexpectedErrors(cluster), 'error answers the SDK met').to.deep.equal([])
+  })
+
   it('files: one client uploads 2 MiB through the router, the other downloads them, authenticated, byte for byte', async () => {
     const [uploaderSession, readerSession] = [await register(base, 'uploader'), await register(base, 'reader')]
     const uploader = await startSdkClient(base, uploaderSession)
