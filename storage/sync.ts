@@ -52,6 +52,7 @@ import { parseRoomStreamToken, type RoomStreamToken } from './streams/room-strea
  *   start of the timeline; otherwise the events after `since` (only rooms with something new),
  *   and, when the timeline is `limited`, the state changes between `since` and its start;
  * - invited: `invite_state` (stripped state at the invite) when the invite is new;
+ * - knocking: `knock_state` (the same stripped state, at the knock) when the knock is new;
  * - left or banned: when that happened after `since` (initial sync: with `include_leave`), the
  *   timeline up to the leave event.
  * Timelines hide what the user may not see (storage/room-reads.ts visibility rules). Every joined
@@ -232,7 +233,7 @@ export interface SyncQuery {
 
 /** The `rooms` and `account_data` parts of a /sync response (the caller adds the rest). */
 export interface SyncData {
-  readonly rooms: { join: Record<string, JsonObject>; invite: Record<string, JsonObject>; leave: Record<string, JsonObject> }
+  readonly rooms: { join: Record<string, JsonObject>; invite: Record<string, JsonObject>; leave: Record<string, JsonObject>; knock: Record<string, JsonObject> }
   readonly accountData: JsonObject[]
   /** The device's to-device messages. */
   readonly toDevice: ToDeviceEvent[]
@@ -255,7 +256,7 @@ interface MembershipRow extends EventKey {
   readonly writerId: number | null
 }
 
-/** Types in an invite's stripped state (client-server API recommendation), plus the invite itself. */
+/** Types in an invite's or a knock's stripped state (client-server API recommendation), plus the membership event itself. */
 const strippedTypes = new Set(['m.room.create', 'm.room.join_rules', 'm.room.name', 'm.room.avatar', 'm.room.canonical_alias', 'm.room.encryption', 'm.room.topic'])
 
 /**
@@ -296,6 +297,7 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
   const joinedRooms = [...atUpTo.values()].filter((m) => m.membership === 'join').map((m) => m.roomId)
   const join: Record<string, JsonObject> = {}
   const invite: Record<string, JsonObject> = {}
+  const knock: Record<string, JsonObject> = {}
   const leave: Record<string, JsonObject> = {}
 
   const incrementalRooms: string[] = []
@@ -373,10 +375,11 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
 
   for (const m of atUpTo.values()) {
     if (!wanted(m.roomId)) continue
-    if (m.membership === 'invite' && (!since || changed.has(m.roomId))) {
+    if ((m.membership === 'invite' || m.membership === 'knock') && (!since || changed.has(m.roomId))) {
       const state = await stateAt(db, m.roomId, m)
-      const stripped = state.filter((row) => strippedTypes.has(row.type) || (row.type === 'm.room.member' && row.stateKey === q.userId))
-      invite[m.roomId] = { invite_state: { events: strippedState(stripped) } }
+      const stripped = strippedState(state.filter((row) => strippedTypes.has(row.type) || (row.type === 'm.room.member' && row.stateKey === q.userId)))
+      if (m.membership === 'invite') invite[m.roomId] = { invite_state: { events: stripped } }
+      else knock[m.roomId] = { knock_state: { events: stripped } }
     }
     if (m.membership === 'leave' || m.membership === 'ban') {
       const before = atSince.get(m.roomId)?.membership
@@ -419,10 +422,10 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
     presence: streams.presence,
     deviceLists: streams.deviceLists,
   }
-  const news = [join, invite, leave].reduce((n, rooms) => n + Object.keys(rooms).length, 0)
+  const news = [join, invite, leave, knock].reduce((n, rooms) => n + Object.keys(rooms).length, 0)
   const empty = news + globalAccountData.length + deviceMessages.events.length + presenceEvents.length + deviceLists.changed.length + deviceLists.left.length === 0
   return {
-    rooms: { join, invite, leave },
+    rooms: { join, invite, leave, knock },
     accountData: globalAccountData,
     toDevice: deviceMessages.events,
     presence: presenceEvents,

@@ -19,7 +19,8 @@ import { createTtlCache } from '../ttl-cache.js'
 
 /**
  * The client API's room writes: `POST /createRoom`, joining (`/join/{roomIdOrAlias}`,
- * `/rooms/{roomId}/join`), `leave`, `invite`, `kick`, `ban`, `unban`, `forget`, and
+ * `/rooms/{roomId}/join`), knocking (`/knock/{roomIdOrAlias}`), `leave`, `invite`, `kick`,
+ * `ban`, `unban`, `forget`, `upgrade`, and
  * `PUT /rooms/{roomId}/send|state|redact/…`. Every route needs an access token.
  *
  * The API checks only what is cheap and certain (identifier syntax; the room exists, else 404;
@@ -89,6 +90,14 @@ export function roomWriteRoutes(services: RoomServices): FastifyPluginAsync {
       return roomId
     }
 
+    /** `existingRoom` of a room ID, or of the room an alias names (404 when it names none). */
+    async function existingRoomOrAlias(target: string): Promise<string> {
+      if (!target.startsWith('#')) return existingRoom(target)
+      const mapping = await getAlias(db, checkRoomAlias(target))
+      if (mapping === undefined) throw notFound(`Room alias ${target} not found`)
+      return existingRoom(mapping.roomId)
+    }
+
     /** Like `existingRoom`, and 403 unless `userId` is joined to it. */
     async function joinedRoom(raw: string, userId: string): Promise<string> {
       const roomId = checkRoomId(raw)
@@ -147,14 +156,27 @@ export function roomWriteRoutes(services: RoomServices): FastifyPluginAsync {
       },
       handler: async (request) => {
         const { userId } = await requireUser(request)
-        const target = request.params.roomIdOrAlias
-        let roomId = target
-        if (target.startsWith('#')) {
-          const mapping = await getAlias(db, checkRoomAlias(target))
-          if (mapping === undefined) throw notFound(`Room alias ${target} not found`)
-          roomId = mapping.roomId
-        }
-        return join(await existingRoom(roomId), userId, request.body.reason)
+        return join(await existingRoomOrAlias(request.params.roomIdOrAlias), userId, request.body.reason)
+      },
+    })
+
+    // Knocking (room versions 7+): asks to be let into a room whose join rule is `knock`; the
+    // room's moderators answer with an invite or a kick. The persister's auth rules refuse
+    // other join rules, joined and banned users (403).
+    clientRoute<{ Params: { roomIdOrAlias: string }; Body: { reason?: string } }>(app, {
+      method: 'POST',
+      path: '/knock/:roomIdOrAlias',
+      preValidation: emptyBodyAsObject,
+      schema: {
+        params: { type: 'object', required: ['roomIdOrAlias'], properties: { roomIdOrAlias: { type: 'string', minLength: 1, maxLength: 2048 } } },
+        body: optionalReasonBody,
+      },
+      handler: async (request) => {
+        const { userId } = await requireUser(request)
+        const roomId = await existingRoomOrAlias(request.params.roomIdOrAlias)
+        const profile = (await getProfile(db, userId)) ?? {}
+        await sendOne(roomId, member(userId, userId, 'knock', request.body.reason, profileContent(profile)))
+        return { room_id: roomId }
       },
     })
 

@@ -251,7 +251,7 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
           // Synapse always counts signed_curve25519 keys, so that clients know to upload some.
           device_one_time_keys_count: { signed_curve25519: 0, ...counts.oneTimeKeyCounts },
           device_unused_fallback_key_types: counts.unusedFallbackKeyTypes,
-          rooms: { ...data.rooms, knock: {} },
+          rooms: data.rooms,
         }
       },
     })

@@ -296,6 +296,22 @@ describe('matrix-js-sdk against a myelin cluster', function () {
     expect(unexpectedErrors(cluster), 'error answers the SDK met').to.deep.equal([])
   })
 
+  it('knocking: a client knocks through the router on a knock-only room, a moderator sees it and lets them in', async () => {
+    const [modSession, visitorSession] = [await register(base, 'moderator'), await register(base, 'visitor')]
+    const mod = await startSdkClient(base, modSession)
+    const visitor = await startSdkClient(base, visitorSession)
+    clients.push(mod, visitor)
+    const { room_id: roomId } = await mod.createRoom({ name: 'knock only', initial_state: [{ type: 'm.room.join_rules', state_key: '', content: { join_rule: 'knock' } }] })
+    await visitor.knockRoom(roomId, { reason: 'hello' })
+    await eventually('the visitor sees its knock', () => visitor.getRoom(roomId)?.getMyMembership() === 'knock')
+    await eventually('the moderator sees the knock', () => mod.getRoom(roomId)?.getMember(visitorSession.user_id)?.membership === 'knock')
+    await mod.invite(roomId, visitorSession.user_id)
+    await eventually('the visitor sees the invite', () => visitor.getRoom(roomId)?.getMyMembership() === 'invite')
+    await visitor.joinRoom(roomId)
+    await eventually('the moderator sees the visitor join', () => mod.getRoom(roomId)?.getMember(visitorSession.user_id)?.membership === 'join')
+    expect(unexpectedErrors(cluster), 'error answers the SDK met').to.deep.equal([])
+  })
+
   it('files: one client uploads 2 MiB through the router, the other downloads them, authenticated, byte for byte', async () => {
     const [uploaderSession, readerSession] = [await register(base, 'uploader'), await register(base, 'reader')]
     const uploader = await startSdkClient(base, uploaderSession)
