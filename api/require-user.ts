@@ -1,5 +1,5 @@
 import type { FastifyRequest } from 'fastify'
-import type { Requester } from '../storage/accounts.js'
+import { getUser, type Requester } from '../storage/accounts.js'
 import { MatrixError } from './errors.js'
 
 /**
@@ -40,5 +40,18 @@ export async function requireUser(request: FastifyRequest): Promise<Requester> {
   const requester = await request.server.myelin.auth.authenticate(token)
   if (!requester) throw new MatrixError(401, 'M_UNKNOWN_TOKEN', 'Unknown or expired access token', { soft_logout: false })
   request.myelinRequester = requester
+  return requester
+}
+
+/**
+ * Like `requireUser`, and 403 `M_FORBIDDEN` unless the requester is a server admin
+ * (`users.admin`): the gate of Synapse's admin API (`/_synapse/admin/…`).
+ *
+ * @example
+ * const { userId } = await requireAdmin(request)
+ */
+export async function requireAdmin(request: FastifyRequest): Promise<Requester> {
+  const requester = await requireUser(request)
+  if ((await getUser(request.server.myelin.db, requester.userId))?.admin !== true) throw new MatrixError(403, 'M_FORBIDDEN', 'You are not a server admin')
   return requester
 }

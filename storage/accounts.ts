@@ -288,3 +288,24 @@ export async function recentlyRevokedTokenIds(db: Kysely<Database>, withinMs: nu
 export async function deleteDeviceTokens(db: Kysely<Database>, userId: string, deviceId: string): Promise<void> {
   await db.deleteFrom('access_tokens').where('user_id', '=', userId).where('device_id', '=', deviceId).execute()
 }
+
+/**
+ * Changes what a server admin may change of an account: the admin flag, and reactivation (a
+ * deactivated account gets `deactivated` false and a password again). False when the user does
+ * not exist.
+ *
+ * @example
+ * await updateUser(db, '@alice:example.org', { admin: true }) // true
+ */
+export async function updateUser(db: Kysely<Database>, userId: string, change: { admin?: boolean; reactivateWith?: string }): Promise<boolean> {
+  if (change.admin === undefined && change.reactivateWith === undefined) return (await getUser(db, userId)) !== undefined
+  const result = await db
+    .updateTable('users')
+    .set({
+      ...(change.admin !== undefined && { admin: change.admin }),
+      ...(change.reactivateWith !== undefined && { deactivated: false, password_hash: change.reactivateWith }),
+    })
+    .where('user_id', '=', userId)
+    .executeTakeFirst()
+  return result.numUpdatedRows > 0n
+}

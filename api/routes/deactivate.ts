@@ -3,6 +3,7 @@ import type { FastifyPluginAsync } from 'fastify'
 import { deactivateUser } from '../../storage/accounts.js'
 import { stopTypingOfDeparted } from '../../storage/typing.js'
 import { clientRoute } from '../client-route.js'
+import type { ApiRuntime } from '../context.js'
 import { requireUser } from '../require-user.js'
 import type { RoomServices } from '../room-services.js'
 import { authDictSchema, requirePasswordAuth, type AuthDict } from '../user-interactive-auth.js'
@@ -47,25 +48,38 @@ export function deactivateRoutes(services: RoomServices): FastifyPluginAsync {
       handler: async (request) => {
         const requester = await requireUser(request)
         await requirePasswordAuth(runtime, requester, request.body.auth)
-        const { userId } = requester
-        const rooms = await runtime.db
-          .selectFrom('current_state_events')
-          .select('room_id')
-          .where('type', '=', 'm.room.member')
-          .where('state_key', '=', userId)
-          .where('membership', 'in', ['join', 'invite', 'knock'])
-          .orderBy('room_id')
-          .execute()
-        for (const { room_id: roomId } of rooms) {
-          const leave = { type: 'm.room.member', state_key: userId, sender: userId, content: { membership: 'leave' } }
-          await services.sender.send({ requestId: randomUUID(), roomId, events: [leave] })
-          await stopTypingOfDeparted(runtime.db, roomId, [leave], runtime.clock())
-        }
-        const deviceIds = await deactivateUser(runtime.db, userId, { erase: request.body.erase === true })
-        runtime.auth.forget({ userId, deviceIds })
-        request.log.info({ rooms: rooms.length, devices: deviceIds.length }, 'account deactivated')
+        const { rooms, devices } = await closeAccount(runtime, services, requester.userId, { erase: request.body.erase === true })
+        request.log.info({ rooms, devices }, 'account deactivated')
         return { id_server_unbind_result: 'no-support' }
       },
     })
   }
+}
+
+/**
+ * Closes `userId`'s account (steps 1 and 2 above): leaves every room they are joined to,
+ * invited to or knocking on, then deactivates it. Shared by `/account/deactivate` and the admin
+ * API's deactivation.
+ *
+ * @returns how many rooms were left and devices deleted.
+ * @example
+ * await closeAccount(app.myelin, services, '@alice:example.org', { erase: false }) // { rooms: 2, devices: 1 }
+ */
+export async function closeAccount(runtime: ApiRuntime, services: RoomServices, userId: string, options: { erase: boolean }): Promise<{ rooms: number; devices: number }> {
+  const rooms = await runtime.db
+    .selectFrom('current_state_events')
+    .select('room_id')
+    .where('type', '=', 'm.room.member')
+    .where('state_key', '=', userId)
+    .where('membership', 'in', ['join', 'invite', 'knock'])
+    .orderBy('room_id')
+    .execute()
+  for (const { room_id: roomId } of rooms) {
+    const leave = { type: 'm.room.member', state_key: userId, sender: userId, content: { membership: 'leave' } }
+    await services.sender.send({ requestId: randomUUID(), roomId, events: [leave] })
+    await stopTypingOfDeparted(runtime.db, roomId, [leave], runtime.clock())
+  }
+  const deviceIds = await deactivateUser(runtime.db, userId, { erase: options.erase })
+  runtime.auth.forget({ userId, deviceIds })
+  return { rooms: rooms.length, devices: deviceIds.length }
 }

@@ -1,11 +1,10 @@
 import type { FastifyPluginAsync } from 'fastify'
 import { StorageError } from '../../storage/errors.js'
-import { getUser } from '../../storage/accounts.js'
 import { addReport, reportsPage } from '../../storage/reports.js'
 import { eventForUser } from '../../storage/room-reads.js'
 import { clientRoute } from '../client-route.js'
-import { forbidden, notFound } from '../errors.js'
-import { requireUser } from '../require-user.js'
+import { notFound } from '../errors.js'
+import { requireAdmin, requireUser } from '../require-user.js'
 import { checkRoomId } from '../room-ids.js'
 import type { RoomServices } from '../room-services.js'
 
@@ -89,8 +88,7 @@ export function reportRoutes(services: RoomServices): FastifyPluginAsync {
         },
       },
       handler: async (request) => {
-        const { userId } = await requireUser(request)
-        if ((await getUser(db, userId))?.admin !== true) throw forbidden('You are not a server admin')
+        await requireAdmin(request)
         const q = request.query
         return reportsPage(db, {
           from: q.from === undefined ? 0 : Number(q.from),

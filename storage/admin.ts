@@ -1,0 +1,288 @@
+import { sql, type Kysely, type RawBuilder } from 'kysely'
+import type { Database } from './schema.js'
+import { getStateEntries, type RoomStateEntry } from './state-entries.js'
+
+/**
+ * The reads behind Synapse's admin API (api/routes/admin.ts): accounts and rooms as a server
+ * admin sees them, in the shapes Synapse answers, so that tools built for it (synapse-admin,
+ * scripts) work unchanged.
+ */
+
+type Db = Kysely<Database>
+
+/** One account as `GET /_synapse/admin/v2/users` lists it. */
+export interface AdminUserSummary {
+  readonly name: string
+  readonly user_type: null
+  readonly is_guest: false
+  readonly admin: boolean
+  readonly deactivated: boolean
+  readonly shadow_banned: false
+  readonly locked: false
+  readonly erased: false
+  readonly approved: true
+  readonly displayname: string | null
+  readonly avatar_url: string | null
+  /** Milliseconds since the epoch. */
+  readonly creation_ts: number
+  /** The latest a device of the user was seen, or null. */
+  readonly last_seen_ts: number | null
+}
+
+export const adminUserOrders = ['name', 'displayname', 'creation_ts', 'admin', 'deactivated', 'last_seen_ts'] as const
+export type AdminUserOrder = (typeof adminUserOrders)[number]
+
+export interface AdminUsersQuery {
+  readonly offset: number
+  readonly limit: number
+  /** Only users whose ID or display name contains this, case-insensitively. */
+  readonly name?: string
+  /** Whether deactivated accounts are listed too (Synapse's default: no). */
+  readonly deactivated: boolean
+  /** Only admins (true) or only others (false). */
+  readonly admins?: boolean
+  readonly orderBy: AdminUserOrder
+  readonly dir: 'f' | 'b'
+}
+
+const lastSeen = sql<string | null>`(SELECT max(d.last_seen_ts) FROM devices d WHERE d.user_id = u.user_id)`
+
+function usersBase(db: Db, q: Pick<AdminUsersQuery, 'name' | 'deactivated' | 'admins'>) {
+  return db
+    .selectFrom('users as u')
+    .leftJoin('profiles as p', 'p.user_id', 'u.user_id')
+    .$if(!q.deactivated, (qb) => qb.where('u.deactivated', '=', false))
+    .$if(q.admins !== undefined, (qb) => qb.where('u.admin', '=', q.admins === true))
+    .$if(q.name !== undefined && q.name !== '', (qb) =>
+      qb.where((eb) => eb.or([eb(sql`strpos(lower(u.user_id), lower(${q.name}))`, '>', 0), eb(sql`strpos(lower(coalesce(p.displayname, '')), lower(${q.name}))`, '>', 0)])),
+    )
+}
+
+/**
+ * A page of accounts in `orderBy` order (ties by user ID), and how many match in all.
+ *
+ * @example
+ * const { users, total } = await adminUsers(db, { offset: 0, limit: 100, deactivated: false, orderBy: 'name', dir: 'f' })
+ */
+export async function adminUsers(db: Db, q: AdminUsersQuery): Promise<{ users: AdminUserSummary[]; total: number }> {
+  const orderColumn: Record<AdminUserOrder, RawBuilder<unknown>> = {
+    name: sql`u.user_id`,
+    displayname: sql`p.displayname`,
+    creation_ts: sql`u.created_ts`,
+    admin: sql`u.admin`,
+    deactivated: sql`u.deactivated`,
+    last_seen_ts: lastSeen,
+  }
+  const direction = q.dir === 'b' ? sql`DESC NULLS LAST` : sql`ASC NULLS FIRST`
+  const [rows, total] = await Promise.all([
+    usersBase(db, q)
+      .select(['u.user_id', 'u.admin', 'u.deactivated', 'u.created_ts', 'p.displayname', 'p.avatar_url', lastSeen.as('last_seen_ts')])
+      .orderBy(sql`${orderColumn[q.orderBy]} ${direction}`)
+      .orderBy('u.user_id', q.dir === 'b' ? 'desc' : 'asc')
+      .limit(q.limit)
+      .offset(q.offset)
+      .execute(),
+    usersBase(db, q).select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow(),
+  ])
+  return { users: rows.map(userSummary), total: Number(total.n) }
+}
+
+/**
+ * One account as `GET /_synapse/admin/v2/users/{userId}` shows it, or undefined.
+ *
+ * @example
+ * (await adminUser(db, '@alice:example.org'))?.admin // false
+ */
+export async function adminUser(db: Db, userId: string): Promise<(AdminUserSummary & { threepids: []; external_ids: [] }) | undefined> {
+  const row = await usersBase(db, { deactivated: true })
+    .select(['u.user_id', 'u.admin', 'u.deactivated', 'u.created_ts', 'p.displayname', 'p.avatar_url', lastSeen.as('last_seen_ts')])
+    .where('u.user_id', '=', userId)
+    .executeTakeFirst()
+  return row === undefined ? undefined : { ...userSummary(row), threepids: [], external_ids: [] }
+}
+
+function userSummary(row: {
+  user_id: string
+  admin: boolean
+  deactivated: boolean
+  created_ts: bigint | string | number
+  displayname: string | null
+  avatar_url: string | null
+  last_seen_ts: string | bigint | null
+}): AdminUserSummary {
+  return {
+    name: row.user_id,
+    user_type: null,
+    is_guest: false,
+    admin: row.admin,
+    deactivated: row.deactivated,
+    shadow_banned: false,
+    locked: false,
+    erased: false,
+    approved: true,
+    displayname: row.displayname,
+    avatar_url: row.avatar_url,
+    creation_ts: Number(row.created_ts),
+    last_seen_ts: row.last_seen_ts === null ? null : Number(row.last_seen_ts),
+  }
+}
+
+/** One room as `GET /_synapse/admin/v1/rooms` lists it. */
+export interface AdminRoomSummary {
+  readonly room_id: string
+  readonly name: string | null
+  readonly canonical_alias: string | null
+  readonly joined_members: number
+  readonly joined_local_members: number
+  readonly version: string
+  readonly creator: string
+  readonly encryption: string | null
+  readonly federatable: boolean
+  readonly public: boolean
+  readonly join_rules: string | null
+  readonly guest_access: string | null
+  readonly history_visibility: string | null
+  readonly state_events: number
+  readonly room_type: string | null
+}
+
+export const adminRoomOrders = ['name', 'joined_members', 'joined_local_members', 'state_events', 'version', 'creator', 'public'] as const
+export type AdminRoomOrder = (typeof adminRoomOrders)[number]
+
+export interface AdminRoomsQuery {
+  readonly offset: number
+  readonly limit: number
+  /** Only rooms whose name, canonical alias or ID contains this, case-insensitively. */
+  readonly searchTerm?: string
+  readonly orderBy: AdminRoomOrder
+  readonly dir: 'f' | 'b'
+}
+
+const stateField = (type: string, field: string) =>
+  sql<string | null>`(SELECT j.json::jsonb -> 'content' ->> ${field} FROM current_state_events c JOIN event_json j ON j.event_id = c.event_id
+    WHERE c.room_id = r.room_id AND c.type = ${type} AND c.state_key = '')`
+const joinedCount = sql<string>`(SELECT count(*) FROM current_state_events m WHERE m.room_id = r.room_id AND m.type = 'm.room.member' AND m.membership = 'join')`
+const stateCount = sql<string>`(SELECT count(*) FROM current_state_events s WHERE s.room_id = r.room_id)`
+
+function roomsBase(db: Db, searchTerm: string | undefined) {
+  return db.selectFrom('rooms as r').$if(searchTerm !== undefined && searchTerm !== '', (qb) =>
+    qb.where((eb) =>
+      eb.or([
+        eb(sql`strpos(lower(r.room_id), lower(${searchTerm}))`, '>', 0),
+        eb(sql`strpos(lower(coalesce(${stateField('m.room.name', 'name')}, '')), lower(${searchTerm}))`, '>', 0),
+        eb(sql`strpos(lower(coalesce(${stateField('m.room.canonical_alias', 'alias')}, '')), lower(${searchTerm}))`, '>', 0),
+      ]),
+    ),
+  )
+}
+
+/**
+ * A page of rooms in `orderBy` order (ties by room ID), with their summaries, and how many
+ * match in all. Every member is local (no federation), so `joined_local_members` is
+ * `joined_members` and `federatable` is the create event's `m.federate`.
+ *
+ * @example
+ * const { rooms, total } = await adminRooms(db, { offset: 0, limit: 100, orderBy: 'name', dir: 'f' })
+ */
+export async function adminRooms(db: Db, q: AdminRoomsQuery): Promise<{ rooms: AdminRoomSummary[]; total: number }> {
+  const orderColumn: Record<AdminRoomOrder, RawBuilder<unknown>> = {
+    name: stateField('m.room.name', 'name'),
+    joined_members: joinedCount,
+    joined_local_members: joinedCount,
+    state_events: stateCount,
+    version: sql`r.room_version`,
+    creator: sql`r.creator`,
+    public: sql`r.is_public`,
+  }
+  const direction = q.dir === 'b' ? sql`DESC NULLS LAST` : sql`ASC NULLS FIRST`
+  const [rows, total] = await Promise.all([
+    roomsBase(db, q.searchTerm)
+      .select('r.room_id')
+      .orderBy(sql`${orderColumn[q.orderBy]} ${direction}`)
+      .orderBy('r.room_id', q.dir === 'b' ? 'desc' : 'asc')
+      .limit(q.limit)
+      .offset(q.offset)
+      .execute(),
+    roomsBase(db, q.searchTerm).select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow(),
+  ])
+  const summaries = await adminRoomSummaries(
+    db,
+    rows.map((row) => row.room_id),
+  )
+  return { rooms: rows.flatMap((row) => summaries.get(row.room_id) ?? []), total: Number(total.n) }
+}
+
+const summaryKeys = ['m.room.create', 'm.room.name', 'm.room.canonical_alias', 'm.room.encryption', 'm.room.join_rules', 'm.room.guest_access', 'm.room.history_visibility', 'm.room.topic', 'm.room.avatar'].map(
+  (type) => ({ type, stateKey: '' }),
+)
+
+/**
+ * The summaries of `roomIds` (rooms that do not exist are absent), with `topic` and `avatar`,
+ * as `GET /_synapse/admin/v1/rooms/{roomId}` shows a room.
+ *
+ * @example
+ * (await adminRoomSummaries(db, [roomId])).get(roomId)?.joined_members // 3
+ */
+export async function adminRoomSummaries(db: Db, roomIds: readonly string[]): Promise<Map<string, AdminRoomSummary & { topic: string | null; avatar: string | null }>> {
+  if (roomIds.length === 0) return new Map()
+  const [rooms, entries] = await Promise.all([
+    db
+      .selectFrom('rooms as r')
+      .select(['r.room_id', 'r.room_version', 'r.creator', 'r.is_public', joinedCount.as('joined'), stateCount.as('state_events')])
+      .where('r.room_id', 'in', [...roomIds])
+      .execute(),
+    getStateEntries(db, roomIds, summaryKeys),
+  ])
+  const byRoom = new Map<string, RoomStateEntry[]>()
+  for (const entry of entries) byRoom.set(entry.roomId, [...(byRoom.get(entry.roomId) ?? []), entry])
+  return new Map(
+    rooms.map((room) => {
+      const state = byRoom.get(room.room_id) ?? []
+      const field = (type: string, key: string): string | null => {
+        const value = state.find((s) => s.type === type)?.content[key]
+        return typeof value === 'string' ? value : null
+      }
+      const joined = Number(room.joined)
+      return [
+        room.room_id,
+        {
+          room_id: room.room_id,
+          name: field('m.room.name', 'name'),
+          canonical_alias: field('m.room.canonical_alias', 'alias'),
+          joined_members: joined,
+          joined_local_members: joined,
+          version: room.room_version,
+          creator: room.creator,
+          encryption: field('m.room.encryption', 'algorithm'),
+          federatable: state.find((s) => s.type === 'm.room.create')?.content['m.federate'] !== false,
+          public: room.is_public,
+          join_rules: field('m.room.join_rules', 'join_rule'),
+          guest_access: field('m.room.guest_access', 'guest_access'),
+          history_visibility: field('m.room.history_visibility', 'history_visibility'),
+          state_events: Number(room.state_events),
+          room_type: field('m.room.create', 'type'),
+          topic: field('m.room.topic', 'topic'),
+          avatar: field('m.room.avatar', 'url'),
+        },
+      ]
+    }),
+  )
+}
+
+/**
+ * The users joined to `roomId`, sorted.
+ *
+ * @example
+ * await adminRoomMembers(db, '!abc:example.org') // ['@alice:example.org', '@bob:example.org']
+ */
+export async function adminRoomMembers(db: Db, roomId: string): Promise<string[]> {
+  const rows = await db
+    .selectFrom('current_state_events')
+    .select('state_key')
+    .where('room_id', '=', roomId)
+    .where('type', '=', 'm.room.member')
+    .where('membership', '=', 'join')
+    .orderBy('state_key')
+    .execute()
+  return rows.map((row) => row.state_key)
+}

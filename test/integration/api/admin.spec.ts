@@ -1,0 +1,163 @@
+import { expect } from 'chai'
+import type { LightMyRequestResponse } from 'fastify'
+import { registrationMac } from '../../../api/routes/admin-register.js'
+import { adminRoutes } from '../../../api/routes/admin.js'
+import { roomWriteRoutes } from '../../../api/routes/rooms.js'
+import { startApi, sharedSecret, v3, type ApiHarness, type Session } from './api-harness.js'
+import { createRoomAs, enc, joinAs } from './read-fixtures.js'
+
+const admin1 = '/_synapse/admin/v1'
+const admin2 = '/_synapse/admin/v2'
+
+describe("api server admin (Synapse's admin API: users and rooms)", function () {
+  this.timeout(60_000)
+  let h: ApiHarness
+  let root: Session
+  let alice: Session
+  let bob: Session
+  before(async () => {
+    h = await startApi({ roomRoutes: (services) => [roomWriteRoutes(services), adminRoutes(services)] })
+    alice = await h.register('ad_alice')
+    bob = await h.register('ad_bob')
+    const { nonce } = (await h.call('GET', `${admin1}/register`)).json<{ nonce: string }>()
+    const request = { nonce, username: 'ad_root', password: 'pw-root', admin: true }
+    root = (await h.call('POST', `${admin1}/register`, { body: { ...request, mac: registrationMac(sharedSecret, request) } })).json<Session>()
+  })
+  after(() => h.close())
+
+  const as = (session: Session | undefined) => ({ ...(session && { token: session.access_token }) })
+  const get = (session: Session | undefined, url: string) => h.call('GET', url, as(session))
+  const ok = async <T = Record<string, unknown>>(res: Promise<LightMyRequestResponse>, status = 200): Promise<T> => {
+    const answer = await res
+    expect(answer.statusCode, answer.body).to.equal(status)
+    return answer.json<T>()
+  }
+  const login = (user: string, password: string) => h.call('POST', `${v3}/login`, { body: { type: 'm.login.password', identifier: { type: 'm.id.user', user }, password } })
+  const whoami = (session: Session) => get(session, `${v3}/account/whoami`)
+
+  it('should list and page accounts in the asked order, filtered by name, deactivation and admin flag', async () => {
+    const all = await ok<{ users: { name: string; admin: boolean; deactivated: boolean; displayname: string; creation_ts: number }[]; total: number }>(get(root, `${admin2}/users?limit=1000`))
+    const names = all.users.map((u) => u.name)
+    expect(names).to.include.members([alice.user_id, bob.user_id, root.user_id])
+    expect(names).to.deep.equal([...names].sort())
+    expect(all.total).to.equal(names.length)
+    expect(all.users.find((u) => u.name === root.user_id)).to.include({ admin: true, deactivated: false })
+    expect(all.users.find((u) => u.name === alice.user_id)).to.include({ admin: false, displayname: 'ad_alice' })
+    expect(all.users.every((u) => u.creation_ts > 1_600_000_000_000), 'milliseconds').to.equal(true)
+
+    // Pages of 1 walk the whole list once, in order, with next_token until the end.
+    const walked: string[] = []
+    let from: string | undefined = '0'
+    while (from !== undefined) {
+      const page: { users: { name: string }[]; next_token?: string } = await ok(get(root, `${admin2}/users?limit=1&from=${from}`))
+      walked.push(...page.users.map((u) => u.name))
+      from = page.next_token
+    }
+    expect(walked).to.deep.equal(names)
+    const backwards = await ok<{ users: { name: string }[] }>(get(root, `${admin2}/users?limit=1000&dir=b`))
+    expect(backwards.users.map((u) => u.name)).to.deep.equal([...names].reverse())
+
+    expect((await ok<{ users: { name: string }[] }>(get(root, `${admin2}/users?name=AD_ALI`))).users.map((u) => u.name)).to.deep.equal([alice.user_id])
+    expect((await ok<{ users: { name: string }[] }>(get(root, `${admin2}/users?admins=true`))).users.map((u) => u.name)).to.deep.equal([root.user_id])
+  })
+
+  it('should create, change, reset, deactivate and reactivate accounts, the user seeing each change', async () => {
+    const userId = '@ad_carol:hs.test'
+    const created = await ok<{ name: string; displayname: string; admin: boolean }>(h.call('PUT', `${admin2}/users/${enc(userId)}`, { ...as(root), body: { password: 'first-pw', displayname: 'Carol' } }), 201)
+    expect(created).to.include({ name: userId, displayname: 'Carol', admin: false })
+    const session = await ok<Session>(login('ad_carol', 'first-pw'))
+
+    // Changing the password logs every device out by default; the new one works, the old does not.
+    await ok(h.call('PUT', `${admin2}/users/${enc(userId)}`, { ...as(root), body: { password: 'second-pw', admin: true } }))
+    expect((await whoami(session)).statusCode).to.equal(401)
+    expect((await login('ad_carol', 'first-pw')).statusCode).to.equal(403)
+    const second = await ok<Session>(login('ad_carol', 'second-pw'))
+    expect(await ok(get(root, `${admin2}/users/${enc(userId)}`))).to.include({ admin: true, deactivated: false })
+
+    await ok(h.call('POST', `${admin1}/reset_password/${enc(userId)}`, { ...as(root), body: { new_password: 'third-pw', logout_devices: false } }))
+    expect((await whoami(second)).statusCode, 'logout_devices: false keeps the sessions').to.equal(200)
+    await ok(login('ad_carol', 'third-pw'))
+
+    // Deactivation leaves the rooms and ends every session; reactivation needs a password.
+    const roomId = await createRoomAs(h, alice, { preset: 'public_chat' })
+    await joinAs(h, second, roomId)
+    await ok(h.call('POST', `${admin1}/deactivate/${enc(userId)}`, { ...as(root), body: { erase: true } }))
+    expect((await whoami(second)).statusCode).to.equal(401)
+    expect(await ok(get(root, `${admin2}/users/${enc(userId)}`))).to.include({ deactivated: true, displayname: null })
+    const members = await ok<{ members: string[] }>(get(root, `${admin1}/rooms/${enc(roomId)}/members`))
+    expect(members.members).to.not.include(userId)
+    const listed = await ok<{ users: { name: string }[] }>(get(root, `${admin2}/users?limit=1000`))
+    expect(listed.users.map((u) => u.name), 'deactivated accounts are not listed by default').to.not.include(userId)
+    const withDeactivated = await ok<{ users: { name: string }[] }>(get(root, `${admin2}/users?limit=1000&deactivated=true`))
+    expect(withDeactivated.users.map((u) => u.name)).to.include(userId)
+
+    const noPassword = await h.call('PUT', `${admin2}/users/${enc(userId)}`, { ...as(root), body: { deactivated: false } })
+    expect([noPassword.statusCode, noPassword.json().errcode]).to.deep.equal([400, 'M_MISSING_PARAM'])
+    await ok(h.call('PUT', `${admin2}/users/${enc(userId)}`, { ...as(root), body: { deactivated: false, password: 'back-pw' } }))
+    await ok(login('ad_carol', 'back-pw'))
+  })
+
+  it('should list rooms with their summaries, page and search them, and show one room, its members and state', async () => {
+    const lobby = await createRoomAs(h, alice, { preset: 'public_chat', name: 'Zeta lobby', room_alias_name: 'ad-lobby', visibility: 'public' })
+    await joinAs(h, bob, lobby)
+    const quiet = await createRoomAs(h, bob, { name: 'Alpha quiet' })
+    const rooms = await ok<{ rooms: { room_id: string; name: string | null; joined_members: number }[]; total_rooms: number; offset: number }>(get(root, `${admin1}/rooms?limit=1000`))
+    expect(rooms.total_rooms).to.equal(rooms.rooms.length)
+    const names = rooms.rooms.map((r) => r.name)
+    expect(names.indexOf('Alpha quiet')).to.be.lessThan(names.indexOf('Zeta lobby'))
+    const summary = rooms.rooms.find((r) => r.room_id === lobby)
+    expect(summary).to.deep.include({ name: 'Zeta lobby', canonical_alias: '#ad-lobby:hs.test', joined_members: 2, joined_local_members: 2, version: '11', creator: alice.user_id, public: true, join_rules: 'public', federatable: true })
+
+    const byMembers = await ok<{ rooms: { joined_members: number }[] }>(get(root, `${admin1}/rooms?limit=1000&order_by=joined_members&dir=b`))
+    const counts = byMembers.rooms.map((r) => r.joined_members)
+    expect(counts).to.deep.equal([...counts].sort((a, b) => b - a))
+    const page = await ok<{ rooms: unknown[]; next_batch?: number; prev_batch?: number }>(get(root, `${admin1}/rooms?limit=1&from=1`))
+    expect(page.rooms).to.have.length(1)
+    expect(page.prev_batch).to.equal(0)
+    expect((await ok<{ rooms: { room_id: string }[] }>(get(root, `${admin1}/rooms?search_term=ALPHA`))).rooms.map((r) => r.room_id)).to.deep.equal([quiet])
+
+    expect(await ok(get(root, `${admin1}/rooms/${enc(lobby)}`))).to.include({ room_id: lobby, name: 'Zeta lobby', joined_members: 2 })
+    expect(await ok(get(root, `${admin1}/rooms/${enc(lobby)}/members`))).to.deep.equal({ members: [alice.user_id, bob.user_id].sort(), total: 2 })
+    const state = await ok<{ state: { type: string; state_key: string }[] }>(get(root, `${admin1}/rooms/${enc(lobby)}/state`))
+    expect(state.state.map((e) => `${e.type}|${e.state_key}`)).to.include.members(['m.room.create|', 'm.room.name|', `m.room.member|${bob.user_id}`])
+  })
+
+  it('should answer everyone but server admins 401 or 403, and refuse bad input with a Matrix error, changing nothing', async () => {
+    const routes: [string, string, unknown?][] = [
+      ['GET', `${admin1}/server_version`],
+      ['GET', `${admin2}/users`],
+      ['GET', `${admin2}/users/${enc(alice.user_id)}`],
+      ['PUT', `${admin2}/users/${enc(alice.user_id)}`, { admin: true }],
+      ['POST', `${admin1}/deactivate/${enc(alice.user_id)}`, {}],
+      ['POST', `${admin1}/reset_password/${enc(alice.user_id)}`, { new_password: 'x-pw' }],
+      ['GET', `${admin1}/rooms`],
+    ]
+    for (const [method, url, body] of routes) {
+      const anonymous = await h.call(method as 'GET', url, { ...(body !== undefined && { body }) })
+      expect([url, anonymous.statusCode, anonymous.json().errcode]).to.deep.equal([url, 401, 'M_MISSING_TOKEN'])
+      const user = await h.call(method as 'GET', url, { ...as(bob), ...(body !== undefined && { body }) })
+      expect([url, user.statusCode, user.json().errcode]).to.deep.equal([url, 403, 'M_FORBIDDEN'])
+    }
+    expect(await ok(get(root, `${admin1}/server_version`))).to.have.property('server_version')
+    expect((await whoami(alice)).statusCode, 'alice untouched').to.equal(200)
+    expect(await ok(get(root, `${admin2}/users/${enc(alice.user_id)}`))).to.include({ admin: false })
+
+    const cases: [string, Promise<LightMyRequestResponse>, number, string][] = [
+      ['unknown user', get(root, `${admin2}/users/${enc('@nobody:hs.test')}`), 404, 'M_NOT_FOUND'],
+      ['remote user', get(root, `${admin2}/users/${enc('@alice:other.test')}`), 400, 'M_INVALID_PARAM'],
+      ['malformed user ID', get(root, `${admin2}/users/alice`), 400, 'M_INVALID_PARAM'],
+      ['bad localpart', h.call('PUT', `${admin2}/users/${enc('@Upper:hs.test')}`, { ...as(root), body: { password: 'pw-x' } }), 400, 'M_INVALID_USERNAME'],
+      ['admin not a boolean', h.call('PUT', `${admin2}/users/${enc(alice.user_id)}`, { ...as(root), body: { admin: 'yes' } }), 400, 'M_BAD_JSON'],
+      ['unknown order', get(root, `${admin2}/users?order_by=shoe_size`), 400, 'M_INVALID_PARAM'],
+      ['bad limit', get(root, `${admin1}/rooms?limit=-3`), 400, 'M_INVALID_PARAM'],
+      ['unknown room', get(root, `${admin1}/rooms/${enc('!nowhere:hs.test')}`), 404, 'M_NOT_FOUND'],
+      ['deactivate unknown user', h.call('POST', `${admin1}/deactivate/${enc('@nobody:hs.test')}`, { ...as(root), body: {} }), 404, 'M_NOT_FOUND'],
+      ['reset without a password', h.call('POST', `${admin1}/reset_password/${enc(alice.user_id)}`, { ...as(root), body: {} }), 400, 'M_BAD_JSON'],
+    ]
+    for (const [name, res, code, errcode] of cases) {
+      const answer = await res
+      expect([name, answer.statusCode, answer.json().errcode]).to.deep.equal([name, code, errcode])
+    }
+    expect((await whoami(alice)).statusCode, 'alice untouched').to.equal(200)
+  })
+})
