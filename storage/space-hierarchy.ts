@@ -34,6 +34,11 @@ export interface HierarchyRoom {
   readonly guest_can_join: boolean
   readonly join_rule?: string
   readonly room_type?: string
+  readonly room_version: string
+  /** The algorithm of the room's `m.room.encryption`, when it is encrypted. */
+  readonly encryption?: string
+  /** A restricted room's allowed rooms (its join rule's `m.room_membership` conditions). */
+  readonly allowed_room_ids?: string[]
   readonly children_state: StrippedChild[]
 }
 
@@ -79,7 +84,7 @@ export async function spaceHierarchy(db: Kysely<Database>, q: HierarchyQuery): P
   let level: string[] = [q.roomId]
   let walked = 0
   for (let depth = 0; level.length > 0 && walked < maxWalked; depth++) {
-    const summaries = await readSummaries(db, level, q.userId)
+    const summaries = await roomSummaries(db, level, q.userId)
     const next: string[] = []
     for (const roomId of level) {
       const summary = summaries.get(roomId)
@@ -104,33 +109,45 @@ export async function spaceHierarchy(db: Kysely<Database>, q: HierarchyQuery): P
   return { rooms: page, ...(more && { next_batch: `${skip + q.limit}_${digest}` }) }
 }
 
-interface Summary {
+export interface RoomSummary {
+  /** Whether the requester may see the summary (a member, invited, or the room is public, knockable, world readable, or restricted to a room they are in). */
   readonly accessible: boolean
+  /** The requester's membership, when they have one. */
+  readonly membership?: string
   readonly room: HierarchyRoom
   /** The children to walk, in order. */
   readonly children: StrippedChild[]
 }
 
-/** The summaries of local `roomIds` (absent: not a room of this server), with the requester's access. */
-async function readSummaries(db: Kysely<Database>, roomIds: readonly string[], userId: string): Promise<Map<string, Summary>> {
-  const { rows } = await sql<{ room_id: string; type: string | null; state_key: string | null; sender: string | null; json: string | null; members: number; membership: string | null; allowed: boolean }>`
+/**
+ * The summaries of local `roomIds` (absent: not a room of this server), with the requester's
+ * access and membership (`userId` undefined: an unauthenticated requester). Also the answer of
+ * `GET /room_summary` (api/routes/spaces.ts).
+ *
+ * @example
+ * const summary = (await roomSummaries(db, [roomId], '@a:hs')).get(roomId)
+ * summary?.accessible ? summary.room.num_joined_members : undefined
+ */
+export async function roomSummaries(db: Kysely<Database>, roomIds: readonly string[], userId: string | undefined): Promise<Map<string, RoomSummary>> {
+  const requester = userId ?? ''
+  const { rows } = await sql<{ room_id: string; room_version: string; type: string | null; state_key: string | null; sender: string | null; json: string | null; members: number; membership: string | null; allowed: boolean }>`
     -- The per-room facts once per room, not once per state row of the join below.
     WITH r AS MATERIALIZED (
-      SELECT r.room_id,
+      SELECT r.room_id, r.room_version,
         (SELECT count(*)::int4 FROM current_state_events m WHERE m.room_id = r.room_id AND m.type = 'm.room.member' AND m.membership = 'join') AS members,
-        (SELECT m.membership FROM current_state_events m WHERE m.room_id = r.room_id AND m.type = 'm.room.member' AND m.state_key = ${userId}) AS membership,
+        (SELECT m.membership FROM current_state_events m WHERE m.room_id = r.room_id AND m.type = 'm.room.member' AND m.state_key = ${requester}) AS membership,
         -- A restricted join rule's allowed room that the requester is joined to.
         EXISTS (SELECT 1 FROM current_state_events jr JOIN event_json jj ON jj.event_id = jr.event_id
                 CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(jj.json::jsonb -> 'content' -> 'allow') = 'array' THEN jj.json::jsonb -> 'content' -> 'allow' ELSE '[]' END) a
-                JOIN current_state_events m ON m.room_id = a ->> 'room_id' AND m.type = 'm.room.member' AND m.state_key = ${userId} AND m.membership = 'join'
+                JOIN current_state_events m ON m.room_id = a ->> 'room_id' AND m.type = 'm.room.member' AND m.state_key = ${requester} AND m.membership = 'join'
                 WHERE jr.room_id = r.room_id AND jr.type = 'm.room.join_rules' AND jr.state_key = '' AND a ->> 'type' = 'm.room_membership') AS allowed
       FROM rooms AS r WHERE r.room_id = ANY(${[...roomIds]}::text[])
     )
-    SELECT r.room_id, c.type, c.state_key, e.sender, j.json, r.members, r.membership, r.allowed
+    SELECT r.room_id, r.room_version, c.type, c.state_key, e.sender, j.json, r.members, r.membership, r.allowed
     FROM r
     LEFT JOIN current_state_events c ON c.room_id = r.room_id
       AND c.type IN ('m.room.name', 'm.room.topic', 'm.room.canonical_alias', 'm.room.avatar', 'm.room.join_rules',
-                     'm.room.history_visibility', 'm.room.guest_access', 'm.room.create', 'm.space.child')
+                     'm.room.history_visibility', 'm.room.guest_access', 'm.room.create', 'm.room.encryption', 'm.space.child')
     LEFT JOIN events e ON e.event_id = c.event_id
     LEFT JOIN event_json j ON j.event_id = c.event_id`.execute(db)
   const byRoom = new Map<string, typeof rows>()
@@ -139,7 +156,7 @@ async function readSummaries(db: Kysely<Database>, roomIds: readonly string[], u
     if (list) list.push(row)
     else byRoom.set(row.room_id, [row])
   }
-  const result = new Map<string, Summary>()
+  const result = new Map<string, RoomSummary>()
   for (const [roomId, roomRows] of byRoom) {
     const state = new Map<string, Record<string, unknown>>()
     const children: (StrippedChild & { order: string | undefined })[] = []
@@ -185,16 +202,28 @@ async function readSummaries(db: Kysely<Database>, roomIds: readonly string[], u
       avatar_url: text('m.room.avatar', 'url'),
       join_rule: joinRule,
       room_type: text('m.room.create', 'type'),
+      encryption: text('m.room.encryption', 'algorithm'),
     }
+    const allow = state.get('m.room.join_rules')?.['allow']
+    const allowedRoomIds =
+      (joinRule === 'restricted' || joinRule === 'knock_restricted') && Array.isArray(allow)
+        ? allow.flatMap((a: unknown) => (isObject(a) && a['type'] === 'm.room_membership' && typeof a['room_id'] === 'string' ? [a['room_id']] : []))
+        : undefined
     const room: HierarchyRoom = {
       room_id: roomId,
       ...Object.fromEntries(Object.entries(optional).filter(([, v]) => v !== undefined)),
       num_joined_members: roomRows[0]!.members,
       world_readable: worldReadable,
       guest_can_join: text('m.room.guest_access', 'guest_access') === 'can_join',
+      room_version: roomRows[0]!.room_version,
+      ...(allowedRoomIds !== undefined && { allowed_room_ids: allowedRoomIds }),
       children_state: children.map(({ order: _order, ...child }) => child),
     }
-    result.set(roomId, { accessible, room, children: room.children_state })
+    result.set(roomId, { accessible, room, children: room.children_state, ...(membership !== null && { membership }) })
   }
   return result
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
 }

@@ -1,13 +1,22 @@
-import type { FastifyPluginAsync } from 'fastify'
-import { spaceHierarchy } from '../../storage/space-hierarchy.js'
+import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
+import { getAlias } from '../../storage/room-aliases.js'
+import { roomSummaries, spaceHierarchy } from '../../storage/space-hierarchy.js'
 import { clientRoute } from '../client-route.js'
-import { requireUser } from '../require-user.js'
-import { checkRoomId } from '../room-ids.js'
+import { notFound } from '../errors.js'
+import { accessTokenOf, requireUser } from '../require-user.js'
+import { checkRoomAlias, checkRoomId } from '../room-ids.js'
 
 /**
  * `GET /_matrix/client/v1/rooms/{roomId}/hierarchy` (`from`, `limit` (default 50, at most 100),
  * `max_depth`, `suggested_only`): the rooms of a space and its sub-spaces that the requester may
  * see (storage/space-hierarchy.ts). 403 `M_FORBIDDEN` when they may not see the space itself.
+ *
+ * `GET /_matrix/client/v1/room_summary/{roomIdOrAlias}` (spec v1.15, MSC3266; also at Synapse's
+ * unstable `…/unstable/im.nheko.summary/rooms/{roomIdOrAlias}/summary`): a room's preview (name,
+ * topic, avatar, alias, members, join rule, type, version, encryption, the requester's
+ * membership), what clients show before joining or knocking. The access token is optional; the
+ * same rooms as in the hierarchy may be summarized, and any other answers 404 `M_NOT_FOUND`,
+ * like an unknown room, so that the answer reveals nothing.
  */
 
 /** Query parameters arrive as strings; the schema checks their shapes. */
@@ -52,5 +61,30 @@ export const spaceRoutes: FastifyPluginAsync = async (app) => {
         from: q.from,
       })
     },
+  })
+
+  const summaryHandler = async (request: FastifyRequest<{ Params: { roomIdOrAlias: string } }>) => {
+    // Optional authentication: without a token the requester sees what anyone may see.
+    const userId = accessTokenOf(request) === undefined ? undefined : (await requireUser(request)).userId
+    const target = request.params.roomIdOrAlias
+    let roomId = target
+    if (target.startsWith('#')) {
+      const mapping = await getAlias(db, checkRoomAlias(target))
+      if (mapping === undefined) throw notFound(`Room alias ${target} not found`)
+      roomId = mapping.roomId
+    } else checkRoomId(target)
+    const summary = (await roomSummaries(db, [roomId], userId)).get(roomId)
+    if (summary === undefined || !summary.accessible) throw notFound('Room not found or not accessible')
+    const { children_state: _children, ...room } = summary.room
+    return { ...room, ...(summary.membership !== undefined && { membership: summary.membership }) }
+  }
+  const summaryParams = { type: 'object', required: ['roomIdOrAlias'], properties: { roomIdOrAlias: { type: 'string', minLength: 1, maxLength: 255 } } } as const
+  clientRoute<{ Params: { roomIdOrAlias: string } }>(app, { method: 'GET', path: '/room_summary/:roomIdOrAlias', versions: ['v1'], schema: { params: summaryParams }, handler: summaryHandler })
+  clientRoute<{ Params: { roomIdOrAlias: string } }>(app, {
+    method: 'GET',
+    path: '/im.nheko.summary/rooms/:roomIdOrAlias/summary',
+    versions: ['unstable'],
+    schema: { params: summaryParams },
+    handler: summaryHandler,
   })
 }

@@ -110,4 +110,54 @@ describe('api space hierarchy', function () {
     }
     expect((await hierarchy(alice, ids['B']!)).statusCode).to.equal(200)
   })
+
+  describe('room summary (GET /v1/room_summary/{roomIdOrAlias})', () => {
+    const summary = (session: Session | undefined, target: string, path = `${v1}/room_summary/${enc(target)}`) =>
+      h.call('GET', path, { ...(session && { token: session.access_token }) })
+
+    it("should preview a room by ID or alias: its name, members, join rule, type, version, encryption and the requester's membership", async () => {
+      const res = await h.call('POST', `${v3}/createRoom`, {
+        token: alice.access_token,
+        body: { preset: 'public_chat', name: 'Preview me', topic: 'About it', room_alias_name: 'preview', initial_state: [{ type: 'm.room.encryption', content: { algorithm: 'm.megolm.v1.aes-sha2' } }] },
+      })
+      const roomId = res.json<{ room_id: string }>().room_id
+      const expected = {
+        room_id: roomId,
+        name: 'Preview me',
+        topic: 'About it',
+        canonical_alias: '#preview:hs.test',
+        num_joined_members: 1,
+        join_rule: 'public',
+        world_readable: false,
+        guest_can_join: false,
+        room_version: '11',
+        encryption: 'm.megolm.v1.aes-sha2',
+      }
+      const byAlias = await summary(bob, '#preview:hs.test')
+      expect(byAlias.statusCode, byAlias.body).to.equal(200)
+      expect(byAlias.json(), 'bob is not a member: no membership').to.deep.equal(expected)
+      expect((await summary(alice, roomId)).json()).to.deep.equal({ ...expected, membership: 'join' })
+      expect((await summary(undefined, roomId)).json(), 'no token: what anyone may see').to.deep.equal(expected)
+      const unstable = await summary(bob, roomId, `/_matrix/client/unstable/im.nheko.summary/rooms/${enc(roomId)}/summary`)
+      expect(unstable.json()).to.deep.equal(expected)
+      expect((await summary(bob, ids['Space']!)).json()).to.include({ room_type: 'm.space', name: 'Space' })
+      expect((await summary(alice, ids['R']!)).json()).to.deep.include({ join_rule: 'restricted', allowed_room_ids: [ids['A']] })
+    })
+
+    it('should answer 404 for a room the requester may not see, like an unknown one, and refuse malformed requests', async () => {
+      const cases: [string, Promise<{ statusCode: number; json: () => { errcode?: string } }>, number, string][] = [
+        ['private room, not a member', summary(bob, ids['B']!), 404, 'M_NOT_FOUND'],
+        ['private room, no token', summary(undefined, ids['B']!), 404, 'M_NOT_FOUND'],
+        ['unknown room', summary(bob, '!nowhere:hs.test'), 404, 'M_NOT_FOUND'],
+        ['unknown alias', summary(bob, '#nowhere:hs.test'), 404, 'M_NOT_FOUND'],
+        ['malformed', summary(bob, 'nowhere'), 400, 'M_INVALID_PARAM'],
+        ['bad token', h.call('GET', `${v1}/room_summary/${enc(ids['A']!)}`, { token: 'syt_bad_token_x' }), 401, 'M_UNKNOWN_TOKEN'],
+      ]
+      for (const [what, call, status, errcode] of cases) {
+        const res = await call
+        expect([what, res.statusCode, res.json().errcode]).to.deep.equal([what, status, errcode])
+      }
+      expect((await summary(alice, ids['B']!)).json(), 'a member sees it').to.include({ room_id: ids['B'], membership: 'join' })
+    })
+  })
 })
