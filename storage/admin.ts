@@ -286,3 +286,59 @@ export async function adminRoomMembers(db: Db, roomId: string): Promise<string[]
     .execute()
   return rows.map((row) => row.state_key)
 }
+
+/**
+ * Blocks `roomId` (it need not exist here): local users may no longer join, knock on or be
+ * invited to it (api/routes/rooms.ts checks `roomBlock`). Blocking again keeps the first block.
+ *
+ * @example
+ * await blockRoom(db, '!spam:example.org', '@admin:example.org', Date.now())
+ */
+export async function blockRoom(db: Db, roomId: string, adminId: string, now: number): Promise<void> {
+  await db.insertInto('blocked_rooms').values({ room_id: roomId, user_id: adminId, blocked_ts: now }).onConflict((oc) => oc.column('room_id').doNothing()).execute()
+}
+
+/** Lifts the block of `roomId`; false when it was not blocked. */
+export async function unblockRoom(db: Db, roomId: string): Promise<boolean> {
+  const result = await db.deleteFrom('blocked_rooms').where('room_id', '=', roomId).executeTakeFirst()
+  return result.numDeletedRows > 0n
+}
+
+/**
+ * Who blocked `roomId`, or undefined when it is not blocked.
+ *
+ * @example
+ * await roomBlock(db, '!spam:example.org') // { userId: '@admin:example.org' }
+ */
+export async function roomBlock(db: Db, roomId: string): Promise<{ userId: string } | undefined> {
+  const row = await db.selectFrom('blocked_rooms').select('user_id').where('room_id', '=', roomId).executeTakeFirst()
+  return row === undefined ? undefined : { userId: row.user_id }
+}
+
+/**
+ * Deletes a room and everything stored of its events, in one transaction (Synapse's purge of a
+ * deleted room): events, their JSON, the DAG, state, memberships, relations, search entries,
+ * transaction IDs, redactions, aliases and the room's head row. Left in place, because their
+ * tables carry stream positions (the highest stream ID is a position, which must never go
+ * backwards): receipts, typing and users' room account data; they name a room that no longer
+ * exists and nothing reads them. The caller makes sure no local user is still in the room.
+ *
+ * @returns how many events were deleted.
+ * @example
+ * await purgeRoom(db, '!spam:example.org') // 1234
+ */
+export async function purgeRoom(db: Db, roomId: string): Promise<number> {
+  return db.transaction().execute(async (trx) => {
+    // The room's head row first: a persister writing to it meanwhile waits, then finds no room.
+    await trx.selectFrom('rooms').select('room_id').where('room_id', '=', roomId).forUpdate().execute()
+    const roomEvents = trx.selectFrom('events').select('event_id').where('room_id', '=', roomId)
+    await trx.deleteFrom('redactions').where('event_id', 'in', roomEvents).execute()
+    await trx.deleteFrom('event_json').where('event_id', 'in', roomEvents).execute()
+    for (const table of ['event_edges', 'event_forward_extremities', 'event_backward_extremities', 'state_events', 'current_state_events', 'room_memberships', 'event_txn_ids', 'event_relations', 'event_search', 'room_aliases'] as const) {
+      await trx.deleteFrom(table).where('room_id', '=', roomId).execute()
+    }
+    const deleted = await trx.deleteFrom('events').where('room_id', '=', roomId).executeTakeFirst()
+    await trx.deleteFrom('rooms').where('room_id', '=', roomId).execute()
+    return Number(deleted.numDeletedRows)
+  })
+}

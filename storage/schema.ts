@@ -51,6 +51,7 @@ export interface Database {
   event_search: EventSearchTable
   event_search_position: EventSearchPositionTable
   event_reports: EventReportsTable
+  blocked_rooms: BlockedRoomsTable
   media: MediaTable
   myelin_schema_compat: SchemaCompatTable
   myelin_migration_checksums: MigrationChecksumsTable
@@ -259,6 +260,12 @@ export interface MediaTable {
   created_ts: Int8
   content: Buffer | null
   expires_ts: Int8 | null
+}
+
+export interface BlockedRoomsTable {
+  room_id: string
+  user_id: string
+  blocked_ts: Int8
 }
 
 export interface EventReportsTable {

@@ -1,15 +1,33 @@
+import { randomUUID } from 'node:crypto'
 import type { FastifyPluginAsync, FastifyReply } from 'fastify'
 import { createUser, deleteDevices, getUser, setPasswordHash, updateUser } from '../../storage/accounts.js'
-import { adminRoomMembers, adminRoomOrders, adminRooms, adminRoomSummaries, adminUser, adminUserOrders, adminUsers, type AdminRoomOrder, type AdminUserOrder } from '../../storage/admin.js'
+import {
+  adminRoomMembers,
+  adminRoomOrders,
+  adminRooms,
+  adminRoomSummaries,
+  adminUser,
+  adminUserOrders,
+  adminUsers,
+  blockRoom,
+  purgeRoom,
+  roomBlock,
+  unblockRoom,
+  type AdminRoomOrder,
+  type AdminUserOrder,
+} from '../../storage/admin.js'
 import { getCurrentState } from '../../storage/events/event-store.js'
 import { hashPassword } from '../../storage/password-hash.js'
-import { setProfile } from '../../storage/profiles.js'
+import { getProfile, setProfile } from '../../storage/profiles.js'
+import { deleteAlias, moveAliases, roomAliases } from '../../storage/room-aliases.js'
+import { setRoomPublished } from '../../storage/room-directory.js'
 import { MatrixError, notFound } from '../errors.js'
 import { requireAdmin } from '../require-user.js'
-import { checkRoomId, checkUserId, serverNameOf } from '../room-ids.js'
+import { planRoomCreation, profileContent } from '../room-creation.js'
+import { checkRoomId, checkUserId, generateRoomId, serverNameOf } from '../room-ids.js'
 import type { RoomServices } from '../room-services.js'
 import { checkLocalpart } from '../user-ids.js'
-import { closeAccount } from './deactivate.js'
+import { closeAccount, leaveRoom } from './deactivate.js'
 
 /**
  * Synapse's admin API for accounts and rooms (the subset operators' tools such as synapse-admin
@@ -27,7 +45,15 @@ import { closeAccount } from './deactivate.js'
  * - `POST /_synapse/admin/v1/reset_password/{userId}` (`new_password`, `logout_devices`);
  * - `GET /_synapse/admin/v1/rooms` (`from`, `limit`, `order_by`, `dir`, `search_term`) →
  *   `{rooms, offset, total_rooms, next_batch?, prev_batch?}`;
- * - `GET /_synapse/admin/v1/rooms/{roomId}`, `…/members`, `…/state`.
+ * - `GET /_synapse/admin/v1/rooms/{roomId}`, `…/members`, `…/state`;
+ * - `GET|PUT /_synapse/admin/v1/rooms/{roomId}/block` (`{block}`): a blocked room takes no local
+ *   joins, knocks or invites;
+ * - `DELETE /_synapse/admin/v1/rooms/{roomId}` (`block`, `purge` (default true), `force_purge`,
+ *   `new_room_user_id`, `room_name`, `message`): every local member leaves (the server acting
+ *   for them); with `new_room_user_id` they are joined to a new room of that user's, with the
+ *   message, and the aliases move there, otherwise they are deleted; then the room is purged
+ *   (storage/admin.ts `purgeRoom`) unless someone could not be removed (409, unless
+ *   `force_purge`). Answers `{kicked_users, failed_to_kick_users, local_aliases, new_room_id}`.
  *
  * The routes are under `/_synapse/`, which the router and the nginx configuration send to the
  * api workers; an operator who does not want them reachable from outside blocks that prefix at
@@ -48,6 +74,19 @@ interface UserPut {
   admin?: boolean
   deactivated?: boolean
 }
+
+interface RoomDelete {
+  new_room_user_id?: string
+  room_name?: string
+  message?: string
+  block?: boolean
+  purge?: boolean
+  force_purge?: boolean
+}
+
+/** Synapse's defaults for the room members of a deleted room are moved to. */
+const defaultNoticeRoomName = 'Content Violation Notification'
+const defaultNoticeMessage = 'Sharing illegal content on this server is not permitted and rooms in violation will be blocked.'
 
 /** The version string `server_version` answers. */
 const serverVersion = 'Myelin'
@@ -262,6 +301,113 @@ export function adminRoutes(services: RoomServices): FastifyPluginAsync {
     })
 
     const roomParams = { type: 'object', required: ['roomId'], properties: { roomId: idParam } } as const
+
+    app.route<{ Params: { roomId: string } }>({
+      method: 'GET',
+      url: '/_synapse/admin/v1/rooms/:roomId/block',
+      schema: { params: roomParams },
+      handler: async (request) => {
+        await requireAdmin(request)
+        const block = await roomBlock(db, checkRoomId(request.params.roomId))
+        return block === undefined ? { block: false } : { block: true, user_id: block.userId }
+      },
+    })
+
+    app.route<{ Params: { roomId: string }; Body: { block: boolean } }>({
+      method: 'PUT',
+      url: '/_synapse/admin/v1/rooms/:roomId/block',
+      schema: { params: roomParams, body: { type: 'object', required: ['block'], properties: { block: { type: 'boolean' } } } },
+      handler: async (request) => {
+        const { userId } = await requireAdmin(request)
+        const roomId = checkRoomId(request.params.roomId)
+        if (request.body.block) await blockRoom(db, roomId, userId, runtime.clock())
+        else await unblockRoom(db, roomId)
+        request.log.info({ roomId, block: request.body.block }, 'admin changed a room block')
+        return { block: request.body.block }
+      },
+    })
+
+    app.route<{ Params: { roomId: string }; Body: RoomDelete | null }>({
+      method: 'DELETE',
+      url: '/_synapse/admin/v1/rooms/:roomId',
+      schema: {
+        params: roomParams,
+        body: {
+          type: ['object', 'null'],
+          properties: {
+            new_room_user_id: idParam,
+            room_name: { type: 'string', maxLength: 255 },
+            message: { type: 'string', maxLength: 4096 },
+            block: { type: 'boolean' },
+            purge: { type: 'boolean' },
+            force_purge: { type: 'boolean' },
+          },
+        },
+      },
+      handler: async (request) => {
+        const { userId: adminId } = await requireAdmin(request)
+        const roomId = checkRoomId(request.params.roomId)
+        const body = request.body ?? {}
+        const exists = (await adminRoomSummaries(db, [roomId])).has(roomId)
+        if (body.block === true) await blockRoom(db, roomId, adminId, runtime.clock())
+        if (!exists) {
+          // Blocking a room this server does not have is allowed (as Synapse); deleting it is not.
+          if (body.block === true) return { kicked_users: [], failed_to_kick_users: [], local_aliases: [], new_room_id: null }
+          throw notFound('Room not found')
+        }
+        const replacementOwner = body.new_room_user_id === undefined ? undefined : await existingUser(body.new_room_user_id)
+        const members = await db
+          .selectFrom('current_state_events')
+          .select(['state_key', 'membership'])
+          .where('room_id', '=', roomId)
+          .where('type', '=', 'm.room.member')
+          .where('membership', 'in', ['join', 'invite', 'knock'])
+          .orderBy('state_key')
+          .execute()
+        const kicked: string[] = []
+        const failed: string[] = []
+        for (const { state_key: userId } of members) {
+          try {
+            await leaveRoom(runtime, services, roomId, userId)
+            kicked.push(userId)
+          } catch (err) {
+            request.log.warn({ err, roomId, userId }, 'room deletion: could not remove a member')
+            failed.push(userId)
+          }
+        }
+        const joined = new Set(members.filter((m) => m.membership === 'join').map((m) => m.state_key))
+        const newRoomId = replacementOwner === undefined ? null : await noticeRoom(replacementOwner, body, kicked.filter((u) => joined.has(u)))
+        await setRoomPublished(db, roomId, false)
+        const aliases = newRoomId === null ? await roomAliases(db, roomId) : await moveAliases(db, roomId, newRoomId)
+        if (newRoomId === null) for (const alias of aliases) await deleteAlias(db, alias)
+        if (body.purge !== false) {
+          if (failed.length > 0 && body.force_purge !== true) {
+            throw new MatrixError(409, 'M_UNKNOWN', `${failed.length} members could not be removed, so the room was not purged (force_purge purges it anyway)`, {
+              kicked_users: kicked,
+              failed_to_kick_users: failed,
+            })
+          }
+          const events = await purgeRoom(db, roomId)
+          request.log.info({ roomId, events }, 'admin purged a room')
+        }
+        request.log.info({ roomId, kicked: kicked.length, failed: failed.length, newRoomId }, 'admin deleted a room')
+        return { kicked_users: kicked, failed_to_kick_users: failed, local_aliases: aliases, new_room_id: newRoomId }
+      },
+    })
+
+    /** The room the members of a deleted room are moved to (Synapse's `new_room_user_id`): its owner, the message, and them. */
+    async function noticeRoom(owner: string, body: RoomDelete, users: readonly string[]): Promise<string> {
+      const roomId = generateRoomId(serverName)
+      const plan = planRoomCreation(roomId, owner, serverName, { preset: 'public_chat', name: body.room_name ?? defaultNoticeRoomName, power_level_content_override: { users: { [owner]: 100 }, users_default: -10 } }, (await getProfile(db, owner)) ?? {})
+      await services.sender.send({ requestId: randomUUID(), roomId, events: plan.events })
+      const message = { type: 'm.room.message', sender: owner, content: { msgtype: 'm.text', body: body.message ?? defaultNoticeMessage } }
+      await services.sender.send({ requestId: randomUUID(), roomId, events: [message] })
+      for (const userId of users) {
+        const profile = profileContent((await getProfile(db, userId)) ?? {})
+        await services.sender.send({ requestId: randomUUID(), roomId, events: [{ type: 'm.room.member', state_key: userId, sender: userId, content: { membership: 'join', ...profile } }] })
+      }
+      return roomId
+    }
 
     app.route<{ Params: { roomId: string } }>({
       method: 'GET',

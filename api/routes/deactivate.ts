@@ -74,12 +74,21 @@ export async function closeAccount(runtime: ApiRuntime, services: RoomServices, 
     .where('membership', 'in', ['join', 'invite', 'knock'])
     .orderBy('room_id')
     .execute()
-  for (const { room_id: roomId } of rooms) {
-    const leave = { type: 'm.room.member', state_key: userId, sender: userId, content: { membership: 'leave' } }
-    await services.sender.send({ requestId: randomUUID(), roomId, events: [leave] })
-    await stopTypingOfDeparted(runtime.db, roomId, [leave], runtime.clock())
-  }
+  for (const { room_id: roomId } of rooms) await leaveRoom(runtime, services, roomId, userId)
   const deviceIds = await deactivateUser(runtime.db, userId, { erase: options.erase })
   runtime.auth.forget({ userId, deviceIds })
   return { rooms: rooms.length, devices: deviceIds.length }
+}
+
+/**
+ * `userId` (a local user) leaves `roomId` (or turns down an invite, or withdraws a knock), the
+ * server acting for them, and stops typing there.
+ *
+ * @example
+ * await leaveRoom(app.myelin, services, '!r:example.org', '@alice:example.org')
+ */
+export async function leaveRoom(runtime: ApiRuntime, services: RoomServices, roomId: string, userId: string): Promise<void> {
+  const leave = { type: 'm.room.member', state_key: userId, sender: userId, content: { membership: 'leave' } }
+  await services.sender.send({ requestId: randomUUID(), roomId, events: [leave] })
+  await stopTypingOfDeparted(runtime.db, roomId, [leave], runtime.clock())
 }

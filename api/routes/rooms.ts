@@ -3,6 +3,7 @@ import type { FastifyPluginAsync } from 'fastify'
 import { RejectedEventError } from '../../persisters/persist-errors.js'
 import { getUser } from '../../storage/accounts.js'
 import { getCurrentState, getEvent, getForwardExtremities, getRoomHead } from '../../storage/events/event-store.js'
+import { roomBlock } from '../../storage/admin.js'
 import { getProfile } from '../../storage/profiles.js'
 import { createAlias, getAlias, moveAliases } from '../../storage/room-aliases.js'
 import { isRoomPublished, setRoomPublished } from '../../storage/room-directory.js'
@@ -118,7 +119,14 @@ export function roomWriteRoutes(services: RoomServices): FastifyPluginAsync {
       return userId
     }
 
+    /** 403 when a server admin blocked the room (no local joins, knocks or invites). */
+    async function notBlocked(roomId: string): Promise<string> {
+      if ((await roomBlock(db, roomId)) !== undefined) throw forbidden('This room has been blocked on this server')
+      return roomId
+    }
+
     async function join(roomId: string, userId: string, reason: string | undefined): Promise<{ room_id: string }> {
+      await notBlocked(roomId)
       const profile = (await getProfile(db, userId)) ?? {}
       await sendOne(roomId, member(userId, userId, 'join', reason, profileContent(profile)))
       return { room_id: roomId }
@@ -173,7 +181,7 @@ export function roomWriteRoutes(services: RoomServices): FastifyPluginAsync {
       },
       handler: async (request) => {
         const { userId } = await requireUser(request)
-        const roomId = await existingRoomOrAlias(request.params.roomIdOrAlias)
+        const roomId = await notBlocked(await existingRoomOrAlias(request.params.roomIdOrAlias))
         const profile = (await getProfile(db, userId)) ?? {}
         await sendOne(roomId, member(userId, userId, 'knock', request.body.reason, profileContent(profile)))
         return { room_id: roomId }
@@ -211,7 +219,7 @@ export function roomWriteRoutes(services: RoomServices): FastifyPluginAsync {
       handler: async (request) => {
         const { userId } = await requireUser(request)
         const target = checkUserId(request.body.user_id)
-        const roomId = await existingRoom(request.params.roomId)
+        const roomId = await notBlocked(await existingRoom(request.params.roomId))
         await localUser(target, 'invite')
         await sendOne(roomId, member(userId, target, 'invite', request.body.reason))
         return {}

@@ -2,6 +2,7 @@ import { expect } from 'chai'
 import type { LightMyRequestResponse } from 'fastify'
 import { registrationMac } from '../../../api/routes/admin-register.js'
 import { adminRoutes } from '../../../api/routes/admin.js'
+import { directoryRoutes } from '../../../api/routes/directory.js'
 import { roomWriteRoutes } from '../../../api/routes/rooms.js'
 import { startApi, sharedSecret, v3, type ApiHarness, type Session } from './api-harness.js'
 import { createRoomAs, enc, joinAs } from './read-fixtures.js'
@@ -16,7 +17,7 @@ describe("api server admin (Synapse's admin API: users and rooms)", function () 
   let alice: Session
   let bob: Session
   before(async () => {
-    h = await startApi({ roomRoutes: (services) => [roomWriteRoutes(services), adminRoutes(services)] })
+    h = await startApi({ roomRoutes: (services) => [roomWriteRoutes(services), directoryRoutes(services), adminRoutes(services)] })
     alice = await h.register('ad_alice')
     bob = await h.register('ad_bob')
     const { nonce } = (await h.call('GET', `${admin1}/register`)).json<{ nonce: string }>()
@@ -120,6 +121,75 @@ describe("api server admin (Synapse's admin API: users and rooms)", function () 
     expect(await ok(get(root, `${admin1}/rooms/${enc(lobby)}/members`))).to.deep.equal({ members: [alice.user_id, bob.user_id].sort(), total: 2 })
     const state = await ok<{ state: { type: string; state_key: string }[] }>(get(root, `${admin1}/rooms/${enc(lobby)}/state`))
     expect(state.state.map((e) => `${e.type}|${e.state_key}`)).to.include.members(['m.room.create|', 'm.room.name|', `m.room.member|${bob.user_id}`])
+  })
+
+  describe('blocking and deleting rooms', () => {
+    const del = (session: Session | undefined, roomId: string, body: unknown) => h.call('DELETE', `${admin1}/rooms/${enc(roomId)}`, { ...as(session), body })
+    const block = (roomId: string, value: boolean) => h.call('PUT', `${admin1}/rooms/${enc(roomId)}/block`, { ...as(root), body: { block: value } })
+    const eventCount = async (roomId: string) => Number((await h.t.db.selectFrom('events').select((eb) => eb.fn.countAll<string>().as('n')).where('room_id', '=', roomId).executeTakeFirstOrThrow()).n)
+    const membershipAction = (session: Session, roomId: string, action: string, body: unknown = {}) => h.call('POST', `${v3}/rooms/${enc(roomId)}/${action}`, { ...as(session), body })
+
+    it('should block a room to local joins, knocks and invites until unblocked', async () => {
+      const roomId = await createRoomAs(h, alice, { preset: 'public_chat' })
+      expect(await ok(get(root, `${admin1}/rooms/${enc(roomId)}/block`))).to.deep.equal({ block: false })
+      await ok(block(roomId, true))
+      expect(await ok(get(root, `${admin1}/rooms/${enc(roomId)}/block`))).to.deep.equal({ block: true, user_id: root.user_id })
+      for (const [what, res] of [
+        ['join', membershipAction(bob, roomId, 'join')],
+        ['join by ID', h.call('POST', `${v3}/join/${enc(roomId)}`, { ...as(bob), body: {} })],
+        ['knock', h.call('POST', `${v3}/knock/${enc(roomId)}`, { ...as(bob), body: {} })],
+        ['invite', membershipAction(alice, roomId, 'invite', { user_id: bob.user_id })],
+      ] as const) {
+        const answer = await res
+        expect([what, answer.statusCode, answer.json().errcode]).to.deep.equal([what, 403, 'M_FORBIDDEN'])
+      }
+      await ok(block(roomId, false))
+      await ok(membershipAction(bob, roomId, 'join'))
+    })
+
+    it('should remove every member, move them and the aliases to a new room, block and purge the old one', async () => {
+      const roomId = await createRoomAs(h, alice, { preset: 'public_chat', name: 'Doomed', room_alias_name: 'ad-doomed', visibility: 'public' })
+      await joinAs(h, bob, roomId)
+      const carol = await h.register('ad_carol2')
+      await ok(membershipAction(alice, roomId, 'invite', { user_id: carol.user_id }))
+      expect(await eventCount(roomId)).to.be.greaterThan(5)
+
+      const answer = await ok<{ kicked_users: string[]; failed_to_kick_users: string[]; local_aliases: string[]; new_room_id: string }>(
+        del(root, roomId, { new_room_user_id: root.user_id, room_name: 'Moved', message: 'This room was removed.', block: true }),
+      )
+      expect(answer).to.deep.include({ kicked_users: [alice.user_id, bob.user_id, carol.user_id].sort(), failed_to_kick_users: [], local_aliases: ['#ad-doomed:hs.test'] })
+      expect(await eventCount(roomId), 'purged').to.equal(0)
+      expect((await get(root, `${admin1}/rooms/${enc(roomId)}`)).statusCode).to.equal(404)
+      expect((await get(root, `${admin1}/rooms/${enc(roomId)}/block`)).json()).to.include({ block: true })
+      expect((await membershipAction(bob, roomId, 'join')).statusCode, 'gone').to.equal(404)
+
+      // The joined members are in the new room, which carries the message and the alias; the invitee is not.
+      const moved = answer.new_room_id
+      expect(await ok(get(root, `${admin1}/rooms/${enc(moved)}/members`))).to.deep.equal({ members: [alice.user_id, bob.user_id, root.user_id].sort(), total: 3 })
+      expect((await get(bob, `${v3}/directory/room/${enc('#ad-doomed:hs.test')}`)).json()).to.include({ room_id: moved })
+      const messages = await h.t.db.selectFrom('events').select('type').where('room_id', '=', moved).where('type', '=', 'm.room.message').execute()
+      expect(messages).to.have.length(1)
+      const refused = await h.call('PUT', `${v3}/rooms/${enc(moved)}/send/m.room.message/t1`, { ...as(bob), body: { msgtype: 'm.text', body: 'hi' } })
+      expect(refused.statusCode, 'members of the notice room may not speak').to.equal(403)
+    })
+
+    it('should keep the room without purge, delete its aliases, and answer 404 for an unknown room unless it is only blocked', async () => {
+      const roomId = await createRoomAs(h, alice, { preset: 'public_chat', room_alias_name: 'ad-kept' })
+      await joinAs(h, bob, roomId)
+      const answer = await ok<{ kicked_users: string[]; new_room_id: null; local_aliases: string[] }>(del(root, roomId, { purge: false }))
+      expect(answer).to.deep.include({ kicked_users: [alice.user_id, bob.user_id].sort(), new_room_id: null, local_aliases: ['#ad-kept:hs.test'] })
+      expect(await ok(get(root, `${admin1}/rooms/${enc(roomId)}/members`))).to.deep.equal({ members: [], total: 0 })
+      const alias = await get(bob, `${v3}/directory/room/${enc('#ad-kept:hs.test')}`)
+      expect([alias.statusCode, alias.json().errcode]).to.deep.equal([404, 'M_NOT_FOUND'])
+      expect(await eventCount(roomId)).to.be.greaterThan(0)
+
+      const unknown = await del(root, '!unknown:hs.test', {})
+      expect([unknown.statusCode, unknown.json().errcode]).to.deep.equal([404, 'M_NOT_FOUND'])
+      await ok(del(root, '!future:hs.test', { block: true }))
+      expect((await get(root, `${admin1}/rooms/${enc('!future:hs.test')}/block`)).json()).to.include({ block: true })
+      const notAdmin = await del(bob, roomId, {})
+      expect([notAdmin.statusCode, notAdmin.json().errcode]).to.deep.equal([403, 'M_FORBIDDEN'])
+    })
   })
 
   it('should answer everyone but server admins 401 or 403, and refuse bad input with a Matrix error, changing nothing', async () => {
