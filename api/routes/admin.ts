@@ -409,38 +409,25 @@ export function adminRoutes(services: RoomServices): FastifyPluginAsync {
       return roomId
     }
 
-    app.route<{ Params: { roomId: string } }>({
-      method: 'GET',
-      url: '/_synapse/admin/v1/rooms/:roomId',
-      schema: { params: roomParams },
-      handler: async (request) => {
-        await requireAdmin(request)
-        return existingRoom(request.params.roomId)
-      },
+    /** A read of one existing room (404 otherwise) under `/_synapse/admin/v1/rooms/{roomId}`. */
+    const roomRead = (suffix: string, read: (summary: Awaited<ReturnType<typeof existingRoom>>) => Promise<unknown>) =>
+      app.route<{ Params: { roomId: string } }>({
+        method: 'GET',
+        url: `/_synapse/admin/v1/rooms/:roomId${suffix}`,
+        schema: { params: roomParams },
+        handler: async (request) => {
+          await requireAdmin(request)
+          return read(await existingRoom(request.params.roomId))
+        },
+      })
+    roomRead('', async (summary) => summary)
+    roomRead('/members', async ({ room_id: roomId }) => {
+      const members = await adminRoomMembers(db, roomId)
+      return { members, total: members.length }
     })
-
-    app.route<{ Params: { roomId: string } }>({
-      method: 'GET',
-      url: '/_synapse/admin/v1/rooms/:roomId/members',
-      schema: { params: roomParams },
-      handler: async (request) => {
-        await requireAdmin(request)
-        const { room_id: roomId } = await existingRoom(request.params.roomId)
-        const members = await adminRoomMembers(db, roomId)
-        return { members, total: members.length }
-      },
-    })
-
-    app.route<{ Params: { roomId: string } }>({
-      method: 'GET',
-      url: '/_synapse/admin/v1/rooms/:roomId/state',
-      schema: { params: roomParams },
-      handler: async (request) => {
-        await requireAdmin(request)
-        const { room_id: roomId } = await existingRoom(request.params.roomId)
-        const state = await getCurrentState(db, roomId)
-        return { state: state.map((s) => ({ type: s.type, state_key: s.stateKey, sender: s.sender, content: s.content, event_id: s.eventId, room_id: roomId })) }
-      },
+    roomRead('/state', async ({ room_id: roomId }) => {
+      const state = await getCurrentState(db, roomId)
+      return { state: state.map((s) => ({ type: s.type, state_key: s.stateKey, sender: s.sender, content: s.content, event_id: s.eventId, room_id: roomId })) }
     })
   }
 }

@@ -36,6 +36,7 @@ import { createTtlCache } from '../ttl-cache.js'
 const reasonField = { type: 'string', maxLength: 2048 } as const
 const roomParams = { type: 'object', required: ['roomId'], properties: { roomId: { type: 'string', minLength: 1, maxLength: 2048 } } } as const
 const optionalReasonBody = { type: 'object', properties: { reason: reasonField } } as const
+const roomIdOrAliasParams = { type: 'object', required: ['roomIdOrAlias'], properties: { roomIdOrAlias: { type: 'string', minLength: 1, maxLength: 2048 } } } as const
 const targetBody = { type: 'object', required: ['user_id'], properties: { user_id: { type: 'string', maxLength: 2048 }, reason: reasonField } } as const
 const identifierParam = { type: 'string', minLength: 1, maxLength: maxIdentifierLength } as const
 
@@ -158,10 +159,7 @@ export function roomWriteRoutes(services: RoomServices): FastifyPluginAsync {
       method: 'POST',
       path: '/join/:roomIdOrAlias',
       preValidation: emptyBodyAsObject,
-      schema: {
-        params: { type: 'object', required: ['roomIdOrAlias'], properties: { roomIdOrAlias: { type: 'string', minLength: 1, maxLength: 2048 } } },
-        body: optionalReasonBody,
-      },
+      schema: { params: roomIdOrAliasParams, body: optionalReasonBody },
       handler: async (request) => {
         const { userId } = await requireUser(request)
         return join(await existingRoomOrAlias(request.params.roomIdOrAlias), userId, request.body.reason)
@@ -175,10 +173,7 @@ export function roomWriteRoutes(services: RoomServices): FastifyPluginAsync {
       method: 'POST',
       path: '/knock/:roomIdOrAlias',
       preValidation: emptyBodyAsObject,
-      schema: {
-        params: { type: 'object', required: ['roomIdOrAlias'], properties: { roomIdOrAlias: { type: 'string', minLength: 1, maxLength: 2048 } } },
-        body: optionalReasonBody,
-      },
+      schema: { params: roomIdOrAliasParams, body: optionalReasonBody },
       handler: async (request) => {
         const { userId } = await requireUser(request)
         const roomId = await notBlocked(await existingRoomOrAlias(request.params.roomIdOrAlias))
