@@ -1,8 +1,10 @@
 import { createAccessToken, createUser, deleteDeviceTokens, ensureDevice, generateDeviceId } from '../storage/accounts.js'
 import { hashPassword } from '../storage/password-hash.js'
+import { consumeRegistrationToken } from '../storage/registration-tokens.js'
 import { setProfile } from '../storage/profiles.js'
 import type { ApiRuntime } from './context.js'
 import { MatrixError } from './errors.js'
+import { InteractiveAuthRequired, registrationTokenStage } from './user-interactive-auth.js'
 import { userIdOf } from './user-ids.js'
 
 /**
@@ -29,7 +31,17 @@ export interface SessionResponse {
  */
 export async function createAccount(
   runtime: ApiRuntime,
-  account: { localpart: string; password: string; deviceId?: string; deviceDisplayName?: string; displayName?: string; inhibitLogin?: boolean; admin?: boolean },
+  account: {
+    localpart: string
+    password: string
+    deviceId?: string
+    deviceDisplayName?: string
+    displayName?: string
+    inhibitLogin?: boolean
+    admin?: boolean
+    /** Used once in the account's transaction (storage/registration-tokens.ts); an invalid one is the 401 of its stage. */
+    registrationToken?: { token: string; session: string }
+  },
 ): Promise<SessionResponse> {
   const serverName = runtime.config.server_name
   const userId = userIdOf(account.localpart, serverName)
@@ -38,6 +50,10 @@ export async function createAccount(
   return runtime.db.transaction().execute(async (trx) => {
     if ((await createUser(trx, { userId, passwordHash, nowMs, admin: account.admin === true })) === 'exists') {
       throw new MatrixError(400, 'M_USER_IN_USE', 'User ID already taken')
+    }
+    const grant = account.registrationToken
+    if (grant !== undefined && !(await consumeRegistrationToken(trx, grant.token, nowMs))) {
+      throw new InteractiveAuthRequired([registrationTokenStage], grant.session, { errcode: 'M_UNAUTHORIZED', error: 'Invalid registration token' })
     }
     await setProfile(trx, userId, { displayname: account.displayName ?? account.localpart })
     if (account.inhibitLogin) return { user_id: userId, home_server: serverName }

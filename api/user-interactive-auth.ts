@@ -7,8 +7,8 @@ import { loginUserId } from './user-ids.js'
 
 /**
  * User-interactive authentication (client-server API "User-interactive authentication API"),
- * reduced to single-stage flows: `m.login.dummy` (registration) and `m.login.password`
- * (sensitive account operations). A single stage needs no server-side session state, so a
+ * reduced to single-stage flows: `m.login.dummy` or `m.login.registration_token` (registration)
+ * and `m.login.password` (sensitive account operations). A single stage needs no server-side session state, so a
  * session ID is only echoed: any api worker can complete a flow another one started.
  */
 
@@ -19,6 +19,8 @@ export interface AuthDict {
   readonly identifier?: { readonly type?: string; readonly user?: string }
   readonly user?: string
   readonly password?: string
+  /** `m.login.registration_token`'s token. */
+  readonly token?: string
 }
 
 /** JSON schema of `auth` (types only; what is required depends on the stage). */
@@ -30,6 +32,7 @@ export const authDictSchema = {
     identifier: { type: 'object', properties: { type: { type: 'string' }, user: { type: 'string', maxLength: 512 } } },
     user: { type: 'string', maxLength: 512 },
     password: { type: 'string', maxLength: 512 },
+    token: { type: 'string', maxLength: 64 },
   },
 } as const
 
@@ -60,6 +63,28 @@ export class InteractiveAuthRequired extends MatrixError {
 export function newSessionId(): string {
   return randomAlphanumeric(24)
 }
+
+/**
+ * The registration stage: `m.login.registration_token` when registration requires a token (its
+ * `token` returned, to be used in the transaction that creates the account), else
+ * `m.login.dummy`; or throws the 401 that asks for it.
+ *
+ * @example
+ * const token = requireRegistrationAuth(body.auth, config.registration.requires_token)
+ */
+export function requireRegistrationAuth(auth: AuthDict | undefined, requiresToken: boolean): { token?: string; session: string } {
+  if (!requiresToken) {
+    requireDummyAuth(auth)
+    return { session: auth?.session ?? newSessionId() }
+  }
+  const session = auth?.session ?? newSessionId()
+  if (auth === undefined) throw new InteractiveAuthRequired([registrationTokenStage], session)
+  if (auth.type !== registrationTokenStage) throw new MatrixError(400, 'M_UNRECOGNIZED', `Unsupported authentication type ${JSON.stringify(auth.type ?? null)}`)
+  if (typeof auth.token !== 'string' || auth.token === '') throw new MatrixError(400, 'M_MISSING_PARAM', 'Missing registration token')
+  return { token: auth.token, session }
+}
+
+export const registrationTokenStage = 'm.login.registration_token'
 
 /**
  * Completes `m.login.dummy` or throws the 401 that asks for it.

@@ -88,9 +88,11 @@ const configSchema = z
     registration: z
       .strictObject({
         enabled: z.boolean().default(true),
+        /** Signing up needs a registration token (`m.login.registration_token`) a server admin made. */
+        requires_token: z.boolean().default(false),
         shared_secret: z.string().min(16).optional(),
       })
-      .default({ enabled: true }),
+      .default({ enabled: true, requires_token: false }),
     /** Presence (storage/presence.ts); large deployments often turn it off to save its writes. */
     presence: z.strictObject({ enabled: z.boolean().default(true) }).default({ enabled: true }),
     /** The content repository (api/routes/media.ts): the largest upload. */

@@ -52,6 +52,7 @@ export interface Database {
   event_search_position: EventSearchPositionTable
   event_reports: EventReportsTable
   blocked_rooms: BlockedRoomsTable
+  registration_tokens: RegistrationTokensTable
   media: MediaTable
   myelin_schema_compat: SchemaCompatTable
   myelin_migration_checksums: MigrationChecksumsTable
@@ -260,6 +261,14 @@ export interface MediaTable {
   created_ts: Int8
   content: Buffer | null
   expires_ts: Int8 | null
+}
+
+export interface RegistrationTokensTable {
+  token: string
+  uses_allowed: number | null
+  pending: Generated<number>
+  completed: Generated<number>
+  expiry_time: Int8 | null
 }
 
 export interface BlockedRoomsTable {

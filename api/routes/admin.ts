@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import type { FastifyPluginAsync, FastifyReply } from 'fastify'
+import { randomAlphanumeric } from '../../storage/access-token.js'
 import { createUser, deleteDevices, getUser, setPasswordHash, updateUser } from '../../storage/accounts.js'
 import {
   adminRoomMembers,
@@ -19,6 +20,7 @@ import {
 import { getCurrentState } from '../../storage/events/event-store.js'
 import { hashPassword } from '../../storage/password-hash.js'
 import { getProfile, setProfile } from '../../storage/profiles.js'
+import { createRegistrationToken, deleteRegistrationToken, registrationToken, registrationTokens, updateRegistrationToken } from '../../storage/registration-tokens.js'
 import { deleteAlias, moveAliases, roomAliases } from '../../storage/room-aliases.js'
 import { setRoomPublished } from '../../storage/room-directory.js'
 import { MatrixError, notFound } from '../errors.js'
@@ -46,6 +48,8 @@ import { closeAccount, leaveRoom } from './deactivate.js'
  * - `GET /_synapse/admin/v1/rooms` (`from`, `limit`, `order_by`, `dir`, `search_term`) →
  *   `{rooms, offset, total_rooms, next_batch?, prev_batch?}`;
  * - `GET /_synapse/admin/v1/rooms/{roomId}`, `…/members`, `…/state`;
+ * - `/_synapse/admin/v1/registration_tokens`: list (`valid`), `POST …/new` (`token` or `length`,
+ *   `uses_allowed`, `expiry_time`), `GET|PUT|DELETE …/{token}`;
  * - `GET|PUT /_synapse/admin/v1/rooms/{roomId}/block` (`{block}`): a blocked room takes no local
  *   joins, knocks or invites;
  * - `DELETE /_synapse/admin/v1/rooms/{roomId}` (`block`, `purge` (default true), `force_purge`,
@@ -297,6 +301,84 @@ export function adminRoutes(services: RoomServices): FastifyPluginAsync {
           ...(offset + rooms.length < total && { next_batch: offset + rooms.length }),
           ...(offset > 0 && { prev_batch: Math.max(0, offset - limit) }),
         }
+      },
+    })
+
+    const tokenParams = { type: 'object', required: ['token'], properties: { token: { type: 'string', minLength: 1, maxLength: 64 } } } as const
+    const tokenFields = { uses_allowed: { type: ['integer', 'null'], minimum: 0, maximum: 2 ** 31 - 1 }, expiry_time: { type: ['integer', 'null'], minimum: 0 } } as const
+    const existingToken = async (token: string) => {
+      const found = await registrationToken(db, token)
+      if (found === undefined) throw notFound('No such registration token')
+      return found
+    }
+    /** An expiry in the past would make a token nobody can use (Synapse refuses it too). */
+    const checkExpiry = (expiry: number | null | undefined) => {
+      if (typeof expiry === 'number' && expiry <= runtime.clock()) throw new MatrixError(400, 'M_INVALID_PARAM', 'expiry_time must not be in the past')
+    }
+
+    app.route<{ Querystring: { valid?: 'true' | 'false' } }>({
+      method: 'GET',
+      url: '/_synapse/admin/v1/registration_tokens',
+      schema: { querystring: { type: 'object', properties: { valid: boolString } } },
+      handler: async (request) => {
+        await requireAdmin(request)
+        const { valid } = request.query
+        return { registration_tokens: await registrationTokens(db, { now: runtime.clock(), ...(valid !== undefined && { valid: valid === 'true' }) }) }
+      },
+    })
+
+    app.route<{ Body: { token?: string; length?: number; uses_allowed?: number | null; expiry_time?: number | null } | null }>({
+      method: 'POST',
+      url: '/_synapse/admin/v1/registration_tokens/new',
+      schema: {
+        body: {
+          type: ['object', 'null'],
+          properties: { token: { type: 'string', minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9._~-]+$' }, length: { type: 'integer', minimum: 1, maximum: 64 }, ...tokenFields },
+        },
+      },
+      handler: async (request) => {
+        await requireAdmin(request)
+        const body = request.body ?? {}
+        checkExpiry(body.expiry_time)
+        const token = body.token ?? randomAlphanumeric(body.length ?? 16)
+        const created = await createRegistrationToken(db, { token, uses_allowed: body.uses_allowed ?? null, expiry_time: body.expiry_time ?? null })
+        if (created === 'exists') throw new MatrixError(400, 'M_INVALID_PARAM', 'Token already in use')
+        request.log.info({ uses_allowed: body.uses_allowed ?? null }, 'admin made a registration token')
+        return existingToken(token)
+      },
+    })
+
+    app.route<{ Params: { token: string } }>({
+      method: 'GET',
+      url: '/_synapse/admin/v1/registration_tokens/:token',
+      schema: { params: tokenParams },
+      handler: async (request) => {
+        await requireAdmin(request)
+        return existingToken(request.params.token)
+      },
+    })
+
+    app.route<{ Params: { token: string }; Body: { uses_allowed?: number | null; expiry_time?: number | null } }>({
+      method: 'PUT',
+      url: '/_synapse/admin/v1/registration_tokens/:token',
+      schema: { params: tokenParams, body: { type: 'object', properties: tokenFields } },
+      handler: async (request) => {
+        await requireAdmin(request)
+        checkExpiry(request.body.expiry_time)
+        const updated = await updateRegistrationToken(db, request.params.token, request.body)
+        if (updated === undefined) throw notFound('No such registration token')
+        return updated
+      },
+    })
+
+    app.route<{ Params: { token: string } }>({
+      method: 'DELETE',
+      url: '/_synapse/admin/v1/registration_tokens/:token',
+      schema: { params: tokenParams },
+      handler: async (request) => {
+        await requireAdmin(request)
+        if (!(await deleteRegistrationToken(db, request.params.token))) throw notFound('No such registration token')
+        return {}
       },
     })
 

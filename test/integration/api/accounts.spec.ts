@@ -118,6 +118,11 @@ describe('api accounts (register, login, logout, whoami, devices)', function () 
       const missing = await h.call('GET', `${v3}/register/available`)
       expect([missing.statusCode, missing.json().errcode]).to.deep.equal([400, 'M_INVALID_PARAM'])
     })
+
+    it('should answer the registration token validity check 403 when no token is required', async () => {
+      const res = await h.call('GET', '/_matrix/client/v1/register/m.login.registration_token/validity?token=abc')
+      expect([res.statusCode, res.json().errcode]).to.deep.equal([403, 'M_FORBIDDEN'])
+    })
   })
 
   describe('closed registration and the shared secret', () => {
