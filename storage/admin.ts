@@ -342,3 +342,64 @@ export async function purgeRoom(db: Db, roomId: string): Promise<number> {
     return Number(deleted.numDeletedRows)
   })
 }
+
+/** What shutting a room down did (Synapse's `shutdown_room`, and the v1 answer). */
+export interface RoomShutdown {
+  readonly kicked_users: string[]
+  readonly failed_to_kick_users: string[]
+  readonly local_aliases: string[]
+  readonly new_room_id: string | null
+}
+
+export type RoomDeletionStatus = 'shutting_down' | 'purging' | 'complete' | 'failed'
+
+/** One asynchronous deletion as `…/delete_status` shows it. */
+export interface RoomDeletion {
+  readonly delete_id: string
+  readonly room_id: string
+  readonly status: RoomDeletionStatus
+  readonly shutdown_room?: RoomShutdown
+  readonly error?: string
+}
+
+/** Records a deletion that starts now (status `shutting_down`). */
+export async function startRoomDeletion(db: Db, deletion: { deleteId: string; roomId: string; now: number }): Promise<void> {
+  await db.insertInto('room_deletions').values({ delete_id: deletion.deleteId, room_id: deletion.roomId, status: 'shutting_down', started_ts: deletion.now }).execute()
+}
+
+/** Moves a deletion on: its status, and what the shutdown did or why it failed once known. */
+export async function updateRoomDeletion(db: Db, deleteId: string, change: { status: RoomDeletionStatus; shutdown?: RoomShutdown; error?: string }): Promise<void> {
+  await db
+    .updateTable('room_deletions')
+    .set({
+      status: change.status,
+      ...(change.shutdown !== undefined && { shutdown_room: JSON.stringify(change.shutdown) }),
+      ...(change.error !== undefined && { error: change.error }),
+    })
+    .where('delete_id', '=', deleteId)
+    .execute()
+}
+
+/**
+ * Deletions by ID, or of a room (oldest first).
+ *
+ * @example
+ * await roomDeletions(db, { roomId: '!spam:example.org' }) // [{ delete_id, room_id, status: 'complete', shutdown_room }]
+ */
+export async function roomDeletions(db: Db, which: { deleteId: string } | { roomId: string }): Promise<RoomDeletion[]> {
+  const rows = await db
+    .selectFrom('room_deletions')
+    .select(['delete_id', 'room_id', 'status', 'shutdown_room', 'error'])
+    .$if('deleteId' in which, (qb) => qb.where('delete_id', '=', (which as { deleteId: string }).deleteId))
+    .$if('roomId' in which, (qb) => qb.where('room_id', '=', (which as { roomId: string }).roomId))
+    .orderBy('started_ts')
+    .orderBy('delete_id')
+    .execute()
+  return rows.map((row) => ({
+    delete_id: row.delete_id,
+    room_id: row.room_id,
+    status: row.status as RoomDeletionStatus,
+    ...(row.shutdown_room !== null && { shutdown_room: row.shutdown_room as RoomShutdown }),
+    ...(row.error !== null && { error: row.error }),
+  }))
+}

@@ -53,6 +53,7 @@ export interface Database {
   event_reports: EventReportsTable
   blocked_rooms: BlockedRoomsTable
   registration_tokens: RegistrationTokensTable
+  room_deletions: RoomDeletionsTable
   media: MediaTable
   myelin_schema_compat: SchemaCompatTable
   myelin_migration_checksums: MigrationChecksumsTable
@@ -261,6 +262,15 @@ export interface MediaTable {
   created_ts: Int8
   content: Buffer | null
   expires_ts: Int8 | null
+}
+
+export interface RoomDeletionsTable {
+  delete_id: string
+  room_id: string
+  status: string
+  shutdown_room: Json<unknown> | null
+  error: string | null
+  started_ts: Int8
 }
 
 export interface RegistrationTokensTable {

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import type { FastifyPluginAsync, FastifyReply } from 'fastify'
+import type { FastifyBaseLogger, FastifyPluginAsync, FastifyReply } from 'fastify'
 import { randomAlphanumeric } from '../../storage/access-token.js'
 import { createUser, deleteDevices, getUser, setPasswordHash, updateUser } from '../../storage/accounts.js'
 import {
@@ -13,7 +13,11 @@ import {
   blockRoom,
   purgeRoom,
   roomBlock,
+  roomDeletions,
+  startRoomDeletion,
   unblockRoom,
+  updateRoomDeletion,
+  type RoomShutdown,
   type AdminRoomOrder,
   type AdminUserOrder,
 } from '../../storage/admin.js'
@@ -52,7 +56,10 @@ import { closeAccount, leaveRoom } from './deactivate.js'
  *   `uses_allowed`, `expiry_time`), `GET|PUT|DELETE …/{token}`;
  * - `GET|PUT /_synapse/admin/v1/rooms/{roomId}/block` (`{block}`): a blocked room takes no local
  *   joins, knocks or invites;
- * - `DELETE /_synapse/admin/v1/rooms/{roomId}` (`block`, `purge` (default true), `force_purge`,
+ * - `DELETE /_synapse/admin/v1/rooms/{roomId}` (answered when done) and `DELETE
+ *   /_synapse/admin/v2/rooms/{roomId}` (answered at once with a `delete_id`; `GET
+ *   …/v2/rooms/{roomId}/delete_status` and `…/v2/rooms/delete_status/{deleteId}` tell how far it
+ *   got, from any api worker) (`block`, `purge` (default true), `force_purge`,
  *   `new_room_user_id`, `room_name`, `message`): every local member leaves (the server acting
  *   for them); with `new_room_user_id` they are joined to a new room of that user's, with the
  *   message, and the aliases move there, otherwise they are deleted; then the room is purged
@@ -409,71 +416,154 @@ export function adminRoutes(services: RoomServices): FastifyPluginAsync {
       },
     })
 
+    const roomDeleteSchema = {
+      params: roomParams,
+      body: {
+        type: ['object', 'null'],
+        properties: {
+          new_room_user_id: idParam,
+          room_name: { type: 'string', maxLength: 255 },
+          message: { type: 'string', maxLength: 4096 },
+          block: { type: 'boolean' },
+          purge: { type: 'boolean' },
+          force_purge: { type: 'boolean' },
+        },
+      },
+    } as const
+
+    /**
+     * The checks before a deletion, and its block: the room to delete, or undefined when the room
+     * is not here and the request only blocks it (allowed, as Synapse; deleting it is 404).
+     */
+    async function prepareDeletion(rawRoomId: string, adminId: string, body: RoomDelete): Promise<{ roomId: string; replacementOwner?: string } | undefined> {
+      const roomId = checkRoomId(rawRoomId)
+      const exists = (await adminRoomSummaries(db, [roomId])).has(roomId)
+      const replacementOwner = body.new_room_user_id === undefined ? undefined : await existingUser(body.new_room_user_id)
+      if (body.block === true) await blockRoom(db, roomId, adminId, runtime.clock())
+      if (!exists) {
+        if (body.block === true) return undefined
+        throw notFound('Room not found')
+      }
+      return { roomId, ...(replacementOwner !== undefined && { replacementOwner }) }
+    }
+
+    /**
+     * Every local member leaves (the server acting for them); with a replacement owner the joined
+     * ones go to a notice room, which gets the aliases; otherwise the aliases are deleted; the
+     * room leaves the directory.
+     */
+    async function shutDownRoom(roomId: string, body: RoomDelete, replacementOwner: string | undefined, log: FastifyBaseLogger): Promise<RoomShutdown> {
+      const members = await db
+        .selectFrom('current_state_events')
+        .select(['state_key', 'membership'])
+        .where('room_id', '=', roomId)
+        .where('type', '=', 'm.room.member')
+        .where('membership', 'in', ['join', 'invite', 'knock'])
+        .orderBy('state_key')
+        .execute()
+      const kicked: string[] = []
+      const failed: string[] = []
+      for (const { state_key: userId } of members) {
+        try {
+          await leaveRoom(runtime, services, roomId, userId)
+          kicked.push(userId)
+        } catch (err) {
+          log.warn({ err, roomId, userId }, 'room deletion: could not remove a member')
+          failed.push(userId)
+        }
+      }
+      const joined = new Set(members.filter((m) => m.membership === 'join').map((m) => m.state_key))
+      const newRoomId = replacementOwner === undefined ? null : await noticeRoom(replacementOwner, body, kicked.filter((u) => joined.has(u)))
+      await setRoomPublished(db, roomId, false)
+      const aliases = newRoomId === null ? await roomAliases(db, roomId) : await moveAliases(db, roomId, newRoomId)
+      if (newRoomId === null) for (const alias of aliases) await deleteAlias(db, alias)
+      log.info({ roomId, kicked: kicked.length, failed: failed.length, newRoomId }, 'admin shut a room down')
+      return { kicked_users: kicked, failed_to_kick_users: failed, local_aliases: aliases, new_room_id: newRoomId }
+    }
+
+    /** The purge after a shutdown, unless `purge: false`; 409 when someone could not be removed, unless `force_purge`. */
+    async function purgeAfter(roomId: string, body: RoomDelete, shutdown: RoomShutdown, log: FastifyBaseLogger): Promise<void> {
+      if (body.purge === false) return
+      if (shutdown.failed_to_kick_users.length > 0 && body.force_purge !== true) {
+        throw new MatrixError(409, 'M_UNKNOWN', `${shutdown.failed_to_kick_users.length} members could not be removed, so the room was not purged (force_purge purges it anyway)`, { ...shutdown })
+      }
+      const events = await purgeRoom(db, roomId)
+      log.info({ roomId, events }, 'admin purged a room')
+    }
+
+    const nothingShutDown: RoomShutdown = { kicked_users: [], failed_to_kick_users: [], local_aliases: [], new_room_id: null }
+
     app.route<{ Params: { roomId: string }; Body: RoomDelete | null }>({
       method: 'DELETE',
       url: '/_synapse/admin/v1/rooms/:roomId',
-      schema: {
-        params: roomParams,
-        body: {
-          type: ['object', 'null'],
-          properties: {
-            new_room_user_id: idParam,
-            room_name: { type: 'string', maxLength: 255 },
-            message: { type: 'string', maxLength: 4096 },
-            block: { type: 'boolean' },
-            purge: { type: 'boolean' },
-            force_purge: { type: 'boolean' },
-          },
-        },
-      },
+      schema: roomDeleteSchema,
       handler: async (request) => {
         const { userId: adminId } = await requireAdmin(request)
-        const roomId = checkRoomId(request.params.roomId)
         const body = request.body ?? {}
-        const exists = (await adminRoomSummaries(db, [roomId])).has(roomId)
-        if (body.block === true) await blockRoom(db, roomId, adminId, runtime.clock())
-        if (!exists) {
-          // Blocking a room this server does not have is allowed (as Synapse); deleting it is not.
-          if (body.block === true) return { kicked_users: [], failed_to_kick_users: [], local_aliases: [], new_room_id: null }
-          throw notFound('Room not found')
+        const target = await prepareDeletion(request.params.roomId, adminId, body)
+        if (target === undefined) return nothingShutDown
+        const shutdown = await shutDownRoom(target.roomId, body, target.replacementOwner, request.log)
+        await purgeAfter(target.roomId, body, shutdown, request.log)
+        return shutdown
+      },
+    })
+
+    // The asynchronous form: answered with a delete_id at once, the work going on in this
+    // process, its progress in `room_deletions` so that any api worker answers the status.
+    app.route<{ Params: { roomId: string }; Body: RoomDelete | null }>({
+      method: 'DELETE',
+      url: '/_synapse/admin/v2/rooms/:roomId',
+      schema: roomDeleteSchema,
+      handler: async (request) => {
+        const { userId: adminId } = await requireAdmin(request)
+        const body = request.body ?? {}
+        const target = await prepareDeletion(request.params.roomId, adminId, body)
+        const deleteId = randomAlphanumeric(16)
+        await startRoomDeletion(db, { deleteId, roomId: checkRoomId(request.params.roomId), now: runtime.clock() })
+        if (target === undefined) {
+          await updateRoomDeletion(db, deleteId, { status: 'complete', shutdown: nothingShutDown })
+          return { delete_id: deleteId }
         }
-        const replacementOwner = body.new_room_user_id === undefined ? undefined : await existingUser(body.new_room_user_id)
-        const members = await db
-          .selectFrom('current_state_events')
-          .select(['state_key', 'membership'])
-          .where('room_id', '=', roomId)
-          .where('type', '=', 'm.room.member')
-          .where('membership', 'in', ['join', 'invite', 'knock'])
-          .orderBy('state_key')
-          .execute()
-        const kicked: string[] = []
-        const failed: string[] = []
-        for (const { state_key: userId } of members) {
+        const log = request.log.child({ deleteId })
+        void (async () => {
           try {
-            await leaveRoom(runtime, services, roomId, userId)
-            kicked.push(userId)
+            const shutdown = await shutDownRoom(target.roomId, body, target.replacementOwner, log)
+            await updateRoomDeletion(db, deleteId, { status: 'purging', shutdown })
+            await purgeAfter(target.roomId, body, shutdown, log)
+            await updateRoomDeletion(db, deleteId, { status: 'complete' })
           } catch (err) {
-            request.log.warn({ err, roomId, userId }, 'room deletion: could not remove a member')
-            failed.push(userId)
+            log.error({ err, roomId: target.roomId }, 'room deletion failed')
+            await updateRoomDeletion(db, deleteId, { status: 'failed', error: err instanceof Error ? err.message : String(err) }).catch((e: unknown) =>
+              log.error({ err: e }, 'could not record a failed room deletion'),
+            )
           }
-        }
-        const joined = new Set(members.filter((m) => m.membership === 'join').map((m) => m.state_key))
-        const newRoomId = replacementOwner === undefined ? null : await noticeRoom(replacementOwner, body, kicked.filter((u) => joined.has(u)))
-        await setRoomPublished(db, roomId, false)
-        const aliases = newRoomId === null ? await roomAliases(db, roomId) : await moveAliases(db, roomId, newRoomId)
-        if (newRoomId === null) for (const alias of aliases) await deleteAlias(db, alias)
-        if (body.purge !== false) {
-          if (failed.length > 0 && body.force_purge !== true) {
-            throw new MatrixError(409, 'M_UNKNOWN', `${failed.length} members could not be removed, so the room was not purged (force_purge purges it anyway)`, {
-              kicked_users: kicked,
-              failed_to_kick_users: failed,
-            })
-          }
-          const events = await purgeRoom(db, roomId)
-          request.log.info({ roomId, events }, 'admin purged a room')
-        }
-        request.log.info({ roomId, kicked: kicked.length, failed: failed.length, newRoomId }, 'admin deleted a room')
-        return { kicked_users: kicked, failed_to_kick_users: failed, local_aliases: aliases, new_room_id: newRoomId }
+        })()
+        return { delete_id: deleteId }
+      },
+    })
+
+    app.route<{ Params: { roomId: string } }>({
+      method: 'GET',
+      url: '/_synapse/admin/v2/rooms/:roomId/delete_status',
+      schema: { params: roomParams },
+      handler: async (request) => {
+        await requireAdmin(request)
+        const results = await roomDeletions(db, { roomId: checkRoomId(request.params.roomId) })
+        if (results.length === 0) throw notFound('No deletion of this room')
+        return { results: results.map(({ room_id: _room, ...deletion }) => deletion) }
+      },
+    })
+
+    app.route<{ Params: { deleteId: string } }>({
+      method: 'GET',
+      url: '/_synapse/admin/v2/rooms/delete_status/:deleteId',
+      schema: { params: { type: 'object', required: ['deleteId'], properties: { deleteId: { type: 'string', minLength: 1, maxLength: 64 } } } },
+      handler: async (request) => {
+        await requireAdmin(request)
+        const [deletion] = await roomDeletions(db, { deleteId: request.params.deleteId })
+        if (deletion === undefined) throw notFound('No such deletion')
+        const { delete_id: _id, room_id: _room, ...status } = deletion
+        return status
       },
     })
 

@@ -173,6 +173,32 @@ describe("api server admin (Synapse's admin API: users and rooms)", function () 
       expect(refused.statusCode, 'members of the notice room may not speak').to.equal(403)
     })
 
+    it('should delete a room asynchronously (v2): a delete_id at once, its status from the database until complete', async () => {
+      const roomId = await createRoomAs(h, alice, { preset: 'public_chat', room_alias_name: 'ad-async' })
+      await joinAs(h, bob, roomId)
+      const { delete_id: deleteId } = await ok<{ delete_id: string }>(h.call('DELETE', `/_synapse/admin/v2/rooms/${enc(roomId)}`, { ...as(root), body: { block: true } }))
+      expect(deleteId).to.match(/^[A-Za-z0-9]{16}$/)
+      let status: { status: string; shutdown_room?: unknown } = { status: 'shutting_down' }
+      const deadline = Date.now() + 10_000
+      while (status.status !== 'complete' && status.status !== 'failed' && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 20))
+        status = await ok(get(root, `/_synapse/admin/v2/rooms/delete_status/${deleteId}`))
+      }
+      expect(status).to.deep.equal({
+        status: 'complete',
+        shutdown_room: { kicked_users: [alice.user_id, bob.user_id].sort(), failed_to_kick_users: [], local_aliases: ['#ad-async:hs.test'], new_room_id: null },
+      })
+      expect(await eventCount(roomId), 'purged').to.equal(0)
+      const byRoom = await ok<{ results: { delete_id: string; status: string }[] }>(get(root, `/_synapse/admin/v2/rooms/${enc(roomId)}/delete_status`))
+      expect(byRoom.results.map((r) => [r.delete_id, r.status])).to.deep.equal([[deleteId, 'complete']])
+      for (const url of ['/_synapse/admin/v2/rooms/delete_status/nope', `/_synapse/admin/v2/rooms/${enc('!never:hs.test')}/delete_status`]) {
+        const missing = await get(root, url)
+        expect([url, missing.statusCode, missing.json().errcode]).to.deep.equal([url, 404, 'M_NOT_FOUND'])
+      }
+      const refused = await h.call('DELETE', `/_synapse/admin/v2/rooms/${enc(roomId)}`, { ...as(bob), body: {} })
+      expect(refused.statusCode).to.equal(403)
+    })
+
     it('should keep the room without purge, delete its aliases, and answer 404 for an unknown room unless it is only blocked', async () => {
       const roomId = await createRoomAs(h, alice, { preset: 'public_chat', room_alias_name: 'ad-kept' })
       await joinAs(h, bob, roomId)
