@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type { FastifyBaseLogger, FastifyPluginAsync, FastifyReply } from 'fastify'
 import { randomAlphanumeric } from '../../storage/access-token.js'
-import { createUser, deleteDevices, getUser, setPasswordHash, updateUser } from '../../storage/accounts.js'
+import { createUser, deleteDevices, getUser, listDevices, setPasswordHash, updateUser } from '../../storage/accounts.js'
 import {
   adminRoomMembers,
   adminRoomOrders,
@@ -24,6 +24,7 @@ import {
 import { getCurrentState } from '../../storage/events/event-store.js'
 import { hashPassword } from '../../storage/password-hash.js'
 import { getProfile, setProfile } from '../../storage/profiles.js'
+import { joinedRooms } from '../../storage/room-reads.js'
 import { createRegistrationToken, deleteRegistrationToken, registrationToken, registrationTokens, updateRegistrationToken } from '../../storage/registration-tokens.js'
 import { deleteAlias, moveAliases, roomAliases } from '../../storage/room-aliases.js'
 import { setRoomPublished } from '../../storage/room-directory.js'
@@ -47,6 +48,8 @@ import { closeAccount, leaveRoom } from './deactivate.js'
  *   account: `password` (with `logout_devices`, default true), `displayname`, `avatar_url`,
  *   `admin`, `deactivated` (true closes the account as `/account/deactivate` does; false
  *   reactivates it and needs a `password`);
+ * - `GET /_synapse/admin/v1/users/{userId}/joined_rooms`; `GET /_synapse/admin/v2/users/{userId}/devices`,
+ *   `DELETE …/devices/{deviceId}` (the device and its tokens);
  * - `POST /_synapse/admin/v1/deactivate/{userId}` (`erase`);
  * - `POST /_synapse/admin/v1/reset_password/{userId}` (`new_password`, `logout_devices`);
  * - `GET /_synapse/admin/v1/rooms` (`from`, `limit`, `order_by`, `dir`, `search_term`) →
@@ -72,6 +75,7 @@ import { closeAccount, leaveRoom } from './deactivate.js'
  */
 
 const idParam = { type: 'string', minLength: 1, maxLength: 2048 } as const
+const userParams = { type: 'object', required: ['userId'], properties: { userId: idParam } } as const
 const boolString = { type: 'string', enum: ['true', 'false'] } as const
 const offsetString = { type: 'string', pattern: '^[0-9]{1,9}$' } as const
 const limitString = { type: 'string', pattern: '^[1-9][0-9]{0,5}$' } as const
@@ -183,7 +187,7 @@ export function adminRoutes(services: RoomServices): FastifyPluginAsync {
     app.route<{ Params: { userId: string } }>({
       method: 'GET',
       url: '/_synapse/admin/v2/users/:userId',
-      schema: { params: { type: 'object', required: ['userId'], properties: { userId: idParam } } },
+      schema: { params: userParams },
       handler: async (request) => {
         await requireAdmin(request)
         const user = await adminUser(db, localUserId(request.params.userId))
@@ -196,7 +200,7 @@ export function adminRoutes(services: RoomServices): FastifyPluginAsync {
       method: 'PUT',
       url: '/_synapse/admin/v2/users/:userId',
       schema: {
-        params: { type: 'object', required: ['userId'], properties: { userId: idParam } },
+        params: userParams,
         body: {
           type: 'object',
           properties: {
@@ -250,10 +254,47 @@ export function adminRoutes(services: RoomServices): FastifyPluginAsync {
       },
     })
 
+    app.route<{ Params: { userId: string } }>({
+      method: 'GET',
+      url: '/_synapse/admin/v1/users/:userId/joined_rooms',
+      schema: { params: userParams },
+      handler: async (request) => {
+        await requireAdmin(request)
+        const rooms = await joinedRooms(db, await existingUser(request.params.userId))
+        return { joined_rooms: rooms, total: rooms.length }
+      },
+    })
+
+    app.route<{ Params: { userId: string } }>({
+      method: 'GET',
+      url: '/_synapse/admin/v2/users/:userId/devices',
+      schema: { params: userParams },
+      handler: async (request) => {
+        await requireAdmin(request)
+        const userId = await existingUser(request.params.userId)
+        const devices = (await listDevices(db, userId)).map((d) => ({ device_id: d.deviceId, display_name: d.displayName, last_seen_ts: d.lastSeenTs, last_seen_ip: null, last_seen_user_agent: null, user_id: userId }))
+        return { devices, total: devices.length }
+      },
+    })
+
+    app.route<{ Params: { userId: string; deviceId: string } }>({
+      method: 'DELETE',
+      url: '/_synapse/admin/v2/users/:userId/devices/:deviceId',
+      schema: { params: { type: 'object', required: ['userId', 'deviceId'], properties: { userId: idParam, deviceId: idParam } } },
+      handler: async (request) => {
+        await requireAdmin(request)
+        const userId = await existingUser(request.params.userId)
+        // Deleting a device that is not there succeeds, as Synapse's does.
+        const deviceIds = await deleteDevices(db, userId, [request.params.deviceId])
+        runtime.auth.forget({ userId, deviceIds })
+        return {}
+      },
+    })
+
     app.route<{ Params: { userId: string }; Body: { erase?: boolean } }>({
       method: 'POST',
       url: '/_synapse/admin/v1/deactivate/:userId',
-      schema: { params: { type: 'object', required: ['userId'], properties: { userId: idParam } }, body: { type: ['object', 'null'], properties: { erase: { type: 'boolean' } } } },
+      schema: { params: userParams, body: { type: ['object', 'null'], properties: { erase: { type: 'boolean' } } } },
       handler: async (request) => {
         await requireAdmin(request)
         const userId = await existingUser(request.params.userId)
@@ -267,7 +308,7 @@ export function adminRoutes(services: RoomServices): FastifyPluginAsync {
       method: 'POST',
       url: '/_synapse/admin/v1/reset_password/:userId',
       schema: {
-        params: { type: 'object', required: ['userId'], properties: { userId: idParam } },
+        params: userParams,
         body: { type: 'object', required: ['new_password'], properties: { new_password: password, logout_devices: { type: 'boolean' } } },
       },
       handler: async (request) => {

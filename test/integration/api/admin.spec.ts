@@ -98,6 +98,26 @@ describe("api server admin (Synapse's admin API: users and rooms)", function () 
     await ok(login('ad_carol', 'back-pw'))
   })
 
+  it("should show a user's joined rooms and devices, and delete a device with its sessions", async () => {
+    const dana = await h.register('ad_dana')
+    const second = await ok<Session>(login('ad_dana', 'correct horse battery'))
+    const roomId = await createRoomAs(h, dana, { preset: 'public_chat' })
+    expect(await ok(get(root, `${admin1}/users/${enc(dana.user_id)}/joined_rooms`))).to.deep.equal({ joined_rooms: [roomId], total: 1 })
+    const devices = await ok<{ devices: { device_id: string; user_id: string }[]; total: number }>(get(root, `${admin2}/users/${enc(dana.user_id)}/devices`))
+    expect(devices.devices.map((d) => d.device_id).sort()).to.deep.equal([dana.device_id, second.device_id].sort())
+    expect(devices.total).to.equal(2)
+    expect(devices.devices.every((d) => d.user_id === dana.user_id)).to.equal(true)
+
+    await ok(h.call('DELETE', `${admin2}/users/${enc(dana.user_id)}/devices/${second.device_id}`, as(root)))
+    expect((await whoami(second)).statusCode, 'its session ended').to.equal(401)
+    expect((await whoami(dana)).statusCode, 'the other device stays').to.equal(200)
+    expect((await ok<{ total: number }>(get(root, `${admin2}/users/${enc(dana.user_id)}/devices`))).total).to.equal(1)
+    const unknown = await get(root, `${admin1}/users/${enc('@nobody:hs.test')}/joined_rooms`)
+    expect([unknown.statusCode, unknown.json().errcode]).to.deep.equal([404, 'M_NOT_FOUND'])
+    const notAdmin = await get(dana, `${admin2}/users/${enc(dana.user_id)}/devices`)
+    expect(notAdmin.statusCode).to.equal(403)
+  })
+
   it('should list rooms with their summaries, page and search them, and show one room, its members and state', async () => {
     const lobby = await createRoomAs(h, alice, { preset: 'public_chat', name: 'Zeta lobby', room_alias_name: 'ad-lobby', visibility: 'public' })
     await joinAs(h, bob, lobby)
