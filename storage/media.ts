@@ -79,3 +79,67 @@ export async function readMedia(db: Kysely<Database>, mediaId: string, now: numb
   if (row.content === null) return row.expires_ts !== null && Number(row.expires_ts) > now ? { pending: true } : undefined
   return { pending: false, contentType: row.content_type, uploadName: row.upload_name, content: row.content }
 }
+
+/** One file as Synapse's admin API lists a user's media. */
+export interface MediaInfo {
+  readonly media_id: string
+  readonly media_type: string
+  readonly media_length: number
+  readonly upload_name: string | null
+  readonly created_ts: number
+  readonly last_access_ts: null
+  readonly quarantined_by: null
+  readonly safe_from_quarantine: false
+}
+
+/**
+ * A page of `userId`'s files, newest first (`dir` `b`, the default) or oldest first, and how many
+ * they have. Pending (created, never uploaded) files are listed too, with length 0.
+ *
+ * @example
+ * const { media, total } = await userMedia(db, '@alice:hs', { offset: 0, limit: 100, dir: 'b' })
+ */
+export async function userMedia(db: Kysely<Database>, userId: string, page: { offset: number; limit: number; dir: 'f' | 'b' }): Promise<{ media: MediaInfo[]; total: number }> {
+  const [rows, total] = await Promise.all([
+    db
+      .selectFrom('media')
+      .select(['media_id', 'content_type', 'size', 'upload_name', 'created_ts'])
+      .where('user_id', '=', userId)
+      .orderBy('created_ts', page.dir === 'f' ? 'asc' : 'desc')
+      .orderBy('media_id', page.dir === 'f' ? 'asc' : 'desc')
+      .limit(page.limit)
+      .offset(page.offset)
+      .execute(),
+    db.selectFrom('media').select((eb) => eb.fn.countAll<string>().as('n')).where('user_id', '=', userId).executeTakeFirstOrThrow(),
+  ])
+  return {
+    media: rows.map((row) => ({
+      media_id: row.media_id,
+      media_type: row.content_type,
+      media_length: Number(row.size),
+      upload_name: row.upload_name,
+      created_ts: Number(row.created_ts),
+      last_access_ts: null,
+      quarantined_by: null,
+      safe_from_quarantine: false,
+    })),
+    total: Number(total.n),
+  }
+}
+
+/**
+ * Deletes files: one by ID, or all of a user's. Downloads of them answer 404 from then on.
+ *
+ * @returns the IDs deleted, sorted.
+ * @example
+ * await deleteMedia(db, { userId: '@spammer:hs' }) // ['abc…', 'def…']
+ */
+export async function deleteMedia(db: Kysely<Database>, which: { mediaId: string } | { userId: string }): Promise<string[]> {
+  const rows = await db
+    .deleteFrom('media')
+    .$if('mediaId' in which, (qb) => qb.where('media_id', '=', (which as { mediaId: string }).mediaId))
+    .$if('userId' in which, (qb) => qb.where('user_id', '=', (which as { userId: string }).userId))
+    .returning('media_id')
+    .execute()
+  return rows.map((row) => row.media_id).sort()
+}

@@ -22,6 +22,7 @@ import {
   type AdminUserOrder,
 } from '../../storage/admin.js'
 import { getCurrentState } from '../../storage/events/event-store.js'
+import { deleteMedia, userMedia } from '../../storage/media.js'
 import { hashPassword } from '../../storage/password-hash.js'
 import { getProfile, setProfile } from '../../storage/profiles.js'
 import { joinedRooms } from '../../storage/room-reads.js'
@@ -50,6 +51,7 @@ import { closeAccount, leaveRoom } from './deactivate.js'
  *   reactivates it and needs a `password`);
  * - `GET /_synapse/admin/v1/users/{userId}/joined_rooms`; `GET /_synapse/admin/v2/users/{userId}/devices`,
  *   `DELETE …/devices/{deviceId}` (the device and its tokens);
+ * - `GET|DELETE /_synapse/admin/v1/users/{userId}/media`, `DELETE /_synapse/admin/v1/media/{serverName}/{mediaId}`;
  * - `POST /_synapse/admin/v1/deactivate/{userId}` (`erase`);
  * - `POST /_synapse/admin/v1/reset_password/{userId}` (`new_password`, `logout_devices`);
  * - `GET /_synapse/admin/v1/rooms` (`from`, `limit`, `order_by`, `dir`, `search_term`) →
@@ -288,6 +290,44 @@ export function adminRoutes(services: RoomServices): FastifyPluginAsync {
         const deviceIds = await deleteDevices(db, userId, [request.params.deviceId])
         runtime.auth.forget({ userId, deviceIds })
         return {}
+      },
+    })
+
+    app.route<{ Params: { userId: string }; Querystring: { from?: string; limit?: string; dir?: 'f' | 'b' } }>({
+      method: 'GET',
+      url: '/_synapse/admin/v1/users/:userId/media',
+      schema: { params: userParams, querystring: { type: 'object', properties: { from: offsetString, limit: limitString, dir: { type: 'string', enum: ['f', 'b'] } } } },
+      handler: async (request) => {
+        await requireAdmin(request)
+        const userId = await existingUser(request.params.userId)
+        const offset = request.query.from === undefined ? 0 : Number(request.query.from)
+        const { media, total } = await userMedia(db, userId, { offset, limit: pageLimit(request.query.limit), dir: request.query.dir ?? 'b' })
+        return { media, total, ...(offset + media.length < total && { next_token: offset + media.length }) }
+      },
+    })
+
+    app.route<{ Params: { userId: string } }>({
+      method: 'DELETE',
+      url: '/_synapse/admin/v1/users/:userId/media',
+      schema: { params: userParams },
+      handler: async (request) => {
+        await requireAdmin(request)
+        const deleted = await deleteMedia(db, { userId: await existingUser(request.params.userId) })
+        request.log.info({ files: deleted.length }, "admin deleted a user's media")
+        return { deleted_media: deleted, total: deleted.length }
+      },
+    })
+
+    app.route<{ Params: { serverName: string; mediaId: string } }>({
+      method: 'DELETE',
+      url: '/_synapse/admin/v1/media/:serverName/:mediaId',
+      schema: { params: { type: 'object', required: ['serverName', 'mediaId'], properties: { serverName: idParam, mediaId: idParam } } },
+      handler: async (request) => {
+        await requireAdmin(request)
+        if (request.params.serverName !== serverName) throw new MatrixError(400, 'M_INVALID_PARAM', 'Can only delete local media')
+        const deleted = await deleteMedia(db, { mediaId: request.params.mediaId })
+        if (deleted.length === 0) throw notFound('Unknown media')
+        return { deleted_media: deleted, total: deleted.length }
       },
     })
 

@@ -118,6 +118,42 @@ describe("api server admin (Synapse's admin API: users and rooms)", function () 
     expect(notAdmin.statusCode).to.equal(403)
   })
 
+  it("should list a user's files and delete one or all of them, after which they are gone for everyone", async () => {
+    const erin = await h.register('ad_erin')
+    const upload = async (body: string, type: string) => {
+      const res = await h.app.inject({ method: 'POST', url: '/_matrix/media/v3/upload?filename=f.txt', headers: { authorization: `Bearer ${erin.access_token}`, 'content-type': type }, payload: body })
+      expect(res.statusCode, res.body).to.equal(200)
+      // A millisecond apart at least: the list is ordered by upload time.
+      await new Promise((resolve) => setTimeout(resolve, 3))
+      return res.json<{ content_uri: string }>().content_uri.split('/').pop() as string
+    }
+    const ids = [await upload('one', 'text/plain'), await upload('two!', 'application/json'), await upload('three', 'text/plain')]
+    const download = (id: string) => get(alice, `/_matrix/client/v1/media/download/hs.test/${id}`)
+    const listed = await ok<{ media: { media_id: string; media_type: string; media_length: number; upload_name: string }[]; total: number }>(get(root, `${admin1}/users/${enc(erin.user_id)}/media?dir=f`))
+    expect(listed.total).to.equal(3)
+    expect(listed.media.map((m) => [m.media_id, m.media_type, m.media_length, m.upload_name])).to.deep.equal([
+      [ids[0], 'text/plain', 3, 'f.txt'],
+      [ids[1], 'application/json', 4, 'f.txt'],
+      [ids[2], 'text/plain', 5, 'f.txt'],
+    ])
+    const page = await ok<{ media: { media_id: string }[]; next_token?: number }>(get(root, `${admin1}/users/${enc(erin.user_id)}/media?limit=2`))
+    expect([page.media.map((m) => m.media_id), page.next_token]).to.deep.equal([[ids[2], ids[1]], 2])
+
+    expect(await ok(h.call('DELETE', `${admin1}/media/hs.test/${ids[0]}`, as(root)))).to.deep.equal({ deleted_media: [ids[0]], total: 1 })
+    expect((await download(ids[0]!)).statusCode).to.equal(404)
+    expect((await download(ids[1]!)).statusCode).to.equal(200)
+    const rest = await ok<{ deleted_media: string[]; total: number }>(h.call('DELETE', `${admin1}/users/${enc(erin.user_id)}/media`, as(root)))
+    expect(rest).to.deep.equal({ deleted_media: [ids[1], ids[2]].sort(), total: 2 })
+    expect((await download(ids[2]!)).statusCode).to.equal(404)
+    for (const [what, res, code] of [
+      ['unknown media', h.call('DELETE', `${admin1}/media/hs.test/${ids[0]}`, as(root)), 404],
+      ['remote media', h.call('DELETE', `${admin1}/media/other.test/abc`, as(root)), 400],
+      ['not an admin', h.call('DELETE', `${admin1}/users/${enc(erin.user_id)}/media`, as(erin)), 403],
+    ] as const) {
+      expect([what, (await res).statusCode]).to.deep.equal([what, code])
+    }
+  })
+
   it('should list rooms with their summaries, page and search them, and show one room, its members and state', async () => {
     const lobby = await createRoomAs(h, alice, { preset: 'public_chat', name: 'Zeta lobby', room_alias_name: 'ad-lobby', visibility: 'public' })
     await joinAs(h, bob, lobby)
