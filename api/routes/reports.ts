@@ -1,6 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify'
 import { StorageError } from '../../storage/errors.js'
-import { addReport, reportsPage } from '../../storage/reports.js'
+import { addReport, deleteReport, reportById, reportsPage } from '../../storage/reports.js'
 import { eventForUser } from '../../storage/room-reads.js'
 import { clientRoute } from '../client-route.js'
 import { notFound } from '../errors.js'
@@ -17,7 +17,9 @@ import type { RoomServices } from '../room-services.js'
  *   invite to an abusive room can be reported), else 404.
  * - `GET /_synapse/admin/v1/event_reports` (`from`, `limit` (default 100, at most 1,000),
  *   `dir` `b` (newest first, the default) or `f`, `room_id`, `user_id`), Synapse's admin API:
- *   server admins only (`users.admin`, set by the shared-secret registration), 403 otherwise.
+ *   server admins only (`users.admin`, set by the shared-secret registration), 403 otherwise;
+ * - `GET /_synapse/admin/v1/event_reports/{reportId}` (with the reported event, `event_json`) and
+ *   `DELETE …/{reportId}` (a handled report), admins only too.
  */
 
 const reason = { type: 'string', maxLength: 10_000 } as const
@@ -97,6 +99,31 @@ export function reportRoutes(services: RoomServices): FastifyPluginAsync {
           ...(q.room_id !== undefined && { roomId: q.room_id }),
           ...(q.user_id !== undefined && { userId: q.user_id }),
         })
+      },
+    })
+
+    const reportParams = { type: 'object', required: ['reportId'], properties: { reportId: { type: 'string', pattern: '^[0-9]{1,15}$' } } } as const
+
+    app.route<{ Params: { reportId: string } }>({
+      method: 'GET',
+      url: '/_synapse/admin/v1/event_reports/:reportId',
+      schema: { params: reportParams },
+      handler: async (request) => {
+        await requireAdmin(request)
+        const report = await reportById(db, Number(request.params.reportId))
+        if (report === undefined) throw notFound('Event report not found')
+        return report
+      },
+    })
+
+    app.route<{ Params: { reportId: string } }>({
+      method: 'DELETE',
+      url: '/_synapse/admin/v1/event_reports/:reportId',
+      schema: { params: reportParams },
+      handler: async (request) => {
+        await requireAdmin(request)
+        if (!(await deleteReport(db, Number(request.params.reportId)))) throw notFound('Event report not found')
+        return {}
       },
     })
   }

@@ -80,4 +80,23 @@ describe('api content reports (report an event or a room; admins list them)', fu
     expect((await list(admin, `?user_id=${enc(carol.user_id)}`)).json<{ total: number }>().total).to.equal(1)
     expect(statusOf(await list(admin, '?dir=sideways'))).to.deep.equal([400, 'M_INVALID_PARAM'])
   })
+
+  it('should show one report with the reported event to admins, and let them delete it', async () => {
+    const all = (await list(admin, '?dir=f')).json<{ event_reports: { id: number; reason: string | null; event_id: string | null }[] }>()
+    const spam = all.event_reports.find((r) => r.reason === 'spam')!
+    const one = (await h.call('GET', `${reportsUrl}/${spam.id}`, { token: admin.access_token })).json<{ id: number; reason: string; event_json: { event_id: string; type: string; sender: string } }>()
+    expect(one).to.include({ id: spam.id, reason: 'spam' })
+    expect(one.event_json).to.include({ type: 'm.room.message', sender: alice.user_id })
+    expect(one.event_json).to.have.nested.property('content.body')
+    const room = all.event_reports.find((r) => r.reason === 'whole room')!
+    expect((await h.call('GET', `${reportsUrl}/${room.id}`, { token: admin.access_token })).json()).to.include({ event_id: null, event_json: null })
+
+    expect(statusOf(await h.call('GET', `${reportsUrl}/${spam.id}`, { token: bob.access_token }))).to.deep.equal([403, 'M_FORBIDDEN'])
+    expect(statusOf(await h.call('DELETE', `${reportsUrl}/${spam.id}`, { token: bob.access_token }))).to.deep.equal([403, 'M_FORBIDDEN'])
+    expect((await h.call('DELETE', `${reportsUrl}/${spam.id}`, { token: admin.access_token })).statusCode).to.equal(200)
+    expect(statusOf(await h.call('GET', `${reportsUrl}/${spam.id}`, { token: admin.access_token }))).to.deep.equal([404, 'M_NOT_FOUND'])
+    expect(statusOf(await h.call('DELETE', `${reportsUrl}/${spam.id}`, { token: admin.access_token }))).to.deep.equal([404, 'M_NOT_FOUND'])
+    expect(statusOf(await h.call('GET', `${reportsUrl}/not-a-number`, { token: admin.access_token }))).to.deep.equal([400, 'M_INVALID_PARAM'])
+    expect((await list(admin)).json<{ total: number }>().total).to.equal(all.event_reports.length - 1)
+  })
 })
