@@ -49,6 +49,7 @@ import { closeAccount, leaveRoom } from './deactivate.js'
  *   account: `password` (with `logout_devices`, default true), `displayname`, `avatar_url`,
  *   `admin`, `deactivated` (true closes the account as `/account/deactivate` does; false
  *   reactivates it and needs a `password`);
+ * - `GET|PUT /_synapse/admin/v1/users/{userId}/admin` (`{admin}`; not to demote oneself);
  * - `GET /_synapse/admin/v1/users/{userId}/joined_rooms`; `GET /_synapse/admin/v2/users/{userId}/devices`,
  *   `DELETE …/devices/{deviceId}` (the device and its tokens);
  * - `GET|DELETE /_synapse/admin/v1/users/{userId}/media`, `DELETE /_synapse/admin/v1/media/{serverName}/{mediaId}`;
@@ -258,6 +259,31 @@ export function adminRoutes(services: RoomServices): FastifyPluginAsync {
 
     app.route<{ Params: { userId: string } }>({
       method: 'GET',
+      url: '/_synapse/admin/v1/users/:userId/admin',
+      schema: { params: userParams },
+      handler: async (request) => {
+        await requireAdmin(request)
+        return { admin: (await getUser(db, await existingUser(request.params.userId)))?.admin === true }
+      },
+    })
+
+    app.route<{ Params: { userId: string }; Body: { admin: boolean } }>({
+      method: 'PUT',
+      url: '/_synapse/admin/v1/users/:userId/admin',
+      schema: { params: userParams, body: { type: 'object', required: ['admin'], properties: { admin: { type: 'boolean' } } } },
+      handler: async (request) => {
+        const { userId: self } = await requireAdmin(request)
+        const userId = await existingUser(request.params.userId)
+        // As Synapse: an admin cannot demote themselves (the server could be left without one).
+        if (userId === self && !request.body.admin) throw new MatrixError(400, 'M_UNKNOWN', 'You may not demote yourself')
+        await updateUser(db, userId, { admin: request.body.admin })
+        request.log.info({ userId, admin: request.body.admin }, 'admin changed a server admin flag')
+        return {}
+      },
+    })
+
+    app.route<{ Params: { userId: string } }>({
+      method: 'GET',
       url: '/_synapse/admin/v1/users/:userId/joined_rooms',
       schema: { params: userParams },
       handler: async (request) => {
@@ -404,14 +430,15 @@ export function adminRoutes(services: RoomServices): FastifyPluginAsync {
       if (typeof expiry === 'number' && expiry <= runtime.clock()) throw new MatrixError(400, 'M_INVALID_PARAM', 'expiry_time must not be in the past')
     }
 
-    app.route<{ Querystring: { valid?: 'true' | 'false' } }>({
+    app.route<{ Querystring: { valid?: 'true' | 'false' | '' } }>({
       method: 'GET',
       url: '/_synapse/admin/v1/registration_tokens',
-      schema: { querystring: { type: 'object', properties: { valid: boolString } } },
+      // An empty `valid=` (matrix-bot-sdk's listRegistrationTokens() sends one) means no filter.
+      schema: { querystring: { type: 'object', properties: { valid: { type: 'string', enum: ['true', 'false', ''] } } } },
       handler: async (request) => {
         await requireAdmin(request)
         const { valid } = request.query
-        return { registration_tokens: await registrationTokens(db, { now: runtime.clock(), ...(valid !== undefined && { valid: valid === 'true' }) }) }
+        return { registration_tokens: await registrationTokens(db, { now: runtime.clock(), ...(valid !== undefined && valid !== '' && { valid: valid === 'true' }) }) }
       },
     })
 

@@ -98,6 +98,19 @@ describe("api server admin (Synapse's admin API: users and rooms)", function () 
     await ok(login('ad_carol', 'back-pw'))
   })
 
+  it('should read and set the server admin flag, but never let an admin demote themselves', async () => {
+    const flag = (userId: string) => ok<{ admin: boolean }>(get(root, `${admin1}/users/${enc(userId)}/admin`))
+    expect(await flag(bob.user_id)).to.deep.equal({ admin: false })
+    await ok(h.call('PUT', `${admin1}/users/${enc(bob.user_id)}/admin`, { ...as(root), body: { admin: true } }))
+    expect(await flag(bob.user_id)).to.deep.equal({ admin: true })
+    expect((await get(bob, `${admin2}/users`)).statusCode, 'bob is an admin now').to.equal(200)
+    await ok(h.call('PUT', `${admin1}/users/${enc(bob.user_id)}/admin`, { ...as(root), body: { admin: false } }))
+    expect((await get(bob, `${admin2}/users`)).statusCode).to.equal(403)
+    const self = await h.call('PUT', `${admin1}/users/${enc(root.user_id)}/admin`, { ...as(root), body: { admin: false } })
+    expect(self.statusCode).to.equal(400)
+    expect(await flag(root.user_id)).to.deep.equal({ admin: true })
+  })
+
   it("should show a user's joined rooms and devices, and delete a device with its sessions", async () => {
     const dana = await h.register('ad_dana')
     const second = await ok<Session>(login('ad_dana', 'correct horse battery'))

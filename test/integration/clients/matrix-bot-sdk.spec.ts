@@ -1,10 +1,12 @@
 import { randomUUID } from 'node:crypto'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { inspect } from 'node:util'
 import { expect } from 'chai'
-import { AutojoinRoomsMixin, LogService, MatrixClient, MemoryStorageProvider, type ILogger } from 'matrix-bot-sdk'
+import { AutojoinRoomsMixin, LogService, MatrixClient, MemoryStorageProvider, SynapseAdminApis, type ILogger } from 'matrix-bot-sdk'
+import { parse as parseYaml } from 'yaml'
+import { registrationMac } from '../../../api/routes/admin-register.js'
 import { createTestDatabase, redisUrl, type TestDatabase } from '../../support/db.js'
 import { eventually } from '../reliability/load.js'
 import { register, startTestCluster, type TestCluster } from '../reliability/test-cluster.js'
@@ -102,5 +104,44 @@ describe('matrix-bot-sdk against a myelin cluster (smoke test)', function () {
     // Nothing the bot or the user asked for failed, but the bot's look-up of its unset `m.direct`
     // (404 M_NOT_FOUND, as the spec says).
     expect(unexpectedErrors(cluster, [`404 GET ${v3}/user/${encodeURIComponent(botSession.user_id)}/account_data/m.direct`]), 'error answers').to.deep.equal([])
+  })
+
+  it("drives the admin API with the SDK's SynapseAdminApis: users, admin flags, registration tokens, rooms and their asynchronous deletion", async () => {
+    const base = cluster.run.ready.client_url
+    const shared = parseYaml(await readFile(join(dir, 'config', 'shared.yaml'), 'utf8')) as { registration: { shared_secret: string } }
+    const { nonce } = (await (await fetch(`${base}/_synapse/admin/v1/register`)).json()) as { nonce: string }
+    const request = { nonce, username: 'sdk_admin', password: 'pw-sdk-admin', admin: true }
+    const registered = await fetch(`${base}/_synapse/admin/v1/register`, { method: 'POST', body: JSON.stringify({ ...request, mac: registrationMac(shared.registration.shared_secret, request) }) })
+    expect(registered.status).to.equal(200)
+    const adminSession = (await registered.json()) as { access_token: string; user_id: string }
+    const admin = new SynapseAdminApis(new MatrixClient(base, adminSession.access_token, new MemoryStorageProvider()))
+    const member = await register(base, 'sdk_member')
+
+    expect(await admin.isSelfAdmin()).to.equal(true)
+    expect(await admin.isAdmin(member.user_id)).to.equal(false)
+    const listed: string[] = []
+    for await (const user of admin.listAllUsers({ limit: 1 })) listed.push(user.name)
+    expect(listed).to.include.members([adminSession.user_id, member.user_id])
+    expect((await admin.getUser(member.user_id)).admin).to.equal(false)
+    await admin.upsertUser('@sdk_created:localhost', { password: 'pw-created', displayname: 'Made by the SDK' })
+    expect((await admin.getUser('@sdk_created:localhost')).displayname).to.equal('Made by the SDK')
+
+    const token = await admin.createRegistrationToken({ uses_allowed: 1 })
+    expect(await admin.getRegistrationToken(token.token)).to.include({ uses_allowed: 1, completed: 0 })
+    expect((await admin.listRegistrationTokens()).map((t) => t.token)).to.include(token.token)
+    await admin.deleteRegistrationToken(token.token)
+    expect(await admin.getRegistrationToken(token.token)).to.equal(null)
+
+    const memberClient = new MatrixClient(base, member.access_token, new MemoryStorageProvider())
+    const roomId = await memberClient.createRoom({ name: 'sdk doomed', preset: 'public_chat' })
+    const rooms = await admin.listRooms('sdk doomed')
+    expect(rooms.rooms.map((r) => r.room_id)).to.deep.equal([roomId])
+    expect((await admin.getRoomState(roomId)).map((e: { type: string }) => e.type)).to.include('m.room.create')
+    await admin.deleteRoom(roomId)
+    await eventually('the deletion completes', async () => (await admin.getDeleteRoomState(roomId)).some((r: { status: string }) => r.status === 'complete'))
+    expect((await admin.listRooms('sdk doomed')).rooms).to.deep.equal([])
+    // The SDK reads a deleted token's 404 as null, and the first test's bot asks for its m.direct.
+    const expected = [`404 GET /_synapse/admin/v1/registration_tokens/${token.token}`, '404 GET /_matrix/client/v3/user/%40pingbot%3Alocalhost/account_data/m.direct']
+    expect(unexpectedErrors(cluster, expected), 'error answers the SDK met').to.deep.equal([])
   })
 })
