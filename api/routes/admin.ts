@@ -33,6 +33,8 @@ import { MatrixError, notFound } from '../errors.js'
 import { requireAdmin } from '../require-user.js'
 import { planRoomCreation, profileContent } from '../room-creation.js'
 import { checkRoomId, checkUserId, generateRoomId, serverNameOf } from '../room-ids.js'
+import { powerLevels, stateKey } from '../../persisters/auth-rules.js'
+import { RejectedEventError } from '../../persisters/persist-errors.js'
 import type { RoomServices } from '../room-services.js'
 import { checkLocalpart } from '../user-ids.js'
 import { closeAccount, leaveRoom } from './deactivate.js'
@@ -60,6 +62,9 @@ import { closeAccount, leaveRoom } from './deactivate.js'
  * - `GET /_synapse/admin/v1/rooms/{roomId}`, `…/members`, `…/state`;
  * - `/_synapse/admin/v1/registration_tokens`: list (`valid`), `POST …/new` (`token` or `length`,
  *   `uses_allowed`, `expiry_time`), `GET|PUT|DELETE …/{token}`;
+ * - `POST /_synapse/admin/v1/rooms/{roomId}/make_room_admin` (`user_id`, default the requester):
+ *   the joined member with the most power gives the user the same level, and invites them into a
+ *   room that is not public;
  * - `GET|PUT /_synapse/admin/v1/rooms/{roomId}/block` (`{block}`): a blocked room takes no local
  *   joins, knocks or invites;
  * - `DELETE /_synapse/admin/v1/rooms/{roomId}` (answered when done) and `DELETE
@@ -613,6 +618,42 @@ export function adminRoutes(services: RoomServices): FastifyPluginAsync {
         const shutdown = await shutDownRoom(target.roomId, body, target.replacementOwner, request.log)
         await purgeAfter(target.roomId, body, shutdown, request.log)
         return shutdown
+      },
+    })
+
+    app.route<{ Params: { roomId: string }; Body: { user_id?: string } | null }>({
+      method: 'POST',
+      url: '/_synapse/admin/v1/rooms/:roomId/make_room_admin',
+      schema: { params: roomParams, body: { type: ['object', 'null'], properties: { user_id: idParam } } },
+      handler: async (request) => {
+        const { userId: adminId } = await requireAdmin(request)
+        const { room_id: roomId } = await existingRoom(request.params.roomId)
+        const target = await existingUser(request.body?.user_id ?? adminId)
+        const state = await getCurrentState(db, roomId)
+        const roomState = new Map(state.map((e) => [stateKey(e.type, e.stateKey), { type: e.type, state_key: e.stateKey, sender: e.sender, content: e.content }]))
+        const levels = powerLevels(roomState)
+        // The joined member with the most power acts (every member is local: no federation).
+        const joined = state.filter((e) => e.type === 'm.room.member' && e.membership === 'join').map((e) => e.stateKey)
+        const actor = joined.sort((a, b) => levels.user(b) - levels.user(a) || (a < b ? -1 : 1))[0]
+        if (actor === undefined || levels.user(actor) < levels.required('m.room.power_levels', true)) throw new MatrixError(400, 'M_UNKNOWN', 'No local member in the room can grant power')
+        const granted = levels.user(actor)
+        if (levels.user(target) < granted) {
+          const content = roomState.get(stateKey('m.room.power_levels', ''))?.content ?? {}
+          const users = typeof content['users'] === 'object' && content['users'] !== null ? content['users'] : {}
+          try {
+            await services.sender.send({ requestId: randomUUID(), roomId, events: [{ type: 'm.room.power_levels', state_key: '', sender: actor, content: { ...content, users: { ...users, [target]: granted } } }] })
+          } catch (err) {
+            if (err instanceof RejectedEventError) throw new MatrixError(400, 'M_UNKNOWN', `No local member in the room can grant power: ${err.reason}`)
+            throw err
+          }
+        }
+        const membership = state.find((e) => e.type === 'm.room.member' && e.stateKey === target)?.membership
+        const joinRule = state.find((e) => e.type === 'm.room.join_rules' && e.stateKey === '')?.content['join_rule']
+        if (membership !== 'join' && membership !== 'invite' && joinRule !== 'public') {
+          await services.sender.send({ requestId: randomUUID(), roomId, events: [{ type: 'm.room.member', state_key: target, sender: actor, content: { membership: 'invite' } }] })
+        }
+        request.log.info({ roomId, userId: target, actor, level: granted }, 'admin made a room admin')
+        return {}
       },
     })
 

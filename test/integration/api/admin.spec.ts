@@ -192,6 +192,29 @@ describe("api server admin (Synapse's admin API: users and rooms)", function () 
     expect(state.state.map((e) => `${e.type}|${e.state_key}`)).to.include.members(['m.room.create|', 'm.room.name|', `m.room.member|${bob.user_id}`])
   })
 
+  it("should make a user a room admin through the room's most powerful member, inviting them into a private room", async () => {
+    const roomId = await createRoomAs(h, alice, { preset: 'private_chat' })
+    await ok(h.call('POST', `${admin1}/rooms/${enc(roomId)}/make_room_admin`, { ...as(root), body: { user_id: bob.user_id } }))
+    const state = await ok<{ state: { type: string; state_key: string; sender: string; content: Record<string, unknown> }[] }>(get(root, `${admin1}/rooms/${enc(roomId)}/state`))
+    const levels = state.state.find((e) => e.type === 'm.room.power_levels')!
+    expect(levels.sender).to.equal(alice.user_id)
+    expect(levels.content['users']).to.deep.include({ [bob.user_id]: 100 })
+    expect(state.state.find((e) => e.type === 'm.room.member' && e.state_key === bob.user_id)?.content).to.include({ membership: 'invite' })
+    await joinAs(h, bob, roomId)
+    // Bob may now do what only an admin may: change the power levels.
+    const change = await h.call('PUT', `${v3}/rooms/${enc(roomId)}/state/m.room.power_levels/`, { ...as(bob), body: { ...levels.content, users_default: 10 } })
+    expect(change.statusCode, change.body).to.equal(200)
+
+    // With nobody left who may grant power, a Matrix error and no change.
+    const orphan = await createRoomAs(h, alice, { preset: 'public_chat' })
+    await joinAs(h, bob, orphan)
+    await ok(h.call('POST', `${v3}/rooms/${enc(orphan)}/leave`, { ...as(alice), body: {} }))
+    const refused = await h.call('POST', `${admin1}/rooms/${enc(orphan)}/make_room_admin`, { ...as(root), body: { user_id: bob.user_id } })
+    expect([refused.statusCode, refused.json().errcode]).to.deep.equal([400, 'M_UNKNOWN'])
+    const notAdmin = await h.call('POST', `${admin1}/rooms/${enc(orphan)}/make_room_admin`, { ...as(bob), body: { user_id: bob.user_id } })
+    expect(notAdmin.statusCode).to.equal(403)
+  })
+
   describe('blocking and deleting rooms', () => {
     const del = (session: Session | undefined, roomId: string, body: unknown) => h.call('DELETE', `${admin1}/rooms/${enc(roomId)}`, { ...as(session), body })
     const block = (roomId: string, value: boolean) => h.call('PUT', `${admin1}/rooms/${enc(roomId)}/block`, { ...as(root), body: { block: value } })
