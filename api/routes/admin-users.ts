@@ -1,4 +1,4 @@
-import type { FastifyPluginAsync, FastifyReply } from 'fastify'
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { randomAlphanumeric } from '../../storage/access-token.js'
 import { createUser, deleteDevices, getUser, listDevices, setPasswordHash, updateUser } from '../../storage/accounts.js'
 import { adminUser, adminUserOrders, adminUsers, type AdminUserOrder } from '../../storage/admin.js'
@@ -7,8 +7,9 @@ import { hashPassword } from '../../storage/password-hash.js'
 import { setProfile } from '../../storage/profiles.js'
 import { joinedRooms } from '../../storage/room-reads.js'
 import { createRegistrationToken, deleteRegistrationToken, registrationToken, registrationTokens, updateRegistrationToken } from '../../storage/registration-tokens.js'
-import { MatrixError, notFound } from '../errors.js'
-import { requireAdmin } from '../require-user.js'
+import { clientRoute } from '../client-route.js'
+import { forbidden, MatrixError, notFound } from '../errors.js'
+import { requireAdmin, requireUser } from '../require-user.js'
 import type { RoomServices } from '../room-services.js'
 import { checkLocalpart } from '../user-ids.js'
 import { adminUsersOf, boolString, idParam, limitString, offsetString, pageLimit, userParams } from './admin-common.js'
@@ -179,6 +180,22 @@ export function adminUserRoutes(services: RoomServices): FastifyPluginAsync {
         return {}
       },
     })
+
+    // Whois (client-server API "Server administration", and Synapse's admin path): a user's
+    // devices, each one session with its last activity; asked by an admin or the user. No IP
+    // addresses or user agents are kept, so connections carry only `last_seen`.
+    const whois = async (request: FastifyRequest<{ Params: { userId: string } }>) => {
+      const requester = await requireUser(request)
+      const userId = await existingUser(request.params.userId)
+      if (requester.userId !== userId && (await getUser(db, requester.userId))?.admin !== true) throw forbidden('You may only look up yourself')
+      const devices = await listDevices(db, userId)
+      return {
+        user_id: userId,
+        devices: Object.fromEntries(devices.map((d) => [d.deviceId, { sessions: [{ connections: d.lastSeenTs === null ? [] : [{ last_seen: d.lastSeenTs }] }] }])),
+      }
+    }
+    app.get<{ Params: { userId: string } }>('/_synapse/admin/v1/whois/:userId', { schema: { params: userParams } }, whois)
+    clientRoute<{ Params: { userId: string } }>(app, { method: 'GET', path: '/admin/whois/:userId', schema: { params: userParams }, handler: whois })
 
     app.route<{ Params: { userId: string } }>({
       method: 'GET',

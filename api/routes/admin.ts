@@ -17,6 +17,8 @@ import { adminUserRoutes } from './admin-users.js'
  *   `admin`, `deactivated` (true closes the account as `/account/deactivate` does; false
  *   reactivates it and needs a `password`);
  * - `GET|PUT /_synapse/admin/v1/users/{userId}/admin` (`{admin}`; not to demote oneself);
+ * - whois, `GET /_matrix/client/v3/admin/whois/{userId}` (the spec's) and
+ *   `GET /_synapse/admin/v1/whois/{userId}`: admins, or the user about themselves;
  * - `GET /_synapse/admin/v1/users/{userId}/joined_rooms`; `GET /_synapse/admin/v2/users/{userId}/devices`,
  *   `DELETE …/devices/{deviceId}` (the device and its tokens);
  * - `GET|DELETE /_synapse/admin/v1/users/{userId}/media`, `DELETE /_synapse/admin/v1/media/{serverName}/{mediaId}`;

@@ -111,6 +111,21 @@ describe("api server admin (Synapse's admin API: users and rooms)", function () 
     expect(await flag(root.user_id)).to.deep.equal({ admin: true })
   })
 
+  it('should answer whois, the spec\'s and Synapse\'s, to admins and to the user about themselves', async () => {
+    const fay = await h.register('ad_fay')
+    const paths = [`${v3}/admin/whois/${enc(fay.user_id)}`, `${admin1}/whois/${enc(fay.user_id)}`]
+    for (const path of paths) {
+      for (const session of [root, fay]) {
+        const body = await ok<{ user_id: string; devices: Record<string, { sessions: { connections: { last_seen: number }[] }[] }> }>(get(session, path))
+        expect(body.user_id).to.equal(fay.user_id)
+        expect(Object.keys(body.devices)).to.deep.equal([fay.device_id])
+        expect(body.devices[fay.device_id]!.sessions[0]!.connections[0]!.last_seen).to.be.a('number')
+      }
+      const other = await get(bob, path)
+      expect([path, other.statusCode, other.json().errcode]).to.deep.equal([path, 403, 'M_FORBIDDEN'])
+    }
+  })
+
   it("should show a user's joined rooms and devices, and delete a device with its sessions", async () => {
     const dana = await h.register('ad_dana')
     const second = await ok<Session>(login('ad_dana', 'correct horse battery'))
