@@ -947,10 +947,16 @@ export async function eventContext(
     split?: { readonly before: number; readonly after: number }
     /** false: `state` is left empty, unread. */
     withState?: boolean
+    /**
+     * The viewer's access to the room and the event's row, when the caller already checked
+     * both (search results: read from rooms the viewer is joined to, filtered by visibility),
+     * so that they are not read again per event.
+     */
+    known?: { readonly access: RoomAccess; readonly row: EventRow }
   },
 ): Promise<EventContext> {
-  const access = await roomAccess(db, q.roomId, q.viewer.userId)
-  const row = await visibleEventInRoom(db, q.roomId, q.eventId, q.viewer.userId, q.upTo)
+  const access = q.known?.access ?? (await roomAccess(db, q.roomId, q.viewer.userId))
+  const row = q.known?.row ?? (await visibleEventInRoom(db, q.roomId, q.eventId, q.viewer.userId, q.upTo))
   const filter = q.filter ?? noEventFilter
   const bounds = [rowCoveredBy(q.upTo), ...accessBounds(access)]
   const beforeLimit = q.split?.before ?? Math.floor(q.limit / 2)

@@ -1,7 +1,22 @@
 import { sql, type Kysely, type RawBuilder, type SqlBool } from 'kysely'
 import { StorageError } from './errors.js'
 import type { JsonObject } from './events/redaction.js'
-import { eventContext, filterContainsUrl, filterVisible, joinedRooms, memberProfiles, rowMatches, toClientEvents, toRow, type EventFilter, type RawEventRow, type Viewer } from './room-reads.js'
+import {
+  eventContext,
+  filterContainsUrl,
+  filterVisible,
+  joinedRooms,
+  memberProfiles,
+  roomAccess,
+  rowMatches,
+  toClientEvents,
+  toRow,
+  type EventFilter,
+  type EventRow,
+  type RawEventRow,
+  type RoomAccess,
+  type Viewer,
+} from './room-reads.js'
 import type { Database } from './schema.js'
 import type { RoomStreamToken } from './streams/room-stream-token.js'
 
@@ -246,7 +261,7 @@ export async function searchRoomEvents(db: Kysely<Database>, q: SearchQuery): Pr
   const rows = found.map((f) => toRow(f.raw))
   const [events, contexts, counted] = await Promise.all([
     toClientEvents(db, rows, q.viewer, q.now),
-    q.context === undefined ? undefined : Promise.all(rows.map((row) => resultContext(db, row.roomId, row.eventId, q, q.context!))),
+    q.context === undefined ? undefined : resultContexts(db, rows, q, q.context),
     countQuery,
   ])
   return {
@@ -257,9 +272,34 @@ export async function searchRoomEvents(db: Kysely<Database>, q: SearchQuery): Pr
   }
 }
 
+/**
+ * The results' `context`s. The results are visible events of rooms the viewer is joined to, so
+ * the viewer's access is read once per room, and no result is looked up again.
+ */
+async function resultContexts(db: Kysely<Database>, rows: readonly EventRow[], q: SearchQuery, ctx: NonNullable<SearchQuery['context']>): Promise<JsonObject[]> {
+  const access = new Map<string, Promise<RoomAccess>>()
+  const accessTo = (roomId: string) => {
+    let known = access.get(roomId)
+    if (known === undefined) access.set(roomId, (known = roomAccess(db, roomId, q.viewer.userId)))
+    return known
+  }
+  return Promise.all(rows.map(async (row) => resultContext(db, row, await accessTo(row.roomId), q, ctx)))
+}
+
 /** A result's `context`: the events around it, and the profiles of the senders of all of them (from the room's current member events). */
-async function resultContext(db: Kysely<Database>, roomId: string, eventId: string, q: SearchQuery, ctx: NonNullable<SearchQuery['context']>): Promise<JsonObject> {
-  const around = await eventContext(db, { roomId, eventId, viewer: q.viewer, limit: 0, split: { before: ctx.before, after: ctx.after }, withState: false, upTo: q.upTo, now: q.now })
+async function resultContext(db: Kysely<Database>, row: EventRow, access: RoomAccess, q: SearchQuery, ctx: NonNullable<SearchQuery['context']>): Promise<JsonObject> {
+  const roomId = row.roomId
+  const around = await eventContext(db, {
+    roomId,
+    eventId: row.eventId,
+    viewer: q.viewer,
+    limit: 0,
+    split: { before: ctx.before, after: ctx.after },
+    withState: false,
+    upTo: q.upTo,
+    now: q.now,
+    known: { access, row },
+  })
   const context: JsonObject = { events_before: around.events_before, events_after: around.events_after, start: around.start, end: around.end }
   if (!ctx.includeProfile) return context
   const senders = [...new Set([around.event, ...around.events_before, ...around.events_after].map((e) => e['sender']).filter((s): s is string => typeof s === 'string'))]
