@@ -89,7 +89,6 @@ export function adminRoomRoutes(services: RoomServices): FastifyPluginAsync {
       },
     })
 
-
     app.route<{ Params: { roomId: string } }>({
       method: 'GET',
       url: '/_synapse/admin/v1/rooms/:roomId/block',
