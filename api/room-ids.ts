@@ -1,5 +1,8 @@
 import { randomBytes } from 'node:crypto'
-import { invalidParam } from './errors.js'
+import type { Kysely } from 'kysely'
+import { getAlias } from '../storage/room-aliases.js'
+import type { Database } from '../storage/schema.js'
+import { invalidParam, notFound } from './errors.js'
 
 /**
  * Syntax checks for the identifiers room routes take from clients (spec appendix "Identifier
@@ -66,6 +69,21 @@ export function checkUserId(userId: string): string {
 export function checkRoomAlias(alias: string): string {
   if (!isRoomAlias(alias)) throw invalidParam(`${JSON.stringify(alias.slice(0, 300))} is not a room alias`)
   return alias
+}
+
+/**
+ * The room a `{roomIdOrAlias}` path parameter names: a room ID as it is (400 when malformed), an
+ * alias looked up in the directory (400 when malformed, 404 when it names no room). Whether the
+ * room exists is the caller's question.
+ *
+ * @example
+ * await roomIdOrAlias(db, '#lobby:example.org') // '!abc:example.org'
+ */
+export async function roomIdOrAlias(db: Kysely<Database>, target: string): Promise<string> {
+  if (!target.startsWith('#')) return checkRoomId(target)
+  const mapping = await getAlias(db, checkRoomAlias(target))
+  if (mapping === undefined) throw notFound(`Room alias ${target} not found`)
+  return mapping.roomId
 }
 
 /**

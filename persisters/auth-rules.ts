@@ -102,6 +102,21 @@ export function stateKey(type: string, key: string): string {
 }
 
 /**
+ * A stored current state entry as the auth rules read it.
+ *
+ * @example
+ * const state: RoomState = new Map(entries.map((e) => [stateKey(e.type, e.stateKey), stateEventOf(e)]))
+ */
+export function stateEventOf(entry: { readonly type: string; readonly stateKey: string; readonly sender: string; readonly content: Readonly<Record<string, unknown>> }): RoomStateEvent {
+  return { type: entry.type, state_key: entry.stateKey, sender: entry.sender, content: entry.content }
+}
+
+/** A room's state, from its stored current state entries (`getCurrentState`, `getStateEntries`). */
+export function roomStateOf(entries: readonly Parameters<typeof stateEventOf>[0][]): Map<string, RoomStateEvent> {
+  return new Map(entries.map((entry) => [stateKey(entry.type, entry.stateKey), stateEventOf(entry)]))
+}
+
+/**
  * Decides whether `event` may be appended to a room whose current state is `state`, under the
  * room version 11 rules (see the module comment for what is left out). The caller MUST pass the
  * state at the point the event is appended (after earlier events of the same batch).

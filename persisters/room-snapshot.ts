@@ -4,7 +4,7 @@ import { getCurrentState, getForwardExtremities, lockRoomHeads } from '../storag
 import type { Extremity, RoomHead } from '../storage/events/event-store.js'
 import type { Logger } from '../storage/logger.js'
 import type { Database } from '../storage/schema.js'
-import { stateKey } from './auth-rules.js'
+import { stateEventOf, stateKey } from './auth-rules.js'
 import type { RoomStateEvent } from './auth-rules.js'
 
 /** A current state entry as the persister keeps it: what `authorizeEvent` reads, plus the event ID. */
@@ -98,18 +98,9 @@ export async function acquireRooms(
   return acquired
 }
 
-
 async function loadSnapshot(trx: Transaction<Database>, head: RoomHead): Promise<RoomSnapshot> {
   const [entries, extremities] = await Promise.all([getCurrentState(trx, head.roomId), getForwardExtremities(trx, head.roomId)])
   const state = new Map<string, SnapshotStateEvent>()
-  for (const entry of entries) {
-    state.set(stateKey(entry.type, entry.stateKey), {
-      type: entry.type,
-      state_key: entry.stateKey,
-      sender: entry.sender,
-      content: entry.content,
-      event_id: entry.eventId,
-    })
-  }
+  for (const entry of entries) state.set(stateKey(entry.type, entry.stateKey), { ...stateEventOf(entry), event_id: entry.eventId })
   return { epoch: head.epoch, lastStreamOrdering: head.lastStreamOrdering, state, extremities, maxDepth: head.maxDepth }
 }

@@ -1,5 +1,5 @@
 import type { FastifyPluginAsync } from 'fastify'
-import { powerLevels, stateKey, type RoomStateEvent } from '../../persisters/auth-rules.js'
+import { powerLevels, roomStateOf } from '../../persisters/auth-rules.js'
 import { getRoomHead } from '../../storage/events/event-store.js'
 import { createAlias, deleteAlias, getAlias, roomAliases } from '../../storage/room-aliases.js'
 import { isRoomPublished, publicRooms, setRoomPublished } from '../../storage/room-directory.js'
@@ -58,9 +58,7 @@ export function directoryRoutes(_services: RoomServices): FastifyPluginAsync {
         { type: 'm.room.power_levels', stateKey: '' },
         { type: 'm.room.member', stateKey: userId },
       ])
-      const state = new Map<string, RoomStateEvent>(
-        entries.map((e) => [stateKey(e.type, e.stateKey), { type: e.type, state_key: e.stateKey, sender: e.sender, content: e.content }]),
-      )
+      const state = roomStateOf(entries)
       if (entries.find((e) => e.type === 'm.room.member')?.membership !== 'join') return false
       const levels = powerLevels(state)
       return levels.user(userId) >= levels.required('m.room.canonical_alias', true)

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import type { FastifyPluginAsync } from 'fastify'
+import { stateEventOf } from '../../persisters/auth-rules.js'
 import { RejectedEventError } from '../../persisters/persist-errors.js'
 import { getUser } from '../../storage/accounts.js'
 import { getCurrentState, getEvent, getForwardExtremities, getRoomHead } from '../../storage/events/event-store.js'
@@ -14,7 +15,7 @@ import { forbidden, MatrixError, notFound } from '../errors.js'
 import { requireUser } from '../require-user.js'
 import { createRoomBodySchema, planRoomCreation, profileContent, type CreateRoomBody } from '../room-creation.js'
 import { planRoomUpgrade, roomUpgradeBodySchema, type RoomUpgradeBody } from '../room-upgrade.js'
-import { checkRoomAlias, checkRoomId, checkUserId, generateRoomId, maxIdentifierLength, serverNameOf } from '../room-ids.js'
+import { checkRoomId, checkUserId, generateRoomId, maxIdentifierLength, roomIdOrAlias, serverNameOf } from '../room-ids.js'
 import type { NewEvent, PersistedEvent, RoomServices } from '../room-services.js'
 import { createTtlCache } from '../ttl-cache.js'
 
@@ -94,10 +95,7 @@ export function roomWriteRoutes(services: RoomServices): FastifyPluginAsync {
 
     /** `existingRoom` of a room ID, or of the room an alias names (404 when it names none). */
     async function existingRoomOrAlias(target: string): Promise<string> {
-      if (!target.startsWith('#')) return existingRoom(target)
-      const mapping = await getAlias(db, checkRoomAlias(target))
-      if (mapping === undefined) throw notFound(`Room alias ${target} not found`)
-      return existingRoom(mapping.roomId)
+      return existingRoom(await roomIdOrAlias(db, target))
     }
 
     /** Like `existingRoom`, and 403 unless `userId` is joined to it. */
@@ -297,7 +295,7 @@ export function roomWriteRoutes(services: RoomServices): FastifyPluginAsync {
           serverName,
           newVersion: request.body.new_version,
           lastEventId: latest.eventId,
-          state: state.map((entry) => ({ type: entry.type, state_key: entry.stateKey, sender: entry.sender, content: entry.content })),
+          state: state.map(stateEventOf),
           profile: (await getProfile(db, userId)) ?? {},
         })
         const newRoomId = plan.tombstone.content['replacement_room'] as string

@@ -1,10 +1,9 @@
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
-import { getAlias } from '../../storage/room-aliases.js'
 import { roomSummaries, spaceHierarchy } from '../../storage/space-hierarchy.js'
 import { clientRoute } from '../client-route.js'
 import { notFound } from '../errors.js'
 import { accessTokenOf, requireUser } from '../require-user.js'
-import { checkRoomAlias, checkRoomId } from '../room-ids.js'
+import { checkRoomId, roomIdOrAlias } from '../room-ids.js'
 
 /**
  * `GET /_matrix/client/v1/rooms/{roomId}/hierarchy` (`from`, `limit` (default 50, at most 100),
@@ -66,13 +65,7 @@ export const spaceRoutes: FastifyPluginAsync = async (app) => {
   const summaryHandler = async (request: FastifyRequest<{ Params: { roomIdOrAlias: string } }>) => {
     // Optional authentication: without a token the requester sees what anyone may see.
     const userId = accessTokenOf(request) === undefined ? undefined : (await requireUser(request)).userId
-    const target = request.params.roomIdOrAlias
-    let roomId = target
-    if (target.startsWith('#')) {
-      const mapping = await getAlias(db, checkRoomAlias(target))
-      if (mapping === undefined) throw notFound(`Room alias ${target} not found`)
-      roomId = mapping.roomId
-    } else checkRoomId(target)
+    const roomId = await roomIdOrAlias(db, request.params.roomIdOrAlias)
     const summary = (await roomSummaries(db, [roomId], userId)).get(roomId)
     if (summary === undefined || !summary.accessible) throw notFound('Room not found or not accessible')
     const { children_state: _children, ...room } = summary.room
