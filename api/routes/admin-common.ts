@@ -12,6 +12,11 @@ export const boolString = { type: 'string', enum: ['true', 'false'] } as const
 export const offsetString = { type: 'string', pattern: '^[0-9]{1,9}$' } as const
 export const limitString = { type: 'string', pattern: '^[1-9][0-9]{0,5}$' } as const
 
+/** A page's `from`: an offset, 0 by default. */
+export function pageOffset(raw: string | undefined): number {
+  return raw === undefined ? 0 : Number(raw)
+}
+
 /** A page's `limit`: 100 by default, at most 1,000. */
 export function pageLimit(raw: string | undefined): number {
   return Math.min(raw === undefined ? 100 : Number(raw), 1000)
@@ -27,11 +32,13 @@ export function adminUsersOf(app: FastifyInstance) {
     if (serverNameOf(userId) !== serverName) throw new MatrixError(400, 'M_INVALID_PARAM', 'Can only manage local users')
     return userId
   }
-  /** A local user who exists (404 otherwise). */
-  const existingUser = async (raw: string) => {
-    const userId = localUserId(raw)
-    if ((await getUser(db, userId)) === undefined) throw notFound('User not found')
-    return userId
+  /** The account of a local user who exists (404 otherwise). */
+  const existingAccount = async (raw: string) => {
+    const user = await getUser(db, localUserId(raw))
+    if (user === undefined) throw notFound('User not found')
+    return user
   }
-  return { localUserId, existingUser }
+  /** A local user who exists (404 otherwise). */
+  const existingUser = async (raw: string) => (await existingAccount(raw)).userId
+  return { localUserId, existingAccount, existingUser }
 }

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type { FastifyBaseLogger, FastifyPluginAsync } from 'fastify'
 import { randomAlphanumeric } from '../../storage/access-token.js'
-import { powerLevels, stateKey } from '../../persisters/auth-rules.js'
+import { powerLevels, roomStateOf, stateKey } from '../../persisters/auth-rules.js'
 import { RejectedEventError } from '../../persisters/persist-errors.js'
 import {
   adminRoomMembers,
@@ -18,7 +18,7 @@ import {
   type AdminRoomOrder,
   type RoomShutdown,
 } from '../../storage/admin.js'
-import { getCurrentState } from '../../storage/events/event-store.js'
+import { getCurrentState, getRoomHead } from '../../storage/events/event-store.js'
 import { getProfile } from '../../storage/profiles.js'
 import { deleteAlias, moveAliases, roomAliases } from '../../storage/room-aliases.js'
 import { setRoomPublished } from '../../storage/room-directory.js'
@@ -27,7 +27,7 @@ import { requireAdmin } from '../require-user.js'
 import { planRoomCreation, profileContent } from '../room-creation.js'
 import { checkRoomId, generateRoomId } from '../room-ids.js'
 import type { RoomServices } from '../room-services.js'
-import { adminUsersOf, idParam, limitString, offsetString, pageLimit, roomParams } from './admin-common.js'
+import { adminUsersOf, idParam, limitString, offsetString, pageLimit, pageOffset, roomParams } from './admin-common.js'
 import { leaveRoom } from './deactivate.js'
 
 /** The room routes of the admin API (admin.ts lists them all). */
@@ -76,7 +76,7 @@ export function adminRoomRoutes(services: RoomServices): FastifyPluginAsync {
       handler: async (request) => {
         await requireAdmin(request)
         const q = request.query
-        const offset = q.from === undefined ? 0 : Number(q.from)
+        const offset = pageOffset(q.from)
         const limit = pageLimit(q.limit)
         const { rooms, total } = await adminRooms(db, { offset, limit, orderBy: q.order_by ?? 'name', dir: q.dir ?? 'f', ...(q.search_term !== undefined && { searchTerm: q.search_term }) })
         return {
@@ -135,7 +135,7 @@ export function adminRoomRoutes(services: RoomServices): FastifyPluginAsync {
      */
     async function prepareDeletion(rawRoomId: string, adminId: string, body: RoomDelete): Promise<{ roomId: string; replacementOwner?: string } | undefined> {
       const roomId = checkRoomId(rawRoomId)
-      const exists = (await adminRoomSummaries(db, [roomId])).has(roomId)
+      const exists = (await getRoomHead(db, roomId)) !== undefined
       const replacementOwner = body.new_room_user_id === undefined ? undefined : await existingUser(body.new_room_user_id)
       if (body.block === true) await blockRoom(db, roomId, adminId, runtime.clock())
       if (!exists) {
@@ -212,10 +212,11 @@ export function adminRoomRoutes(services: RoomServices): FastifyPluginAsync {
       schema: { params: roomParams, body: { type: ['object', 'null'], properties: { user_id: idParam } } },
       handler: async (request) => {
         const { userId: adminId } = await requireAdmin(request)
-        const { room_id: roomId } = await existingRoom(request.params.roomId)
+        const roomId = checkRoomId(request.params.roomId)
+        if ((await getRoomHead(db, roomId)) === undefined) throw notFound('Room not found')
         const target = await existingUser(request.body?.user_id ?? adminId)
         const state = await getCurrentState(db, roomId)
-        const roomState = new Map(state.map((e) => [stateKey(e.type, e.stateKey), { type: e.type, state_key: e.stateKey, sender: e.sender, content: e.content }]))
+        const roomState = roomStateOf(state)
         const levels = powerLevels(roomState)
         // The joined member with the most power acts (every member is local: no federation).
         const joined = state.filter((e) => e.type === 'm.room.member' && e.membership === 'join').map((e) => e.stateKey)

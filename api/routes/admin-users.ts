@@ -1,6 +1,6 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { randomAlphanumeric } from '../../storage/access-token.js'
-import { createUser, deleteDevices, getUser, listDevices, setPasswordHash, updateUser } from '../../storage/accounts.js'
+import { createUser, deleteDevices, getUser, listDevices, localpartOf, setPasswordHash, updateUser } from '../../storage/accounts.js'
 import { adminUser, adminUserOrders, adminUsers, type AdminUserOrder } from '../../storage/admin.js'
 import { deleteMedia, userMedia } from '../../storage/media.js'
 import { hashPassword } from '../../storage/password-hash.js'
@@ -8,11 +8,11 @@ import { setProfile } from '../../storage/profiles.js'
 import { joinedRooms } from '../../storage/room-reads.js'
 import { createRegistrationToken, deleteRegistrationToken, registrationToken, registrationTokens, updateRegistrationToken } from '../../storage/registration-tokens.js'
 import { clientRoute } from '../client-route.js'
-import { forbidden, MatrixError, notFound } from '../errors.js'
+import { MatrixError, notFound } from '../errors.js'
 import { requireAdmin, requireUser } from '../require-user.js'
 import type { RoomServices } from '../room-services.js'
 import { checkLocalpart } from '../user-ids.js'
-import { adminUsersOf, boolString, idParam, limitString, offsetString, pageLimit, userParams } from './admin-common.js'
+import { adminUsersOf, boolString, idParam, limitString, offsetString, pageLimit, pageOffset, userParams } from './admin-common.js'
 import { closeAccount } from './deactivate.js'
 
 /** The account routes of the admin API (admin.ts lists them all); `server_version` too. */
@@ -36,10 +36,10 @@ export function adminUserRoutes(services: RoomServices): FastifyPluginAsync {
     const runtime = app.myelin
     const { db } = runtime
     const serverName = runtime.config.server_name
-    const { localUserId, existingUser } = adminUsersOf(app)
-    /** Deletes every device (and token) of the user, as a password reset does by default. */
-    const logOutEverywhere = async (userId: string) => {
-      const deviceIds = await deleteDevices(db, userId, 'all')
+    const { localUserId, existingAccount, existingUser } = adminUsersOf(app)
+    /** Deletes devices of the user with their tokens (all: as a password reset does by default). */
+    const deleteUserDevices = async (userId: string, which: 'all' | string[]) => {
+      const deviceIds = await deleteDevices(db, userId, which)
       runtime.auth.forget({ userId, deviceIds })
     }
 
@@ -70,7 +70,7 @@ export function adminUserRoutes(services: RoomServices): FastifyPluginAsync {
       handler: async (request) => {
         await requireAdmin(request)
         const q = request.query
-        const offset = q.from === undefined ? 0 : Number(q.from)
+        const offset = pageOffset(q.from)
         const limit = pageLimit(q.limit)
         const name = q.name ?? q.user_id
         const { users, total } = await adminUsers(db, {
@@ -126,11 +126,11 @@ export function adminUserRoutes(services: RoomServices): FastifyPluginAsync {
           ...(body.avatar_url !== undefined && { avatar_url: body.avatar_url }),
         }
         if (before === undefined) {
-          checkLocalpart(userId.slice(1, userId.indexOf(':')), serverName)
+          checkLocalpart(localpartOf(userId), serverName)
           if (body.deactivated === true) throw new MatrixError(400, 'M_INVALID_PARAM', 'Cannot create a deactivated user')
           const created = await db.transaction().execute(async (trx) => {
             const outcome = await createUser(trx, { userId, passwordHash: passwordHash ?? null, nowMs: runtime.clock(), admin: body.admin === true })
-            if (outcome === 'created') await setProfile(trx, userId, { displayname: userId.slice(1, userId.indexOf(':')), ...profile })
+            if (outcome === 'created') await setProfile(trx, userId, { displayname: localpartOf(userId), ...profile })
             return outcome === 'created'
           })
           if (created) {
@@ -147,7 +147,7 @@ export function adminUserRoutes(services: RoomServices): FastifyPluginAsync {
           await updateUser(db, userId, { ...(body.admin !== undefined && { admin: body.admin }), ...(reactivate && { reactivateWith: passwordHash }) })
           if (passwordHash !== undefined && !reactivate) {
             await setPasswordHash(db, userId, passwordHash)
-            if (body.logout_devices !== false) await logOutEverywhere(userId)
+            if (body.logout_devices !== false) await deleteUserDevices(userId, 'all')
           }
         }
         if (body.deactivated !== true && Object.keys(profile).length > 0) await setProfile(db, userId, profile)
@@ -162,7 +162,7 @@ export function adminUserRoutes(services: RoomServices): FastifyPluginAsync {
       schema: { params: userParams },
       handler: async (request) => {
         await requireAdmin(request)
-        return { admin: (await getUser(db, await existingUser(request.params.userId)))?.admin === true }
+        return { admin: (await existingAccount(request.params.userId)).admin }
       },
     })
 
@@ -187,7 +187,7 @@ export function adminUserRoutes(services: RoomServices): FastifyPluginAsync {
     const whois = async (request: FastifyRequest<{ Params: { userId: string } }>) => {
       const requester = await requireUser(request)
       const userId = await existingUser(request.params.userId)
-      if (requester.userId !== userId && (await getUser(db, requester.userId))?.admin !== true) throw forbidden('You may only look up yourself')
+      if (requester.userId !== userId) await requireAdmin(request)
       const devices = await listDevices(db, userId)
       return {
         user_id: userId,
@@ -228,8 +228,7 @@ export function adminUserRoutes(services: RoomServices): FastifyPluginAsync {
         await requireAdmin(request)
         const userId = await existingUser(request.params.userId)
         // Deleting a device that is not there succeeds, as Synapse's does.
-        const deviceIds = await deleteDevices(db, userId, [request.params.deviceId])
-        runtime.auth.forget({ userId, deviceIds })
+        await deleteUserDevices(userId, [request.params.deviceId])
         return {}
       },
     })
@@ -241,7 +240,7 @@ export function adminUserRoutes(services: RoomServices): FastifyPluginAsync {
       handler: async (request) => {
         await requireAdmin(request)
         const userId = await existingUser(request.params.userId)
-        const offset = request.query.from === undefined ? 0 : Number(request.query.from)
+        const offset = pageOffset(request.query.from)
         const { media, total } = await userMedia(db, userId, { offset, limit: pageLimit(request.query.limit), dir: request.query.dir ?? 'b' })
         return { media, total, ...(offset + media.length < total && { next_token: offset + media.length }) }
       },
@@ -294,10 +293,10 @@ export function adminUserRoutes(services: RoomServices): FastifyPluginAsync {
       },
       handler: async (request) => {
         await requireAdmin(request)
-        const userId = await existingUser(request.params.userId)
-        if ((await getUser(db, userId))?.deactivated === true) throw new MatrixError(400, 'M_INVALID_PARAM', 'The user is deactivated')
+        const { userId, deactivated } = await existingAccount(request.params.userId)
+        if (deactivated) throw new MatrixError(400, 'M_INVALID_PARAM', 'The user is deactivated')
         await setPasswordHash(db, userId, await hashPassword(request.body.new_password))
-        if (request.body.logout_devices !== false) await logOutEverywhere(userId)
+        if (request.body.logout_devices !== false) await deleteUserDevices(userId, 'all')
         return {}
       },
     })

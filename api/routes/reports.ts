@@ -7,6 +7,7 @@ import { notFound } from '../errors.js'
 import { requireAdmin, requireUser } from '../require-user.js'
 import { checkRoomId } from '../room-ids.js'
 import type { RoomServices } from '../room-services.js'
+import { limitString, offsetString, pageLimit, pageOffset } from './admin-common.js'
 
 /**
  * Reporting content (client-server API), over storage/reports.ts:
@@ -81,8 +82,8 @@ export function reportRoutes(services: RoomServices): FastifyPluginAsync {
         querystring: {
           type: 'object',
           properties: {
-            from: { type: 'string', pattern: '^[0-9]{1,9}$' },
-            limit: { type: 'string', pattern: '^[1-9][0-9]{0,5}$' },
+            from: offsetString,
+            limit: limitString,
             dir: { type: 'string', enum: ['b', 'f'] },
             room_id: id,
             user_id: id,
@@ -93,8 +94,8 @@ export function reportRoutes(services: RoomServices): FastifyPluginAsync {
         await requireAdmin(request)
         const q = request.query
         return reportsPage(db, {
-          from: q.from === undefined ? 0 : Number(q.from),
-          limit: Math.min(q.limit === undefined ? 100 : Number(q.limit), 1000),
+          from: pageOffset(q.from),
+          limit: pageLimit(q.limit),
           dir: q.dir ?? 'b',
           ...(q.room_id !== undefined && { roomId: q.room_id }),
           ...(q.user_id !== undefined && { userId: q.user_id }),
