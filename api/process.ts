@@ -45,6 +45,8 @@ export interface MyelinProcess {
   readonly pushSender: PushSender | undefined
   /** The search indexer (the process running the background tasks, unless `search.enabled` is false). */
   readonly searchIndexer: SearchIndexer | undefined
+  /** The backfill stream's tracker the search indexer follows imported history with. */
+  readonly backfillTracker: StreamTracker | undefined
   /**
    * Listens on every configured listener (a monolith without listeners gets one on
    * 127.0.0.1:8008 with every resource) and returns the bound ports in listener order.
@@ -171,6 +173,7 @@ export async function startProcess(config: MyelinConfig, options: StartProcessOp
     let background: BackgroundTasks | undefined
     let pushSender: PushSender | undefined
     let searchIndexer: SearchIndexer | undefined
+    let backfillTracker: StreamTracker | undefined
     if (runsBackgroundTasks(config)) {
       background = startBackgroundTasks({ db, log, registry })
       closers.push(() => background!.close())
@@ -192,7 +195,12 @@ export async function startProcess(config: MyelinConfig, options: StartProcessOp
         pushSender = sender
       }
       if (config.search.enabled) {
-        const indexer = startSearchIndexer({ db, tracker: await trackerForFollowers(), log, registry })
+        // Imported history (negative stream orderings) is followed on the backfill stream.
+        const backfill = createStreamTracker({ db, bus, stream: 'backfill', log, name: `${config.worker_name}-backfill`, registry })
+        await backfill.start()
+        closers.push(() => backfill.close())
+        backfillTracker = backfill
+        const indexer = startSearchIndexer({ db, tracker: await trackerForFollowers(), backfill, log, registry })
         closers.push(() => indexer.close())
         searchIndexer = indexer
       }
@@ -209,6 +217,7 @@ export async function startProcess(config: MyelinConfig, options: StartProcessOp
       services,
       pushSender,
       searchIndexer,
+      backfillTracker,
       async listen(chosen = listeners) {
         const ports: number[] = []
         for (const listener of chosen) {

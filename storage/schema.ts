@@ -299,7 +299,10 @@ export interface EventReportsTable {
 
 export interface EventSearchPositionTable {
   lock: Generated<boolean>
+  /** The events stream position every live event up to which was considered. */
   stream_ordering: Int8
+  /** The backfill stream ID every imported event down to which (stream ordering -ID) was considered. */
+  backfill_id: Generated<bigint>
 }
 
 export interface ReceiptsTable {

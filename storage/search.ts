@@ -19,6 +19,7 @@ import {
 } from './room-reads.js'
 import type { Database } from './schema.js'
 import type { RoomStreamToken } from './streams/room-stream-token.js'
+import type { MultiWriterStream } from './streams/stream-sequence.js'
 
 /**
  * Server-side search (client-server API "Server Side Search"): the `room_events` category over
@@ -27,8 +28,8 @@ import type { RoomStreamToken } from './streams/room-stream-token.js'
  * - **The index** (`event_search`, migration 0017) holds one vector per message body, room name
  *   and room topic. It is filled behind the events stream (`indexForSearch`, run by
  *   api/search-indexer.ts), not by the persisters, so a send pays nothing for it; an event is
- *   searchable a moment after its send. Events imported into history (negative stream
- *   orderings) are not indexed.
+ *   searchable a moment after its send. History imported into rooms' past (the backfill
+ *   stream, negative stream orderings) is indexed the same way, behind that stream.
  * - **Queries** read like web search (as Synapse's): words are all required, `"quoted words"`
  *   must follow each other, `-word` excludes, `or` between two terms takes either. A word
  *   matches every word it begins ("hel" finds "hello"), after English stemming (Synapse's
@@ -45,29 +46,62 @@ export type SearchKey = (typeof searchKeys)[number]
 const textConfig = 'english'
 
 /**
- * Indexes the events after the stored position, up to `upTo` and at most `limit` of them (every
- * event counts toward the limit, indexed or not), drops the entries of the events redacted by
- * redactions among them, and stores the new position, in ONE statement: a crash never leaves an
- * event indexed without the position moving past it, and an event indexed twice is impossible
- * (its ID is the key).
+ * How the index reads each stream: the position's column, and the stream's IDs `(after, upTo]`
+ * as stream orderings (ascending for `events`; negative and descending for `backfill`, whose
+ * stream ordering is -ID), in conditions the primary key's index serves.
+ */
+const streamReads: Record<MultiWriterStream, {
+  readonly position: 'stream_ordering' | 'backfill_id'
+  readonly inRange: (after: RawBuilder<unknown>, upTo: RawBuilder<unknown>) => RawBuilder<SqlBool>
+  readonly id: RawBuilder<unknown>
+  readonly order: RawBuilder<unknown>
+}> = {
+  events: {
+    position: 'stream_ordering',
+    inRange: (after, upTo) => sql<SqlBool>`e.stream_ordering > ${after} AND e.stream_ordering <= ${upTo}`,
+    id: sql`e.stream_ordering`,
+    order: sql`e.stream_ordering`,
+  },
+  backfill: {
+    position: 'backfill_id',
+    inRange: (after, upTo) => sql<SqlBool>`e.stream_ordering < -${after} AND e.stream_ordering >= -${upTo}`,
+    id: sql`-e.stream_ordering`,
+    order: sql`e.stream_ordering DESC`,
+  },
+}
+
+/**
+ * Indexes the events of `stream` after the stored position, up to `upTo` and at most `limit` of
+ * them (every event counts toward the limit, indexed or not), drops the entries of the events
+ * redacted by redactions among them, and stores the new position, in ONE statement: a crash
+ * never leaves an event indexed without the position moving past it, and an event indexed twice
+ * is impossible (its ID is the key). `events` is the live stream; `backfill` is history imported
+ * into rooms' past (positions are backfill stream IDs, stream ordering = -ID).
  *
  * @returns where it started, where it got to, and the entries written and dropped.
  * @example
  * const { reached } = await indexForSearch(db, tracker.linearPosition(), 1000)
+ * await indexForSearch(db, backfillTracker.linearPosition(), 1000, 'backfill')
  */
-export async function indexForSearch(db: Kysely<Database>, upTo: bigint, limit: number): Promise<{ from: bigint; reached: bigint; indexed: number; removed: number }> {
+export async function indexForSearch(
+  db: Kysely<Database>,
+  upTo: bigint,
+  limit: number,
+  stream: MultiWriterStream = 'events',
+): Promise<{ from: bigint; reached: bigint; indexed: number; removed: number }> {
+  const read = streamReads[stream]
+  const after = sql`(SELECT after FROM pos)`
   const { rows } = await sql<{ from: string; reached: string; indexed: string; removed: string }>`
-    WITH pos AS (SELECT stream_ordering AS after FROM event_search_position FOR UPDATE),
+    WITH pos AS (SELECT ${sql.ref(read.position)} AS after FROM event_search_position FOR UPDATE),
     span AS (
-      SELECT e.stream_ordering FROM events e
-      WHERE e.stream_ordering > (SELECT after FROM pos) AND e.stream_ordering <= ${upTo}::int8
-      ORDER BY e.stream_ordering LIMIT ${limit}::int
+      SELECT ${read.id} AS id FROM events e WHERE ${read.inRange(after, sql`${upTo}::int8`)}
+      ORDER BY ${read.order} LIMIT ${limit}::int
     ),
-    reach AS (SELECT coalesce(max(stream_ordering), (SELECT after FROM pos)) AS reached FROM span),
+    reach AS (SELECT coalesce(max(id), (SELECT after FROM pos)) AS reached FROM span),
     picked AS (
       SELECT e.event_id, e.room_id, e.stream_ordering, e.sender, e.type, (j.json::json) -> 'content' AS content
       FROM events e JOIN event_json j ON j.event_id = e.event_id
-      WHERE e.stream_ordering > (SELECT after FROM pos) AND e.stream_ordering <= (SELECT reached FROM reach) AND NOT e.outlier
+      WHERE ${read.inRange(after, sql`(SELECT reached FROM reach)`)} AND NOT e.outlier
         AND e.type IN ('m.room.message', 'm.room.name', 'm.room.topic', 'm.room.redaction')
     ),
     texts AS (
@@ -89,17 +123,23 @@ export async function indexForSearch(db: Kysely<Database>, upTo: bigint, limit: 
       WHERE p.type = 'm.room.redaction' AND r.event_id = p.event_id AND s.event_id = r.redacts
       RETURNING 1
     ),
-    moved AS (UPDATE event_search_position SET stream_ordering = (SELECT reached FROM reach) RETURNING 1)
+    moved AS (
+      UPDATE event_search_position SET ${sql.ref(read.position)} = (SELECT reached FROM reach)
+      WHERE (SELECT reached FROM reach) <> (SELECT after FROM pos) RETURNING 1
+    )
     SELECT (SELECT after FROM pos)::text AS from, (SELECT reached FROM reach)::text AS reached,
       (SELECT count(*) FROM inserted)::text AS indexed, (SELECT count(*) FROM removed)::text AS removed, (SELECT count(*) FROM moved) AS moved`.execute(db)
   const row = rows[0]!
   return { from: BigInt(row.from), reached: BigInt(row.reached), indexed: Number(row.indexed), removed: Number(row.removed) }
 }
 
-/** How far the index has read the events stream. */
-export async function searchIndexPosition(db: Kysely<Database>): Promise<bigint> {
-  const row = await db.selectFrom('event_search_position').select('stream_ordering').executeTakeFirstOrThrow()
-  return BigInt(row.stream_ordering)
+/** How far the index has read `stream` (for `backfill`, a backfill stream ID). */
+export async function searchIndexPosition(db: Kysely<Database>, stream: MultiWriterStream = 'events'): Promise<bigint> {
+  const row = await db
+    .selectFrom('event_search_position')
+    .select(sql<string>`${sql.ref(streamReads[stream].position)}::text`.as('position'))
+    .executeTakeFirstOrThrow()
+  return BigInt(row.position)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import { startSearchIndexer } from '../../../api/search-indexer.js'
 import { indexForSearch, parseSearchTerm, searchIndexPosition } from '../../../storage/search.js'
 import { startApi, v3, type ApiHarness, type Session } from './api-harness.js'
 import { createRoomAs, enc, joinAs, sendTextAs } from './read-fixtures.js'
+import { remotePdu } from '../persisters/harness.js'
 
 type Answer = {
   search_categories: { room_events?: { count: number; highlights: string[]; next_batch?: string; results: { rank: number; result: Record<string, any>; context?: Record<string, any> }[] } }
@@ -128,6 +129,46 @@ describe('api search (POST /search, room_events)', function () {
     expect(entries).to.deep.equal([])
   })
 
+  it('should find history imported into a room past, after its live events, and not what imported redactions redact', async () => {
+    const imported = await createRoom(alice, { preset: 'public_chat' })
+    const live = await send(alice, imported, 'narwhal sighted today')
+    const text = (body: string) => ({ msgtype: 'm.text', body })
+    const tales = remotePdu(imported, { prevEvents: [], depth: 1, content: text('ancient narwhal tales') })
+    const songs = remotePdu(imported, { prevEvents: [tales['event_id'] as string], depth: 2, content: text('ancient narwhal songs') })
+    const redaction = remotePdu(imported, { type: 'm.room.redaction', content: { redacts: songs['event_id'] }, prevEvents: [songs['event_id'] as string], depth: 3 })
+    const answers = await h.process!.persister!.importEvents(imported, [tales, songs, redaction])
+    expect(answers.every((answer) => answer.stream_ordering < 0n)).to.equal(true)
+
+    // The backfill stream's tracker learns the import's position on the bus; the next pass indexes it.
+    const lowest = answers.map((a) => a.stream_ordering).reduce((a, b) => (a < b ? a : b))
+    const backfill = h.process!.backfillTracker!
+    for (let waited = 0; backfill.linearPosition() < -lowest; waited += 20) {
+      expect(waited, 'the backfill tracker learns the import').to.be.below(5000)
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+    await flush()
+    const results = await found(alice, { search_term: 'narwhal', order_by: 'recent', filter: { rooms: [imported] } })
+    expect(bodies(results)).to.deep.equal(['narwhal sighted today', 'ancient narwhal tales'])
+    expect(results.results.map((r) => r.result['event_id'])).to.deep.equal([live, tales['event_id']])
+    expect(await searchIndexPosition(h.t.db, 'backfill')).to.equal(backfill.linearPosition())
+    const entries = await h.t.db.selectFrom('event_search').select('event_id').where('event_id', '=', songs['event_id'] as string).execute()
+    expect(entries, 'the imported redaction dropped its target').to.deep.equal([])
+
+    // Paging crosses from live events into imported history (a negative cursor).
+    const first = await found(alice, { search_term: 'narwhal', order_by: 'recent', filter: { rooms: [imported], limit: 1 } })
+    expect(bodies(first)).to.deep.equal(['narwhal sighted today'])
+    const second = await found(alice, { search_term: 'narwhal', order_by: 'recent', filter: { rooms: [imported], limit: 1 } }, first.next_batch)
+    expect(bodies(second)).to.deep.equal(['ancient narwhal tales'])
+    const third = await found(alice, { search_term: 'narwhal', order_by: 'recent', filter: { rooms: [imported], limit: 1 } }, second.next_batch)
+    expect(third.results).to.deep.equal([])
+    expect(third).not.to.have.property('next_batch')
+
+    // Indexing the backfill stream again from its start writes nothing twice.
+    await h.t.db.updateTable('event_search_position').set({ backfill_id: 0n }).execute()
+    const again = await indexForSearch(h.t.db, backfill.linearPosition(), 1000, 'backfill')
+    expect(again).to.deep.equal({ from: 0n, reached: backfill.linearPosition(), indexed: 0, removed: 0 })
+  })
+
   it('should page through every result once, in order, in both orders', async () => {
     const pages = await createRoom(alice, { preset: 'public_chat' })
     const sent: string[] = []
@@ -245,14 +286,15 @@ describe('api search (POST /search, room_events)', function () {
     // As after the migration on a deployment with history: nothing indexed, position 0.
     await h.process!.searchIndexer!.close()
     await h.t.db.deleteFrom('event_search').execute()
-    await h.t.db.updateTable('event_search_position').set({ stream_ordering: 0 }).execute()
+    await h.t.db.updateTable('event_search_position').set({ stream_ordering: 0, backfill_id: 0n }).execute()
     const lines: string[] = []
     const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) })
-    const indexer = startSearchIndexer({ db: h.t.db, tracker: h.process!.services!.tracker, log, batchSize: 10, tickMs: 60_000 })
+    const indexer = startSearchIndexer({ db: h.t.db, tracker: h.process!.services!.tracker, backfill: h.process!.backfillTracker!, log, batchSize: 10, tickMs: 60_000 })
     try {
       await indexer.runOnce()
       expect(await count()).to.equal(indexed)
       expect(await searchIndexPosition(h.t.db)).to.equal(h.process!.services!.tracker.linearPosition())
+      expect(await searchIndexPosition(h.t.db, 'backfill')).to.equal(h.process!.backfillTracker!.linearPosition())
       expect(lines.filter((l) => l.includes('search index catching up'))).to.have.length.above(0)
     } finally {
       await indexer.close()
