@@ -362,9 +362,57 @@ export interface RoomDeletion {
   readonly error?: string
 }
 
-/** Records a deletion that starts now (status `shutting_down`). */
-export async function startRoomDeletion(db: Db, deletion: { deleteId: string; roomId: string; now: number }): Promise<void> {
-  await db.insertInto('room_deletions').values({ delete_id: deletion.deleteId, room_id: deletion.roomId, status: 'shutting_down', started_ts: deletion.now }).execute()
+/** Records a deletion that starts now (status `shutting_down`), with the request's options for resuming it. */
+export async function startRoomDeletion(db: Db, deletion: { deleteId: string; roomId: string; now: number; params: object }): Promise<void> {
+  await db
+    .insertInto('room_deletions')
+    .values({ delete_id: deletion.deleteId, room_id: deletion.roomId, status: 'shutting_down', started_ts: deletion.now, params: JSON.stringify(deletion.params) })
+    .execute()
+}
+
+/** A deletion as its runner reads it: where it got to, and the options it was asked with. */
+export interface RoomDeletionWork {
+  readonly roomId: string
+  readonly status: RoomDeletionStatus
+  readonly params: Readonly<Record<string, unknown>>
+  readonly shutdown?: RoomShutdown
+}
+
+/**
+ * Runs `work` on the deletion while holding its claim, a session advisory lock of its ID on one
+ * connection: a process that dies lets go of it with its connection, so another can resume the
+ * deletion. The deletion is read after the claim is taken (it may have finished meanwhile).
+ *
+ * @returns false, without running `work`, when another session holds the claim or the deletion
+ *   is not there.
+ * @example
+ * await claimRoomDeletion(db, deleteId, async ({ status, params }) => { … })
+ */
+export async function claimRoomDeletion(db: Db, deleteId: string, work: (deletion: RoomDeletionWork) => Promise<void>): Promise<boolean> {
+  const key = sql`hashtextextended(${`myelin.room_deletion.${deleteId}`}, 0)`
+  return db.connection().execute(async (conn) => {
+    const { rows } = await sql<{ claimed: boolean }>`SELECT pg_try_advisory_lock(${key}) AS claimed`.execute(conn)
+    if (rows[0]?.claimed !== true) return false
+    try {
+      const row = await db.selectFrom('room_deletions').select(['room_id', 'status', 'params', 'shutdown_room']).where('delete_id', '=', deleteId).executeTakeFirst()
+      if (row === undefined) return false
+      await work({
+        roomId: row.room_id,
+        status: row.status as RoomDeletionStatus,
+        params: (row.params ?? {}) as Record<string, unknown>,
+        ...(row.shutdown_room !== null && { shutdown: row.shutdown_room as RoomShutdown }),
+      })
+      return true
+    } finally {
+      await sql`SELECT pg_advisory_unlock(${key})`.execute(conn)
+    }
+  })
+}
+
+/** IDs of the deletions not finished (`shutting_down` or `purging`), oldest first. */
+export async function unfinishedRoomDeletions(db: Db): Promise<string[]> {
+  const rows = await db.selectFrom('room_deletions').select('delete_id').where('status', 'in', ['shutting_down', 'purging']).orderBy('started_ts').execute()
+  return rows.map((row) => row.delete_id)
 }
 
 /** Moves a deletion on: its status, and what the shutdown did or why it failed once known. */

@@ -271,6 +271,7 @@ export interface RoomDeletionsTable {
   shutdown_room: Json<unknown> | null
   error: string | null
   started_ts: Int8
+  params: ColumnType<unknown, string | undefined, string>
 }
 
 export interface RegistrationTokensTable {

@@ -9,13 +9,16 @@ import {
   adminRooms,
   adminRoomSummaries,
   blockRoom,
+  claimRoomDeletion,
   purgeRoom,
   roomBlock,
   roomDeletions,
   startRoomDeletion,
   unblockRoom,
+  unfinishedRoomDeletions,
   updateRoomDeletion,
   type AdminRoomOrder,
+  type RoomDeletion,
   type RoomShutdown,
 } from '../../storage/admin.js'
 import { getCurrentState, getRoomHead } from '../../storage/events/event-store.js'
@@ -40,6 +43,9 @@ interface RoomDelete {
   purge?: boolean
   force_purge?: boolean
 }
+
+/** How often an api worker looks for asynchronous deletions left unfinished by a process that stopped. */
+const resumeDeletionsEveryMs = 60_000
 
 /** Synapse's defaults for the room members of a deleted room are moved to. */
 const defaultNoticeRoomName = 'Content Violation Notification'
@@ -244,7 +250,8 @@ export function adminRoomRoutes(services: RoomServices): FastifyPluginAsync {
     })
 
     // The asynchronous form: answered with a delete_id at once, the work going on in this
-    // process, its progress in `room_deletions` so that any api worker answers the status.
+    // process, its progress and options in `room_deletions` so that any api worker answers the
+    // status, and resumes the deletion if this process stops before it is done.
     app.route<{ Params: { roomId: string }; Body: RoomDelete | null }>({
       method: 'DELETE',
       url: '/_synapse/admin/v2/rooms/:roomId',
@@ -254,27 +261,81 @@ export function adminRoomRoutes(services: RoomServices): FastifyPluginAsync {
         const body = request.body ?? {}
         const target = await prepareDeletion(request.params.roomId, adminId, body)
         const deleteId = randomAlphanumeric(16)
-        await startRoomDeletion(db, { deleteId, roomId: checkRoomId(request.params.roomId), now: runtime.clock() })
+        // The options a resume needs (the block is done): the replacement owner as checked.
+        const { block: _block, new_room_user_id: _owner, ...options } = body
+        const params: RoomDelete = { ...options, ...(target?.replacementOwner !== undefined && { new_room_user_id: target.replacementOwner }) }
+        await startRoomDeletion(db, { deleteId, roomId: checkRoomId(request.params.roomId), now: runtime.clock(), params })
         if (target === undefined) {
           await updateRoomDeletion(db, deleteId, { status: 'complete', shutdown: nothingShutDown })
           return { delete_id: deleteId }
         }
-        const log = request.log.child({ deleteId })
-        void (async () => {
-          try {
-            const shutdown = await shutDownRoom(target.roomId, body, target.replacementOwner, log)
-            await updateRoomDeletion(db, deleteId, { status: 'purging', shutdown })
-            await purgeAfter(target.roomId, body, shutdown, log)
-            await updateRoomDeletion(db, deleteId, { status: 'complete' })
-          } catch (err) {
-            log.error({ err, roomId: target.roomId }, 'room deletion failed')
-            await updateRoomDeletion(db, deleteId, { status: 'failed', error: err instanceof Error ? err.message : String(err) }).catch((e: unknown) =>
-              log.error({ err: e }, 'could not record a failed room deletion'),
-            )
-          }
-        })()
+        void runDeletion(deleteId, request.log.child({ deleteId }))
         return { delete_id: deleteId }
       },
+    })
+
+    const running = new Set<Promise<void>>()
+    let closing = false
+
+    /**
+     * Runs an asynchronous deletion from where it got to, under its claim (storage/admin.ts
+     * `claimRoomDeletion`): nothing when another process runs it or it is finished. A deletion
+     * cut short by this process closing is left for a resume, not marked failed.
+     */
+    function runDeletion(deleteId: string, log: FastifyBaseLogger): Promise<void> {
+      const run = claimRoomDeletion(db, deleteId, async ({ roomId, status, params, shutdown }) => {
+        if (status !== 'shutting_down' && status !== 'purging') return
+        const body = params as RoomDelete
+        try {
+          let done = shutdown
+          if (status === 'shutting_down' || done === undefined) {
+            done = await shutDownRoom(roomId, body, body.new_room_user_id, log)
+            await updateRoomDeletion(db, deleteId, { status: 'purging', shutdown: done })
+          }
+          await purgeAfter(roomId, body, done, log)
+          await updateRoomDeletion(db, deleteId, { status: 'complete' })
+        } catch (err) {
+          if (closing) {
+            log.warn({ err, roomId }, 'room deletion interrupted by the shutdown; it resumes later')
+            return
+          }
+          log.error({ err, roomId }, 'room deletion failed')
+          await updateRoomDeletion(db, deleteId, { status: 'failed', error: err instanceof Error ? err.message : String(err) }).catch((e: unknown) =>
+            log.error({ err: e }, 'could not record a failed room deletion'),
+          )
+        }
+      })
+        .then(() => undefined)
+        .catch((err: unknown) => log.error({ err }, 'could not claim a room deletion'))
+        .finally(() => running.delete(run))
+      running.add(run)
+      return run
+    }
+
+    /** Resumes every unfinished deletion that no process is running (one at a time). */
+    async function resumeDeletions(): Promise<void> {
+      try {
+        for (const deleteId of await unfinishedRoomDeletions(db)) if (!closing) await runDeletion(deleteId, app.log.child({ deleteId }))
+      } catch (err) {
+        app.log.warn({ err }, 'could not look for unfinished room deletions')
+      }
+    }
+
+    /** Asking the status of an unfinished deletion resumes it if no process is running it (a no-op otherwise). */
+    function resumeIfStopped(deletion: RoomDeletion, log: FastifyBaseLogger): void {
+      if (!closing && (deletion.status === 'shutting_down' || deletion.status === 'purging')) void runDeletion(deletion.delete_id, log.child({ deleteId: deletion.delete_id }))
+    }
+
+    let resumeTimer: NodeJS.Timeout | undefined
+    app.addHook('onReady', async () => {
+      void resumeDeletions()
+      resumeTimer = setInterval(() => void resumeDeletions(), resumeDeletionsEveryMs)
+      resumeTimer.unref()
+    })
+    app.addHook('onClose', async () => {
+      closing = true
+      clearInterval(resumeTimer)
+      await Promise.allSettled([...running])
     })
 
     app.route<{ Params: { roomId: string } }>({
@@ -285,6 +346,7 @@ export function adminRoomRoutes(services: RoomServices): FastifyPluginAsync {
         await requireAdmin(request)
         const results = await roomDeletions(db, { roomId: checkRoomId(request.params.roomId) })
         if (results.length === 0) throw notFound('No deletion of this room')
+        for (const deletion of results) resumeIfStopped(deletion, request.log)
         return { results: results.map(({ room_id: _room, ...deletion }) => deletion) }
       },
     })
@@ -297,6 +359,7 @@ export function adminRoomRoutes(services: RoomServices): FastifyPluginAsync {
         await requireAdmin(request)
         const [deletion] = await roomDeletions(db, { deleteId: request.params.deleteId })
         if (deletion === undefined) throw notFound('No such deletion')
+        resumeIfStopped(deletion, request.log)
         const { delete_id: _id, room_id: _room, ...status } = deletion
         return status
       },

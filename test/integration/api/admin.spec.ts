@@ -4,6 +4,7 @@ import { registrationMac } from '../../../api/routes/admin-register.js'
 import { adminRoutes } from '../../../api/routes/admin.js'
 import { directoryRoutes } from '../../../api/routes/directory.js'
 import { roomWriteRoutes } from '../../../api/routes/rooms.js'
+import { claimRoomDeletion, roomDeletions, startRoomDeletion, updateRoomDeletion } from '../../../storage/admin.js'
 import { startApi, sharedSecret, v3, type ApiHarness, type Session } from './api-harness.js'
 import { createRoomAs, enc, joinAs } from './read-fixtures.js'
 
@@ -304,6 +305,51 @@ describe("api server admin (Synapse's admin API: users and rooms)", function () 
       }
       const refused = await h.call('DELETE', `/_synapse/admin/v2/rooms/${enc(roomId)}`, { ...as(bob), body: {} })
       expect(refused.statusCode).to.equal(403)
+    })
+
+    it('should resume a v2 deletion whose process stopped, unless a process still runs it', async () => {
+      const roomId = await createRoomAs(h, alice, { preset: 'public_chat', room_alias_name: 'ad-resumed' })
+      await joinAs(h, bob, roomId)
+      const statusOf = async (deleteId: string) => (await ok<{ status: string; shutdown_room?: unknown }>(get(root, `${admin2}/rooms/delete_status/${deleteId}`))).status
+      const until = async (deleteId: string, wanted: string) => {
+        let status = await statusOf(deleteId)
+        for (const deadline = Date.now() + 10_000; status !== wanted && Date.now() < deadline; status = await statusOf(deleteId)) {
+          await new Promise((resolve) => setTimeout(resolve, 20))
+        }
+        return status
+      }
+
+      // As a process leaves a deletion it was running when it died: recorded, nothing done yet.
+      const held = 'resumeHeld000001'
+      await startRoomDeletion(h.t.db, { deleteId: held, roomId, now: Date.now(), params: { purge: true } })
+      // While another session holds the deletion's claim (its process is alive), asking the status
+      // resumes nothing.
+      await claimRoomDeletion(h.t.db, held, async () => {
+        for (let i = 0; i < 5; i++) {
+          expect(await statusOf(held)).to.equal('shutting_down')
+          await new Promise((resolve) => setTimeout(resolve, 20))
+        }
+        expect(await eventCount(roomId), 'not purged while claimed').to.be.greaterThan(0)
+      })
+      // Once it is let go (the process died), the next status request resumes it to the end.
+      expect(await until(held, 'complete')).to.equal('complete')
+      expect(await eventCount(roomId), 'purged').to.equal(0)
+      const [done] = await roomDeletions(h.t.db, { deleteId: held })
+      expect(done?.shutdown_room).to.deep.include({ kicked_users: [alice.user_id, bob.user_id].sort(), local_aliases: ['#ad-resumed:hs.test'] })
+
+      // A deletion stopped after its shutdown goes on with the purge, with the shutdown it recorded.
+      const second = await createRoomAs(h, alice, { preset: 'public_chat' })
+      const shutdown = { kicked_users: [alice.user_id], failed_to_kick_users: [], local_aliases: [], new_room_id: null }
+      await startRoomDeletion(h.t.db, { deleteId: 'resumePurge00001', roomId: second, now: Date.now(), params: {} })
+      await updateRoomDeletion(h.t.db, 'resumePurge00001', { status: 'purging', shutdown })
+      expect(await until('resumePurge00001', 'complete')).to.equal('complete')
+      expect(await eventCount(second)).to.equal(0)
+      expect((await roomDeletions(h.t.db, { deleteId: 'resumePurge00001' }))[0]?.shutdown_room).to.deep.equal(shutdown)
+
+      // A finished deletion is never run again.
+      expect(await claimRoomDeletion(h.t.db, held, async ({ status }) => {
+        expect(status).to.equal('complete')
+      })).to.equal(true)
     })
 
     it('should keep the room without purge, delete its aliases, and answer 404 for an unknown room unless it is only blocked', async () => {
