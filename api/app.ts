@@ -7,6 +7,7 @@ import { installErrorHandling, MatrixError, replyWithError } from './errors.js'
 import { installHttpMetrics } from './http-metrics.js'
 import { installJsonBodyParser } from './json-body.js'
 import { createPresenceService } from './presence-service.js'
+import { createMessageLimiter } from './message-limiter.js'
 import { createRateLimiter } from './rate-limiter.js'
 import { installRequestLogging } from './request-logging.js'
 import { accountDataRoutes } from './routes/account-data.js'
@@ -93,6 +94,7 @@ export async function buildApp(ctx: ApiContext, options: BuildAppOptions = {}): 
     }),
     clock,
     failedLogins: createRateLimiter({ ...(options.failedLoginLimit ?? { burst: 5, perSecond: 0.1 }), clock }),
+    messages: createMessageLimiter({ db: ctx.db, limit: ctx.config.rc_message, clock, ...(ctx.metrics !== undefined && { registry: ctx.metrics }) }),
     presence: createPresenceService({ db: ctx.db, log: ctx.log, clock, enabled: ctx.config.presence.enabled }),
   }
   app.decorate('myelin', runtime)

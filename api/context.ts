@@ -6,6 +6,7 @@ import type { Logger } from '../storage/logger.js'
 import type { Database } from '../storage/schema.js'
 import type { Authenticator } from './authenticator.js'
 import type { PresenceService } from './presence-service.js'
+import type { MessageLimiter } from './message-limiter.js'
 import type { RateLimiter } from './rate-limiter.js'
 
 /**
@@ -30,6 +31,8 @@ export interface ApiRuntime extends ApiContext {
   readonly clock: () => number
   /** Failed password attempts per user ID (login and user-interactive auth). */
   readonly failedLogins: RateLimiter
+  /** The message rate limit (`rc_message`) of client sends. */
+  readonly messages: MessageLimiter
   readonly presence: PresenceService
 }
 

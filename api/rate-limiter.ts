@@ -5,10 +5,16 @@
  * Per process: N api workers allow N times the rate (acceptable for brute-force damping).
  */
 export interface RateLimiter {
-  /** 0 when `key` may act now, else the milliseconds until it may. Does not consume. */
-  retryAfterMs(key: string): number
-  /** Consumes one token of `key`. */
-  record(key: string): void
+  /** 0 when `key` may act now, else the milliseconds until it may. Does not consume. `limit` replaces the limiter's own for this key. */
+  retryAfterMs(key: string, limit?: RateLimit): number
+  /** Consumes one token of `key` (under `limit` when given). */
+  record(key: string, limit?: RateLimit): void
+}
+
+/** A bucket's size and refill rate. */
+export interface RateLimit {
+  readonly burst: number
+  readonly perSecond: number
 }
 
 /**
@@ -17,25 +23,25 @@ export interface RateLimiter {
  * if (limiter.retryAfterMs(userId) > 0) throw limitExceeded(limiter.retryAfterMs(userId))
  * if (!passwordOk) limiter.record(userId)
  */
-export function createRateLimiter(options: { burst: number; perSecond: number; clock?: () => number }): RateLimiter {
+export function createRateLimiter(options: RateLimit & { clock?: () => number }): RateLimiter {
   const clock = options.clock ?? Date.now
   const buckets = new Map<string, { tokens: number; at: number }>()
 
-  function level(key: string): number {
+  function level(key: string, limit: RateLimit): number {
     const bucket = buckets.get(key)
-    if (!bucket) return options.burst
-    const tokens = Math.min(options.burst, bucket.tokens + ((clock() - bucket.at) / 1000) * options.perSecond)
-    if (tokens >= options.burst) buckets.delete(key)
+    if (!bucket) return limit.burst
+    const tokens = Math.min(limit.burst, bucket.tokens + ((clock() - bucket.at) / 1000) * limit.perSecond)
+    if (tokens >= limit.burst) buckets.delete(key)
     return tokens
   }
 
   return {
-    retryAfterMs(key) {
-      const tokens = level(key)
-      return tokens >= 1 ? 0 : Math.ceil(((1 - tokens) / options.perSecond) * 1000)
+    retryAfterMs(key, limit = options) {
+      const tokens = level(key, limit)
+      return tokens >= 1 ? 0 : Math.ceil(((1 - tokens) / limit.perSecond) * 1000)
     },
-    record(key) {
-      buckets.set(key, { tokens: Math.max(0, level(key) - 1), at: clock() })
+    record(key, limit = options) {
+      buckets.set(key, { tokens: Math.max(0, level(key, limit) - 1), at: clock() })
     },
   }
 }

@@ -120,6 +120,14 @@ const configSchema = z
         timeout_ms: 10_000,
         ip_range_blocklist: [...defaultIpRangeBlocklist],
       }),
+    /**
+     * Synapse's `rc_message`: events a user may send through the client API (messages, state,
+     * redactions) per second, with bursts of `burst_count`, counted per process. `per_second: 0`
+     * turns the limit off; the admin API's `override_ratelimit` changes it per user.
+     */
+    rc_message: z
+      .strictObject({ per_second: z.number().min(0).default(0.2), burst_count: z.number().min(0).default(10) })
+      .default({ per_second: 0.2, burst_count: 10 }),
     log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     persister: z
       .strictObject({

@@ -54,6 +54,7 @@ export interface Database {
   blocked_rooms: BlockedRoomsTable
   registration_tokens: RegistrationTokensTable
   room_deletions: RoomDeletionsTable
+  ratelimit_overrides: RatelimitOverridesTable
   media: MediaTable
   myelin_schema_compat: SchemaCompatTable
   myelin_migration_checksums: MigrationChecksumsTable
@@ -441,4 +442,10 @@ export interface MigrationChecksumsTable {
   name: string
   sha256: string
   applied_ts: Int8
+}
+
+export interface RatelimitOverridesTable {
+  user_id: string
+  messages_per_second: number
+  burst_count: number
 }

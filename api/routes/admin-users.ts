@@ -9,6 +9,7 @@ import { joinedRooms } from '../../storage/room-reads.js'
 import { createRegistrationToken, deleteRegistrationToken, registrationToken, registrationTokens, updateRegistrationToken } from '../../storage/registration-tokens.js'
 import { clientRoute } from '../client-route.js'
 import { MatrixError, notFound } from '../errors.js'
+import { deleteRatelimitOverride, getRatelimitOverride, setRatelimitOverride } from '../../storage/ratelimit-overrides.js'
 import { requireAdmin, requireUser } from '../require-user.js'
 import type { RoomServices } from '../room-services.js'
 import { checkLocalpart } from '../user-ids.js'
@@ -179,6 +180,34 @@ export function adminUserRoutes(services: RoomServices): FastifyPluginAsync {
         request.log.info({ userId, admin: request.body.admin }, 'admin changed a server admin flag')
         return {}
       },
+    })
+
+    // A user's own message rate limit (rc_message): bridges and bots. 0 and 0 mean no limit.
+    const overridePath = '/_synapse/admin/v1/users/:userId/override_ratelimit'
+    app.get<{ Params: { userId: string } }>(overridePath, { schema: { params: userParams } }, async (request) => {
+      await requireAdmin(request)
+      return (await getRatelimitOverride(db, await existingUser(request.params.userId))) ?? {}
+    })
+    const limitValue = { type: 'integer', minimum: 0, maximum: 1_000_000 } as const
+    app.post<{ Params: { userId: string }; Body: { messages_per_second?: number; burst_count?: number } | null }>(
+      overridePath,
+      { schema: { params: userParams, body: { type: ['object', 'null'], properties: { messages_per_second: limitValue, burst_count: limitValue } } } },
+      async (request) => {
+        await requireAdmin(request)
+        const userId = await existingUser(request.params.userId)
+        const override = { messages_per_second: request.body?.messages_per_second ?? 0, burst_count: request.body?.burst_count ?? 0 }
+        await setRatelimitOverride(db, userId, override)
+        runtime.messages.forget(userId)
+        request.log.info({ userId, ...override }, 'admin overrode a user rate limit')
+        return override
+      },
+    )
+    app.delete<{ Params: { userId: string } }>(overridePath, { schema: { params: userParams } }, async (request) => {
+      await requireAdmin(request)
+      const userId = await existingUser(request.params.userId)
+      await deleteRatelimitOverride(db, userId)
+      runtime.messages.forget(userId)
+      return {}
     })
 
     // Whois (client-server API "Server administration", and Synapse's admin path): a user's

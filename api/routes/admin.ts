@@ -17,6 +17,9 @@ import { adminUserRoutes } from './admin-users.js'
  *   `admin`, `deactivated` (true closes the account as `/account/deactivate` does; false
  *   reactivates it and needs a `password`);
  * - `GET|PUT /_synapse/admin/v1/users/{userId}/admin` (`{admin}`; not to demote oneself);
+ * - `GET|POST|DELETE /_synapse/admin/v1/users/{userId}/override_ratelimit`
+ *   (`{messages_per_second, burst_count}`, integers, default 0; 0 and 0: no limit; `{}` when the
+ *   user has the configured `rc_message`);
  * - whois, `GET /_matrix/client/v3/admin/whois/{userId}` (the spec's) and
  *   `GET /_synapse/admin/v1/whois/{userId}`: admins, or the user about themselves;
  * - `GET /_synapse/admin/v1/users/{userId}/joined_rooms`; `GET /_synapse/admin/v2/users/{userId}/devices`,
@@ -37,7 +40,7 @@ import { adminUserRoutes } from './admin-users.js'
  * - `DELETE /_synapse/admin/v1/rooms/{roomId}` (answered when done) and `DELETE
  *   /_synapse/admin/v2/rooms/{roomId}` (answered at once with a `delete_id`; `GET
  *   …/v2/rooms/{roomId}/delete_status` and `…/v2/rooms/delete_status/{deleteId}` tell how far it
- *   got, from any api worker) (`block`, `purge` (default true), `force_purge`,
+ *   got, from any api worker, which also resumes one whose process stopped) (`block`, `purge` (default true), `force_purge`,
  *   `new_room_user_id`, `room_name`, `message`): every local member leaves (the server acting
  *   for them); with `new_room_user_id` they are joined to a new room of that user's, with the
  *   message, and the aliases move there, otherwise they are deleted; then the room is purged

@@ -86,6 +86,12 @@ export function roomWriteRoutes(services: RoomServices): FastifyPluginAsync {
       return persisted.event_id
     }
 
+    /** `sendOne` of an event the client asked for directly (a message, state, a redaction), under the message rate limit. */
+    async function sendLimited(roomId: string, event: NewEvent): Promise<string> {
+      await app.myelin.messages.take(event.sender)
+      return sendOne(roomId, event)
+    }
+
     /** The room ID of a path parameter; 400 when malformed, 404 when the room does not exist. */
     async function existingRoom(raw: string): Promise<string> {
       const roomId = checkRoomId(raw)
@@ -342,7 +348,7 @@ export function roomWriteRoutes(services: RoomServices): FastifyPluginAsync {
         const { userId, deviceId } = await requireUser(request)
         const { eventType, txnId } = request.params
         const roomId = await joinedRoom(request.params.roomId, userId)
-        const eventId = await sendOne(roomId, { type: eventType, sender: userId, content: request.body, txn: { deviceId, txnId } })
+        const eventId = await sendLimited(roomId, { type: eventType, sender: userId, content: request.body, txn: { deviceId, txnId } })
         return { event_id: eventId }
       },
     })
@@ -364,7 +370,9 @@ export function roomWriteRoutes(services: RoomServices): FastifyPluginAsync {
           const { eventType, stateKey = '' } = request.params
           // Membership through the state API is authorized by the persister alone (a join is not yet joined).
           const roomId = eventType === 'm.room.member' ? await existingRoom(request.params.roomId) : await joinedRoom(request.params.roomId, userId)
-          const eventId = await sendOne(roomId, { type: eventType, state_key: stateKey, sender: userId, content: request.body })
+          // Membership changes are not messages (Synapse limits them apart).
+          const event = { type: eventType, state_key: stateKey, sender: userId, content: request.body }
+          const eventId = eventType === 'm.room.member' ? await sendOne(roomId, event) : await sendLimited(roomId, event)
           return { event_id: eventId }
         },
       })
@@ -389,7 +397,7 @@ export function roomWriteRoutes(services: RoomServices): FastifyPluginAsync {
         const target = await getEvent(db, eventId)
         if (target === undefined || target.roomId !== roomId) throw notFound(`Unknown event ${eventId}`)
         const content = { redacts: eventId, ...(request.body.reason !== undefined && { reason: request.body.reason }) }
-        const redaction = await sendOne(roomId, { type: 'm.room.redaction', sender: userId, content, redacts: eventId, txn: { deviceId, txnId } })
+        const redaction = await sendLimited(roomId, { type: 'm.room.redaction', sender: userId, content, redacts: eventId, txn: { deviceId, txnId } })
         return { event_id: redaction }
       },
     })

@@ -9,7 +9,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -132,6 +132,13 @@ interface Topology {
 
 const signingKey = 'ed25519 a_bench l2Fk0rVHqWwUjyHhnAXtOq6SfSBd3YCVLHRYzkl8Znc'
 
+/**
+ * Each of the 64 users sends about 45 events a second, far above the default message rate limit
+ * (Synapse's `rc_message`, 0.2 a second in bursts of 10): load tests run without it, as
+ * Synapse's do.
+ */
+const noRateLimit = 'rc_message: { per_second: 0 }'
+
 const monolith: Topology = {
   name: 'monolith',
   async start(databaseUrl, dir) {
@@ -144,6 +151,7 @@ const monolith: Topology = {
         'replication_secret: "bench-replication-secret-0123"',
         `signing_key: "${signingKey}"`,
         'log_level: warn',
+        noRateLimit,
         'listeners: [{ port: 0, resources: [client, metrics, health] }]',
       ].join('\n'),
     )
@@ -159,8 +167,11 @@ function cluster(persisters: number): Topology {
   return {
     name: `1 api + ${persisters} persisters + redis`,
     async start(databaseUrl, dir, redisUrl) {
+      const settings = join(dir, 'bench.yaml')
+      await mkdir(dir, { recursive: true })
+      await writeFile(settings, `${noRateLimit}\n`)
       const { child, ready } = await startMyelin(
-        ['cluster', '--database', databaseUrl, '--redis', redisUrl, '--persisters', String(persisters), '--api-workers', '1', '--port', '0', '--data', dir, '--server-name', 'bench.local', '--log-level', 'warn'],
+        ['cluster', '--database', databaseUrl, '--redis', redisUrl, '--persisters', String(persisters), '--api-workers', '1', '--port', '0', '--data', dir, '--server-name', 'bench.local', '--log-level', 'warn', '--config', settings],
         (line) => {
           const j = json(line)
           return j?.ready === true ? (j as { client_url: string; processes: { pid: number }[] }) : undefined

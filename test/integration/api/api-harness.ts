@@ -64,6 +64,8 @@ export async function startApi(
     replication_secret: 'replication-secret-0123456789',
     signing_key: 'ed25519 a1 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=',
     registration: options.registration ?? { enabled: true, shared_secret: sharedSecret },
+    // Tests send in bursts; the rate limit's own tests turn it on.
+    rc_message: { per_second: 0 },
     ...options.config,
   })
   const logs: string[] = []

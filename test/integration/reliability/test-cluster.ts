@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { readFile } from 'node:fs/promises'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { expect } from 'chai'
@@ -57,10 +57,14 @@ export interface TestCluster {
  * const target = cluster.persisters.get(cluster.shardMap.ownerOf(roomId))!
  */
 export async function startTestCluster(options: { databaseUrl: string; redisUrl: string; dataDir: string; persisters?: number; configFiles?: readonly string[] }): Promise<TestCluster> {
+  // Loads and clients send in bursts: without the message rate limit (a config file may set it).
+  await mkdir(options.dataDir, { recursive: true })
+  const noRateLimit = join(options.dataDir, 'no-rate-limit.yaml')
+  await writeFile(noRateLimit, 'rc_message: { per_second: 0 }\n')
   const run = await startMyelin<ClusterReady>(
     [
       'cluster', '--database', options.databaseUrl, '--redis', options.redisUrl, '--persisters', String(options.persisters ?? 2), '--api-workers', '1', '--port', '0', '--data', options.dataDir,
-      ...(options.configFiles ?? []).flatMap((file) => ['--config', file]),
+      ...[noRateLimit, ...(options.configFiles ?? [])].flatMap((file) => ['--config', file]),
     ],
     (line) => (jsonLine(line)?.['ready'] === true ? (jsonLine(line) as unknown as ClusterReady) : undefined),
   )
