@@ -1,11 +1,10 @@
 import { expect } from 'chai'
 import type { LightMyRequestResponse } from 'fastify'
-import { registrationMac } from '../../../api/routes/admin-register.js'
 import { adminRoutes } from '../../../api/routes/admin.js'
 import { directoryRoutes } from '../../../api/routes/directory.js'
 import { roomWriteRoutes } from '../../../api/routes/rooms.js'
 import { claimRoomDeletion, roomDeletions, startRoomDeletion, updateRoomDeletion } from '../../../storage/admin.js'
-import { startApi, sharedSecret, v3, type ApiHarness, type Session } from './api-harness.js'
+import { startApi, v3, type ApiHarness, type Session } from './api-harness.js'
 import { createRoomAs, enc, joinAs } from './read-fixtures.js'
 
 const admin1 = '/_synapse/admin/v1'
@@ -21,9 +20,7 @@ describe("api server admin (Synapse's admin API: users and rooms)", function () 
     h = await startApi({ roomRoutes: (services) => [roomWriteRoutes(services), directoryRoutes(services), adminRoutes(services)] })
     alice = await h.register('ad_alice')
     bob = await h.register('ad_bob')
-    const { nonce } = (await h.call('GET', `${admin1}/register`)).json<{ nonce: string }>()
-    const request = { nonce, username: 'ad_root', password: 'pw-root', admin: true }
-    root = (await h.call('POST', `${admin1}/register`, { body: { ...request, mac: registrationMac(sharedSecret, request) } })).json<Session>()
+    root = await h.registerAdmin('ad_root')
   })
   after(() => h.close())
 

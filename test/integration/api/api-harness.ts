@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyPluginAsync, InjectOptions, LightMyRequest
 import { pino } from 'pino'
 import { Registry } from 'prom-client'
 import { buildApp, type BuildAppOptions } from '../../../api/app.js'
+import { registrationMac } from '../../../api/routes/admin-register.js'
 import { startProcess, type MyelinProcess } from '../../../api/process.js'
 import type { RoomServices } from '../../../api/room-services.js'
 import { parseConfig, type MyelinConfig } from '../../../storage/config.js'
@@ -27,6 +28,8 @@ export interface ApiHarness {
   call(method: InjectOptions['method'], url: string, options?: { body?: unknown; raw?: string; token?: string; headers?: Record<string, string> }): Promise<LightMyRequestResponse>
   /** Registers a user through the dummy flow; returns the login response. */
   register(username: string, password?: string, extra?: Record<string, unknown>): Promise<Session>
+  /** A server admin, registered with the shared secret (Synapse's admin registration). */
+  registerAdmin(username: string): Promise<Session>
 }
 
 export interface Session {
@@ -97,6 +100,13 @@ export async function startApi(
     logs,
     process: proc,
     call,
+    async registerAdmin(username) {
+      const { nonce } = (await call('GET', '/_synapse/admin/v1/register')).json<{ nonce: string }>()
+      const request = { nonce, username, password: `pw-${username}`, admin: true }
+      const res = await call('POST', '/_synapse/admin/v1/register', { body: { ...request, mac: registrationMac(sharedSecret, request) } })
+      if (res.statusCode !== 200) throw new Error(`register admin ${username}: ${res.statusCode} ${res.body}`)
+      return res.json<Session>()
+    },
     async register(username, password = 'correct horse battery', extra = {}) {
       const res = await call('POST', `${v3}/register`, { body: { username, password, auth: { type: 'm.login.dummy' }, ...extra } })
       if (res.statusCode !== 200) throw new Error(`register ${username}: ${res.statusCode} ${res.body}`)

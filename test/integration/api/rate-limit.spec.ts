@@ -1,9 +1,8 @@
 import { expect } from 'chai'
 import type { LightMyRequestResponse } from 'fastify'
-import { registrationMac } from '../../../api/routes/admin-register.js'
 import { adminRoutes } from '../../../api/routes/admin.js'
 import { roomWriteRoutes } from '../../../api/routes/rooms.js'
-import { startApi, sharedSecret, v3, type ApiHarness, type Session } from './api-harness.js'
+import { startApi, v3, type ApiHarness, type Session } from './api-harness.js'
 import { createRoomAs, enc, joinAs } from './read-fixtures.js'
 
 const override = (userId: string) => `/_synapse/admin/v1/users/${enc(userId)}/override_ratelimit`
@@ -20,9 +19,7 @@ describe('api message rate limit (rc_message) and its per-user overrides', funct
     h = await startApi({ config: { rc_message: { per_second: 2, burst_count: 3 } }, roomRoutes: (services) => [roomWriteRoutes(services), adminRoutes(services)] })
     alice = await h.register('rl_alice')
     bob = await h.register('rl_bob')
-    const { nonce } = (await h.call('GET', '/_synapse/admin/v1/register')).json<{ nonce: string }>()
-    const request = { nonce, username: 'rl_root', password: 'pw-root', admin: true }
-    root = (await h.call('POST', '/_synapse/admin/v1/register', { body: { ...request, mac: registrationMac(sharedSecret, request) } })).json<Session>()
+    root = await h.registerAdmin('rl_root')
     room = await createRoomAs(h, alice, { preset: 'public_chat' })
     await joinAs(h, bob, room)
   })

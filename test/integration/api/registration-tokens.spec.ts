@@ -1,6 +1,5 @@
 import { expect } from 'chai'
 import type { LightMyRequestResponse } from 'fastify'
-import { registrationMac } from '../../../api/routes/admin-register.js'
 import { adminRoutes } from '../../../api/routes/admin.js'
 import { startApi, sharedSecret, v3, type ApiHarness, type Session } from './api-harness.js'
 
@@ -20,9 +19,7 @@ describe('api registration tokens (registration.requires_token; admin API)', fun
   let root: Session
   before(async () => {
     h = await startApi({ registration: { enabled: true, requires_token: true, shared_secret: sharedSecret }, roomRoutes: (services) => [adminRoutes(services)] })
-    const { nonce } = (await h.call('GET', '/_synapse/admin/v1/register')).json<{ nonce: string }>()
-    const request = { nonce, username: 'tk_root', password: 'pw-root', admin: true }
-    root = (await h.call('POST', '/_synapse/admin/v1/register', { body: { ...request, mac: registrationMac(sharedSecret, request) } })).json<Session>()
+    root = await h.registerAdmin('tk_root')
   })
   after(() => h.close())
 

@@ -1,9 +1,8 @@
 import { expect } from 'chai'
-import { registrationMac } from '../../../api/routes/admin-register.js'
 import { reportRoutes } from '../../../api/routes/reports.js'
 import { roomReadRoutes } from '../../../api/routes/room-reads.js'
 import { roomWriteRoutes } from '../../../api/routes/rooms.js'
-import { sharedSecret, startApi, v3, type ApiHarness, type Session } from './api-harness.js'
+import { startApi, v3, type ApiHarness, type Session } from './api-harness.js'
 import { createRoomAs, enc, sendTextAs } from './read-fixtures.js'
 
 const reportsUrl = '/_synapse/admin/v1/event_reports'
@@ -20,9 +19,7 @@ describe('api content reports (report an event or a room; admins list them)', fu
     alice = await h.register('alice')
     bob = await h.register('bob')
     carol = await h.register('carol')
-    const { nonce } = (await h.call('GET', '/_synapse/admin/v1/register')).json<{ nonce: string }>()
-    const request = { nonce, username: 'root', password: 'pw-root', admin: true }
-    admin = (await h.call('POST', '/_synapse/admin/v1/register', { body: { ...request, mac: registrationMac(sharedSecret, request) } })).json<Session>()
+    admin = await h.registerAdmin('root')
   })
   after(() => h.close())
 
