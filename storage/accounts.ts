@@ -37,6 +37,8 @@ export interface Requester {
   readonly userId: string
   readonly deviceId: string
   readonly tokenId: bigint
+  /** An admin shadow-banned the user: their sends, invites and typing are answered and dropped. */
+  readonly shadowBanned: boolean
 }
 
 /**
@@ -256,11 +258,17 @@ export async function findAccessToken(db: Kysely<Database>, tokenHash: Buffer): 
   const row = await db
     .selectFrom('access_tokens')
     .innerJoin('users', 'users.user_id', 'access_tokens.user_id')
-    .select(['access_tokens.id', 'access_tokens.user_id', 'access_tokens.device_id'])
+    .select(['access_tokens.id', 'access_tokens.user_id', 'access_tokens.device_id', 'users.shadow_banned'])
     .where('access_tokens.token_hash', '=', tokenHash)
     .where('users.deactivated', '=', false)
     .executeTakeFirst()
-  return row && { userId: row.user_id, deviceId: row.device_id, tokenId: row.id }
+  return row && { userId: row.user_id, deviceId: row.device_id, tokenId: row.id, shadowBanned: row.shadow_banned }
+}
+
+/** Shadow-bans the user or lifts it; false when there is no such user. */
+export async function setShadowBanned(db: Kysely<Database>, userId: string, banned: boolean): Promise<boolean> {
+  const result = await db.updateTable('users').set({ shadow_banned: banned }).where('user_id', '=', userId).executeTakeFirst()
+  return result.numUpdatedRows > 0n
 }
 
 /**

@@ -17,7 +17,7 @@ export interface AdminUserSummary {
   readonly is_guest: false
   readonly admin: boolean
   readonly deactivated: boolean
-  readonly shadow_banned: false
+  readonly shadow_banned: boolean
   readonly locked: false
   readonly erased: false
   readonly approved: true
@@ -76,7 +76,7 @@ export async function adminUsers(db: Db, q: AdminUsersQuery): Promise<{ users: A
   const direction = q.dir === 'b' ? sql`DESC NULLS LAST` : sql`ASC NULLS FIRST`
   const [rows, total] = await Promise.all([
     usersBase(db, q)
-      .select(['u.user_id', 'u.admin', 'u.deactivated', 'u.created_ts', 'p.displayname', 'p.avatar_url', lastSeen.as('last_seen_ts')])
+      .select(['u.user_id', 'u.admin', 'u.deactivated', 'u.shadow_banned', 'u.created_ts', 'p.displayname', 'p.avatar_url', lastSeen.as('last_seen_ts')])
       .orderBy(sql`${orderColumn[q.orderBy]} ${direction}`)
       .orderBy('u.user_id', q.dir === 'b' ? 'desc' : 'asc')
       .limit(q.limit)
@@ -95,7 +95,7 @@ export async function adminUsers(db: Db, q: AdminUsersQuery): Promise<{ users: A
  */
 export async function adminUser(db: Db, userId: string): Promise<(AdminUserSummary & { threepids: []; external_ids: [] }) | undefined> {
   const row = await usersBase(db, { deactivated: true })
-    .select(['u.user_id', 'u.admin', 'u.deactivated', 'u.created_ts', 'p.displayname', 'p.avatar_url', lastSeen.as('last_seen_ts')])
+    .select(['u.user_id', 'u.admin', 'u.deactivated', 'u.shadow_banned', 'u.created_ts', 'p.displayname', 'p.avatar_url', lastSeen.as('last_seen_ts')])
     .where('u.user_id', '=', userId)
     .executeTakeFirst()
   return row === undefined ? undefined : { ...userSummary(row), threepids: [], external_ids: [] }
@@ -105,6 +105,7 @@ function userSummary(row: {
   user_id: string
   admin: boolean
   deactivated: boolean
+  shadow_banned: boolean
   created_ts: bigint | string | number
   displayname: string | null
   avatar_url: string | null
@@ -116,7 +117,7 @@ function userSummary(row: {
     is_guest: false,
     admin: row.admin,
     deactivated: row.deactivated,
-    shadow_banned: false,
+    shadow_banned: row.shadow_banned,
     locked: false,
     erased: false,
     approved: true,

@@ -180,6 +180,7 @@ export interface UsersTable {
   created_ts: Int8
   deactivated: Generated<boolean>
   admin: Generated<boolean>
+  shadow_banned: Generated<boolean>
 }
 
 export interface DevicesTable {

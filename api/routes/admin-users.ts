@@ -1,6 +1,6 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
 import { randomAlphanumeric } from '../../storage/access-token.js'
-import { createUser, deleteDevices, getUser, listDevices, localpartOf, setPasswordHash, updateUser } from '../../storage/accounts.js'
+import { createUser, deleteDevices, getUser, listDevices, localpartOf, setPasswordHash, setShadowBanned, updateUser } from '../../storage/accounts.js'
 import { adminUser, adminUserOrders, adminUsers, type AdminUserOrder } from '../../storage/admin.js'
 import { deleteMedia, userMedia } from '../../storage/media.js'
 import { hashPassword } from '../../storage/password-hash.js'
@@ -181,6 +181,24 @@ export function adminUserRoutes(services: RoomServices): FastifyPluginAsync {
         return {}
       },
     })
+
+    // Shadow bans: the user's sends, invites and typing are answered and dropped. Sessions on
+    // this process see the change at once, on other processes when their token cache expires.
+    for (const [method, banned] of [['POST', true], ['DELETE', false]] as const) {
+      app.route<{ Params: { userId: string } }>({
+        method,
+        url: '/_synapse/admin/v1/users/:userId/shadow_ban',
+        schema: { params: userParams },
+        handler: async (request) => {
+          await requireAdmin(request)
+          const userId = await existingUser(request.params.userId)
+          await setShadowBanned(db, userId, banned)
+          runtime.auth.forget({ userId })
+          request.log.info({ userId, banned }, 'admin changed a shadow ban')
+          return {}
+        },
+      })
+    }
 
     // A user's own message rate limit (rc_message): bridges and bots. 0 and 0 mean no limit.
     const overridePath = '/_synapse/admin/v1/users/:userId/override_ratelimit'

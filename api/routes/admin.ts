@@ -17,6 +17,8 @@ import { adminUserRoutes } from './admin-users.js'
  *   `admin`, `deactivated` (true closes the account as `/account/deactivate` does; false
  *   reactivates it and needs a `password`);
  * - `GET|PUT /_synapse/admin/v1/users/{userId}/admin` (`{admin}`; not to demote oneself);
+ * - `POST|DELETE /_synapse/admin/v1/users/{userId}/shadow_ban`: the user's sends, invites and
+ *   typing are answered and dropped;
  * - `GET|POST|DELETE /_synapse/admin/v1/users/{userId}/override_ratelimit`
  *   (`{messages_per_second, burst_count}`, integers, default 0; 0 and 0: no limit; `{}` when the
  *   user has the configured `rc_message`);

@@ -132,10 +132,12 @@ export const roomEphemeralRoutes: FastifyPluginAsync = async (app) => {
     path: '/rooms/:roomId/typing/:userId',
     schema: { params: typingParams, body: typingBody },
     handler: async (request) => {
-      const { userId } = await requireUser(request)
+      const { userId, shadowBanned } = await requireUser(request)
       if (request.params.userId !== userId) throw forbidden('Cannot set the typing state of another user')
       const roomId = await joinedRoom(request.params.roomId, userId)
       const { typing, timeout } = request.body
+      // A shadow-banned user's typing is answered and shown to no one.
+      if (shadowBanned) return {}
       await setTyping(db, { roomId, userId, typing, ...(timeout !== undefined && { timeoutMs: timeout }), now: clock() })
       return {}
     },

@@ -1,8 +1,8 @@
-import { randomUUID } from 'node:crypto'
+import { randomBytes, randomUUID } from 'node:crypto'
 import type { FastifyPluginAsync } from 'fastify'
 import { stateEventOf } from '../../persisters/auth-rules.js'
 import { RejectedEventError } from '../../persisters/persist-errors.js'
-import { getUser } from '../../storage/accounts.js'
+import { getUser, type Requester } from '../../storage/accounts.js'
 import { getCurrentState, getEvent, getForwardExtremities, getRoomHead } from '../../storage/events/event-store.js'
 import { roomBlock } from '../../storage/admin.js'
 import { getProfile } from '../../storage/profiles.js'
@@ -86,8 +86,13 @@ export function roomWriteRoutes(services: RoomServices): FastifyPluginAsync {
       return persisted.event_id
     }
 
-    /** `sendOne` of an event the client asked for directly (a message, state, a redaction), under the message rate limit. */
-    async function sendLimited(roomId: string, event: NewEvent): Promise<string> {
+    /**
+     * `sendOne` of an event the client asked for directly (a message, state, a redaction), under
+     * the message rate limit. A shadow-banned sender gets an event ID that names nothing (as
+     * Synapse's), and nothing is stored.
+     */
+    async function sendAsClient(requester: Requester, roomId: string, event: NewEvent): Promise<string> {
+      if (requester.shadowBanned) return `$${randomBytes(32).toString('base64url')}`
       await app.myelin.messages.take(event.sender)
       return sendOne(roomId, event)
     }
@@ -142,14 +147,15 @@ export function roomWriteRoutes(services: RoomServices): FastifyPluginAsync {
       path: '/createRoom',
       schema: { body: createRoomBodySchema },
       handler: async (request) => {
-        const { userId } = await requireUser(request)
+        const { userId, shadowBanned } = await requireUser(request)
         const roomId = generateRoomId(serverName)
         const plan = planRoomCreation(roomId, userId, serverName, request.body, (await getProfile(db, userId)) ?? {})
         for (const invitee of plan.invitees) await localUser(invitee, 'invite')
         if (plan.alias !== undefined && (await getAlias(db, plan.alias)) !== undefined) {
           throw new MatrixError(400, 'M_ROOM_IN_USE', `Room alias ${plan.alias} is already taken`)
         }
-        await send(roomId, plan.events)
+        // A shadow-banned user gets the room, without its invites.
+        await send(roomId, shadowBanned ? plan.events.filter((e) => !(e.type === 'm.room.member' && e.state_key !== userId)) : plan.events)
         if (plan.published) await setRoomPublished(db, roomId, true)
         if (plan.alias !== undefined && (await createAlias(db, plan.alias, roomId, userId)) === 'taken') {
           request.log.info({ roomId }, 'room alias taken while the room was created')
@@ -216,11 +222,12 @@ export function roomWriteRoutes(services: RoomServices): FastifyPluginAsync {
       path: '/rooms/:roomId/invite',
       schema: { params: roomParams, body: targetBody },
       handler: async (request) => {
-        const { userId } = await requireUser(request)
+        const { userId, shadowBanned } = await requireUser(request)
         const target = checkUserId(request.body.user_id)
         const roomId = await notBlocked(await existingRoom(request.params.roomId))
         await localUser(target, 'invite')
-        await sendOne(roomId, member(userId, target, 'invite', request.body.reason))
+        // A shadow-banned user's invites are answered and dropped.
+        if (!shadowBanned) await sendOne(roomId, member(userId, target, 'invite', request.body.reason))
         return {}
       },
     })
@@ -345,10 +352,11 @@ export function roomWriteRoutes(services: RoomServices): FastifyPluginAsync {
         body: { type: 'object' },
       },
       handler: async (request) => {
-        const { userId, deviceId } = await requireUser(request)
+        const requester = await requireUser(request)
+        const { userId, deviceId } = requester
         const { eventType, txnId } = request.params
         const roomId = await joinedRoom(request.params.roomId, userId)
-        const eventId = await sendLimited(roomId, { type: eventType, sender: userId, content: request.body, txn: { deviceId, txnId } })
+        const eventId = await sendAsClient(requester, roomId, { type: eventType, sender: userId, content: request.body, txn: { deviceId, txnId } })
         return { event_id: eventId }
       },
     })
@@ -366,13 +374,14 @@ export function roomWriteRoutes(services: RoomServices): FastifyPluginAsync {
           body: { type: 'object' },
         },
         handler: async (request) => {
-          const { userId } = await requireUser(request)
+          const requester = await requireUser(request)
+          const { userId } = requester
           const { eventType, stateKey = '' } = request.params
           // Membership through the state API is authorized by the persister alone (a join is not yet joined).
           const roomId = eventType === 'm.room.member' ? await existingRoom(request.params.roomId) : await joinedRoom(request.params.roomId, userId)
           // Membership changes are not messages (Synapse limits them apart).
           const event = { type: eventType, state_key: stateKey, sender: userId, content: request.body }
-          const eventId = eventType === 'm.room.member' ? await sendOne(roomId, event) : await sendLimited(roomId, event)
+          const eventId = eventType === 'm.room.member' ? await sendOne(roomId, event) : await sendAsClient(requester, roomId, event)
           return { event_id: eventId }
         },
       })
@@ -391,13 +400,14 @@ export function roomWriteRoutes(services: RoomServices): FastifyPluginAsync {
         body: optionalReasonBody,
       },
       handler: async (request) => {
-        const { userId, deviceId } = await requireUser(request)
+        const requester = await requireUser(request)
+        const { userId, deviceId } = requester
         const { eventId, txnId } = request.params
         const roomId = await joinedRoom(request.params.roomId, userId)
         const target = await getEvent(db, eventId)
         if (target === undefined || target.roomId !== roomId) throw notFound(`Unknown event ${eventId}`)
         const content = { redacts: eventId, ...(request.body.reason !== undefined && { reason: request.body.reason }) }
-        const redaction = await sendLimited(roomId, { type: 'm.room.redaction', sender: userId, content, redacts: eventId, txn: { deviceId, txnId } })
+        const redaction = await sendAsClient(requester, roomId, { type: 'm.room.redaction', sender: userId, content, redacts: eventId, txn: { deviceId, txnId } })
         return { event_id: redaction }
       },
     })
