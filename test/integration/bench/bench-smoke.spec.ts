@@ -1,5 +1,7 @@
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
+import pg from 'pg'
+import { preallocateWal } from '../../../scripts/bench/bench-db.js'
 import { expect } from 'chai'
 import { adminUrl, redisUrl } from '../../support/db.js'
 
@@ -67,3 +69,21 @@ describe('make bench (scripts/bench/run.ts --quick)', function () {
     expect(stderr).to.match(/unknown benchmark nope/)
   })
 })
+
+describe('preallocateWal (the e2e benchmark starts on recycled WAL segments)', () => {
+  it('should leave PostgreSQL with at least the segments it was asked for, past a checkpoint', async () => {
+    const before = Number((await withAdmin((c) => c.query<{ n: string }>('SELECT count(*)::text AS n FROM pg_ls_waldir()'))).rows[0]!.n)
+    const after = await preallocateWal(adminUrl(), before + 4)
+    expect(after).to.be.at.least(before + 4)
+  })
+})
+
+async function withAdmin<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: adminUrl() })
+  await client.connect()
+  try {
+    return await fn(client)
+  } finally {
+    await client.end()
+  }
+}
