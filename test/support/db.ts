@@ -32,7 +32,8 @@ export function databaseUrl(name: string): string {
 const templateName = `myelin_template_${process.pid}`
 let templateReady: Promise<void> | undefined
 
-async function admin<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
+/** Runs `fn` on a fresh connection to the server's admin database (a superuser), closed after. */
+export async function withAdmin<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client({ connectionString: adminUrl() })
   await client.connect()
   try {
@@ -44,7 +45,7 @@ async function admin<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
 
 function ensureTemplate(): Promise<void> {
   templateReady ??= (async () => {
-    await admin(async (c) => {
+    await withAdmin(async (c) => {
       await c.query(`DROP DATABASE IF EXISTS ${templateName}`)
       await c.query(`CREATE DATABASE ${templateName}`)
     })
@@ -76,7 +77,7 @@ export interface TestDatabase extends DatabaseHandle {
 export async function createTestDatabase(options: { empty?: boolean; poolSize?: number } = {}): Promise<TestDatabase> {
   const name = `myelin_test_${randomBytes(6).toString('hex')}`
   if (!options.empty) await ensureTemplate()
-  await admin((c) => c.query(options.empty ? `CREATE DATABASE ${name}` : `CREATE DATABASE ${name} TEMPLATE ${templateName}`))
+  await withAdmin((c) => c.query(options.empty ? `CREATE DATABASE ${name}` : `CREATE DATABASE ${name} TEMPLATE ${templateName}`))
   const url = databaseUrl(name)
   const handle = createDatabase({ url, poolSize: options.poolSize ?? 10 })
   return {
@@ -85,7 +86,7 @@ export async function createTestDatabase(options: { empty?: boolean; poolSize?: 
     url,
     async drop() {
       await handle.close()
-      await admin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`))
+      await withAdmin((c) => c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`))
     },
   }
 }

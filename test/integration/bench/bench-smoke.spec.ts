@@ -1,9 +1,8 @@
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
-import pg from 'pg'
 import { preallocateWal } from '../../../scripts/bench/bench-db.js'
 import { expect } from 'chai'
-import { adminUrl, redisUrl } from '../../support/db.js'
+import { adminUrl, redisUrl, withAdmin } from '../../support/db.js'
 
 const runScript = fileURLToPath(new URL('../../../scripts/bench/run.ts', import.meta.url))
 
@@ -78,12 +77,3 @@ describe('preallocateWal (the e2e benchmark starts on recycled WAL segments)', (
   })
 })
 
-async function withAdmin<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: adminUrl() })
-  await client.connect()
-  try {
-    return await fn(client)
-  } finally {
-    await client.end()
-  }
-}
