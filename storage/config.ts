@@ -12,6 +12,15 @@ import { StorageError } from './errors.js'
  */
 
 /** What a database URL and a Redis URL must look like (the CLI's flags check the same). */
+/** Synapse's default `thumbnail_sizes` (config `media.thumbnail_sizes`). */
+export const defaultThumbnailSizes: readonly { readonly width: number; readonly height: number; readonly method: 'crop' | 'scale' }[] = [
+  { width: 32, height: 32, method: 'crop' },
+  { width: 96, height: 96, method: 'crop' },
+  { width: 320, height: 240, method: 'scale' },
+  { width: 640, height: 480, method: 'scale' },
+  { width: 800, height: 600, method: 'scale' },
+]
+
 export const postgresUrlPattern = /^postgres(ql)?:\/\//
 export const redisUrlPattern = /^rediss?:\/\//
 
@@ -95,8 +104,19 @@ const configSchema = z
       .default({ enabled: true, requires_token: false }),
     /** Presence (storage/presence.ts); large deployments often turn it off to save its writes. */
     presence: z.strictObject({ enabled: z.boolean().default(true) }).default({ enabled: true }),
-    /** The content repository (api/routes/media.ts): the largest upload. */
-    media: z.strictObject({ max_upload_bytes: z.number().int().positive().max(1024 * 1024 * 1024).default(50 * 1024 * 1024) }).default({ max_upload_bytes: 50 * 1024 * 1024 }),
+    /** The content repository (api/routes/media.ts): the largest upload, and thumbnails. */
+    media: z
+      .strictObject({
+        max_upload_bytes: z.number().int().positive().max(1024 * 1024 * 1024).default(50 * 1024 * 1024),
+        /** The sizes thumbnails are made at (Synapse's `thumbnail_sizes`); a request gets the nearest larger one. */
+        thumbnail_sizes: z
+          .array(z.strictObject({ width: z.number().int().min(1).max(4096), height: z.number().int().min(1).max(4096), method: z.enum(['crop', 'scale']) }))
+          .max(32)
+          .default(defaultThumbnailSizes.map((s) => ({ ...s }))),
+        /** Images declaring more pixels are not thumbnailed (the file serves as its own); Synapse's `max_image_pixels`. */
+        max_image_pixels: z.number().int().positive().default(32_000_000),
+      })
+      .default({ max_upload_bytes: 50 * 1024 * 1024, thumbnail_sizes: defaultThumbnailSizes.map((s) => ({ ...s })), max_image_pixels: 32_000_000 }),
     /** Server-side search (`POST /search`): its index is filled by the background process (api/search-indexer.ts). */
     search: z.strictObject({ enabled: z.boolean().default(true) }).default({ enabled: true }),
     /** Push notifications to push gateways (api/push-sender.ts, on the background process). */

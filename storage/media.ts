@@ -80,6 +80,38 @@ export async function readMedia(db: Kysely<Database>, mediaId: string, now: numb
   return { pending: false, contentType: row.content_type, uploadName: row.upload_name, content: row.content }
 }
 
+/** A stored thumbnail: its image, or `original` (the file itself serves at that size). */
+export type StoredThumbnail = { readonly kind: 'image'; readonly contentType: string; readonly content: Buffer } | { readonly kind: 'original' }
+
+/** The thumbnail kept for `mediaId` at a configured size (migration 0028), if one was made. */
+export async function readThumbnail(db: Kysely<Database>, mediaId: string, size: { width: number; height: number; method: 'crop' | 'scale' }): Promise<StoredThumbnail | undefined> {
+  const row = await db
+    .selectFrom('media_thumbnails')
+    .select(['content_type', 'content'])
+    .where('media_id', '=', mediaId)
+    .where('width', '=', size.width)
+    .where('height', '=', size.height)
+    .where('method', '=', size.method)
+    .executeTakeFirst()
+  if (row === undefined) return undefined
+  return row.content === null || row.content_type === null ? { kind: 'original' } : { kind: 'image', contentType: row.content_type, content: row.content }
+}
+
+/** Keeps a thumbnail made for `mediaId`; a concurrent writer's row for the same size wins. */
+export async function storeThumbnail(db: Kysely<Database>, mediaId: string, size: { width: number; height: number; method: 'crop' | 'scale' }, thumbnail: StoredThumbnail, now: number): Promise<void> {
+  await db
+    .insertInto('media_thumbnails')
+    .values({
+      media_id: mediaId,
+      ...size,
+      content_type: thumbnail.kind === 'image' ? thumbnail.contentType : null,
+      content: thumbnail.kind === 'image' ? thumbnail.content : null,
+      created_ts: now,
+    })
+    .onConflict((oc) => oc.doNothing())
+    .execute()
+}
+
 /** One file as Synapse's admin API lists a user's media. */
 export interface MediaInfo {
   readonly media_id: string

@@ -56,6 +56,7 @@ export interface Database {
   room_deletions: RoomDeletionsTable
   ratelimit_overrides: RatelimitOverridesTable
   media: MediaTable
+  media_thumbnails: MediaThumbnailsTable
   myelin_schema_compat: SchemaCompatTable
   myelin_migration_checksums: MigrationChecksumsTable
 }
@@ -264,6 +265,16 @@ export interface MediaTable {
   created_ts: Int8
   content: Buffer | null
   expires_ts: Int8 | null
+}
+
+export interface MediaThumbnailsTable {
+  media_id: string
+  width: number
+  height: number
+  method: 'crop' | 'scale'
+  content_type: string | null
+  content: Buffer | null
+  created_ts: Int8
 }
 
 export interface RoomDeletionsTable {

@@ -1,7 +1,9 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify'
-import { createPendingMedia, fillPendingMedia, readMedia, storeMedia, type StoredMedia } from '../../storage/media.js'
+import { createPendingMedia, fillPendingMedia, readMedia, readThumbnail, storeMedia, storeThumbnail, type StoredMedia } from '../../storage/media.js'
 import { forbidden, limitExceeded, MatrixError, notFound } from '../errors.js'
 import { requireUser } from '../require-user.js'
+import { baseType, chooseThumbnailSize, servesItself, type ThumbnailMethod } from '../thumbnail-image.js'
+import { createThumbnailer } from '../thumbnailer.js'
 
 /**
  * The content repository (client-server API "Content repository"), files in PostgreSQL
@@ -10,9 +12,14 @@ import { requireUser } from '../require-user.js'
  *   `Content-Type`) → `{content_uri: "mxc://<server_name>/<media_id>"}`; larger than
  *   `media.max_upload_bytes` (50 MiB by default): 413 `M_TOO_LARGE`.
  * - `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}[/{fileName}]` and
- *   `…/thumbnail/{serverName}/{mediaId}` (authenticated media, spec v1.11). A thumbnail is the
- *   image itself (PNG, JPEG, GIF, WebP, APNG, AVIF: the client scales it); other files have none
- *   (404). Files of other servers: 404 (no federation).
+ *   `…/thumbnail/{serverName}/{mediaId}?width=&height=[&method=crop|scale][&animated=]`
+ *   (authenticated media, spec v1.11). Files of other servers: 404 (no federation).
+ * - Thumbnails, as Synapse makes them: a request gets the nearest configured size at least as
+ *   large (`media.thumbnail_sizes`, `chooseThumbnailSize`), made from PNG, JPEG and GIF images
+ *   on first request in a worker thread (`thumbnailer.ts`) and kept (`media_thumbnails`) for
+ *   every api worker. The image itself is its thumbnail when it is already that small, animated
+ *   (a GIF asked for `animated=true`), of a type not decoded here (WebP, APNG, AVIF), corrupt,
+ *   or declaring more than `media.max_image_pixels`; other files have none (404).
  * - Asynchronous uploads (spec v1.7): `POST /_matrix/media/v1/create` answers a `content_uri`
  *   (and `unused_expires_at`, 24 h later) that `PUT /_matrix/media/v3/upload/{serverName}/{mediaId}`
  *   fills, by its creator only (403), once (409 `M_CANNOT_OVERWRITE_MEDIA`); at most 5 unused per
@@ -34,15 +41,10 @@ const inlineTypes = new Set([
   'video/mp4', 'video/webm', 'video/ogg', 'video/quicktime',
   'audio/mp4', 'audio/webm', 'audio/aac', 'audio/mpeg', 'audio/ogg', 'audio/wave', 'audio/wav', 'audio/x-wav', 'audio/x-pn-wav', 'audio/flac', 'audio/x-flac',
 ])
-/** Images a client can scale itself: their thumbnail is the file. */
+/** Images that have a thumbnail (made here, or the image itself). */
 const thumbnailTypes = new Set(['image/jpeg', 'image/gif', 'image/png', 'image/apng', 'image/webp', 'image/avif'])
 
 const contentSecurityPolicy = "sandbox; default-src 'none'; script-src 'none'; plugin-types application/pdf; style-src 'unsafe-inline'; media-src 'self'; object-src 'self';"
-
-/** `type/subtype` without parameters, lowercased. */
-function baseType(contentType: string): string {
-  return contentType.split(';')[0]!.trim().toLowerCase()
-}
 
 /** `Content-Disposition` for `name` (RFC 6266, the name in UTF-8 per RFC 5987). */
 function disposition(contentType: string, name: string | null): string {
@@ -62,7 +64,7 @@ const defaultWaitMs = 20_000
 const maxWaitMs = 120_000
 const pollMs = 100
 
-function send(reply: FastifyReply, media: Uploaded, name: string | null): Buffer {
+function send(reply: FastifyReply, media: { contentType: string; content: Buffer }, name: string | null): Buffer {
   void reply
     .header('content-type', media.contentType)
     .header('content-disposition', disposition(media.contentType, name))
@@ -77,7 +79,9 @@ const segment = { type: 'string', minLength: 1, maxLength: 255 } as const
 const mediaParams = { type: 'object', required: ['serverName', 'mediaId'], properties: { serverName: segment, mediaId: segment, fileName: segment } } as const
 
 export const mediaRoutes: FastifyPluginAsync = async (app) => {
-  const { db, config, clock } = app.myelin
+  const { db, config, clock, log } = app.myelin
+  const thumbnailer = createThumbnailer({ maxPixels: config.media.max_image_pixels, log, ...(app.myelin.metrics !== undefined && { registry: app.myelin.metrics }) })
+  app.addHook('onClose', () => thumbnailer.close())
   const maxBytes = config.media.max_upload_bytes
   // This plugin's routes take any body as bytes (a JSON file is a file like any other).
   app.removeAllContentTypeParsers()
@@ -174,22 +178,46 @@ export const mediaRoutes: FastifyPluginAsync = async (app) => {
       },
     )
   }
-  app.get<{ Params: { serverName: string; mediaId: string }; Querystring: { timeout_ms?: string } }>(
+  const dimension = { type: 'string', pattern: '^[0-9]{1,5}$' } as const
+  app.get<{ Params: { serverName: string; mediaId: string }; Querystring: { width: string; height: string; method?: ThumbnailMethod; animated?: 'true' | 'false'; timeout_ms?: string } }>(
     '/_matrix/client/v1/media/thumbnail/:serverName/:mediaId',
     {
       schema: {
         params: mediaParams,
         querystring: {
           type: 'object',
-          properties: { width: { type: 'string', pattern: '^[0-9]{1,5}$' }, height: { type: 'string', pattern: '^[0-9]{1,5}$' }, method: { type: 'string', enum: ['crop', 'scale'] }, timeout_ms: timeoutParam },
+          required: ['width', 'height'],
+          properties: { width: dimension, height: dimension, method: { type: 'string', enum: ['crop', 'scale'] }, animated: { type: 'string', enum: ['true', 'false'] }, timeout_ms: timeoutParam },
         },
       },
     },
     async (request, reply) => {
       await requireUser(request)
+      const { mediaId } = request.params
+      const { width, height, method = 'scale' } = request.query
+      const animated = request.query.animated === 'true'
+      const size = chooseThumbnailSize(config.media.thumbnail_sizes, { width: Number(width), height: Number(height), method })
+      const kept = () => (size === undefined || request.params.serverName !== config.server_name ? undefined : readThumbnail(db, mediaId, size))
+      // Most requests are for a thumbnail made already: the file itself is not read.
+      let thumbnail = animated ? undefined : await kept()
+      if (thumbnail?.kind === 'image') return send(reply, thumbnail, null)
       const media = await lookUp(request.params, request.query)
       if (!thumbnailTypes.has(baseType(media.contentType))) throw notFound('No thumbnail for this media')
-      return send(reply, media, media.uploadName)
+      if (size === undefined || servesItself(media.contentType, animated) !== undefined) return send(reply, media, media.uploadName)
+      // An image that is not an animated GIF has one thumbnail per size, animated or not.
+      if (animated) thumbnail = await kept()
+      if (thumbnail === undefined) {
+        try {
+          const made = await thumbnailer.render(`${mediaId}/${size.width}x${size.height}/${size.method}`, media, size)
+          thumbnail = made.kind === 'image' ? { kind: 'image', contentType: made.contentType, content: made.content } : { kind: 'original' }
+          await storeThumbnail(db, mediaId, size, thumbnail, clock())
+        } catch (err) {
+          // A failed render (thread crash, time-out) is not kept: the next request tries again.
+          request.log.warn({ err, mediaId, size }, 'thumbnail render failed; serving the file')
+          thumbnail = { kind: 'original' }
+        }
+      }
+      return thumbnail.kind === 'image' ? send(reply, thumbnail, null) : send(reply, media, media.uploadName)
     },
   )
 }
