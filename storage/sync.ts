@@ -214,6 +214,8 @@ export interface SyncQuery {
   readonly now: number
   /** Whether the deployment keeps presence (config `presence.enabled`); default true. */
   readonly presence?: boolean
+  /** Whether to read the device's to-device messages (default true when `deviceId` is given). */
+  readonly toDevice?: boolean
   /**
    * A superset of the rooms among `rooms` with events after `since` up to `upTo.room`, when the
    * caller knows it without a query (api: the notifier's recent advances); undefined: unknown,
@@ -249,7 +251,7 @@ export interface SyncData {
   readonly upTo: SyncToken
 }
 
-interface MembershipRow extends EventKey {
+export interface MembershipRow extends EventKey {
   readonly roomId: string
   readonly membership: string
   readonly eventId: string
@@ -327,7 +329,7 @@ export async function readSync(db: Db, q: SyncQuery): Promise<SyncData> {
     receiptsForSync(db, q.userId, ephemeralRooms),
     typingForSync(db, { ...ephemeralRooms, now: q.now }),
     // A sync delivering only part of the device's messages goes up to the last one delivered.
-    q.deviceId === undefined
+    q.deviceId === undefined || q.toDevice === false
       ? { events: [], upTo: streams.toDevice }
       : toDeviceForSync(db, { userId: q.userId, deviceId: q.deviceId, after: since?.toDevice ?? 0n, upTo: streams.toDevice }),
     q.presence === false ? [] : presenceForSync(db, q.userId, { after: since?.presence, upTo: streams.presence, now: q.now }),
@@ -534,6 +536,16 @@ export async function membershipChangesBetween(db: Db, after: RoomStreamToken, u
 }
 
 /** Every membership event of the user covered by `upTo` (one indexed scan of their rows). */
+/**
+ * The user's latest membership per room covered by `upTo` (every room they ever had one in).
+ *
+ * @example
+ * (await membershipsAt(db, '@alice:hs', tracker.currentToken())).get('!a:hs')?.membership // 'join'
+ */
+export async function membershipsAt(db: Db, userId: string, upTo: RoomStreamToken): Promise<ReadonlyMap<string, MembershipRow>> {
+  return latestPerRoom(await membershipRows(db, userId, upTo))
+}
+
 async function membershipRows(db: Db, userId: string, upTo: RoomStreamToken): Promise<MembershipRow[]> {
   const rows = await db
     .selectFrom('room_memberships as m')

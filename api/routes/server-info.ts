@@ -4,7 +4,8 @@ import { clientRoute } from '../client-route.js'
 import { requireUser } from '../require-user.js'
 
 /**
- * What clients ask at start-up about the server: `GET /_matrix/client/versions` (no auth),
+ * What clients ask at start-up about the server: `GET /_matrix/client/versions` (no auth; its
+ * `unstable_features` announce sliding sync),
  * `GET /capabilities`, `GET /voip/turnServer` (no TURN server: `{}`, as Synapse without one),
  * `GET /thirdparty/protocols` (no bridges: `{}`).
  */
@@ -15,11 +16,17 @@ export const specVersions = [
   'v1.1', 'v1.2', 'v1.3', 'v1.4', 'v1.5', 'v1.6', 'v1.7', 'v1.8', 'v1.9', 'v1.10', 'v1.11',
 ] as const
 
+/**
+ * Unstable features announced by `/versions`: simplified sliding sync (MSC4186,
+ * api/routes/sliding-sync.ts), which matrix-rust-sdk clients (Element X) look for.
+ */
+export const unstableFeatures = { 'org.matrix.simplified_msc3575': true } as const
+
 /** The room version `/createRoom` uses when the client names none. */
 export const defaultRoomVersion = '11'
 
 export const serverInfoRoutes: FastifyPluginAsync = async (app) => {
-  app.get('/_matrix/client/versions', { schema: {} }, async () => ({ versions: specVersions, unstable_features: {} }))
+  app.get('/_matrix/client/versions', { schema: {} }, async () => ({ versions: specVersions, unstable_features: unstableFeatures }))
 
   clientRoute(app, {
     method: 'GET',

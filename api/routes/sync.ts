@@ -15,6 +15,7 @@ import { createPositionWatch, syncStreams } from '../position-watch.js'
 import { invalidParam } from '../errors.js'
 import { filterSchema } from '../filter-schema.js'
 import { requireUser } from '../require-user.js'
+import { slidingSyncRoute } from './sliding-sync.js'
 import type { RoomServices } from '../room-services.js'
 
 /**
@@ -162,6 +163,9 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
         stop.abort()
       }
     }
+
+    // Simplified sliding sync (MSC4186) reads through /sync's reads and waits the same way.
+    slidingSyncRoute(app, { tracker, waitForNews })
 
     clientRoute<{ Querystring: SyncQuerystring }>(app, {
       method: 'GET',

@@ -42,7 +42,8 @@ const pinnableRoom = /^![^\s"'\\$;{}]+$/
  * Renders an nginx.conf that routes the seed's path table (Synapse `docs/workers.md`) to
  * Myelin's processes:
  *
- * - sync (`/sync`, `/events`, `/initialSync`, `/rooms/{id}/initialSync`) → upstream
+ * - sync (`/sync`, sliding sync's `/unstable/org.matrix.simplified_msc3575/sync`, `/events`,
+ *   `/initialSync`, `/rooms/{id}/initialSync`) → upstream
  *   `myelin_sync`: the api workers with `hash $myelin_user consistent`, where `$myelin_user` is
  *   the base64url localpart of a `syt_<localpart>_<random>_<check>` token from the
  *   `Authorization` header or the `access_token` parameter (the seed's maps, with the regex adapted
@@ -169,6 +170,7 @@ export function renderNginxConfig(config: MyelinConfig, options: NginxConfigOpti
     '    proxy_read_timeout 180s;',
     '',
     '    location ~ ^/_matrix/client/(r0|v3)/sync$ { proxy_pass http://myelin_sync; }',
+    '    location ~ ^/_matrix/client/unstable/org\\.matrix\\.simplified_msc3575/sync$ { proxy_pass http://myelin_sync; }',
     '    location ~ ^/_matrix/client/(api/v1|r0|v3)/events$ { proxy_pass http://myelin_sync; }',
     '    location ~ ^/_matrix/client/(api/v1|r0|v3)/initialSync$ { proxy_pass http://myelin_sync; }',
     '    location ~ ^/_matrix/client/(api/v1|r0|v3)/rooms/[^/]+/initialSync$ { proxy_pass http://myelin_sync; }',

@@ -3,7 +3,8 @@
  * the three routing decisions Myelin makes for client-server API requests:
  *
  * - `sync`: long-polling reads that are cheaper when all of a user's requests reach the same api
- *   worker (its caches stay warm): `/sync`, `/events`, `/initialSync`, `/rooms/{id}/initialSync`.
+ *   worker (its caches stay warm): `/sync`, `/events`, `/initialSync`, `/rooms/{id}/initialSync`,
+ *   and sliding sync (MSC4186), whose connections live in the api worker's memory.
  * - `room-write`: requests that create an event in one room; they go to the room's owner
  *   persister, which persists them without a replication hop: `PUT|POST
  *   /rooms/{id}/send|state|redact…`, `POST /rooms/{id}/join|invite|leave|ban|unban|kick` and
@@ -19,6 +20,7 @@ export type Route = { kind: 'sync' } | { kind: 'room-write'; roomId: string } | 
 
 const syncPaths = [
   /^\/_matrix\/client\/(?:r0|v3)\/sync$/,
+  /^\/_matrix\/client\/unstable\/org\.matrix\.simplified_msc3575\/sync$/,
   /^\/_matrix\/client\/(?:api\/v1|r0|v3)\/events$/,
   /^\/_matrix\/client\/(?:api\/v1|r0|v3)\/initialSync$/,
   /^\/_matrix\/client\/(?:api\/v1|r0|v3)\/rooms\/[^/]+\/initialSync$/,

@@ -214,7 +214,7 @@ describe('api app foundation (errors, CORS, limits, logging, metrics, plugins)',
     it('should answer /versions without a token and /capabilities with one', async () => {
       const versions = (await h.call('GET', '/_matrix/client/versions')).json()
       expect(versions.versions).to.include.members(['r0.6.1', 'v1.1', 'v1.11'])
-      expect(versions.unstable_features).to.deep.equal({})
+      expect(versions.unstable_features).to.deep.equal({ 'org.matrix.simplified_msc3575': true })
       expect((await h.call('GET', `${v3}/capabilities`)).statusCode).to.equal(401)
       const s = await h.register('dave')
       const caps = (await h.call('GET', `${v3}/capabilities`, { token: s.access_token })).json().capabilities

@@ -81,9 +81,10 @@ describe('nginx config from renderNginxConfig (real nginx)', function () {
     for (const localpart of localparts) {
       for (const device of ['phone', 'laptop']) {
         const token = sytToken(localpart, `${localpart}/${device}`)
-        for (const path of [`${client}/sync?since=s1`, '/_matrix/client/r0/sync', `${client}/events`, `${client}/initialSync`]) {
-          const byHeader = await send('GET', path, { headers: { authorization: `Bearer ${token}` } })
-          const byParam = await send('GET', `${path}${path.includes('?') ? '&' : '?'}access_token=${token}`)
+        for (const path of [`${client}/sync?since=s1`, '/_matrix/client/r0/sync', `${client}/events`, `${client}/initialSync`, '/_matrix/client/unstable/org.matrix.simplified_msc3575/sync?pos=a_1']) {
+          const method = path.includes('simplified_msc3575') ? 'POST' : 'GET'
+          const byHeader = await send(method, path, { headers: { authorization: `Bearer ${token}` } })
+          const byParam = await send(method, `${path}${path.includes('?') ? '&' : '?'}access_token=${token}`)
           for (const echo of [byHeader, byParam]) {
             expect(echo.upstream, `${localpart} ${path}`).to.match(/^api/)
             expect(chosen.get(localpart) ?? echo.upstream, `${localpart} ${path}`).to.equal(echo.upstream)

@@ -47,6 +47,7 @@ describe('renderNginxConfig', () => {
     expect(text).to.include('listen 0.0.0.0:8008;')
     expect(text).to.include('"~^Bearer syt_(?<myelin_header_user>.+)_[A-Za-z0-9]+_[A-Za-z0-9]+$" $myelin_header_user;')
     expect(text).to.include('location ~ ^/_matrix/client/(r0|v3)/sync$ { proxy_pass http://myelin_sync; }')
+    expect(text).to.include('location ~ ^/_matrix/client/unstable/org\\.matrix\\.simplified_msc3575/sync$ { proxy_pass http://myelin_sync; }')
     expect(text).to.include('location / { proxy_pass http://myelin_api; }')
     expect(text).to.not.include('8099')
   })

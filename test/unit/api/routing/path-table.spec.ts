@@ -21,6 +21,12 @@ describe('classifyRequest', () => {
       })
     }
 
+    it('should classify sliding sync (MSC4186) as sync: its connections live in one api worker', () => {
+      expect(classifyRequest('POST', '/_matrix/client/unstable/org.matrix.simplified_msc3575/sync?pos=1_2&timeout=30000')).to.deep.equal({ kind: 'sync' })
+      expect(classifyRequest('POST', '/_matrix/client/unstable/orgXmatrix.simplified_msc3575/sync')).to.deep.equal({ kind: 'any' })
+      expect(classifyRequest('POST', '/_matrix/client/v3/org.matrix.simplified_msc3575/sync')).to.deep.equal({ kind: 'any' })
+    })
+
     it('should not classify look-alikes as sync', () => {
       for (const path of ['/_matrix/client/v3/sync/', '/_matrix/client/v3/syncx', '/_matrix/client/v3/rooms/!a/b/initialSync', '/_matrix/client/v3/user/x/events', '/_matrix/client/v3/rooms/!a:hs/events']) {
         expect(classifyRequest('GET', path), path).to.deep.equal({ kind: 'any' })

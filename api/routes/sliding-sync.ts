@@ -1,0 +1,411 @@
+import type { FastifyInstance } from 'fastify'
+import { deviceKeyCounts } from '../../storage/e2e-keys.js'
+import type { JsonObject } from '../../storage/events/redaction.js'
+import { directRooms, listedRooms, roomMetadata, type ListedRoom, type RoomMetadata } from '../../storage/sliding-sync.js'
+import type { StreamTracker } from '../../storage/streams/stream-tracker.js'
+import { maxTimelineLimit, parseSyncFilter, readSync, syncPositions, type SyncData, type SyncToken } from '../../storage/sync.js'
+import { toDeviceForSync } from '../../storage/to-device.js'
+import { clientRoute } from '../client-route.js'
+import { MatrixError } from '../errors.js'
+import { requireUser } from '../require-user.js'
+import { SlidingConnections } from '../sliding-connections.js'
+import type { WaitOutcome } from '../user-waiters.js'
+
+/**
+ * Simplified sliding sync (MSC4186, what Element X and matrix-rust-sdk clients speak):
+ * `POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync?pos=&timeout=`.
+ *
+ * - `lists`: each sorts the user's joined, invited and knocked rooms by bump stamp (their latest
+ *   message-like event, `storage/sliding-sync.ts` `bumpEventTypes`), newest first, keeps those
+ *   passing its `filters` (`is_dm` by `m.direct`, `is_invite`, `is_encrypted`, `room_types`,
+ *   `not_room_types`; other filters are ignored), and answers its `count`; the rooms in its
+ *   `ranges` (inclusive) are sent.
+ * - `room_subscriptions`: rooms the user is in, sent whatever the lists say. A subscription lasts
+ *   for the connection until `unsubscribe_rooms` names its room (matrix-js-sdk sends each once).
+ * - A room is sent with the largest `timeline_limit` and the union of the `required_state` of
+ *   the lists and subscriptions it is in (`[type, state_key]`; `*` for any, `$ME`, and `$LAZY`
+ *   for the senders of the timeline's events).
+ * - A room the connection has not sent yet (or sent with another configuration or membership)
+ *   comes `initial`: its last `timeline_limit` events and the state before them that
+ *   `required_state` asks for; invites come with `invite_state`. A room it has sent comes again
+ *   only with news since the last response: new events (`num_live`), state changes when the
+ *   timeline is `limited`, unread counts, account data, receipts or typing. A room that leaves
+ *   the lists is forgotten and comes `initial` when it is back. A room the user left comes once
+ *   more, with the leave in its timeline.
+ * - Every room sent carries `bump_stamp`, `joined_count`, `invited_count`, `notification_count`,
+ *   `highlight_count`, its `name` and `avatar` (or `heroes` when it has no name) and `is_dm`.
+ * - `extensions`: `to_device` (`since`/`next_batch`, messages deleted once a later `since`
+ *   acknowledges them), `e2ee` (device list changes, one-time key counts, unused fallback key
+ *   types), `account_data` (global, and of the rooms sent), `receipts` and `typing` (of the rooms
+ *   sent).
+ * - Long-poll: with a `pos` and nothing to say, the request waits up to `timeout` ms for news,
+ *   like `/sync` (api/routes/sync.ts).
+ * - Connections (`conn_id`, per device) live in the api worker's memory (api/sliding-connections.ts):
+ *   an unknown `pos` is 400 `M_UNKNOWN_POS`, and the client starts again without one.
+ *
+ * Every timeline and state read is /sync's (storage/sync.ts `readSync`), bounded by one token, so
+ * no event is skipped or repeated between responses; the room metadata is read from current state.
+ */
+
+export const slidingSyncPath = '/_matrix/client/unstable/org.matrix.simplified_msc3575/sync'
+
+type StatePattern = readonly [string, string]
+
+interface RoomConfig {
+  readonly timeline_limit?: number
+  readonly required_state?: readonly StatePattern[]
+}
+
+interface ListRequest extends RoomConfig {
+  readonly ranges?: readonly (readonly [number, number])[]
+  readonly filters?: {
+    readonly is_dm?: boolean
+    readonly is_encrypted?: boolean
+    readonly is_invite?: boolean
+    readonly room_types?: readonly (string | null)[]
+    readonly not_room_types?: readonly (string | null)[]
+  }
+}
+
+interface ExtensionToggle {
+  readonly enabled?: boolean
+}
+
+interface SlidingSyncBody {
+  readonly conn_id?: string
+  readonly lists?: Readonly<Record<string, ListRequest>>
+  readonly room_subscriptions?: Readonly<Record<string, RoomConfig>>
+  readonly unsubscribe_rooms?: readonly string[]
+  readonly extensions?: {
+    readonly to_device?: ExtensionToggle & { readonly since?: string; readonly limit?: number }
+    readonly e2ee?: ExtensionToggle
+    readonly account_data?: ExtensionToggle
+    readonly receipts?: ExtensionToggle
+    readonly typing?: ExtensionToggle
+  }
+}
+
+/** What a connection's client holds after a response. */
+interface ConnectionState {
+  /** The positions the response went up to: the next response's `since`. */
+  readonly token: SyncToken
+  /** The rooms it holds, each with the key of how it was sent (`sendKey`). */
+  readonly sent: ReadonlyMap<string, string>
+  readonly listCounts: ReadonlyMap<string, number>
+  /** Room subscriptions in force: they last until `unsubscribe_rooms` ends them. */
+  readonly subscriptions: ReadonlyMap<string, RoomConfig>
+}
+
+const statePatterns = { type: 'array', maxItems: 100, items: { type: 'array', minItems: 2, maxItems: 2, items: { type: 'string', maxLength: 255 } } } as const
+const roomConfig = { timeline_limit: { type: 'integer', minimum: 0, maximum: maxTimelineLimit }, required_state: statePatterns } as const
+const toggle = { type: 'object', properties: { enabled: { type: 'boolean' } } } as const
+const nullableStrings = { type: 'array', maxItems: 50, items: { type: ['string', 'null'], maxLength: 255 } } as const
+const bodySchema = {
+  type: 'object',
+  properties: {
+    conn_id: { type: 'string', maxLength: 255 },
+    lists: {
+      type: 'object',
+      maxProperties: 100,
+      additionalProperties: {
+        type: 'object',
+        properties: {
+          ...roomConfig,
+          ranges: { type: 'array', maxItems: 100, items: { type: 'array', minItems: 2, maxItems: 2, items: { type: 'integer', minimum: 0 } } },
+          filters: {
+            type: 'object',
+            properties: { is_dm: { type: 'boolean' }, is_encrypted: { type: 'boolean' }, is_invite: { type: 'boolean' }, room_types: nullableStrings, not_room_types: nullableStrings },
+          },
+        },
+      },
+    },
+    room_subscriptions: { type: 'object', maxProperties: 1000, additionalProperties: { type: 'object', properties: roomConfig } },
+    unsubscribe_rooms: { type: 'array', maxItems: 1000, items: { type: 'string', maxLength: 255 } },
+    extensions: {
+      type: 'object',
+      properties: {
+        to_device: { type: 'object', properties: { enabled: { type: 'boolean' }, since: { type: 'string', pattern: '^[0-9]{1,19}$' }, limit: { type: 'integer', minimum: 1, maximum: 1000 } } },
+        e2ee: toggle,
+        account_data: toggle,
+        receipts: toggle,
+        typing: toggle,
+      },
+    },
+  },
+} as const
+
+/** Longest long-poll a client may ask for (as /sync). */
+const maxTimeoutMs = 300_000
+const defaultTimelineLimit = 10
+
+export interface SlidingSyncDeps {
+  readonly tracker: StreamTracker
+  /** /sync's wait for news for a user (api/routes/sync.ts). */
+  readonly waitForNews: (userId: string, deviceId: string | undefined, rooms: readonly string[], after: SyncToken, timeoutMs: number, signal: AbortSignal) => Promise<WaitOutcome | 'streams'>
+}
+
+/** Registers the sliding sync endpoint on `app` (from api/routes/sync.ts, which owns the waits). */
+export function slidingSyncRoute(app: FastifyInstance, deps: SlidingSyncDeps): void {
+  const { db, clock } = app.myelin
+  const connections = new SlidingConnections<ConnectionState>()
+
+  clientRoute<{ Body: SlidingSyncBody; Querystring: { pos?: string; timeout?: string } }>(app, {
+    method: 'POST',
+    path: '/sync',
+    versions: ['unstable/org.matrix.simplified_msc3575'],
+    schema: {
+      body: bodySchema,
+      querystring: { type: 'object', properties: { pos: { type: 'string', maxLength: 100 }, timeout: { type: 'string', pattern: '^[0-9]{1,12}$' } } },
+    },
+    handler: async (request, reply) => {
+      const { userId, deviceId } = await requireUser(request)
+      const body = request.body
+      const key = `${userId}|${deviceId ?? ''}|${body.conn_id ?? ''}`
+      const previous = connections.lookup(key, request.query.pos)
+      if (previous === 'unknown') throw new MatrixError(400, 'M_UNKNOWN_POS', 'Unknown position: start the connection again without pos')
+      const from = previous === 'fresh' ? undefined : previous
+      const timeoutMs = Math.min(Number(request.query.timeout ?? '0'), maxTimeoutMs)
+      const closed = new AbortController()
+      reply.raw.on('close', () => {
+        if (!reply.raw.writableFinished) closed.abort()
+      })
+
+      const respond = (upTo: SyncToken) => slidingResponse({ ...deps, db, now: clock() }, { userId, deviceId, body, from, upTo })
+      const positions = async (): Promise<SyncToken> => {
+        const streams = await syncPositions(db)
+        return { room: deps.tracker.currentToken(), ...streams }
+      }
+      let answer = await respond(await positions())
+      const deadline = Date.now() + timeoutMs
+      while (from !== undefined && answer.empty && !closed.signal.aborted && deadline > Date.now()) {
+        const outcome = await deps.waitForNews(userId, deviceId, answer.joinedRooms, answer.state.token, deadline - Date.now(), closed.signal)
+        if (outcome !== 'advanced' && outcome !== 'streams') break
+        answer = await respond(await positions())
+      }
+      const pos = connections.store(key, request.query.pos, answer.state)
+      return { pos, ...answer.body }
+    },
+  })
+}
+
+interface Answer {
+  readonly body: { lists: Record<string, { count: number }>; rooms: Record<string, JsonObject>; extensions: JsonObject }
+  readonly state: ConnectionState
+  readonly empty: boolean
+  readonly joinedRooms: string[]
+}
+
+/** How a room was sent: a change of membership or configuration sends it afresh. */
+function sendKey(membership: string, config: { timelineLimit: number; requiredState: readonly StatePattern[] }): string {
+  return JSON.stringify([membership, config.timelineLimit, [...config.requiredState].map((p) => p.join('\u0000')).sort()])
+}
+
+/** One response of a connection, from its state `from` (undefined: a fresh connection) up to `upTo`. */
+async function slidingResponse(
+  ctx: { db: FastifyInstance['myelin']['db']; now: number },
+  q: { userId: string; deviceId: string | undefined; body: SlidingSyncBody; from: ConnectionState | undefined; upTo: SyncToken },
+): Promise<Answer> {
+  const { db } = ctx
+  const { userId, deviceId, body, from, upTo } = q
+  const lists = body.lists ?? {}
+  const [rooms, dms] = await Promise.all([listedRooms(db, userId, upTo.room), directRooms(db, userId)])
+  const needsMetadata = Object.values(lists).some((l) => l.filters?.is_encrypted !== undefined || l.filters?.room_types !== undefined || l.filters?.not_room_types !== undefined)
+  const allMetadata = needsMetadata ? await roomMetadata(db, rooms.map((r) => r.roomId), userId) : undefined
+
+  // The rooms to send, each with the largest timeline and every state pattern asked of it.
+  const configs = new Map<string, { timelineLimit: number; requiredState: StatePattern[] }>()
+  const want = (roomId: string, config: RoomConfig) => {
+    const known = configs.get(roomId) ?? { timelineLimit: 0, requiredState: [] }
+    known.timelineLimit = Math.max(known.timelineLimit, config.timeline_limit ?? defaultTimelineLimit)
+    for (const pattern of config.required_state ?? []) if (!known.requiredState.some((p) => p[0] === pattern[0] && p[1] === pattern[1])) known.requiredState.push(pattern)
+    configs.set(roomId, known)
+  }
+  const listCounts = new Map<string, number>()
+  for (const [name, list] of Object.entries(lists)) {
+    const passing = rooms.filter((room) => passesFilters(room, list.filters ?? {}, dms, allMetadata?.get(room.roomId)))
+    listCounts.set(name, passing.length)
+    for (const [start, end] of list.ranges ?? []) for (const room of passing.slice(start, end + 1)) want(room.roomId, list)
+  }
+  const byId = new Map(rooms.map((room) => [room.roomId, room]))
+  const subscriptions = new Map(from?.subscriptions)
+  for (const roomId of body.unsubscribe_rooms ?? []) subscriptions.delete(roomId)
+  for (const [roomId, config] of Object.entries(body.room_subscriptions ?? {})) subscriptions.set(roomId, config)
+  for (const [roomId, config] of subscriptions) if (byId.has(roomId)) want(roomId, config)
+
+  // Rooms the client holds as they are come with their news; others afresh. Rooms it holds that
+  // the user left come once more (their leave).
+  const sent = new Map<string, string>()
+  const groups = new Map<string, { initial: boolean; limit: number; types: Set<string> | undefined; rooms: Set<string> }>()
+  const group = (initial: boolean, limit: number, patterns: readonly StatePattern[], roomId: string) => {
+    const types = patterns.some((p) => p[0] === '*') ? undefined : new Set(patterns.map((p) => p[0]))
+    const id = JSON.stringify([initial, limit, types && [...types].sort()])
+    const g = groups.get(id) ?? { initial, limit, types, rooms: new Set<string>() }
+    g.rooms.add(roomId)
+    groups.set(id, g)
+  }
+  for (const [roomId, config] of configs) {
+    const k = sendKey(byId.get(roomId)!.membership, config)
+    sent.set(roomId, k)
+    group(from?.sent.get(roomId) !== k, config.timelineLimit, config.requiredState, roomId)
+  }
+  const left = from === undefined ? [] : [...from.sent.keys()].filter((roomId) => !byId.has(roomId))
+  for (const roomId of left) group(false, 1, [], roomId)
+
+  // One /sync read per group; the incremental ones also carry the account data and device list
+  // changes since the last response (a fresh connection gets all account data from an initial one).
+  const readGroup = (g: { initial: boolean; limit: number; types: Set<string> | undefined; rooms: Set<string> }) =>
+    readSync(db, {
+      userId,
+      ...(deviceId !== undefined && { deviceId }),
+      ...(!g.initial && from !== undefined && { since: from.token }),
+      upTo: { room: upTo.room, streams: upTo },
+      fullState: false,
+      filter: {
+        ...parseSyncFilter({ room: { timeline: { limit: g.limit }, ...(g.types && { state: { types: [...g.types] } }) } }),
+        rooms: g.rooms,
+      },
+      now: ctx.now,
+      presence: false,
+      toDevice: false,
+    })
+  if (from !== undefined && ![...groups.values()].some((g) => !g.initial)) groups.set('news', { initial: false, limit: 0, types: new Set(), rooms: new Set() })
+  if (from === undefined && groups.size === 0) groups.set('data', { initial: true, limit: 0, types: new Set(), rooms: new Set() })
+  const reads = await Promise.all([...groups.values()].map(async (g) => ({ g, data: await readGroup(g) })))
+  const global = reads.find((r) => !r.g.initial || from === undefined)?.data
+
+  const metadata = await roomMetadata(db, [...configs.keys(), ...left], userId)
+  const out: Record<string, JsonObject> = {}
+  const roomData: Record<string, JsonObject[]> = {}
+  const receipts: Record<string, JsonObject> = {}
+  const typing: Record<string, JsonObject> = {}
+  for (const { g, data } of reads) {
+    for (const roomId of g.rooms) {
+      const room = byId.get(roomId)
+      const patterns = configs.get(roomId)?.requiredState ?? []
+      const entry = roomEntry(data, roomId, g.initial, room, patterns, userId, metadata.get(roomId), dms.has(roomId))
+      if (entry === undefined) continue
+      out[roomId] = entry.room
+      if (entry.accountData.length > 0) roomData[roomId] = entry.accountData
+      for (const event of entry.ephemeral) {
+        if (event['type'] === 'm.receipt') receipts[roomId] = event
+        if (event['type'] === 'm.typing') typing[roomId] = event
+      }
+    }
+  }
+
+  const ext = body.extensions ?? {}
+  const extensions: JsonObject = {}
+  let extensionNews = 0
+  if (ext.to_device?.enabled === true && deviceId !== undefined) {
+    const after = ext.to_device.since !== undefined ? BigInt(ext.to_device.since) : 0n
+    const messages = await toDeviceForSync(db, { userId, deviceId, after, upTo: upTo.toDevice, ...(ext.to_device.limit !== undefined && { limit: ext.to_device.limit }) })
+    extensions['to_device'] = { next_batch: String(messages.upTo), events: messages.events }
+    extensionNews += messages.events.length
+  }
+  if (ext.e2ee?.enabled === true) {
+    const deviceLists = global?.deviceLists ?? { changed: [], left: [] }
+    const counts = deviceId === undefined ? { oneTimeKeyCounts: {}, unusedFallbackKeyTypes: [] } : await deviceKeyCounts(db, userId, deviceId)
+    extensions['e2ee'] = {
+      device_lists: deviceLists,
+      device_one_time_keys_count: { signed_curve25519: 0, ...counts.oneTimeKeyCounts },
+      device_unused_fallback_key_types: counts.unusedFallbackKeyTypes,
+    }
+    extensionNews += deviceLists.changed.length + deviceLists.left.length
+  }
+  if (ext.account_data?.enabled === true) {
+    const globalData = global?.accountData ?? []
+    extensions['account_data'] = { global: globalData, rooms: roomData }
+    extensionNews += globalData.length + Object.keys(roomData).length
+  }
+  if (ext.receipts?.enabled === true) {
+    extensions['receipts'] = { rooms: receipts }
+    extensionNews += Object.keys(receipts).length
+  }
+  if (ext.typing?.enabled === true) {
+    extensions['typing'] = { rooms: typing }
+    extensionNews += Object.keys(typing).length
+  }
+
+  const listsOut = Object.fromEntries([...listCounts].map(([name, count]) => [name, { count }]))
+  const listsMoved = from === undefined || [...listCounts].some(([name, count]) => from.listCounts.get(name) !== count) || listCounts.size !== from.listCounts.size
+  // The next response starts where the data read went: to-device messages beyond a limit wait
+  // for the extension's own `since`; the rest are the positions read.
+  const token: SyncToken = global?.upTo ?? upTo
+  return {
+    body: { lists: listsOut, rooms: out, extensions },
+    state: { token, sent, listCounts, subscriptions },
+    empty: !listsMoved && Object.keys(out).length === 0 && extensionNews === 0,
+    joinedRooms: rooms.filter((r) => r.membership === 'join').map((r) => r.roomId),
+  }
+}
+
+/** Whether a room passes a list's filters. */
+function passesFilters(room: ListedRoom, filters: NonNullable<ListRequest['filters']>, dms: ReadonlySet<string>, meta: RoomMetadata | undefined): boolean {
+  if (filters.is_dm !== undefined && dms.has(room.roomId) !== filters.is_dm) return false
+  if (filters.is_invite !== undefined && (room.membership === 'invite') !== filters.is_invite) return false
+  if (filters.is_encrypted !== undefined && (meta?.encrypted ?? false) !== filters.is_encrypted) return false
+  const type = meta?.roomType ?? null
+  if (filters.room_types !== undefined && !filters.room_types.includes(type)) return false
+  if (filters.not_room_types !== undefined && filters.not_room_types.includes(type)) return false
+  return true
+}
+
+/** Whether a state event is one `required_state` asks for. */
+function required(patterns: readonly StatePattern[], userId: string, lazySenders: ReadonlySet<string>): (event: JsonObject) => boolean {
+  return (event) =>
+    patterns.some(([type, stateKey]) => {
+      if (type !== '*' && type !== event['type']) return false
+      const key = event['state_key']
+      if (stateKey === '*') return true
+      if (stateKey === '$ME') return key === userId
+      if (stateKey === '$LAZY') return event['type'] === 'm.room.member' && typeof key === 'string' && lazySenders.has(key)
+      return key === stateKey
+    })
+}
+
+/** A room of the response from its /sync section, or undefined when it has nothing to say. */
+function roomEntry(
+  data: SyncData,
+  roomId: string,
+  initial: boolean,
+  room: ListedRoom | undefined,
+  patterns: readonly StatePattern[],
+  userId: string,
+  meta: RoomMetadata | undefined,
+  isDm: boolean,
+): { room: JsonObject; accountData: JsonObject[]; ephemeral: JsonObject[] } | undefined {
+  const describe = (): JsonObject => ({
+    ...(meta?.name !== undefined && { name: meta.name }),
+    ...(meta?.avatar !== undefined && { avatar: meta.avatar }),
+    ...(meta !== undefined && meta.heroes.length > 0 && { heroes: meta.heroes }),
+    ...(isDm && { is_dm: true }),
+    ...(meta !== undefined && { joined_count: meta.joinedCount, invited_count: meta.invitedCount }),
+    ...(room !== undefined && { bump_stamp: Number(room.bumpStamp) }),
+  })
+  const invited = data.rooms.invite[roomId] ?? data.rooms.knock[roomId]
+  if (invited !== undefined) {
+    const stripped = ((invited['invite_state'] ?? invited['knock_state']) as { events: JsonObject[] }).events
+    return { room: { ...describe(), initial: true, [data.rooms.invite[roomId] ? 'invite_state' : 'knock_state']: stripped }, accountData: [], ephemeral: [] }
+  }
+  const section = data.rooms.join[roomId] ?? data.rooms.leave[roomId]
+  if (section === undefined) return undefined
+  const timeline = section['timeline'] as { events: JsonObject[]; limited: boolean; prev_batch: string }
+  const state = (section['state'] as { events: JsonObject[] }).events
+  const lazySenders = new Set(timeline.events.map((e) => e['sender']).filter((s): s is string => typeof s === 'string'))
+  const counts = (section['unread_notifications'] ?? { notification_count: 0, highlight_count: 0 }) as JsonObject
+  return {
+    room: {
+      ...describe(),
+      ...(initial && { initial: true }),
+      required_state: state.filter(required(patterns, userId, lazySenders)),
+      timeline: timeline.events,
+      prev_batch: timeline.prev_batch,
+      limited: timeline.limited,
+      num_live: initial ? 0 : timeline.events.length,
+      notification_count: counts['notification_count'] ?? 0,
+      highlight_count: counts['highlight_count'] ?? 0,
+    },
+    accountData: ((section['account_data'] as { events?: JsonObject[] } | undefined)?.events ?? []),
+    ephemeral: ((section['ephemeral'] as { events?: JsonObject[] } | undefined)?.events ?? []),
+  }
+}

@@ -1,0 +1,166 @@
+import { sql, type Kysely } from 'kysely'
+import { getAccountData } from './account-data.js'
+import { rowCoveredBy } from './room-reads.js'
+import type { Database } from './schema.js'
+import type { RoomStreamToken } from './streams/room-stream-token.js'
+import { membershipsAt } from './sync.js'
+
+/**
+ * What simplified sliding sync (MSC4186, api/routes/sliding-sync.ts) reads beyond /sync's room
+ * sections: the user's rooms with their bump stamps (to sort the lists), whether a room is a
+ * DM, and the metadata a room list shows (name, avatar, heroes, member counts, encryption, type).
+ */
+
+type Db = Kysely<Database>
+
+/** Event types that move a room up a list (Synapse's `SLIDING_SYNC_DEFAULT_BUMP_EVENT_TYPES`). */
+export const bumpEventTypes = ['m.room.create', 'm.room.message', 'm.room.encrypted', 'm.sticker', 'm.call.invite', 'm.poll.start', 'm.beacon_info'] as const
+
+/** One of the user's rooms at a position. */
+export interface ListedRoom {
+  readonly roomId: string
+  readonly membership: 'join' | 'invite' | 'knock'
+  /**
+   * The stream ordering of the room's latest bump event (`bumpEventTypes`) covered by the
+   * position; of the user's membership event for an invite or a knock, or a room with none.
+   */
+  readonly bumpStamp: bigint
+}
+
+/**
+ * The rooms the user is joined to, invited to or knocking on at `upTo`, newest bump first (ties:
+ * room ID). Two round trips: the memberships, then every joined room's latest bump event (one
+ * backward index walk per room).
+ *
+ * @example
+ * const rooms = await listedRooms(db, '@alice:hs', tracker.currentToken())
+ * rooms[0] // { roomId: '!busiest:hs', membership: 'join', bumpStamp: 1234n }
+ */
+export async function listedRooms(db: Db, userId: string, upTo: RoomStreamToken): Promise<ListedRoom[]> {
+  const memberships = [...(await membershipsAt(db, userId, upTo)).values()].filter(
+    (m): m is typeof m & { membership: ListedRoom['membership'] } => m.membership === 'join' || m.membership === 'invite' || m.membership === 'knock',
+  )
+  const joined = memberships.filter((m) => m.membership === 'join').map((m) => m.roomId)
+  const bumps = new Map<string, bigint>()
+  if (joined.length > 0) {
+    const { rows } = await sql<{ room_id: string; bump: string | null }>`
+      SELECT r.room_id, (
+        SELECT e.stream_ordering FROM events e LEFT JOIN instances i ON i.instance_name = e.instance_name
+        WHERE e.room_id = r.room_id AND e.type = ANY(${sql.val([...bumpEventTypes])}::text[]) AND e.outlier = false AND ${rowCoveredBy(upTo)}
+        ORDER BY e.stream_ordering DESC LIMIT 1
+      ) AS bump
+      FROM unnest(${sql.val(joined)}::text[]) AS r(room_id)`.execute(db)
+    for (const row of rows) if (row.bump !== null) bumps.set(row.room_id, BigInt(row.bump))
+  }
+  return memberships
+    .map((m) => ({ roomId: m.roomId, membership: m.membership, bumpStamp: bumps.get(m.roomId) ?? m.streamOrdering }))
+    .sort((a, b) => (a.bumpStamp === b.bumpStamp ? (a.roomId < b.roomId ? -1 : 1) : a.bumpStamp > b.bumpStamp ? -1 : 1))
+}
+
+/** The rooms the user's `m.direct` account data names as direct chats. */
+export async function directRooms(db: Db, userId: string): Promise<ReadonlySet<string>> {
+  const content = await getAccountData(db, userId, 'm.direct')
+  const rooms = new Set<string>()
+  for (const list of Object.values(content ?? {})) {
+    if (Array.isArray(list)) for (const roomId of list) if (typeof roomId === 'string') rooms.add(roomId)
+  }
+  return rooms
+}
+
+/** A member a room list can name an unnamed room after. */
+export interface Hero {
+  readonly user_id: string
+  readonly displayname?: string
+  readonly avatar_url?: string
+}
+
+/** What a room list shows of a room. */
+export interface RoomMetadata {
+  readonly name?: string
+  readonly avatar?: string
+  readonly canonicalAlias?: string
+  readonly encrypted: boolean
+  /** The create event's `type` (`m.space`…). */
+  readonly roomType?: string
+  readonly joinedCount: number
+  readonly invitedCount: number
+  /** Up to 5 joined or invited members other than the user, earliest first; only for rooms without a name. */
+  readonly heroes: readonly Hero[]
+}
+
+const metadataTypes = ['m.room.name', 'm.room.avatar', 'm.room.canonical_alias', 'm.room.encryption', 'm.room.create']
+const maxHeroes = 5
+
+/**
+ * The metadata of `roomIds`, from their current state (like Synapse's room list: it may be a
+ * little ahead of the position a response's timelines go up to). Three statements, each over
+ * all the rooms.
+ *
+ * @example
+ * const meta = await roomMetadata(db, ['!a:hs'], '@alice:hs')
+ * meta.get('!a:hs') // { name: 'Lunch', encrypted: false, joinedCount: 3, invitedCount: 0, heroes: [] }
+ */
+export async function roomMetadata(db: Db, roomIds: readonly string[], userId: string): Promise<Map<string, RoomMetadata>> {
+  const result = new Map<string, RoomMetadata>()
+  if (roomIds.length === 0) return result
+  const [state, counts, members] = await Promise.all([
+    db
+      .selectFrom('current_state_events as c')
+      .innerJoin('event_json as j', 'j.event_id', 'c.event_id')
+      .select(['c.room_id', 'c.type', 'j.json'])
+      .where('c.room_id', 'in', roomIds)
+      .where('c.type', 'in', metadataTypes)
+      .where('c.state_key', '=', '')
+      .execute(),
+    db
+      .selectFrom('current_state_events')
+      .select(['room_id', 'membership', (eb) => eb.fn.countAll<string>().as('n')])
+      .where('room_id', 'in', roomIds)
+      .where('type', '=', 'm.room.member')
+      .where('membership', 'in', ['join', 'invite'])
+      .groupBy(['room_id', 'membership'])
+      .execute(),
+    sql<{ room_id: string; state_key: string; json: string }>`
+      SELECT room_id, state_key, json FROM (
+        SELECT c.room_id, c.state_key, j.json, row_number() OVER (PARTITION BY c.room_id ORDER BY c.stream_ordering, c.state_key) AS n
+        FROM current_state_events c JOIN event_json j ON j.event_id = c.event_id
+        WHERE c.room_id = ANY(${sql.val([...roomIds])}::text[]) AND c.type = 'm.room.member' AND c.membership IN ('join', 'invite') AND c.state_key <> ${userId}
+      ) m WHERE n <= ${maxHeroes}`.execute(db),
+  ])
+  const contentOf = (json: string) => ((JSON.parse(json) as { content?: Record<string, unknown> }).content ?? {}) as Record<string, unknown>
+  const text = (value: unknown) => (typeof value === 'string' && value !== '' ? value : undefined)
+  const byRoom = new Map<string, Map<string, Record<string, unknown>>>()
+  for (const row of state) {
+    const types = byRoom.get(row.room_id) ?? new Map<string, Record<string, unknown>>()
+    types.set(row.type, contentOf(row.json))
+    byRoom.set(row.room_id, types)
+  }
+  const heroes = new Map<string, Hero[]>()
+  for (const row of members.rows) {
+    const content = contentOf(row.json)
+    const list = heroes.get(row.room_id) ?? []
+    const displayname = text(content['displayname'])
+    const avatar = text(content['avatar_url'])
+    list.push({ user_id: row.state_key, ...(displayname !== undefined && { displayname }), ...(avatar !== undefined && { avatar_url: avatar }) })
+    heroes.set(row.room_id, list)
+  }
+  for (const roomId of roomIds) {
+    const types = byRoom.get(roomId)
+    const name = text(types?.get('m.room.name')?.['name'])
+    const avatar = text(types?.get('m.room.avatar')?.['url'])
+    const canonicalAlias = text(types?.get('m.room.canonical_alias')?.['alias'])
+    const roomType = text(types?.get('m.room.create')?.['type'])
+    const count = (membership: string) => Number(counts.find((c) => c.room_id === roomId && c.membership === membership)?.n ?? 0)
+    result.set(roomId, {
+      ...(name !== undefined && { name }),
+      ...(avatar !== undefined && { avatar }),
+      ...(canonicalAlias !== undefined && { canonicalAlias }),
+      encrypted: types?.has('m.room.encryption') === true,
+      ...(roomType !== undefined && { roomType }),
+      joinedCount: count('join'),
+      invitedCount: count('invite'),
+      heroes: name === undefined ? (heroes.get(roomId) ?? []) : [],
+    })
+  }
+  return result
+}

@@ -1,0 +1,239 @@
+import { expect } from 'chai'
+import fc from 'fast-check'
+import { roomPlugins } from '../../../api/room-plugins.js'
+import { startApi, v3, type ApiHarness, type Session } from './api-harness.js'
+import { createRoomAs, enc, joinAs, sendTextAs } from './read-fixtures.js'
+
+const path = '/_matrix/client/unstable/org.matrix.simplified_msc3575/sync'
+
+interface ClientEvent {
+  event_id: string
+  type: string
+  sender: string
+  state_key?: string
+  content: Record<string, unknown>
+}
+interface SlidingRoom {
+  initial?: boolean
+  name?: string
+  heroes?: { user_id: string; displayname?: string }[]
+  is_dm?: boolean
+  required_state?: ClientEvent[]
+  timeline?: ClientEvent[]
+  invite_state?: ClientEvent[]
+  limited?: boolean
+  num_live?: number
+  prev_batch?: string
+  bump_stamp: number
+  joined_count?: number
+  invited_count?: number
+  notification_count?: number
+}
+interface SlidingBody {
+  pos: string
+  lists: Record<string, { count: number }>
+  rooms: Record<string, SlidingRoom>
+  extensions: Record<string, Record<string, unknown>>
+}
+
+describe('api simplified sliding sync (MSC4186)', function () {
+  this.timeout(120_000)
+  let h: ApiHarness
+  before(async () => {
+    h = await startApi({ roomRoutes: (services) => roomPlugins(services) })
+  })
+  after(() => h.close())
+
+  const slide = async (session: Session, body: Record<string, unknown>, query: { pos?: string; timeout?: number } = {}) => {
+    const qs = [query.pos !== undefined && `pos=${enc(query.pos)}`, `timeout=${query.timeout ?? 0}`].filter(Boolean).join('&')
+    return h.call('POST', `${path}?${qs}`, { token: session.access_token, body })
+  }
+  const ok = async (session: Session, body: Record<string, unknown>, query: { pos?: string; timeout?: number } = {}) => {
+    const res = await slide(session, body, query)
+    expect(res.statusCode, res.body).to.equal(200)
+    return res.json<SlidingBody>()
+  }
+  const texts = (room: SlidingRoom | undefined) => (room?.timeline ?? []).filter((e) => e.type === 'm.room.message').map((e) => e.content['body'])
+
+  it('should list rooms by their latest message, send those in range afresh, then only their news', async () => {
+    const alice = await h.register('alice')
+    const [a, b, c] = [await createRoomAs(h, alice, { name: 'A' }), await createRoomAs(h, alice, { name: 'B' }), await createRoomAs(h, alice, { name: 'C' })]
+    await sendTextAs(h, alice, b, 'b1')
+    await sendTextAs(h, alice, a, 'a1')
+    await sendTextAs(h, alice, c, 'c1')
+    await sendTextAs(h, alice, c, 'c2')
+    const request = { lists: { all: { ranges: [[0, 1]], timeline_limit: 2, required_state: [['m.room.create', ''], ['m.room.member', '$ME']] } } }
+
+    const first = await ok(alice, request)
+    expect(first.lists).to.deep.equal({ all: { count: 3 } })
+    expect(Object.keys(first.rooms).sort()).to.deep.equal([a, c].sort())
+    const rc = first.rooms[c]!
+    expect([rc.initial, rc.name, rc.joined_count, rc.invited_count, rc.limited, rc.num_live]).to.deep.equal([true, 'C', 1, 0, true, 0])
+    expect(texts(rc)).to.deep.equal(['c1', 'c2'])
+    expect(rc.required_state!.map((e) => [e.type, e.state_key]).sort()).to.deep.equal([['m.room.create', ''], ['m.room.member', alice.user_id]])
+    expect(rc.bump_stamp).to.be.greaterThan(first.rooms[a]!.bump_stamp)
+    expect(rc.prev_batch).to.be.a('string')
+
+    // Nothing new: an empty answer at once (timeout 0), with a new pos.
+    const quiet = await ok(alice, request, { pos: first.pos })
+    expect([quiet.rooms, quiet.lists]).to.deep.equal([{}, { all: { count: 3 } }])
+    expect(quiet.pos).to.not.equal(first.pos)
+
+    // B moves to the top: it comes afresh; C, still in range and unchanged, does not; A left the range.
+    await sendTextAs(h, alice, b, 'b2')
+    const moved = await ok(alice, request, { pos: quiet.pos })
+    expect(Object.keys(moved.rooms)).to.deep.equal([b])
+    expect([moved.rooms[b]!.initial, texts(moved.rooms[b])]).to.deep.equal([true, ['b1', 'b2']])
+
+    // News in a room the client holds: only the new event, live.
+    await sendTextAs(h, alice, c, 'c3')
+    const news = await ok(alice, request, { pos: moved.pos })
+    expect(Object.keys(news.rooms)).to.deep.equal([c])
+    expect([news.rooms[c]!.initial, news.rooms[c]!.num_live, news.rooms[c]!.limited, texts(news.rooms[c])]).to.deep.equal([undefined, 1, false, ['c3']])
+    expect(news.rooms[c]!.required_state).to.deep.equal([])
+
+    // A long-poll wakes when news arrives.
+    const waiting = ok(alice, request, { pos: news.pos, timeout: 20_000 })
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    await sendTextAs(h, alice, b, 'b3')
+    const woken = await waiting
+    expect(texts(woken.rooms[b])).to.deep.equal(['b3'])
+
+    // A retry from an earlier pos is answered again from there (and the answer it replaces is
+    // forgotten); an unknown one is refused.
+    const retried = await ok(alice, request, { pos: news.pos })
+    expect(texts(retried.rooms[b])).to.deep.equal(['b3'])
+    expect((await slide(alice, request, { pos: woken.pos })).json().errcode).to.equal('M_UNKNOWN_POS')
+    const unknown = await slide(alice, request, { pos: 'nonsense' })
+    expect([unknown.statusCode, unknown.json().errcode]).to.deep.equal([400, 'M_UNKNOWN_POS'])
+    // Another connection of the same device does not share its positions.
+    const other = await slide(alice, { ...request, conn_id: 'other' }, { pos: retried.pos })
+    expect(other.json().errcode).to.equal('M_UNKNOWN_POS')
+
+    // Subscribing to a room out of range sends it; so does a larger timeline (afresh).
+    const subscribed = await ok(alice, { ...request, room_subscriptions: { [a]: { timeline_limit: 1 } } }, { pos: retried.pos })
+    expect(Object.keys(subscribed.rooms)).to.deep.equal([a])
+    expect([subscribed.rooms[a]!.initial, texts(subscribed.rooms[a])]).to.deep.equal([true, ['a1']])
+    // The subscription lasts (news in A comes without naming it again) until unsubscribed; a
+    // list of invites only keeps A out of every range meanwhile.
+    const invitesOnly = { lists: { invites: { ranges: [[0, 9]], filters: { is_invite: true } } } }
+    await sendTextAs(h, alice, a, 'a2')
+    const sticky = await ok(alice, invitesOnly, { pos: subscribed.pos })
+    expect([Object.keys(sticky.rooms), sticky.rooms[a]!.initial, texts(sticky.rooms[a])]).to.deep.equal([[a], undefined, ['a2']])
+    const unsubscribed = await ok(alice, { ...invitesOnly, unsubscribe_rooms: [a] }, { pos: sticky.pos })
+    await sendTextAs(h, alice, a, 'a3')
+    expect((await ok(alice, invitesOnly, { pos: unsubscribed.pos })).rooms).to.deep.equal({})
+  })
+
+  it('should show invites, DMs and heroes, filter lists by them, and send a leave once', async () => {
+    const dana = await h.register('dana')
+    const erin = await h.register('erin')
+    await h.call('PUT', `${v3}/profile/${enc(erin.user_id)}/displayname`, { token: erin.access_token, body: { displayname: 'Erin' } })
+    const dm = await createRoomAs(h, erin, { invite: [dana.user_id], is_direct: true })
+    const group = await createRoomAs(h, dana, { name: 'Group' })
+    const lists = {
+      invites: { ranges: [[0, 9]], filters: { is_invite: true }, timeline_limit: 1 },
+      rooms: { ranges: [[0, 9]], filters: { is_invite: false }, timeline_limit: 1 },
+    }
+    const first = await ok(dana, { lists })
+    expect(first.lists).to.deep.equal({ invites: { count: 1 }, rooms: { count: 1 } })
+    const invite = first.rooms[dm]!
+    expect(invite.initial).to.equal(true)
+    expect(invite.invite_state!.map((e) => e.type)).to.include.members(['m.room.create', 'm.room.member'])
+    expect(invite.timeline).to.equal(undefined)
+
+    // Joined, the DM comes afresh as a room (with erin as its hero), and counts as a DM once m.direct says so.
+    await joinAs(h, dana, dm)
+    await h.call('PUT', `${v3}/user/${enc(dana.user_id)}/account_data/m.direct`, { token: dana.access_token, body: { [erin.user_id]: [dm] } })
+    const joined = await ok(dana, { lists: { ...lists, dms: { ranges: [[0, 9]], filters: { is_dm: true }, timeline_limit: 1 } } }, { pos: first.pos })
+    expect(joined.lists).to.deep.equal({ invites: { count: 0 }, rooms: { count: 2 }, dms: { count: 1 } })
+    const room = joined.rooms[dm]!
+    expect([room.initial, room.is_dm, room.name, room.joined_count]).to.deep.equal([true, true, undefined, 2])
+    expect(room.heroes).to.deep.equal([{ user_id: erin.user_id, displayname: 'Erin' }])
+
+    // Leaving: the room comes once more with the leave, then it is gone from the lists.
+    const leave = await h.call('POST', `${v3}/rooms/${enc(group)}/leave`, { token: dana.access_token, body: {} })
+    expect(leave.statusCode).to.equal(200)
+    const left = await ok(dana, { lists }, { pos: joined.pos })
+    expect(left.lists).to.deep.equal({ invites: { count: 0 }, rooms: { count: 1 } })
+    const last = left.rooms[group]!.timeline!.at(-1)!
+    expect([last.type, last.state_key, last.content['membership']]).to.deep.equal(['m.room.member', dana.user_id, 'leave'])
+    const after = await ok(dana, { lists }, { pos: left.pos })
+    expect(after.rooms).to.deep.equal({})
+  })
+
+  it('should carry to-device messages until acknowledged, account data, receipts, typing and key counts in its extensions', async () => {
+    const fay = await h.register('fay')
+    const gus = await h.register('gus')
+    const roomId = await createRoomAs(h, fay, { invite: [gus.user_id] })
+    await joinAs(h, gus, roomId)
+    const eventId = await sendTextAs(h, gus, roomId, 'hello')
+    const extensions = { to_device: { enabled: true }, e2ee: { enabled: true }, account_data: { enabled: true }, receipts: { enabled: true }, typing: { enabled: true } }
+    const request = { lists: { all: { ranges: [[0, 9]], timeline_limit: 5 } }, extensions }
+    await h.call('PUT', `${v3}/sendToDevice/m.test/t1`, { token: gus.access_token, body: { messages: { [fay.user_id]: { [fay.device_id]: { n: 1 } } } } })
+    await h.call('PUT', `${v3}/user/${enc(fay.user_id)}/account_data/m.test.global`, { token: fay.access_token, body: { x: 1 } })
+
+    const first = await ok(fay, request)
+    const toDevice = first.extensions['to_device'] as { next_batch: string; events: { type: string; content: unknown }[] }
+    expect(toDevice.events).to.deep.equal([{ type: 'm.test', sender: gus.user_id, content: { n: 1 } }])
+    expect((first.extensions['account_data']!['global'] as { type: string }[]).map((e) => e.type)).to.include('m.test.global')
+    expect(first.extensions['e2ee']).to.deep.include({ device_one_time_keys_count: { signed_curve25519: 0 }, device_unused_fallback_key_types: [] })
+
+    // Not acknowledged: sent again. Acknowledged: gone.
+    const again = await ok(fay, request, { pos: first.pos })
+    expect((again.extensions['to_device']!['events'] as unknown[]).length).to.equal(1)
+    const acked = await ok(fay, { ...request, extensions: { ...extensions, to_device: { enabled: true, since: toDevice.next_batch } } }, { pos: again.pos })
+    expect(acked.extensions['to_device']!['events']).to.deep.equal([])
+
+    // A receipt and typing in the room show in their extensions.
+    await h.call('POST', `${v3}/rooms/${enc(roomId)}/receipt/m.read/${enc(eventId)}`, { token: gus.access_token, body: {} })
+    await h.call('PUT', `${v3}/rooms/${enc(roomId)}/typing/${enc(gus.user_id)}`, { token: gus.access_token, body: { typing: true, timeout: 30_000 } })
+    const ephemeral = await ok(fay, request, { pos: acked.pos })
+    const receipt = (ephemeral.extensions['receipts']!['rooms'] as Record<string, { type: string; content: Record<string, unknown> }>)[roomId]
+    expect(receipt?.type).to.equal('m.receipt')
+    expect(Object.keys(receipt!.content)).to.deep.equal([eventId])
+    expect((ephemeral.extensions['typing']!['rooms'] as Record<string, unknown>)[roomId]).to.deep.equal({ type: 'm.typing', content: { user_ids: [gus.user_id] } })
+  })
+
+  it('should deliver every event of the rooms in range exactly once across responses', async () => {
+    const hal = await h.register('hal')
+    const rooms = [await createRoomAs(h, hal), await createRoomAs(h, hal), await createRoomAs(h, hal)]
+    let n = 0
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.array(fc.integer({ min: 0, max: 2 }), { maxLength: 4 }), { minLength: 1, maxLength: 4 }), async (rounds) => {
+        const request = { conn_id: `p${n++}`, lists: { all: { ranges: [[0, 2]], timeline_limit: 50 } } }
+        let body = await ok(hal, request)
+        const seen: string[] = []
+        const collect = (b: SlidingBody) => {
+          for (const room of Object.values(b.rooms)) for (const e of room.timeline ?? []) if (e.type === 'm.room.message') seen.push(e.event_id)
+        }
+        collect(body)
+        const before = seen.length
+        const sent: string[] = []
+        for (const round of rounds) {
+          for (const r of round) sent.push(await sendTextAs(h, hal, rooms[r]!, `m${sent.length}`))
+          body = await ok(hal, request, { pos: body.pos })
+          collect(body)
+        }
+        expect(seen.slice(before).sort()).to.deep.equal([...sent].sort())
+        expect(new Set(seen).size).to.equal(seen.length)
+      }),
+      { numRuns: 8 },
+    )
+  })
+
+  it('should refuse what it must with Matrix errors', async () => {
+    const ivy = await h.register('ivy')
+    const status = (res: { statusCode: number; json: () => { errcode?: string } }) => [res.statusCode, res.json().errcode]
+    expect(status(await h.call('POST', `${path}`, { body: {} }))).to.deep.equal([401, 'M_MISSING_TOKEN'])
+    for (const body of [{ lists: { x: { ranges: 'all' } } }, { lists: { x: { ranges: [[0]] } } }, { lists: { x: { timeline_limit: -1 } } }, { extensions: { to_device: { since: 'abc' } } }, { room_subscriptions: { '!r:hs': { required_state: [['a']] } } }]) {
+      const res = await slide(ivy, body)
+      expect(res.statusCode, JSON.stringify(body)).to.equal(400)
+      expect(res.json().errcode).to.be.a('string')
+    }
+    expect((await h.call('POST', `${path}?timeout=soon`, { token: ivy.access_token, body: {} })).statusCode).to.equal(400)
+    // A subscription to a room the user is not in is ignored.
+    const res = await ok(ivy, { room_subscriptions: { '!elsewhere:hs.test': { timeline_limit: 1 } } })
+    expect(res.rooms).to.deep.equal({})
+  })
+})
