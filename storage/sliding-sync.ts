@@ -1,6 +1,7 @@
-import { sql, type Kysely } from 'kysely'
+import { sql, type Kysely, type SqlBool } from 'kysely'
 import { getAccountData } from './account-data.js'
-import { rowCoveredBy } from './room-reads.js'
+import type { JsonObject } from './events/redaction.js'
+import { rowAfter, rowCoveredBy, stateWhere, toClientEvents, type Viewer } from './room-reads.js'
 import type { Database } from './schema.js'
 import type { RoomStreamToken } from './streams/room-stream-token.js'
 import { membershipsAt } from './sync.js'
@@ -163,4 +164,49 @@ export async function roomMetadata(db: Db, roomIds: readonly string[], userId: s
     })
   }
   return result
+}
+
+/** A `required_state` entry: `[type, state_key]`, `*` for any, and `$ME` / `$LAZY` as state keys. */
+export type StatePattern = readonly [string, string]
+
+/** Whether a state event of `type` and `stateKey` is one `patterns` ask for. */
+export function requiredBy(patterns: readonly StatePattern[], type: string, stateKey: string, userId: string, lazySenders: ReadonlySet<string>): boolean {
+  return patterns.some(([t, key]) => {
+    if (t !== '*' && t !== type) return false
+    if (key === '*') return true
+    if (key === '$ME') return stateKey === userId
+    if (key === '$LAZY') return type === 'm.room.member' && lazySenders.has(stateKey)
+    return stateKey === key
+  })
+}
+
+/**
+ * The state `patterns` ask for in a room, as sliding sync clients take it (the state at the end
+ * of the timeline, which they do not apply to their state themselves): the room's state at
+ * `upTo`, or, with `since`, the state events after it up to `upTo` (the changes). Member events
+ * are read only for the keys asked for (`$ME`, the `lazySenders` for `$LAZY`, or named) unless
+ * a pattern asks for every member, so that a large room does not read its whole membership.
+ *
+ * @example
+ * await requiredState(db, '!a:hs', { patterns: [['m.room.name', ''], ['m.room.member', '$LAZY']], userId, lazySenders: new Set(['@bob:hs']), upTo, viewer: { userId }, now: Date.now() })
+ */
+export async function requiredState(
+  db: Db,
+  roomId: string,
+  q: { patterns: readonly StatePattern[]; userId: string; lazySenders: ReadonlySet<string>; upTo: RoomStreamToken; since?: RoomStreamToken; viewer: Viewer; now: number },
+): Promise<JsonObject[]> {
+  if (q.patterns.length === 0) return []
+  const types = q.patterns.some((p) => p[0] === '*') ? undefined : [...new Set(q.patterns.map((p) => p[0]))]
+  const memberPatterns = q.patterns.filter((p) => p[0] === '*' || p[0] === 'm.room.member')
+  const memberKeys = [...new Set(memberPatterns.flatMap((p) => (p[1] === '$ME' ? [q.userId] : p[1] === '$LAZY' ? [...q.lazySenders] : [p[1]])))]
+  const someMembers = memberPatterns.some((p) => p[1] === '*')
+    ? []
+    : [sql<SqlBool>`(e.type <> 'm.room.member' OR e.state_key = ANY(${sql.val(memberKeys)}::text[]))`]
+  const rows = await stateWhere(db, roomId, [rowCoveredBy(q.upTo), ...(q.since ? [rowAfter(q.since)] : []), ...someMembers], {
+    ...(types && { types }),
+    notTypes: [],
+    notSenders: [],
+  })
+  const wanted = rows.filter((row) => requiredBy(q.patterns, row.type, row.stateKey ?? '', q.userId, q.lazySenders))
+  return toClientEvents(db, wanted, q.viewer, q.now)
 }

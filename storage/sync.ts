@@ -480,7 +480,7 @@ function readEarlySections(reader: RoomSyncReader, q: SyncQuery, wanted: (roomId
 }
 
 /** Runs `fn` over `items`, at most `limit` at a time; rejects with the first failure. */
-async function forEachLimited<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+export async function forEachLimited<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0
   const worker = async (): Promise<void> => {
     while (next < items.length) await fn(items[next++] as T)

@@ -1,9 +1,9 @@
 import type { FastifyInstance } from 'fastify'
 import { deviceKeyCounts } from '../../storage/e2e-keys.js'
 import type { JsonObject } from '../../storage/events/redaction.js'
-import { directRooms, listedRooms, roomMetadata, type ListedRoom, type RoomMetadata } from '../../storage/sliding-sync.js'
+import { directRooms, listedRooms, requiredState, roomMetadata, type ListedRoom, type RoomMetadata, type StatePattern } from '../../storage/sliding-sync.js'
 import type { StreamTracker } from '../../storage/streams/stream-tracker.js'
-import { maxTimelineLimit, parseSyncFilter, readSync, syncPositions, type SyncData, type SyncToken } from '../../storage/sync.js'
+import { forEachLimited, maxTimelineLimit, parseSyncFilter, readSync, syncPositions, type SyncData, type SyncToken } from '../../storage/sync.js'
 import { toDeviceForSync } from '../../storage/to-device.js'
 import { clientRoute } from '../client-route.js'
 import { MatrixError } from '../errors.js'
@@ -26,12 +26,13 @@ import type { WaitOutcome } from '../user-waiters.js'
  *   the lists and subscriptions it is in (`[type, state_key]`; `*` for any, `$ME`, and `$LAZY`
  *   for the senders of the timeline's events).
  * - A room the connection has not sent yet (or sent with another configuration or membership)
- *   comes `initial`: its last `timeline_limit` events and the state before them that
- *   `required_state` asks for; invites come with `invite_state`. A room it has sent comes again
- *   only with news since the last response: new events (`num_live`), state changes when the
- *   timeline is `limited`, unread counts, account data, receipts or typing. A room that leaves
- *   the lists is forgotten and comes `initial` when it is back. A room the user left comes once
- *   more, with the leave in its timeline.
+ *   comes `initial`: its last `timeline_limit` events and the state at their end that
+ *   `required_state` asks for (clients take state from `required_state` only); invites come
+ *   with `invite_state`. A room it has sent comes again only with news since the last
+ *   response: new events (`num_live`), the state changes asked for (the timeline's included),
+ *   unread counts, account data, receipts or typing. A room that leaves the lists is forgotten
+ *   and comes `initial` when it is back. A room the user left comes once more, with the leave
+ *   in its timeline.
  * - Every room sent carries `bump_stamp`, `joined_count`, `invited_count`, `notification_count`,
  *   `highlight_count`, its `name` and `avatar` (or `heroes` when it has no name) and `is_dm`.
  * - `extensions`: `to_device` (`since`/`next_batch`, messages deleted once a later `since`
@@ -43,13 +44,12 @@ import type { WaitOutcome } from '../user-waiters.js'
  * - Connections (`conn_id`, per device) live in the api worker's memory (api/sliding-connections.ts):
  *   an unknown `pos` is 400 `M_UNKNOWN_POS`, and the client starts again without one.
  *
- * Every timeline and state read is /sync's (storage/sync.ts `readSync`), bounded by one token, so
- * no event is skipped or repeated between responses; the room metadata is read from current state.
+ * Timelines are /sync's (storage/sync.ts `readSync`) and the state `requiredState`'s
+ * (storage/sliding-sync.ts), all bounded by one token, so no event is skipped or repeated between
+ * responses; the room metadata is read from current state.
  */
 
 export const slidingSyncPath = '/_matrix/client/unstable/org.matrix.simplified_msc3575/sync'
-
-type StatePattern = readonly [string, string]
 
 interface RoomConfig {
   readonly timeline_limit?: number
@@ -235,25 +235,24 @@ async function slidingResponse(
   // Rooms the client holds as they are come with their news; others afresh. Rooms it holds that
   // the user left come once more (their leave).
   const sent = new Map<string, string>()
-  const groups = new Map<string, { initial: boolean; limit: number; types: Set<string> | undefined; rooms: Set<string> }>()
-  const group = (initial: boolean, limit: number, patterns: readonly StatePattern[], roomId: string) => {
-    const types = patterns.some((p) => p[0] === '*') ? undefined : new Set(patterns.map((p) => p[0]))
-    const id = JSON.stringify([initial, limit, types && [...types].sort()])
-    const g = groups.get(id) ?? { initial, limit, types, rooms: new Set<string>() }
+  const groups = new Map<string, { initial: boolean; limit: number; rooms: Set<string> }>()
+  const group = (initial: boolean, limit: number, roomId: string) => {
+    const id = JSON.stringify([initial, limit])
+    const g = groups.get(id) ?? { initial, limit, rooms: new Set<string>() }
     g.rooms.add(roomId)
     groups.set(id, g)
   }
   for (const [roomId, config] of configs) {
     const k = sendKey(byId.get(roomId)!.membership, config)
     sent.set(roomId, k)
-    group(from?.sent.get(roomId) !== k, config.timelineLimit, config.requiredState, roomId)
+    group(from?.sent.get(roomId) !== k, config.timelineLimit, roomId)
   }
   const left = from === undefined ? [] : [...from.sent.keys()].filter((roomId) => !byId.has(roomId))
-  for (const roomId of left) group(false, 1, [], roomId)
+  for (const roomId of left) group(false, 1, roomId)
 
   // One /sync read per group; the incremental ones also carry the account data and device list
   // changes since the last response (a fresh connection gets all account data from an initial one).
-  const readGroup = (g: { initial: boolean; limit: number; types: Set<string> | undefined; rooms: Set<string> }) =>
+  const readGroup = (g: { initial: boolean; limit: number; rooms: Set<string> }) =>
     readSync(db, {
       userId,
       ...(deviceId !== undefined && { deviceId }),
@@ -261,35 +260,53 @@ async function slidingResponse(
       upTo: { room: upTo.room, streams: upTo },
       fullState: false,
       filter: {
-        ...parseSyncFilter({ room: { timeline: { limit: g.limit }, ...(g.types && { state: { types: [...g.types] } }) } }),
+        // Sliding sync's state is the state at the end of the timeline, read below.
+        ...parseSyncFilter({ room: { timeline: { limit: g.limit }, state: { types: [] } } }),
         rooms: g.rooms,
       },
       now: ctx.now,
       presence: false,
       toDevice: false,
     })
-  if (from !== undefined && ![...groups.values()].some((g) => !g.initial)) groups.set('news', { initial: false, limit: 0, types: new Set(), rooms: new Set() })
-  if (from === undefined && groups.size === 0) groups.set('data', { initial: true, limit: 0, types: new Set(), rooms: new Set() })
+  if (from !== undefined && ![...groups.values()].some((g) => !g.initial)) groups.set('news', { initial: false, limit: 0, rooms: new Set() })
+  if (from === undefined && groups.size === 0) groups.set('data', { initial: true, limit: 0, rooms: new Set() })
   const reads = await Promise.all([...groups.values()].map(async (g) => ({ g, data: await readGroup(g) })))
   const global = reads.find((r) => !r.g.initial || from === undefined)?.data
 
   const metadata = await roomMetadata(db, [...configs.keys(), ...left], userId)
+  const entries: { roomId: string; initial: boolean; entry: NonNullable<ReturnType<typeof roomEntry>> }[] = []
+  for (const { g, data } of reads) {
+    for (const roomId of g.rooms) {
+      const entry = roomEntry(data, roomId, g.initial, byId.get(roomId), metadata.get(roomId), dms.has(roomId))
+      if (entry !== undefined) entries.push({ roomId, initial: g.initial, entry })
+    }
+  }
+  // The state each room's client needs: all it asks for when the room comes afresh, else the
+  // changes since the last response (the timeline's state events included: clients do not
+  // apply them). Joined rooms only: invites carry their stripped state.
+  const viewer = { userId, ...(deviceId !== undefined && { deviceId }) }
+  await forEachLimited(entries, 8, async ({ roomId, initial, entry }) => {
+    if (entry.room['invite_state'] !== undefined || entry.room['knock_state'] !== undefined || byId.get(roomId)?.membership !== 'join') return
+    entry.room['required_state'] = await requiredState(db, roomId, {
+      patterns: configs.get(roomId)?.requiredState ?? [],
+      userId,
+      lazySenders: entry.senders,
+      upTo: upTo.room,
+      ...(!initial && from !== undefined && { since: from.token.room }),
+      viewer,
+      now: ctx.now,
+    })
+  })
   const out: Record<string, JsonObject> = {}
   const roomData: Record<string, JsonObject[]> = {}
   const receipts: Record<string, JsonObject> = {}
   const typing: Record<string, JsonObject> = {}
-  for (const { g, data } of reads) {
-    for (const roomId of g.rooms) {
-      const room = byId.get(roomId)
-      const patterns = configs.get(roomId)?.requiredState ?? []
-      const entry = roomEntry(data, roomId, g.initial, room, patterns, userId, metadata.get(roomId), dms.has(roomId))
-      if (entry === undefined) continue
-      out[roomId] = entry.room
-      if (entry.accountData.length > 0) roomData[roomId] = entry.accountData
-      for (const event of entry.ephemeral) {
-        if (event['type'] === 'm.receipt') receipts[roomId] = event
-        if (event['type'] === 'm.typing') typing[roomId] = event
-      }
+  for (const { roomId, entry } of entries) {
+    out[roomId] = entry.room
+    if (entry.accountData.length > 0) roomData[roomId] = entry.accountData
+    for (const event of entry.ephemeral) {
+      if (event['type'] === 'm.receipt') receipts[roomId] = event
+      if (event['type'] === 'm.typing') typing[roomId] = event
     }
   }
 
@@ -350,30 +367,15 @@ function passesFilters(room: ListedRoom, filters: NonNullable<ListRequest['filte
   return true
 }
 
-/** Whether a state event is one `required_state` asks for. */
-function required(patterns: readonly StatePattern[], userId: string, lazySenders: ReadonlySet<string>): (event: JsonObject) => boolean {
-  return (event) =>
-    patterns.some(([type, stateKey]) => {
-      if (type !== '*' && type !== event['type']) return false
-      const key = event['state_key']
-      if (stateKey === '*') return true
-      if (stateKey === '$ME') return key === userId
-      if (stateKey === '$LAZY') return event['type'] === 'm.room.member' && typeof key === 'string' && lazySenders.has(key)
-      return key === stateKey
-    })
-}
-
 /** A room of the response from its /sync section, or undefined when it has nothing to say. */
 function roomEntry(
   data: SyncData,
   roomId: string,
   initial: boolean,
   room: ListedRoom | undefined,
-  patterns: readonly StatePattern[],
-  userId: string,
   meta: RoomMetadata | undefined,
   isDm: boolean,
-): { room: JsonObject; accountData: JsonObject[]; ephemeral: JsonObject[] } | undefined {
+): { room: JsonObject; senders: ReadonlySet<string>; accountData: JsonObject[]; ephemeral: JsonObject[] } | undefined {
   const describe = (): JsonObject => ({
     ...(meta?.name !== undefined && { name: meta.name }),
     ...(meta?.avatar !== undefined && { avatar: meta.avatar }),
@@ -385,19 +387,18 @@ function roomEntry(
   const invited = data.rooms.invite[roomId] ?? data.rooms.knock[roomId]
   if (invited !== undefined) {
     const stripped = ((invited['invite_state'] ?? invited['knock_state']) as { events: JsonObject[] }).events
-    return { room: { ...describe(), initial: true, [data.rooms.invite[roomId] ? 'invite_state' : 'knock_state']: stripped }, accountData: [], ephemeral: [] }
+    return { room: { ...describe(), initial: true, [data.rooms.invite[roomId] ? 'invite_state' : 'knock_state']: stripped }, senders: new Set(), accountData: [], ephemeral: [] }
   }
   const section = data.rooms.join[roomId] ?? data.rooms.leave[roomId]
   if (section === undefined) return undefined
   const timeline = section['timeline'] as { events: JsonObject[]; limited: boolean; prev_batch: string }
-  const state = (section['state'] as { events: JsonObject[] }).events
-  const lazySenders = new Set(timeline.events.map((e) => e['sender']).filter((s): s is string => typeof s === 'string'))
+  const senders = new Set(timeline.events.map((e) => e['sender']).filter((s): s is string => typeof s === 'string'))
   const counts = (section['unread_notifications'] ?? { notification_count: 0, highlight_count: 0 }) as JsonObject
   return {
     room: {
       ...describe(),
       ...(initial && { initial: true }),
-      required_state: state.filter(required(patterns, userId, lazySenders)),
+      required_state: [],
       timeline: timeline.events,
       prev_batch: timeline.prev_batch,
       limited: timeline.limited,
@@ -405,7 +406,9 @@ function roomEntry(
       notification_count: counts['notification_count'] ?? 0,
       highlight_count: counts['highlight_count'] ?? 0,
     },
+    senders,
     accountData: ((section['account_data'] as { events?: JsonObject[] } | undefined)?.events ?? []),
     ephemeral: ((section['ephemeral'] as { events?: JsonObject[] } | undefined)?.events ?? []),
   }
 }
+

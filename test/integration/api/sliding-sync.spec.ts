@@ -125,6 +125,26 @@ describe('api simplified sliding sync (MSC4186)', function () {
     expect((await ok(alice, invitesOnly, { pos: unsubscribed.pos })).rooms).to.deep.equal({})
   })
 
+  it("should send the state at the end of the timeline, then the state changes, the timeline's included", async () => {
+    const jan = await h.register('jan')
+    const roomId = await createRoomAs(h, jan, { name: 'Before' })
+    const request = { lists: { all: { ranges: [[0, 0]], timeline_limit: 1, required_state: [['m.room.name', ''], ['m.room.topic', '']] } } }
+    const first = await ok(jan, request)
+    const state = (room: SlidingRoom | undefined) => (room?.required_state ?? []).map((e) => [e.type, e.content['name'] ?? e.content['topic']])
+    // The name event is older than the one-event timeline: it comes in required_state.
+    expect(state(first.rooms[roomId])).to.deep.equal([['m.room.name', 'Before']])
+    const rename = await h.call('PUT', `${v3}/rooms/${enc(roomId)}/state/m.room.name/`, { token: jan.access_token, body: { name: 'After' } })
+    expect(rename.statusCode).to.equal(200)
+    await sendTextAs(h, jan, roomId, 'after the rename')
+    const next = await ok(jan, request, { pos: first.pos })
+    // The rename fell out of the limited timeline; it comes as a state change all the same.
+    expect([texts(next.rooms[roomId]), next.rooms[roomId]!.limited, state(next.rooms[roomId])]).to.deep.equal([['after the rename'], true, [['m.room.name', 'After']]])
+    await h.call('PUT', `${v3}/rooms/${enc(roomId)}/state/m.room.topic/`, { token: jan.access_token, body: { topic: 'Topic' } })
+    const topic = await ok(jan, request, { pos: next.pos })
+    expect(topic.rooms[roomId]!.timeline!.map((e) => e.type)).to.deep.equal(['m.room.topic'])
+    expect(state(topic.rooms[roomId])).to.deep.equal([['m.room.topic', 'Topic']])
+  })
+
   it('should show invites, DMs and heroes, filter lists by them, and send a leave once', async () => {
     const dana = await h.register('dana')
     const erin = await h.register('erin')

@@ -17,6 +17,7 @@ import {
   type Room,
 } from 'matrix-js-sdk'
 import { logger as sdkLogger, type Logger } from 'matrix-js-sdk/lib/logger.js'
+import { SlidingSync } from 'matrix-js-sdk/lib/sliding-sync.js'
 import { createTestDatabase, redisUrl, type TestDatabase } from '../../support/db.js'
 import { eventually } from '../reliability/load.js'
 import { register, startTestCluster, type TestCluster } from '../reliability/test-cluster.js'
@@ -104,6 +105,26 @@ async function startSdkClient(baseUrl: string, session: Session, fetchFn?: typeo
   })
   if (options.crypto) await client.initRustCrypto({ useIndexedDB: false })
   await client.startClient({ initialSyncLimit: 10, pendingEventOrdering: PendingEventOrdering.Detached })
+  await prepared
+  return client
+}
+
+/**
+ * A started matrix-js-sdk client syncing with simplified sliding sync (MSC4186, as Element Web's
+ * labs and Element X do), resolved once its first response is processed: one list of every room
+ * (newest first) with all their state and 20 events each.
+ */
+async function startSlidingClient(baseUrl: string, session: Session): Promise<MatrixClient> {
+  const client = createClient({ baseUrl, accessToken: session.access_token, userId: session.user_id, deviceId: session.device_id, logger: silent })
+  const config = { timeline_limit: 20, required_state: [['*', '*']] }
+  const slidingSync = new SlidingSync(baseUrl, new Map([['all', { ranges: [[0, 99]], ...config }]]), config, client, 10_000)
+  const prepared = new Promise<void>((resolve, reject) => {
+    client.on(ClientEvent.Sync, (state: SyncState, _previous: SyncState | null, data?: { error?: Error }) => {
+      if (state === SyncState.Prepared) resolve()
+      if (state === SyncState.Error) reject(data?.error ?? new Error('first sliding sync failed'))
+    })
+  })
+  await client.startClient({ slidingSync, pendingEventOrdering: PendingEventOrdering.Detached })
   await prepared
   return client
 }
@@ -310,6 +331,42 @@ describe('matrix-js-sdk against a myelin cluster', function () {
     await visitor.joinRoom(roomId)
     await eventually('the moderator sees the visitor join', () => mod.getRoom(roomId)?.getMember(visitorSession.user_id)?.membership === 'join')
     expect(unexpectedErrors(cluster), 'error answers the SDK met').to.deep.equal([])
+  })
+
+  it('sliding sync (MSC4186): a client sees an invite, joins, gets the messages of a /sync client in order, and its own sends resolve', async () => {
+    const [slidingSession, classicSession] = [await register(base, 'slider'), await register(base, 'classic')]
+    const slider = await startSlidingClient(base, slidingSession)
+    const classic = await startSdkClient(base, classicSession)
+    clients.push(slider, classic)
+    const { room_id: roomId } = await classic.createRoom({ name: 'sliding room', invite: [slidingSession.user_id] })
+    await eventually('the sliding client sees the invite', () => slider.getRoom(roomId)?.getMyMembership() === 'invite')
+    await slider.joinRoom(roomId)
+    await eventually('the sliding client is joined, and knows the room by name', () => slider.getRoom(roomId)?.getMyMembership() === 'join' && slider.getRoom(roomId)?.name === 'sliding room')
+    await eventually('the /sync client sees the join', () => classic.getRoom(roomId)?.getMember(slidingSession.user_id)?.membership === 'join')
+
+    const live: string[] = []
+    slider.on(RoomEvent.Timeline, (event: MatrixEvent, room: Room | undefined, toStartOfTimeline: boolean | undefined) => {
+      if (room?.roomId === roomId && !toStartOfTimeline && event.getType() === EventType.RoomMessage && event.getSender() === classicSession.user_id) live.push(event.getContent()['body'] as string)
+    })
+    const sent: string[] = []
+    for (let i = 0; i < 30; i++) {
+      sent.push(`classic ${i}`)
+      await classic.sendTextMessage(roomId, `classic ${i}`)
+    }
+    await eventually('the sliding client receives all 30 messages live', () => live.length >= sent.length)
+    expect(live, 'every message once, in order').to.deep.equal(sent)
+
+    for (let i = 0; i < 5; i++) await slider.sendTextMessage(roomId, `slider ${i}`)
+    const room = slider.getRoom(roomId)!
+    await eventually('the sliding client sees its own sends come back', () => liveBodies(room).slice(-5).join() === [0, 1, 2, 3, 4].map((i) => `slider ${i}`).join())
+    expect(room.getPendingEvents(), 'no local echo left pending').to.deep.equal([])
+    const shown = liveBodies(room)
+    expect(new Set(shown).size, 'no message twice in the live timeline').to.equal(shown.length)
+    await eventually('the /sync client gets them', () => liveBodies(classic.getRoom(roomId)!).slice(-5).join() === [0, 1, 2, 3, 4].map((i) => `slider ${i}`).join())
+    // A state change reaches the sliding client's room state (sliding sync clients take state from required_state only).
+    await classic.setRoomName(roomId, 'renamed room')
+    await eventually('the sliding client sees the new name', () => slider.getRoom(roomId)?.name === 'renamed room')
+    expect(unexpectedErrors(cluster), 'error answers the SDKs met').to.deep.equal([])
   })
 
   it('files: one client uploads 2 MiB through the router, the other downloads them, authenticated, byte for byte', async () => {
