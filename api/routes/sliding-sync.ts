@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify'
+import { Gauge } from 'prom-client'
 import { deviceKeyCounts } from '../../storage/e2e-keys.js'
 import type { JsonObject } from '../../storage/events/redaction.js'
 import { directRooms, listedRooms, requiredState, roomMetadata, type ListedRoom, type RoomMetadata, type StatePattern } from '../../storage/sliding-sync.js'
@@ -146,8 +147,18 @@ export interface SlidingSyncDeps {
 
 /** Registers the sliding sync endpoint on `app` (from api/routes/sync.ts, which owns the waits). */
 export function slidingSyncRoute(app: FastifyInstance, deps: SlidingSyncDeps): void {
-  const { db, clock } = app.myelin
+  const { db, clock, metrics } = app.myelin
   const connections = new SlidingConnections<ConnectionState>()
+  if (metrics !== undefined && metrics.getSingleMetric('myelin_sliding_sync_connections') === undefined) {
+    new Gauge({
+      name: 'myelin_sliding_sync_connections',
+      help: 'Sliding sync connections this process remembers',
+      registers: [metrics],
+      collect() {
+        this.set(connections.size)
+      },
+    })
+  }
 
   clientRoute<{ Body: SlidingSyncBody; Querystring: { pos?: string; timeout?: string } }>(app, {
     method: 'POST',

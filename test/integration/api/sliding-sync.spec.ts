@@ -106,6 +106,8 @@ describe('api simplified sliding sync (MSC4186)', function () {
     expect((await slide(alice, request, { pos: woken.pos })).json().errcode).to.equal('M_UNKNOWN_POS')
     const unknown = await slide(alice, request, { pos: 'nonsense' })
     expect([unknown.statusCode, unknown.json().errcode]).to.deep.equal([400, 'M_UNKNOWN_POS'])
+    // The process counts the connections it remembers.
+    expect(await h.metrics.getSingleMetricAsString('myelin_sliding_sync_connections')).to.match(/^myelin_sliding_sync_connections [1-9]/m)
     // Another connection of the same device does not share its positions.
     const other = await slide(alice, { ...request, conn_id: 'other' }, { pos: retried.pos })
     expect(other.json().errcode).to.equal('M_UNKNOWN_POS')

@@ -114,8 +114,9 @@ async function startSdkClient(baseUrl: string, session: Session, fetchFn?: typeo
  * labs and Element X do), resolved once its first response is processed: one list of every room
  * (newest first) with all their state and 20 events each.
  */
-async function startSlidingClient(baseUrl: string, session: Session): Promise<MatrixClient> {
+async function startSlidingClient(baseUrl: string, session: Session, options: { crypto?: boolean } = {}): Promise<MatrixClient> {
   const client = createClient({ baseUrl, accessToken: session.access_token, userId: session.user_id, deviceId: session.device_id, logger: silent })
+  if (options.crypto) await client.initRustCrypto({ useIndexedDB: false })
   const config = { timeline_limit: 20, required_state: [['*', '*']] }
   const slidingSync = new SlidingSync(baseUrl, new Map([['all', { ranges: [[0, 99]], ...config }]]), config, client, 10_000)
   const prepared = new Promise<void>((resolve, reject) => {
@@ -422,5 +423,30 @@ describe('matrix-js-sdk against a myelin cluster', function () {
     // decrypt yet, and was told there are none (404 M_NOT_FOUND): the answers it expects.
     const errors = unexpectedErrors(cluster).filter((answer) => !answer.startsWith('404 GET /_matrix/client/v3/room_keys/'))
     expect(errors, 'error answers the SDK met').to.deep.equal([])
+  })
+
+  it('sliding sync (MSC4186) with the rust crypto: keys and room keys travel through its e2ee and to_device extensions, both directions decrypted', async () => {
+    const [slidingSession, classicSession] = [await register(base, 'slidingcrypto'), await register(base, 'classiccrypto')]
+    const slider = await startSlidingClient(base, slidingSession, { crypto: true })
+    const classic = await startSdkClient(base, classicSession, undefined, { crypto: true })
+    clients.push(slider, classic)
+    const { room_id: roomId } = await classic.createRoom({
+      name: 'sliding secret',
+      invite: [slidingSession.user_id],
+      initial_state: [{ type: 'm.room.encryption', state_key: '', content: { algorithm: 'm.megolm.v1.aes-sha2' } }],
+    })
+    await eventually('the sliding client sees the invite', () => slider.getRoom(roomId)?.getMyMembership() === 'invite')
+    await slider.joinRoom(roomId)
+    await eventually('the /sync client sees the join', () => classic.getRoom(roomId)?.getMember(slidingSession.user_id)?.membership === 'join')
+    await eventually('the sliding client knows the room is encrypted', () => slider.getRoom(roomId)?.hasEncryptionStateEvent() === true)
+    const clearBodies = (client: MatrixClient) =>
+      (client.getRoom(roomId)?.getLiveTimeline().getEvents() ?? []).filter((e) => e.getType() === EventType.RoomMessage).map((e) => e.getContent()['body'])
+    await classic.sendTextMessage(roomId, 'for the sliding client')
+    await eventually('the sliding client decrypts it', () => clearBodies(slider).includes('for the sliding client'), 30_000)
+    await slider.sendTextMessage(roomId, 'from the sliding client')
+    await eventually('the /sync client decrypts the answer', () => clearBodies(classic).includes('from the sliding client'), 30_000)
+    // No key backup exists: the SDKs asking for one are told so (404), as they expect.
+    const errors = unexpectedErrors(cluster).filter((answer) => !answer.startsWith('404 GET /_matrix/client/v3/room_keys/'))
+    expect(errors, 'error answers the SDKs met').to.deep.equal([])
   })
 })
