@@ -130,6 +130,32 @@ async function startSlidingClient(baseUrl: string, session: Session, options: { 
   return client
 }
 
+/**
+ * `owner` creates an end-to-end encrypted room named `name` and invites `guest`, who joins; each
+ * then sends a message the other must decrypt (the SDKs publish, query and claim keys, and send
+ * room keys to device). Returns the room, and the owner's message with its event ID.
+ */
+async function encryptedExchange(owner: MatrixClient, guest: MatrixClient, guestUserId: string, name: string): Promise<{ roomId: string; ownerEventId: string; ownerBody: string }> {
+  const { room_id: roomId } = await owner.createRoom({
+    name,
+    invite: [guestUserId],
+    initial_state: [{ type: 'm.room.encryption', state_key: '', content: { algorithm: 'm.megolm.v1.aes-sha2' } }],
+  })
+  await eventually(`${name}: the guest sees the invite`, () => guest.getRoom(roomId)?.getMyMembership() === 'invite')
+  await guest.joinRoom(roomId)
+  await eventually(`${name}: the owner sees the guest join`, () => owner.getRoom(roomId)?.getMember(guestUserId)?.membership === 'join')
+  await eventually(`${name}: the guest knows the room is encrypted`, () => guest.getRoom(roomId)?.hasEncryptionStateEvent() === true)
+  const clearBodies = (client: MatrixClient) =>
+    (client.getRoom(roomId)?.getLiveTimeline().getEvents() ?? []).filter((e) => e.getType() === EventType.RoomMessage).map((e) => e.getContent()['body'])
+  const ownerBody = `only the guest of ${name} can read this`
+  const { event_id: ownerEventId } = await owner.sendTextMessage(roomId, ownerBody)
+  await eventually(`${name}: the guest decrypts the owner’s message`, () => clearBodies(guest).includes(ownerBody), 30_000)
+  const guestBody = `and only the owner of ${name} this`
+  await guest.sendTextMessage(roomId, guestBody)
+  await eventually(`${name}: the owner decrypts the guest’s message`, () => clearBodies(owner).includes(guestBody), 30_000)
+  return { roomId, ownerEventId, ownerBody }
+}
+
 /** Bodies of the live timeline's `m.room.message` events, in timeline order. */
 function liveBodies(room: Room): string[] {
   return room
@@ -391,26 +417,12 @@ describe('matrix-js-sdk against a myelin cluster', function () {
     const erin = await startSdkClient(base, erinSession, undefined, { crypto: true })
     const frank = await startSdkClient(base, frankSession, undefined, { crypto: true })
     clients.push(erin, frank)
-    const { room_id: roomId } = await erin.createRoom({
-      name: 'secret',
-      invite: [frankSession.user_id],
-      initial_state: [{ type: 'm.room.encryption', state_key: '', content: { algorithm: 'm.megolm.v1.aes-sha2' } }],
-    })
-    await eventually('frank sees the invite', () => frank.getRoom(roomId)?.getMyMembership() === 'invite')
-    await frank.joinRoom(roomId)
-    await eventually('erin sees frank join', () => erin.getRoom(roomId)?.getMember(frankSession.user_id)?.membership === 'join')
-
-    const clearBodies = (client: MatrixClient) =>
-      (client.getRoom(roomId)?.getLiveTimeline().getEvents() ?? []).filter((e) => e.getType() === EventType.RoomMessage).map((e) => e.getContent()['body'])
-    const { event_id: secretId } = await erin.sendTextMessage(roomId, 'only frank can read this')
-    await eventually('frank decrypts erin’s message', () => clearBodies(frank).includes('only frank can read this'), 30_000)
-    await frank.sendTextMessage(roomId, 'and only erin this')
-    await eventually('erin decrypts frank’s message', () => clearBodies(erin).includes('and only erin this'), 30_000)
+    const { roomId, ownerEventId: secretId, ownerBody } = await encryptedExchange(erin, frank, frankSession.user_id, 'secret')
 
     // What the server stored is ciphertext.
     const stored = await t.db.selectFrom('event_json').select('json').where('event_id', '=', secretId).executeTakeFirstOrThrow()
     expect(JSON.parse(stored.json)).to.include({ type: 'm.room.encrypted' })
-    expect(stored.json).to.not.include('only frank can read this')
+    expect(stored.json).to.not.include(ownerBody)
 
     // Erin turns on key backup: the SDK creates a version and uploads her room keys to it.
     await erin.getCrypto()!.resetKeyBackup()
@@ -430,21 +442,7 @@ describe('matrix-js-sdk against a myelin cluster', function () {
     const slider = await startSlidingClient(base, slidingSession, { crypto: true })
     const classic = await startSdkClient(base, classicSession, undefined, { crypto: true })
     clients.push(slider, classic)
-    const { room_id: roomId } = await classic.createRoom({
-      name: 'sliding secret',
-      invite: [slidingSession.user_id],
-      initial_state: [{ type: 'm.room.encryption', state_key: '', content: { algorithm: 'm.megolm.v1.aes-sha2' } }],
-    })
-    await eventually('the sliding client sees the invite', () => slider.getRoom(roomId)?.getMyMembership() === 'invite')
-    await slider.joinRoom(roomId)
-    await eventually('the /sync client sees the join', () => classic.getRoom(roomId)?.getMember(slidingSession.user_id)?.membership === 'join')
-    await eventually('the sliding client knows the room is encrypted', () => slider.getRoom(roomId)?.hasEncryptionStateEvent() === true)
-    const clearBodies = (client: MatrixClient) =>
-      (client.getRoom(roomId)?.getLiveTimeline().getEvents() ?? []).filter((e) => e.getType() === EventType.RoomMessage).map((e) => e.getContent()['body'])
-    await classic.sendTextMessage(roomId, 'for the sliding client')
-    await eventually('the sliding client decrypts it', () => clearBodies(slider).includes('for the sliding client'), 30_000)
-    await slider.sendTextMessage(roomId, 'from the sliding client')
-    await eventually('the /sync client decrypts the answer', () => clearBodies(classic).includes('from the sliding client'), 30_000)
+    await encryptedExchange(classic, slider, slidingSession.user_id, 'sliding secret')
     // No key backup exists: the SDKs asking for one are told so (404), as they expect.
     const errors = unexpectedErrors(cluster).filter((answer) => !answer.startsWith('404 GET /_matrix/client/v3/room_keys/'))
     expect(errors, 'error answers the SDKs met').to.deep.equal([])
