@@ -74,7 +74,12 @@ export async function fillPendingMedia(
 
 /** A stored file, one still to be uploaded (`pending`), or undefined (unknown, or created and left to expire). */
 export async function readMedia(db: Kysely<Database>, mediaId: string, now: number): Promise<StoredMedia | undefined> {
-  const row = await db.selectFrom('media').select(['content_type', 'upload_name', 'content', 'expires_ts']).where('media_id', '=', mediaId).executeTakeFirst()
+  const row = await db
+    .selectFrom('media')
+    .select(['content_type', 'upload_name', 'content', 'expires_ts'])
+    .where('media_id', '=', mediaId)
+    .where('quarantined_by', 'is', null)
+    .executeTakeFirst()
   if (row === undefined) return undefined
   if (row.content === null) return row.expires_ts !== null && Number(row.expires_ts) > now ? { pending: true } : undefined
   return { pending: false, contentType: row.content_type, uploadName: row.upload_name, content: row.content }
@@ -85,10 +90,13 @@ export type StoredThumbnail = { readonly kind: 'image'; readonly contentType: st
 
 /** The thumbnail kept for `mediaId` at a configured size (migration 0028), if one was made. */
 export async function readThumbnail(db: Kysely<Database>, mediaId: string, size: { width: number; height: number; method: 'crop' | 'scale' }): Promise<StoredThumbnail | undefined> {
+  // A quarantined file's thumbnails are not served either.
   const row = await db
-    .selectFrom('media_thumbnails')
-    .select(['content_type', 'content'])
-    .where('media_id', '=', mediaId)
+    .selectFrom('media_thumbnails as t')
+    .innerJoin('media as m', 'm.media_id', 't.media_id')
+    .select(['t.content_type', 't.content'])
+    .where('t.media_id', '=', mediaId)
+    .where('m.quarantined_by', 'is', null)
     .where('width', '=', size.width)
     .where('height', '=', size.height)
     .where('method', '=', size.method)
@@ -120,8 +128,30 @@ export interface MediaInfo {
   readonly upload_name: string | null
   readonly created_ts: number
   readonly last_access_ts: null
-  readonly quarantined_by: null
-  readonly safe_from_quarantine: false
+  /** The admin who quarantined it (no longer served). */
+  readonly quarantined_by: string | null
+  readonly safe_from_quarantine: boolean
+}
+
+const mediaInfoColumns = ['media_id', 'content_type', 'size', 'upload_name', 'created_ts', 'quarantined_by', 'safe_from_quarantine'] as const
+
+function toMediaInfo(row: { media_id: string; content_type: string; size: string | number | bigint; upload_name: string | null; created_ts: string | number | bigint; quarantined_by: string | null; safe_from_quarantine: boolean }): MediaInfo {
+  return {
+    media_id: row.media_id,
+    media_type: row.content_type,
+    media_length: Number(row.size),
+    upload_name: row.upload_name,
+    created_ts: Number(row.created_ts),
+    last_access_ts: null,
+    quarantined_by: row.quarantined_by,
+    safe_from_quarantine: row.safe_from_quarantine,
+  }
+}
+
+/** One local file's admin view, or undefined when there is none. */
+export async function mediaInfo(db: Kysely<Database>, mediaId: string): Promise<MediaInfo | undefined> {
+  const row = await db.selectFrom('media').select(mediaInfoColumns).where('media_id', '=', mediaId).executeTakeFirst()
+  return row && toMediaInfo(row)
 }
 
 /**
@@ -135,7 +165,7 @@ export async function userMedia(db: Kysely<Database>, userId: string, page: { of
   const [rows, total] = await Promise.all([
     db
       .selectFrom('media')
-      .select(['media_id', 'content_type', 'size', 'upload_name', 'created_ts'])
+      .select(mediaInfoColumns)
       .where('user_id', '=', userId)
       .orderBy('created_ts', page.dir === 'f' ? 'asc' : 'desc')
       .orderBy('media_id', page.dir === 'f' ? 'asc' : 'desc')
@@ -145,16 +175,7 @@ export async function userMedia(db: Kysely<Database>, userId: string, page: { of
     db.selectFrom('media').select((eb) => eb.fn.countAll<string>().as('n')).where('user_id', '=', userId).executeTakeFirstOrThrow(),
   ])
   return {
-    media: rows.map((row) => ({
-      media_id: row.media_id,
-      media_type: row.content_type,
-      media_length: Number(row.size),
-      upload_name: row.upload_name,
-      created_ts: Number(row.created_ts),
-      last_access_ts: null,
-      quarantined_by: null,
-      safe_from_quarantine: false,
-    })),
+    media: rows.map(toMediaInfo),
     total: Number(total.n),
   }
 }
@@ -173,5 +194,69 @@ export async function deleteMedia(db: Kysely<Database>, which: { mediaId: string
     .$if('userId' in which, (qb) => qb.where('user_id', '=', (which as { userId: string }).userId))
     .returning('media_id')
     .execute()
+  return rows.map((row) => row.media_id).sort()
+}
+
+/**
+ * Quarantines files (`by`: the admin's user ID; they are no longer served, thumbnails included)
+ * or lifts their quarantine (`by` null): one by ID, all of a user's, or those of a list. A
+ * protected file (`setProtected`) is never quarantined.
+ *
+ * @returns how many files changed.
+ * @example
+ * await setQuarantine(db, { userId: '@spammer:hs' }, '@admin:hs') // 12
+ */
+export async function setQuarantine(db: Kysely<Database>, which: { mediaId: string } | { userId: string } | { mediaIds: readonly string[] }, by: string | null): Promise<number> {
+  if ('mediaIds' in which && which.mediaIds.length === 0) return 0
+  const result = await db
+    .updateTable('media')
+    .set({ quarantined_by: by })
+    .$if('mediaId' in which, (qb) => qb.where('media_id', '=', (which as { mediaId: string }).mediaId))
+    .$if('userId' in which, (qb) => qb.where('user_id', '=', (which as { userId: string }).userId))
+    .$if('mediaIds' in which, (qb) => qb.where('media_id', 'in', (which as { mediaIds: readonly string[] }).mediaIds))
+    .$if(by !== null, (qb) => qb.where('safe_from_quarantine', '=', false).where('quarantined_by', 'is', null))
+    .$if(by === null, (qb) => qb.where('quarantined_by', 'is not', null))
+    .executeTakeFirst()
+  return Number(result.numUpdatedRows)
+}
+
+/** Protects a file from quarantine, or lifts that; false when there is no such file. */
+export async function setProtected(db: Kysely<Database>, mediaId: string, safe: boolean): Promise<boolean> {
+  const result = await db.updateTable('media').set({ safe_from_quarantine: safe }).where('media_id', '=', mediaId).executeTakeFirst()
+  return Number(result.numUpdatedRows) > 0
+}
+
+/**
+ * The media IDs of this server's files that the room's events name (`mxc://<serverName>/<id>`
+ * anywhere in an event: a file, an image's thumbnail, an avatar), for quarantining a room's media.
+ */
+export async function mediaIdsInRoom(db: Kysely<Database>, roomId: string, serverName: string): Promise<string[]> {
+  const pattern = `mxc://${serverName.replace(/[.*+?^${}()|[\]\\-]/g, '\\$&')}/([A-Za-z0-9_-]+)`
+  const { rows } = await sql<{ media_id: string }>`
+    SELECT DISTINCT m[1] AS media_id
+    FROM events e JOIN event_json j ON j.event_id = e.event_id, regexp_matches(j.json, ${pattern}, 'g') AS m
+    WHERE e.room_id = ${roomId}`.execute(db)
+  return rows.map((row) => row.media_id).sort()
+}
+
+/**
+ * Deletes this server's files uploaded before `beforeTs` (retention), larger than `sizeGt`
+ * bytes, except protected ones and, with `keepProfiles`, those used as a user's or a room's
+ * avatar. Files created for an upload that never came are deleted too once that old.
+ *
+ * @returns the IDs deleted, sorted.
+ */
+export async function deleteMediaBefore(db: Kysely<Database>, q: { beforeTs: number; sizeGt: number; keepProfiles: boolean; serverName: string }): Promise<string[]> {
+  const prefix = `mxc://${q.serverName}/`
+  const avatars = q.keepProfiles
+    ? sql`AND NOT EXISTS (SELECT 1 FROM profiles p WHERE p.avatar_url = ${prefix} || m.media_id)
+          AND NOT EXISTS (
+            SELECT 1 FROM current_state_events c JOIN event_json j ON j.event_id = c.event_id
+            WHERE c.type = 'm.room.avatar' AND c.state_key = '' AND (j.json::jsonb -> 'content' ->> 'url') = ${prefix} || m.media_id)`
+    : sql``
+  const { rows } = await sql<{ media_id: string }>`
+    DELETE FROM media m
+    WHERE m.created_ts < ${q.beforeTs}::int8 AND m.size > ${q.sizeGt}::int8 AND NOT m.safe_from_quarantine ${avatars}
+    RETURNING m.media_id`.execute(db)
   return rows.map((row) => row.media_id).sort()
 }

@@ -265,6 +265,8 @@ export interface MediaTable {
   created_ts: Int8
   content: Buffer | null
   expires_ts: Int8 | null
+  quarantined_by: string | null
+  safe_from_quarantine: Generated<boolean>
 }
 
 export interface MediaThumbnailsTable {

@@ -1,12 +1,14 @@
 import type { FastifyPluginAsync } from 'fastify'
 import type { RoomServices } from '../room-services.js'
+import { adminMediaRoutes } from './admin-media.js'
 import { adminRoomRoutes } from './admin-rooms.js'
 import { adminUserRoutes } from './admin-users.js'
 
 /**
  * Synapse's admin API for accounts and rooms (the subset operators' tools use most), server admins
  * only (`users.admin`; 403 `M_FORBIDDEN` for anyone else). The account routes are in
- * admin-users.ts, the room routes in admin-rooms.ts, what they share in admin-common.ts.
+ * admin-users.ts, the room routes in admin-rooms.ts, the media routes in admin-media.ts, what they
+ * share in admin-common.ts.
  *
  * - `GET /_synapse/admin/v1/server_version`;
  * - `GET /_synapse/admin/v2/users` (`from`, `limit` (default 100, at most 1,000), `name`,
@@ -27,6 +29,9 @@ import { adminUserRoutes } from './admin-users.js'
  * - `GET /_synapse/admin/v1/users/{userId}/joined_rooms`; `GET /_synapse/admin/v2/users/{userId}/devices`,
  *   `DELETE …/devices/{deviceId}` (the device and its tokens);
  * - `GET|DELETE /_synapse/admin/v1/users/{userId}/media`, `DELETE /_synapse/admin/v1/media/{serverName}/{mediaId}`;
+ * - media moderation and retention (admin-media.ts): `GET …/v1/media/{serverName}/{mediaId}`,
+ *   quarantine and unquarantine a file, a room's files or a user's (no longer served), protect
+ *   and unprotect a file, delete files uploaded before a date (`…/v1/media/delete?before_ts=`);
  * - `POST /_synapse/admin/v1/deactivate/{userId}` (`erase`);
  * - `POST /_synapse/admin/v1/reset_password/{userId}` (`new_password`, `logout_devices`);
  * - `GET /_synapse/admin/v1/rooms` (`from`, `limit`, `order_by`, `dir`, `search_term`) →
@@ -66,5 +71,6 @@ export function adminRoutes(services: RoomServices): FastifyPluginAsync {
   return async (app) => {
     await adminUserRoutes(services)(app, {})
     await adminRoomRoutes(services)(app, {})
+    await adminMediaRoutes(app, {})
   }
 }

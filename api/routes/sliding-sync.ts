@@ -41,7 +41,7 @@ import type { WaitOutcome } from '../user-waiters.js'
  *   types), `account_data` (global, and of the rooms sent), `receipts` and `typing` (of the rooms
  *   sent).
  * - Long-poll: with a `pos` and nothing to say, the request waits up to `timeout` ms for news,
- *   like `/sync` (api/routes/sync.ts).
+ *   like `/sync` (api/routes/sync.ts). `set_presence` (absent: `online`) marks the user as /sync does.
  * - Connections (`conn_id`, per device) live in the api worker's memory (api/sliding-connections.ts):
  *   an unknown `pos` is 400 `M_UNKNOWN_POS`, and the client starts again without one.
  *
@@ -160,13 +160,20 @@ export function slidingSyncRoute(app: FastifyInstance, deps: SlidingSyncDeps): v
     })
   }
 
-  clientRoute<{ Body: SlidingSyncBody; Querystring: { pos?: string; timeout?: string } }>(app, {
+  clientRoute<{ Body: SlidingSyncBody; Querystring: { pos?: string; timeout?: string; set_presence?: 'offline' | 'online' | 'unavailable' } }>(app, {
     method: 'POST',
     path: '/sync',
     versions: ['unstable/org.matrix.simplified_msc3575'],
     schema: {
       body: bodySchema,
-      querystring: { type: 'object', properties: { pos: { type: 'string', maxLength: 100 }, timeout: { type: 'string', pattern: '^[0-9]{1,12}$' } } },
+      querystring: {
+        type: 'object',
+        properties: {
+          pos: { type: 'string', maxLength: 100 },
+          timeout: { type: 'string', pattern: '^[0-9]{1,12}$' },
+          set_presence: { type: 'string', enum: ['offline', 'online', 'unavailable'] },
+        },
+      },
     },
     handler: async (request, reply) => {
       const { userId, deviceId } = await requireUser(request)
@@ -176,6 +183,8 @@ export function slidingSyncRoute(app: FastifyInstance, deps: SlidingSyncDeps): v
       if (previous === 'unknown') throw new MatrixError(400, 'M_UNKNOWN_POS', 'Unknown position: start the connection again without pos')
       const from = previous === 'fresh' ? undefined : previous
       const timeoutMs = Math.min(Number(request.query.timeout ?? '0'), maxTimeoutMs)
+      // As /sync: a syncing client marks its user online (or idle with `unavailable`).
+      await app.myelin.presence.syncing(userId, request.query.set_presence, timeoutMs)
       const closed = new AbortController()
       reply.raw.on('close', () => {
         if (!reply.raw.writableFinished) closed.abort()

@@ -5,6 +5,7 @@ import { directoryRoutes } from '../../../api/routes/directory.js'
 import { roomWriteRoutes } from '../../../api/routes/rooms.js'
 import { claimRoomDeletion, roomDeletions, startRoomDeletion, updateRoomDeletion } from '../../../storage/admin.js'
 import { startApi, v3, type ApiHarness, type Session } from './api-harness.js'
+import { testImage } from '../../support/images.js'
 import { createRoomAs, enc, joinAs } from './read-fixtures.js'
 
 const admin1 = '/_synapse/admin/v1'
@@ -175,6 +176,73 @@ describe("api server admin (Synapse's admin API: users and rooms)", function () 
       ['unknown media', h.call('DELETE', `${admin1}/media/hs.test/${ids[0]}`, as(root)), 404],
       ['remote media', h.call('DELETE', `${admin1}/media/other.test/abc`, as(root)), 400],
       ['not an admin', h.call('DELETE', `${admin1}/users/${enc(erin.user_id)}/media`, as(erin)), 403],
+    ] as const) {
+      expect([what, (await res).statusCode]).to.deep.equal([what, code])
+    }
+  })
+
+  it("should quarantine a file, a room's files and a user's, spare protected ones, and delete old files but avatars", async () => {
+    const fay = await h.register('ad_quinn')
+    const gil = await h.register('ad_rex')
+    const upload = async (session: Session, body: string, type = 'text/plain') => {
+      const res = await h.app.inject({ method: 'POST', url: '/_matrix/media/v3/upload', headers: { authorization: `Bearer ${session.access_token}`, 'content-type': type }, payload: body })
+      expect(res.statusCode, res.body).to.equal(200)
+      return res.json<{ content_uri: string }>().content_uri.split('/').pop() as string
+    }
+    const served = async (id: string) => (await get(gil, `/_matrix/client/v1/media/download/hs.test/${id}`)).statusCode
+    const info = async (id: string) => (await ok<{ media_info: { quarantined_by: string | null; safe_from_quarantine: boolean } }>(get(root, `${admin1}/media/hs.test/${id}`))).media_info
+
+    // One file.
+    const one = await upload(fay, 'one')
+    expect(await ok(h.call('POST', `${admin1}/media/quarantine/hs.test/${one}`, as(root)))).to.deep.equal({})
+    expect([await served(one), (await info(one)).quarantined_by]).to.deep.equal([404, root.user_id])
+    expect(await ok(h.call('POST', `${admin1}/media/unquarantine/hs.test/${one}`, as(root)))).to.deep.equal({})
+    expect([await served(one), (await info(one)).quarantined_by]).to.deep.equal([200, null])
+    // An image's kept thumbnails are not served either while it is quarantined.
+    const image = (await h.app.inject({ method: 'POST', url: '/_matrix/media/v3/upload', headers: { authorization: `Bearer ${fay.access_token}`, 'content-type': 'image/png' }, payload: await testImage(200, 200, 'image/png') })).json<{ content_uri: string }>().content_uri.split('/').pop() as string
+    const thumbnail = async () => (await get(gil, `/_matrix/client/v1/media/thumbnail/hs.test/${image}?width=32&height=32&method=crop`)).statusCode
+    expect(await thumbnail()).to.equal(200)
+    await ok(h.call('POST', `${admin1}/media/quarantine/hs.test/${image}`, as(root)))
+    expect(await thumbnail()).to.equal(404)
+
+    // A room's files: those its events name, this server's only; a protected one is spared.
+    const roomId = await createRoomAs(h, fay, { name: 'files' })
+    const [pic, doc, kept, elsewhere] = [await upload(fay, 'pic'), await upload(gil, 'doc'), await upload(fay, 'kept'), await upload(fay, 'elsewhere')]
+    const send = (content: Record<string, unknown>, txn: string) => h.call('PUT', `${v3}/rooms/${enc(roomId)}/send/m.room.message/${txn}`, { token: fay.access_token, body: content })
+    expect((await send({ msgtype: 'm.image', body: 'p', url: `mxc://hs.test/${pic}`, info: { thumbnail_url: `mxc://hs.test/${doc}` } }, 'q1')).statusCode).to.equal(200)
+    expect((await send({ msgtype: 'm.file', body: 'k', url: `mxc://hs.test/${kept}` }, 'q2')).statusCode).to.equal(200)
+    expect((await send({ msgtype: 'm.file', body: 'remote', url: `mxc://hsXtest/${elsewhere}` }, 'q3')).statusCode).to.equal(200)
+    expect(await ok(h.call('POST', `${admin1}/media/protect/${kept}`, as(root)))).to.deep.equal({})
+    expect(await ok(h.call('POST', `${admin1}/room/${enc(roomId)}/media/quarantine`, as(root)))).to.deep.equal({ num_quarantined: 2 })
+    expect([await served(pic), await served(doc), await served(kept), await served(elsewhere)]).to.deep.equal([404, 404, 200, 200])
+    expect((await info(kept)).safe_from_quarantine).to.equal(true)
+
+    // A user's files; already quarantined ones are not counted twice.
+    expect(await ok(h.call('POST', `${admin1}/user/${enc(fay.user_id)}/media/quarantine`, as(root)))).to.deep.equal({ num_quarantined: 2 })
+    expect([await served(one), await served(elsewhere), await served(kept)]).to.deep.equal([404, 404, 200])
+    const listed = await ok<{ media: { media_id: string; quarantined_by: string | null }[] }>(get(root, `${admin1}/users/${enc(fay.user_id)}/media?limit=100`))
+    expect(listed.media.filter((m) => m.quarantined_by === root.user_id).map((m) => m.media_id).sort()).to.deep.equal([one, pic, elsewhere, image].sort())
+
+    // Retention: files before a date go, but protected ones and avatars (with keep_profiles, the default).
+    const avatar = await upload(gil, 'avatar')
+    expect((await h.call('PUT', `${v3}/profile/${enc(gil.user_id)}/avatar_url`, { token: gil.access_token, body: { avatar_url: `mxc://hs.test/${avatar}` } })).statusCode).to.equal(200)
+    const cutoff = Date.now() + 1
+    await new Promise((resolve) => setTimeout(resolve, 5))
+    const fresh = await upload(gil, 'fresh')
+    const deleted = await ok<{ deleted_media: string[]; total: number }>(h.call('POST', `${admin1}/media/delete?before_ts=${cutoff}`, as(root)))
+    expect(deleted.deleted_media).to.include.members([one, pic, doc, elsewhere])
+    expect(deleted.deleted_media).to.not.include.members([kept])
+    expect(deleted.deleted_media.includes(avatar) || deleted.deleted_media.includes(fresh)).to.equal(false)
+    expect([await served(avatar), await served(fresh), await served(kept)]).to.deep.equal([200, 200, 200])
+    const withAvatars = await ok<{ deleted_media: string[] }>(h.call('POST', `${admin1}/media/hs.test/delete?before_ts=${cutoff}&keep_profiles=false`, as(root)))
+    expect(withAvatars.deleted_media).to.include(avatar)
+
+    for (const [what, res, code] of [
+      ['unknown media', h.call('POST', `${admin1}/media/quarantine/hs.test/nope`, as(root)), 404],
+      ['remote media', h.call('POST', `${admin1}/media/quarantine/other.test/${kept}`, as(root)), 400],
+      ['no date', h.call('POST', `${admin1}/media/delete`, as(root)), 400],
+      ['not an admin', h.call('POST', `${admin1}/user/${enc(fay.user_id)}/media/quarantine`, as(fay)), 403],
+      ['protect unknown', h.call('POST', `${admin1}/media/protect/nope`, as(root)), 404],
     ] as const) {
       expect([what, (await res).statusCode]).to.deep.equal([what, code])
     }

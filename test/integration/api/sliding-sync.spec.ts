@@ -254,6 +254,11 @@ describe('api simplified sliding sync (MSC4186)', function () {
       expect(res.json().errcode).to.be.a('string')
     }
     expect((await h.call('POST', `${path}?timeout=soon`, { token: ivy.access_token, body: {} })).statusCode).to.equal(400)
+    expect((await h.call('POST', `${path}?set_presence=away`, { token: ivy.access_token, body: {} })).statusCode).to.equal(400)
+    // Syncing marks the user online, unless the client says otherwise.
+    await ok(ivy, {})
+    const presence = await h.call('GET', `${v3}/presence/${enc(ivy.user_id)}/status`, { token: ivy.access_token })
+    expect(presence.json().presence).to.equal('online')
     // A subscription to a room the user is not in is ignored.
     const res = await ok(ivy, { room_subscriptions: { '!elsewhere:hs.test': { timeline_limit: 1 } } })
     expect(res.rooms).to.deep.equal({})
