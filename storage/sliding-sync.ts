@@ -68,6 +68,34 @@ export async function directRooms(db: Db, userId: string): Promise<ReadonlySet<s
   return rooms
 }
 
+/** The user's room tags (`m.tag` room account data: `{tags: {name: {order?}}}`), by room. */
+export async function roomTags(db: Db, userId: string): Promise<Map<string, ReadonlySet<string>>> {
+  const rows = await db.selectFrom('account_data').select(['room_id', 'content']).where('user_id', '=', userId).where('type', '=', 'm.tag').where('room_id', '<>', '').execute()
+  const tags = new Map<string, ReadonlySet<string>>()
+  for (const row of rows) {
+    const named = (row.content as { tags?: unknown } | null)?.tags
+    if (typeof named === 'object' && named !== null && !Array.isArray(named)) tags.set(row.room_id, new Set(Object.keys(named)))
+  }
+  return tags
+}
+
+/**
+ * The rooms that the current `m.space.child` events of each of `spaceIds` name (with a
+ * non-empty `via`, as the spec defines a child), by space; only spaces the user is joined to
+ * are read.
+ */
+export async function spaceChildren(db: Db, spaceIds: readonly string[], joined: ReadonlySet<string>): Promise<Map<string, ReadonlySet<string>>> {
+  const children = new Map<string, Set<string>>()
+  const spaces = spaceIds.filter((id) => joined.has(id))
+  if (spaces.length === 0) return children
+  const { rows } = await sql<{ space: string; child: string }>`
+    SELECT c.room_id AS space, c.state_key AS child FROM current_state_events c JOIN event_json j ON j.event_id = c.event_id
+    WHERE c.room_id = ANY(${sql.val(spaces)}::text[]) AND c.type = 'm.space.child'
+      AND jsonb_typeof(j.json::jsonb -> 'content' -> 'via') = 'array' AND jsonb_array_length(j.json::jsonb -> 'content' -> 'via') > 0`.execute(db)
+  for (const row of rows) children.set(row.space, (children.get(row.space) ?? new Set()).add(row.child))
+  return children
+}
+
 /** A member a room list can name an unnamed room after. */
 export interface Hero {
   readonly user_id: string

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import { Gauge } from 'prom-client'
 import { deviceKeyCounts } from '../../storage/e2e-keys.js'
 import type { JsonObject } from '../../storage/events/redaction.js'
-import { directRooms, listedRooms, requiredState, roomMetadata, type ListedRoom, type RoomMetadata, type StatePattern } from '../../storage/sliding-sync.js'
+import { directRooms, listedRooms, requiredState, roomMetadata, roomTags, spaceChildren, type ListedRoom, type RoomMetadata, type StatePattern } from '../../storage/sliding-sync.js'
 import type { StreamTracker } from '../../storage/streams/stream-tracker.js'
 import { forEachLimited, maxTimelineLimit, parseSyncFilter, readSync, syncPositions, type SyncData, type SyncToken } from '../../storage/sync.js'
 import { toDeviceForSync } from '../../storage/to-device.js'
@@ -19,8 +19,9 @@ import type { WaitOutcome } from '../user-waiters.js'
  * - `lists`: each sorts the user's joined, invited and knocked rooms by bump stamp (their latest
  *   message-like event, `storage/sliding-sync.ts` `bumpEventTypes`), newest first, keeps those
  *   passing its `filters` (`is_dm` by `m.direct`, `is_invite`, `is_encrypted`, `room_types`,
- *   `not_room_types`; other filters are ignored), and answers its `count`; the rooms in its
- *   `ranges` (inclusive) are sent.
+ *   `not_room_types`, `spaces` (the `m.space.child` rooms of the joined spaces named), `tags` and
+ *   `not_tags` (the user's `m.tag`; `not_tags` wins); others are ignored), and answers its
+ *   `count`; the rooms in its `ranges` (inclusive) are sent.
  * - `room_subscriptions`: rooms the user is in, sent whatever the lists say. A subscription lasts
  *   for the connection until `unsubscribe_rooms` names its room (matrix-js-sdk sends each once).
  * - A room is sent with the largest `timeline_limit` and the union of the `required_state` of
@@ -65,6 +66,9 @@ interface ListRequest extends RoomConfig {
     readonly is_invite?: boolean
     readonly room_types?: readonly (string | null)[]
     readonly not_room_types?: readonly (string | null)[]
+    readonly spaces?: readonly string[]
+    readonly tags?: readonly string[]
+    readonly not_tags?: readonly string[]
   }
 }
 
@@ -101,6 +105,7 @@ const statePatterns = { type: 'array', maxItems: 100, items: { type: 'array', mi
 const roomConfig = { timeline_limit: { type: 'integer', minimum: 0, maximum: maxTimelineLimit }, required_state: statePatterns } as const
 const toggle = { type: 'object', properties: { enabled: { type: 'boolean' } } } as const
 const nullableStrings = { type: 'array', maxItems: 50, items: { type: ['string', 'null'], maxLength: 255 } } as const
+const strings = { type: 'array', maxItems: 100, items: { type: 'string', maxLength: 255 } } as const
 const bodySchema = {
   type: 'object',
   properties: {
@@ -115,7 +120,16 @@ const bodySchema = {
           ranges: { type: 'array', maxItems: 100, items: { type: 'array', minItems: 2, maxItems: 2, items: { type: 'integer', minimum: 0 } } },
           filters: {
             type: 'object',
-            properties: { is_dm: { type: 'boolean' }, is_encrypted: { type: 'boolean' }, is_invite: { type: 'boolean' }, room_types: nullableStrings, not_room_types: nullableStrings },
+            properties: {
+              is_dm: { type: 'boolean' },
+              is_encrypted: { type: 'boolean' },
+              is_invite: { type: 'boolean' },
+              room_types: nullableStrings,
+              not_room_types: nullableStrings,
+              spaces: strings,
+              tags: strings,
+              not_tags: strings,
+            },
           },
         },
       },
@@ -229,8 +243,16 @@ async function slidingResponse(
   const { userId, deviceId, body, from, upTo } = q
   const lists = body.lists ?? {}
   const [rooms, dms] = await Promise.all([listedRooms(db, userId, upTo.room), directRooms(db, userId)])
-  const needsMetadata = Object.values(lists).some((l) => l.filters?.is_encrypted !== undefined || l.filters?.room_types !== undefined || l.filters?.not_room_types !== undefined)
-  const allMetadata = needsMetadata ? await roomMetadata(db, rooms.map((r) => r.roomId), userId) : undefined
+  const filters = Object.values(lists).map((l) => l.filters ?? {})
+  const needsMetadata = filters.some((f) => f.is_encrypted !== undefined || f.room_types !== undefined || f.not_room_types !== undefined)
+  const spaceIds = [...new Set(filters.flatMap((f) => f.spaces ?? []))]
+  const joined = new Set(rooms.filter((r) => r.membership === 'join').map((r) => r.roomId))
+  const [allMetadata, tags, children] = await Promise.all([
+    needsMetadata ? roomMetadata(db, rooms.map((r) => r.roomId), userId) : undefined,
+    filters.some((f) => f.tags !== undefined || f.not_tags !== undefined) ? roomTags(db, userId) : new Map<string, ReadonlySet<string>>(),
+    spaceChildren(db, spaceIds, joined),
+  ])
+  const facts = { dms, tags, children }
 
   // The rooms to send, each with the largest timeline and every state pattern asked of it.
   const configs = new Map<string, { timelineLimit: number; requiredState: StatePattern[] }>()
@@ -242,7 +264,7 @@ async function slidingResponse(
   }
   const listCounts = new Map<string, number>()
   for (const [name, list] of Object.entries(lists)) {
-    const passing = rooms.filter((room) => passesFilters(room, list.filters ?? {}, dms, allMetadata?.get(room.roomId)))
+    const passing = rooms.filter((room) => passesFilters(room, list.filters ?? {}, facts, allMetadata?.get(room.roomId)))
     listCounts.set(name, passing.length)
     for (const [start, end] of list.ranges ?? []) for (const room of passing.slice(start, end + 1)) want(room.roomId, list)
   }
@@ -377,8 +399,17 @@ async function slidingResponse(
 }
 
 /** Whether a room passes a list's filters. */
-function passesFilters(room: ListedRoom, filters: NonNullable<ListRequest['filters']>, dms: ReadonlySet<string>, meta: RoomMetadata | undefined): boolean {
-  if (filters.is_dm !== undefined && dms.has(room.roomId) !== filters.is_dm) return false
+function passesFilters(
+  room: ListedRoom,
+  filters: NonNullable<ListRequest['filters']>,
+  facts: { dms: ReadonlySet<string>; tags: ReadonlyMap<string, ReadonlySet<string>>; children: ReadonlyMap<string, ReadonlySet<string>> },
+  meta: RoomMetadata | undefined,
+): boolean {
+  if (filters.is_dm !== undefined && facts.dms.has(room.roomId) !== filters.is_dm) return false
+  const tags = facts.tags.get(room.roomId)
+  if (filters.not_tags !== undefined && filters.not_tags.some((tag) => tags?.has(tag) === true)) return false
+  if (filters.tags !== undefined && !filters.tags.some((tag) => tags?.has(tag) === true)) return false
+  if (filters.spaces !== undefined && !filters.spaces.some((space) => facts.children.get(space)?.has(room.roomId) === true)) return false
   if (filters.is_invite !== undefined && (room.membership === 'invite') !== filters.is_invite) return false
   if (filters.is_encrypted !== undefined && (meta?.encrypted ?? false) !== filters.is_encrypted) return false
   const type = meta?.roomType ?? null

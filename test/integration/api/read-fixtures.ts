@@ -43,6 +43,17 @@ export function visibility(sender: string, value: string): NewEvent {
 
 export const enc = encodeURIComponent
 
+/** An event as the client-server API serves it (the fields the tests read). */
+export interface ClientEvent {
+  event_id: string
+  type: string
+  sender: string
+  state_key?: string
+  content: Record<string, unknown>
+  unsigned: Record<string, unknown>
+}
+
+
 /**
  * `GET /sync` as `session` with `query` (since, timeout, filter…); throws unless 200.
  *

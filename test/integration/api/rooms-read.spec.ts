@@ -3,17 +3,8 @@ import type { ApiHarness, Session } from './api-harness.js'
 import { v3 } from './api-harness.js'
 import type { JsonObject } from '../../../storage/events/redaction.js'
 import { clientFormer, parseEventFilter, queryEvents, readPage } from '../../../storage/room-reads.js'
-import { createRoom, enc, membership, sendEvents, startReadApi, text, visibility } from './read-fixtures.js'
+import { createRoom, enc, membership, sendEvents, startReadApi, text, visibility, type ClientEvent } from './read-fixtures.js'
 import { countingQueries } from '../../support/db.js'
-
-interface ClientEvent {
-  event_id: string
-  type: string
-  sender: string
-  state_key?: string
-  content: Record<string, unknown>
-  unsigned: Record<string, unknown>
-}
 
 describe('api room reads (state, event, messages, context, members)', function () {
   this.timeout(60_000)

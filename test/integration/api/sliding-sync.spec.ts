@@ -2,17 +2,10 @@ import { expect } from 'chai'
 import fc from 'fast-check'
 import { roomPlugins } from '../../../api/room-plugins.js'
 import { startApi, v3, type ApiHarness, type Session } from './api-harness.js'
-import { createRoomAs, enc, joinAs, sendTextAs } from './read-fixtures.js'
+import { createRoomAs, enc, joinAs, sendTextAs, type ClientEvent } from './read-fixtures.js'
 
 const path = '/_matrix/client/unstable/org.matrix.simplified_msc3575/sync'
 
-interface ClientEvent {
-  event_id: string
-  type: string
-  sender: string
-  state_key?: string
-  content: Record<string, unknown>
-}
 interface SlidingRoom {
   initial?: boolean
   name?: string
@@ -182,6 +175,30 @@ describe('api simplified sliding sync (MSC4186)', function () {
     expect([last.type, last.state_key, last.content['membership']]).to.deep.equal(['m.room.member', dana.user_id, 'leave'])
     const after = await ok(dana, { lists }, { pos: left.pos })
     expect(after.rooms).to.deep.equal({})
+  })
+
+  it('should filter lists by space, by tag and by room type', async () => {
+    const kim = await h.register('kim')
+    const space = await createRoomAs(h, kim, { name: 'Space', creation_content: { type: 'm.space' } })
+    const [inSpace, tagged, plain] = [await createRoomAs(h, kim, { name: 'in space' }), await createRoomAs(h, kim, { name: 'tagged' }), await createRoomAs(h, kim, { name: 'plain' })]
+    const child = await h.call('PUT', `${v3}/rooms/${enc(space)}/state/m.space.child/${enc(inSpace)}`, { token: kim.access_token, body: { via: ['hs.test'] } })
+    expect(child.statusCode).to.equal(200)
+    // A child event without `via` names no child.
+    await h.call('PUT', `${v3}/rooms/${enc(space)}/state/m.space.child/${enc(plain)}`, { token: kim.access_token, body: {} })
+    const tag = await h.call('PUT', `${v3}/user/${enc(kim.user_id)}/rooms/${enc(tagged)}/tags/m.favourite`, { token: kim.access_token, body: { order: 0.5 } })
+    expect(tag.statusCode).to.equal(200)
+    const list = (filters: Record<string, unknown>) => ({ ranges: [[0, 9]], timeline_limit: 0, filters })
+    const body = await ok(kim, {
+      lists: {
+        space: list({ spaces: [space] }),
+        favourites: list({ tags: ['m.favourite'] }),
+        others: list({ not_tags: ['m.favourite'], not_room_types: ['m.space'] }),
+        spaces: list({ room_types: ['m.space'] }),
+        unknownSpace: list({ spaces: ['!nowhere:hs.test'] }),
+      },
+    })
+    expect(body.lists).to.deep.equal({ space: { count: 1 }, favourites: { count: 1 }, others: { count: 2 }, spaces: { count: 1 }, unknownSpace: { count: 0 } })
+    expect(Object.keys(body.rooms).sort()).to.deep.equal([space, inSpace, tagged, plain].sort())
   })
 
   it('should carry to-device messages until acknowledged, account data, receipts, typing and key counts in its extensions', async () => {

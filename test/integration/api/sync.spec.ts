@@ -3,16 +3,8 @@ import fc from 'fast-check'
 import type { ApiHarness, Session } from './api-harness.js'
 import { v3 } from './api-harness.js'
 import { parseSyncToken } from '../../../storage/sync.js'
-import { createRoom, enc, membership, sendEvents, startReadApi, syncAs, text, visibility } from './read-fixtures.js'
+import { createRoom, enc, membership, sendEvents, startReadApi, syncAs, text, visibility, type ClientEvent } from './read-fixtures.js'
 
-interface ClientEvent {
-  event_id: string
-  type: string
-  sender: string
-  state_key?: string
-  content: Record<string, unknown>
-  unsigned: Record<string, unknown>
-}
 interface RoomSection {
   timeline: { events: ClientEvent[]; limited: boolean; prev_batch: string }
   state: { events: ClientEvent[] }
