@@ -11,7 +11,6 @@ import { StorageError } from './errors.js'
  * Synapse's worker mode recognizes them.
  */
 
-/** What a database URL and a Redis URL must look like (the CLI's flags check the same). */
 /** Synapse's default `thumbnail_sizes` (config `media.thumbnail_sizes`). */
 export const defaultThumbnailSizes: readonly { readonly width: number; readonly height: number; readonly method: 'crop' | 'scale' }[] = [
   { width: 32, height: 32, method: 'crop' },
@@ -21,6 +20,7 @@ export const defaultThumbnailSizes: readonly { readonly width: number; readonly 
   { width: 800, height: 600, method: 'scale' },
 ]
 
+/** What a database URL and a Redis URL must look like (the CLI's flags check the same). */
 export const postgresUrlPattern = /^postgres(ql)?:\/\//
 export const redisUrlPattern = /^rediss?:\/\//
 

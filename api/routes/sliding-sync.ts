@@ -51,8 +51,6 @@ import type { WaitOutcome } from '../user-waiters.js'
  * responses; the room metadata is read from current state.
  */
 
-export const slidingSyncPath = '/_matrix/client/unstable/org.matrix.simplified_msc3575/sync'
-
 interface RoomConfig {
   readonly timeline_limit?: number
   readonly required_state?: readonly StatePattern[]
