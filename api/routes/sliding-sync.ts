@@ -27,8 +27,8 @@ import type { WaitOutcome } from '../user-waiters.js'
  * - A room is sent with the largest `timeline_limit` and the union of the `required_state` of
  *   the lists and subscriptions it is in (`[type, state_key]`; `*` for any, `$ME`, and `$LAZY`
  *   for the senders of the timeline's events).
- * - A room the connection has not sent yet (or sent with another configuration or membership)
- *   comes `initial`: its last `timeline_limit` events and the state at their end that
+ * - A room the connection has not sent yet (or sent with another membership, or a configuration
+ *   asking for more timeline or state than it was sent with) comes `initial`: its last `timeline_limit` events and the state at their end that
  *   `required_state` asks for (clients take state from `required_state` only); invites come
  *   with `invite_state`. A room it has sent comes again only with news since the last
  *   response: new events (`num_live`), the state changes asked for (the timeline's included),
@@ -92,8 +92,8 @@ interface SlidingSyncBody {
 interface ConnectionState {
   /** The positions the response went up to: the next response's `since`. */
   readonly token: SyncToken
-  /** The rooms it holds, each with the key of how it was sent (`sendKey`). */
-  readonly sent: ReadonlyMap<string, string>
+  /** The rooms it holds, each with how it was sent. */
+  readonly sent: ReadonlyMap<string, SentAs>
   readonly listCounts: ReadonlyMap<string, number>
   /** Room subscriptions in force: they last until `unsubscribe_rooms` ends them. */
   readonly subscriptions: ReadonlyMap<string, RoomConfig>
@@ -227,9 +227,26 @@ interface Answer {
   readonly joinedRooms: string[]
 }
 
-/** How a room was sent: a change of membership or configuration sends it afresh. */
-function sendKey(membership: string, config: { timelineLimit: number; requiredState: readonly StatePattern[] }): string {
-  return JSON.stringify([membership, config.timelineLimit, [...config.requiredState].map((p) => p.join('\u0000')).sort()])
+/** How a room was sent: the membership, and the most timeline and state it was sent with. */
+interface SentAs {
+  readonly membership: string
+  readonly timelineLimit: number
+  /** `type\u0000state_key` of each `required_state` pattern. */
+  readonly requiredState: ReadonlySet<string>
+}
+
+function sentAs(membership: string, config: { timelineLimit: number; requiredState: readonly StatePattern[] }): SentAs {
+  return { membership, timelineLimit: config.timelineLimit, requiredState: new Set(config.requiredState.map((p) => p.join('\u0000'))) }
+}
+
+/**
+ * Whether a room the client holds as `held` needs sending afresh as `now`: its membership
+ * changed, or its configuration grew (a longer timeline, or state it was not sent). A room whose
+ * configuration only shrank (it left a list with a longer timeline, or a subscription ended) is
+ * not resent, and keeps what it was sent with, so growing back needs nothing either.
+ */
+function grown(held: SentAs | undefined, now: SentAs): boolean {
+  return held === undefined || held.membership !== now.membership || now.timelineLimit > held.timelineLimit || [...now.requiredState].some((p) => !held.requiredState.has(p))
 }
 
 /** One response of a connection, from its state `from` (undefined: a fresh connection) up to `upTo`. */
@@ -274,7 +291,7 @@ async function slidingResponse(
 
   // Rooms the client holds as they are come with their news; others afresh. Rooms it holds that
   // the user left come once more (their leave).
-  const sent = new Map<string, string>()
+  const sent = new Map<string, SentAs>()
   const groups = new Map<string, { initial: boolean; limit: number; rooms: Set<string> }>()
   const group = (initial: boolean, limit: number, roomId: string) => {
     const id = JSON.stringify([initial, limit])
@@ -283,9 +300,11 @@ async function slidingResponse(
     groups.set(id, g)
   }
   for (const [roomId, config] of configs) {
-    const k = sendKey(byId.get(roomId)!.membership, config)
-    sent.set(roomId, k)
-    group(from?.sent.get(roomId) !== k, config.timelineLimit, roomId)
+    const held = from?.sent.get(roomId)
+    const now = sentAs(byId.get(roomId)!.membership, config)
+    const afresh = grown(held, now)
+    sent.set(roomId, afresh ? now : held!)
+    group(afresh, config.timelineLimit, roomId)
   }
   const left = from === undefined ? [] : [...from.sent.keys()].filter((roomId) => !byId.has(roomId))
   for (const roomId of left) group(false, 1, roomId)

@@ -177,6 +177,28 @@ describe('api simplified sliding sync (MSC4186)', function () {
     expect(after.rooms).to.deep.equal({})
   })
 
+  it('should resend a room afresh when its configuration grows, and not when it shrinks', async () => {
+    const lou = await h.register('lou')
+    const roomId = await createRoomAs(h, lou, { name: 'Config' })
+    for (let i = 0; i < 6; i++) await sendTextAs(h, lou, roomId, `m${i}`)
+    const list = { all: { ranges: [[0, 0]], timeline_limit: 1 } }
+    const subscription = (limit: number) => ({ [roomId]: { timeline_limit: limit, required_state: [['m.room.name', '']] } })
+    const first = await ok(lou, { lists: list, room_subscriptions: subscription(5) })
+    expect([first.rooms[roomId]!.initial, texts(first.rooms[roomId]).length, first.rooms[roomId]!.required_state!.length]).to.deep.equal([true, 5, 1])
+    // The subscription ends: the room is now asked for with less; nothing to resend.
+    const shrunk = await ok(lou, { lists: list, unsubscribe_rooms: [roomId] }, { pos: first.pos })
+    expect(shrunk.rooms).to.deep.equal({})
+    await sendTextAs(h, lou, roomId, 'm6')
+    const news = await ok(lou, { lists: list }, { pos: shrunk.pos })
+    expect([news.rooms[roomId]!.initial, texts(news.rooms[roomId])]).to.deep.equal([undefined, ['m6']])
+    // Subscribed again as before: the client has had that much all along.
+    const again = await ok(lou, { lists: list, room_subscriptions: subscription(5) }, { pos: news.pos })
+    expect(again.rooms).to.deep.equal({})
+    // Asked for more than it ever had: afresh.
+    const grown = await ok(lou, { lists: list, room_subscriptions: subscription(10) }, { pos: again.pos })
+    expect([grown.rooms[roomId]!.initial, texts(grown.rooms[roomId])]).to.deep.equal([true, ['m0', 'm1', 'm2', 'm3', 'm4', 'm5', 'm6']])
+  })
+
   it('should filter lists by space, by tag and by room type', async () => {
     const kim = await h.register('kim')
     const space = await createRoomAs(h, kim, { name: 'Space', creation_content: { type: 'm.space' } })
