@@ -30,27 +30,36 @@ export interface ListedRoom {
 
 /**
  * The rooms the user is joined to, invited to or knocking on at `upTo`, newest bump first (ties:
- * room ID). Two round trips: the memberships, then every joined room's latest bump event (one
- * backward index walk per room).
+ * room ID). Two round trips: the memberships, then the latest bump event of every joined room
+ * (one backward index walk per room). With `known` (the bumps of an earlier read, and which
+ * rooms may have had events since it), only the rooms that may have moved are walked.
  *
  * @example
  * const rooms = await listedRooms(db, '@alice:hs', tracker.currentToken())
  * rooms[0] // { roomId: '!busiest:hs', membership: 'join', bumpStamp: 1234n }
  */
-export async function listedRooms(db: Db, userId: string, upTo: RoomStreamToken): Promise<ListedRoom[]> {
+export async function listedRooms(
+  db: Db,
+  userId: string,
+  upTo: RoomStreamToken,
+  known?: { readonly bumps: ReadonlyMap<string, bigint>; readonly changed: (rooms: readonly string[]) => ReadonlySet<string> | undefined },
+): Promise<ListedRoom[]> {
   const memberships = [...(await membershipsAt(db, userId, upTo)).values()].filter(
     (m): m is typeof m & { membership: ListedRoom['membership'] } => m.membership === 'join' || m.membership === 'invite' || m.membership === 'knock',
   )
   const joined = memberships.filter((m) => m.membership === 'join').map((m) => m.roomId)
   const bumps = new Map<string, bigint>()
-  if (joined.length > 0) {
+  const changed = known?.changed(joined)
+  const walk = changed === undefined ? joined : joined.filter((roomId) => changed.has(roomId) || !known!.bumps.has(roomId))
+  if (changed !== undefined) for (const roomId of joined) if (!changed.has(roomId) && known!.bumps.has(roomId)) bumps.set(roomId, known!.bumps.get(roomId)!)
+  if (walk.length > 0) {
     const { rows } = await sql<{ room_id: string; bump: string | null }>`
       SELECT r.room_id, (
         SELECT e.stream_ordering FROM events e LEFT JOIN instances i ON i.instance_name = e.instance_name
         WHERE e.room_id = r.room_id AND e.type = ANY(${sql.val([...bumpEventTypes])}::text[]) AND e.outlier = false AND ${rowCoveredBy(upTo)}
         ORDER BY e.stream_ordering DESC LIMIT 1
       ) AS bump
-      FROM unnest(${sql.val(joined)}::text[]) AS r(room_id)`.execute(db)
+      FROM unnest(${sql.val(walk)}::text[]) AS r(room_id)`.execute(db)
     for (const row of rows) if (row.bump !== null) bumps.set(row.room_id, BigInt(row.bump))
   }
   return memberships

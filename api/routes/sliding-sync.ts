@@ -3,6 +3,7 @@ import { Gauge } from 'prom-client'
 import { deviceKeyCounts } from '../../storage/e2e-keys.js'
 import type { JsonObject } from '../../storage/events/redaction.js'
 import { directRooms, listedRooms, requiredState, roomMetadata, roomTags, spaceChildren, type ListedRoom, type RoomMetadata, type StatePattern } from '../../storage/sliding-sync.js'
+import type { RoomStreamToken } from '../../storage/streams/room-stream-token.js'
 import type { StreamTracker } from '../../storage/streams/stream-tracker.js'
 import { forEachLimited, maxTimelineLimit, parseSyncFilter, readSync, syncPositions, type SyncData, type SyncToken } from '../../storage/sync.js'
 import { toDeviceForSync } from '../../storage/to-device.js'
@@ -97,6 +98,8 @@ interface ConnectionState {
   readonly listCounts: ReadonlyMap<string, number>
   /** Room subscriptions in force: they last until `unsubscribe_rooms` ends them. */
   readonly subscriptions: ReadonlyMap<string, RoomConfig>
+  /** The joined rooms' bump stamps at `token`, for the next response to walk only rooms with news. */
+  readonly bumps: ReadonlyMap<string, bigint>
 }
 
 const statePatterns = { type: 'array', maxItems: 100, items: { type: 'array', minItems: 2, maxItems: 2, items: { type: 'string', maxLength: 255 } } } as const
@@ -153,6 +156,8 @@ const defaultTimelineLimit = 10
 
 export interface SlidingSyncDeps {
   readonly tracker: StreamTracker
+  /** Which of `rooms` may have events after `after`, from the notifier's memory (api/routes/sync.ts); undefined: unknown. */
+  readonly roomsChangedAfter: (rooms: readonly string[], after: RoomStreamToken) => ReadonlySet<string> | undefined
   /** /sync's wait for news for a user (api/routes/sync.ts). */
   readonly waitForNews: (userId: string, deviceId: string | undefined, rooms: readonly string[], after: SyncToken, timeoutMs: number, signal: AbortSignal) => Promise<WaitOutcome | 'streams'>
 }
@@ -251,13 +256,15 @@ function grown(held: SentAs | undefined, now: SentAs): boolean {
 
 /** One response of a connection, from its state `from` (undefined: a fresh connection) up to `upTo`. */
 async function slidingResponse(
-  ctx: { db: FastifyInstance['myelin']['db']; now: number },
+  ctx: { db: FastifyInstance['myelin']['db']; now: number; roomsChangedAfter: SlidingSyncDeps['roomsChangedAfter'] },
   q: { userId: string; deviceId: string | undefined; body: SlidingSyncBody; from: ConnectionState | undefined; upTo: SyncToken },
 ): Promise<Answer> {
   const { db } = ctx
   const { userId, deviceId, body, from, upTo } = q
   const lists = body.lists ?? {}
-  const [rooms, dms] = await Promise.all([listedRooms(db, userId, upTo.room), directRooms(db, userId)])
+  // The bumps of rooms without news since the last response are the ones it saw.
+  const known = from && { bumps: from.bumps, changed: (roomIds: readonly string[]) => ctx.roomsChangedAfter(roomIds, from.token.room) }
+  const [rooms, dms] = await Promise.all([listedRooms(db, userId, upTo.room, known), directRooms(db, userId)])
   const filters = Object.values(lists).map((l) => l.filters ?? {})
   const needsMetadata = filters.some((f) => f.is_encrypted !== undefined || f.room_types !== undefined || f.not_room_types !== undefined)
   const spaceIds = [...new Set(filters.flatMap((f) => f.spaces ?? []))]
@@ -326,13 +333,16 @@ async function slidingResponse(
       now: ctx.now,
       presence: false,
       toDevice: false,
+      roomsChangedAfter: ctx.roomsChangedAfter,
     })
   if (from !== undefined && ![...groups.values()].some((g) => !g.initial)) groups.set('news', { initial: false, limit: 0, rooms: new Set() })
   if (from === undefined && groups.size === 0) groups.set('data', { initial: true, limit: 0, rooms: new Set() })
-  const reads = await Promise.all([...groups.values()].map(async (g) => ({ g, data: await readGroup(g) })))
+  // The rooms' metadata is read alongside their timelines.
+  const [reads, metadata] = await Promise.all([
+    Promise.all([...groups.values()].map(async (g) => ({ g, data: await readGroup(g) }))),
+    roomMetadata(db, [...configs.keys(), ...left], userId),
+  ])
   const global = reads.find((r) => !r.g.initial || from === undefined)?.data
-
-  const metadata = await roomMetadata(db, [...configs.keys(), ...left], userId)
   const entries: { roomId: string; initial: boolean; entry: NonNullable<ReturnType<typeof roomEntry>> }[] = []
   for (const { g, data } of reads) {
     for (const roomId of g.rooms) {
@@ -409,7 +419,7 @@ async function slidingResponse(
   const token: SyncToken = global?.upTo ?? upTo
   return {
     body: { lists: listsOut, rooms: out, extensions },
-    state: { token, sent, listCounts, subscriptions },
+    state: { token, sent, listCounts, subscriptions, bumps: new Map(rooms.filter((r) => r.membership === 'join').map((r) => [r.roomId, r.bumpStamp])) },
     empty: !listsMoved && Object.keys(out).length === 0 && extensionNews === 0,
     joinedRooms: rooms.filter((r) => r.membership === 'join').map((r) => r.roomId),
   }

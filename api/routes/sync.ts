@@ -165,7 +165,7 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
     }
 
     // Simplified sliding sync (MSC4186) reads through /sync's reads and waits the same way.
-    slidingSyncRoute(app, { tracker, waitForNews })
+    slidingSyncRoute(app, { tracker, waitForNews, roomsChangedAfter })
 
     clientRoute<{ Querystring: SyncQuerystring }>(app, {
       method: 'GET',

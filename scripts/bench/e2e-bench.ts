@@ -126,7 +126,7 @@ async function freshDatabase(adminUrl: string, name: string): Promise<string> {
   return url.toString()
 }
 
-interface Topology {
+export interface Topology {
   readonly name: string
   start(databaseUrl: string, dir: string, redisUrl: string): Promise<{ baseUrl: string; pids: () => number[]; stop(): Promise<void> }>
 }
@@ -140,7 +140,7 @@ const signingKey = 'ed25519 a_bench l2Fk0rVHqWwUjyHhnAXtOq6SfSBd3YCVLHRYzkl8Znc'
  */
 const noRateLimit = 'rc_message: { per_second: 0 }'
 
-const monolith: Topology = {
+export const monolith: Topology = {
   name: 'monolith',
   async start(databaseUrl, dir) {
     const config = join(dir, 'main.yaml')
@@ -289,15 +289,7 @@ async function measureTopology(
   load: Omit<LoadOptions, 'baseUrl' | 'distribution'>,
   databaseName: string,
 ): Promise<{ load: LoadRun; cpuMsPerEvent: number; myelinCpuMsPerEvent: number }> {
-  const dir = await mkdtemp(join(tmpdir(), 'myelin-e2e-'))
-  const databaseUrl = await freshDatabase(adminUrl, databaseName)
-  await new Promise<void>((resolve, reject) => {
-    const m = spawn(myelinBin, ['migrate', 'up', '--database', databaseUrl], { stdio: ['ignore', 'ignore', 'pipe'] })
-    let stderr = ''
-    m.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-    m.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`migrate exited ${code}: ${stderr.slice(-2000)}`))))
-  })
-  const deployment = await plan.topology.start(databaseUrl, dir, redisUrl)
+  const deployment = await startOnFreshDatabase(adminUrl, redisUrl, plan.topology, databaseName)
   try {
     const pids = deployment.pids()
     const ownCpu = () => pids.reduce((sum, pid) => sum + processCpu(pid), 0)
@@ -323,6 +315,36 @@ async function measureTopology(
     }
   } finally {
     await deployment.stop()
+  }
+}
+
+/**
+ * Starts `topology` with the `myelin` command on a fresh, migrated database `databaseName`;
+ * `stop()` stops it and removes its data directory.
+ */
+export async function startOnFreshDatabase(
+  adminUrl: string,
+  redisUrl: string,
+  topology: Topology,
+  databaseName: string,
+): Promise<{ baseUrl: string; pids: () => number[]; stop(): Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), 'myelin-e2e-'))
+  const databaseUrl = await freshDatabase(adminUrl, databaseName)
+  await new Promise<void>((resolve, reject) => {
+    const m = spawn(myelinBin, ['migrate', 'up', '--database', databaseUrl], { stdio: ['ignore', 'ignore', 'pipe'] })
+    let stderr = ''
+    m.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+    m.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`migrate exited ${code}: ${stderr.slice(-2000)}`))))
+  })
+  const deployment = await topology.start(databaseUrl, dir, redisUrl).catch(async (err: unknown) => {
     await rm(dir, { recursive: true, force: true })
+    throw err
+  })
+  return {
+    ...deployment,
+    async stop() {
+      await deployment.stop()
+      await rm(dir, { recursive: true, force: true })
+    },
   }
 }

@@ -75,7 +75,7 @@ export interface LoadRun extends LoadResult {
   }
 }
 
-interface Session {
+export interface Session {
   readonly userId: string
   readonly token: string
 }
@@ -188,14 +188,16 @@ export class MatrixClient {
 const v3 = '/_matrix/client/v3'
 const enc = encodeURIComponent
 
-async function register(client: MatrixClient, username: string): Promise<Session> {
+/** Registers `username` (dummy auth) and returns its session. */
+export async function register(client: MatrixClient, username: string): Promise<Session> {
   const res = await client.ok<{ user_id: string; access_token: string }>('POST', `${v3}/register`, {
     body: { username, password: `pw-${username}-bench`, auth: { type: 'm.login.dummy' }, inhibit_login: false },
   })
   return { userId: res.user_id, token: res.access_token }
 }
 
-async function inParallel<T>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<void>): Promise<void> {
+/** Runs `fn` over `items`, at most `limit` at a time. */
+export async function inParallel<T>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<void>): Promise<void> {
   let next = 0
   await Promise.all(
     Array.from({ length: Math.min(limit, items.length) }, async () => {

@@ -22,6 +22,7 @@ const modules: Record<string, () => Promise<BenchModule>> = {
   'persister-stored': () => import('./stored-bench.js'),
   router: () => import('./router-bench.js'),
   e2e: () => import('./e2e-bench.js') as Promise<BenchModule>,
+  sliding: () => import('./sliding-bench.js'),
 }
 
 const positiveInt = (value: string): number => {
