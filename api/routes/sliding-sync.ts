@@ -7,6 +7,7 @@ import type { RoomStreamToken } from '../../storage/streams/room-stream-token.js
 import type { StreamTracker } from '../../storage/streams/stream-tracker.js'
 import { forEachLimited, maxTimelineLimit, parseSyncFilter, readSync, syncPositions, type SyncData, type SyncToken } from '../../storage/sync.js'
 import { toDeviceForSync } from '../../storage/to-device.js'
+import type { UnreadCounter } from '../../storage/unread-counts.js'
 import { clientRoute } from '../client-route.js'
 import { MatrixError } from '../errors.js'
 import { requireUser } from '../require-user.js'
@@ -156,6 +157,11 @@ const defaultTimelineLimit = 10
 
 export interface SlidingSyncDeps {
   readonly tracker: StreamTracker
+  /**
+   * /sync's memory of unread counts (api/routes/sync.ts): it checks each room's remembered
+   * position against the read's `since`, so connections and /sync of one user can share it.
+   */
+  readonly unread: UnreadCounter
   /** Which of `rooms` may have events after `after`, from the notifier's memory (api/routes/sync.ts); undefined: unknown. */
   readonly roomsChangedAfter: (rooms: readonly string[], after: RoomStreamToken) => ReadonlySet<string> | undefined
   /** /sync's wait for news for a user (api/routes/sync.ts). */
@@ -256,7 +262,7 @@ function grown(held: SentAs | undefined, now: SentAs): boolean {
 
 /** One response of a connection, from its state `from` (undefined: a fresh connection) up to `upTo`. */
 async function slidingResponse(
-  ctx: { db: FastifyInstance['myelin']['db']; now: number; roomsChangedAfter: SlidingSyncDeps['roomsChangedAfter'] },
+  ctx: { db: FastifyInstance['myelin']['db']; now: number; roomsChangedAfter: SlidingSyncDeps['roomsChangedAfter']; unread: UnreadCounter },
   q: { userId: string; deviceId: string | undefined; body: SlidingSyncBody; from: ConnectionState | undefined; upTo: SyncToken },
 ): Promise<Answer> {
   const { db } = ctx
@@ -334,6 +340,7 @@ async function slidingResponse(
       presence: false,
       toDevice: false,
       roomsChangedAfter: ctx.roomsChangedAfter,
+      unread: ctx.unread,
     })
   if (from !== undefined && ![...groups.values()].some((g) => !g.initial)) groups.set('news', { initial: false, limit: 0, rooms: new Set() })
   if (from === undefined && groups.size === 0) groups.set('data', { initial: true, limit: 0, rooms: new Set() })

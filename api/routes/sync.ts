@@ -165,7 +165,7 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
     }
 
     // Simplified sliding sync (MSC4186) reads through /sync's reads and waits the same way.
-    slidingSyncRoute(app, { tracker, waitForNews, roomsChangedAfter })
+    slidingSyncRoute(app, { tracker, waitForNews, roomsChangedAfter, unread })
 
     clientRoute<{ Querystring: SyncQuerystring }>(app, {
       method: 'GET',
