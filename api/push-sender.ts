@@ -37,7 +37,10 @@ import { spacedPasses } from './spaced-passes.js'
  */
 
 export interface PushSender {
-  /** Handles what the stream holds now for every pusher that is due; resolves when done, deliveries included. */
+  /**
+   * Handles what the stream holds now for every pusher that is due; resolves when done,
+   * deliveries included (but not the retries of failed ones, which go on on their own).
+   */
   runOnce(): Promise<void>
   close(): Promise<void>
 }
@@ -75,6 +78,8 @@ export function startPushSender(options: {
   const backoffs = new Map<bigint, Backoff>()
   /** Deliveries under way, by pusher. */
   const delivering = new Map<bigint, Promise<void>>()
+  /** Pushers whose delivery under way retries one that failed. */
+  const retrying = new Set<bigint>()
   /** Badge updates under way. */
   const badgeSends = new Set<Promise<void>>()
   /** The receipts stream position badge updates have been sent up to (undefined: not read yet). */
@@ -121,10 +126,12 @@ export function startPushSender(options: {
     for (const id of gone) pushers.delete(id)
     for (const pusher of due) {
       if (pusher.lastStreamOrdering >= reached || gone.has(pusher.id)) continue
+      if (backoffs.has(pusher.id)) retrying.add(pusher.id)
       const task = deliver(pusher, notifying.filter((n) => n.users.has(pusher.userId)), reached)
         .catch((err: unknown) => log.warn({ err, pusher: pusher.id }, 'push delivery failed; retried at the next pass'))
         .finally(() => {
           delivering.delete(pusher.id)
+          retrying.delete(pusher.id)
           // What arrived meanwhile is this pusher's next batch.
           void wake()
         })
@@ -323,10 +330,13 @@ export function startPushSender(options: {
     async runOnce() {
       await passes.running()
       await wake(true)
-      // Until every delivery started, and the passes they lead to, are done.
-      while (passes.running() !== undefined || delivering.size > 0 || badgeSends.size > 0) {
+      // Until every delivery started, and the passes they lead to, are done. Retries of a
+      // pusher whose gateway failed are not waited for: with short back-offs they follow one
+      // another for as long as the gateway fails, and waiting for them could last as long.
+      const pending = () => [...delivering].filter(([id]) => !retrying.has(id)).map(([, task]) => task)
+      while (passes.running() !== undefined || pending().length > 0 || badgeSends.size > 0) {
         await passes.running()
-        await Promise.all([...delivering.values(), ...badgeSends])
+        await Promise.all([...pending(), ...badgeSends])
       }
     },
     async close() {
