@@ -5,20 +5,15 @@ import png from '@jimp/js-png'
 import { methods as cover } from '@jimp/plugin-cover'
 import { methods as resize } from '@jimp/plugin-resize'
 import { imageSize } from 'image-size'
+import type { ThumbnailSize } from '../storage/config.js'
 
 /**
  * Thumbnail images (the content repository's `…/thumbnail/…`): which size to make for a request,
  * and making it. Pure functions; `thumbnailer.ts` runs `renderThumbnail` off the event loop.
  */
 
-export type ThumbnailMethod = 'crop' | 'scale'
-
-/** A thumbnail size the server makes (config `media.thumbnail_sizes`). */
-export interface ThumbnailSize {
-  readonly width: number
-  readonly height: number
-  readonly method: ThumbnailMethod
-}
+export type { ThumbnailSize }
+export type ThumbnailMethod = ThumbnailSize['method']
 
 /**
  * The configured size that serves a request for `width`×`height` by `method`: the smallest of

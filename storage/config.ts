@@ -11,8 +11,15 @@ import { StorageError } from './errors.js'
  * Synapse's worker mode recognizes them.
  */
 
-/** Synapse's default `thumbnail_sizes` (config `media.thumbnail_sizes`). */
-export const defaultThumbnailSizes: readonly { readonly width: number; readonly height: number; readonly method: 'crop' | 'scale' }[] = [
+/** A size thumbnails are made at (config `media.thumbnail_sizes`). */
+export interface ThumbnailSize {
+  readonly width: number
+  readonly height: number
+  readonly method: 'crop' | 'scale'
+}
+
+/** Synapse's default `thumbnail_sizes`. */
+export const defaultThumbnailSizes: readonly ThumbnailSize[] = [
   { width: 32, height: 32, method: 'crop' },
   { width: 96, height: 96, method: 'crop' },
   { width: 320, height: 240, method: 'scale' },

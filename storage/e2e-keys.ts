@@ -130,6 +130,18 @@ function keyRows(keys: Readonly<Record<string, unknown>> | undefined): { algorit
 }
 
 /**
+ * One-time key counts as clients are answered them (`/keys/upload`, `/sync`, sliding sync's
+ * `e2ee`): `signed_curve25519` is always counted, 0 when there are none, as Synapse does, so
+ * that clients know to upload some.
+ *
+ * @example
+ * clientKeyCounts({}) // { signed_curve25519: 0 }
+ */
+export function clientKeyCounts(counts: Readonly<Record<string, number>>): Record<string, number> {
+  return { signed_curve25519: 0, ...counts }
+}
+
+/**
  * A device's one-time key counts by algorithm, and the algorithms of its unused fallback keys
  * (for /sync and /keys/upload), in one statement.
  *

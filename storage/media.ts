@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { sql, type Kysely } from 'kysely'
+import type { ThumbnailSize } from './config.js'
 import type { Database } from './schema.js'
 
 /**
@@ -89,7 +90,7 @@ export async function readMedia(db: Kysely<Database>, mediaId: string, now: numb
 export type StoredThumbnail = { readonly kind: 'image'; readonly contentType: string; readonly content: Buffer } | { readonly kind: 'original' }
 
 /** The thumbnail kept for `mediaId` at a configured size (migration 0028), if one was made. */
-export async function readThumbnail(db: Kysely<Database>, mediaId: string, size: { width: number; height: number; method: 'crop' | 'scale' }): Promise<StoredThumbnail | undefined> {
+export async function readThumbnail(db: Kysely<Database>, mediaId: string, size: ThumbnailSize): Promise<StoredThumbnail | undefined> {
   // A quarantined file's thumbnails are not served either.
   const row = await db
     .selectFrom('media_thumbnails as t')
@@ -106,7 +107,7 @@ export async function readThumbnail(db: Kysely<Database>, mediaId: string, size:
 }
 
 /** Keeps a thumbnail made for `mediaId`; a concurrent writer's row for the same size wins. */
-export async function storeThumbnail(db: Kysely<Database>, mediaId: string, size: { width: number; height: number; method: 'crop' | 'scale' }, thumbnail: StoredThumbnail, now: number): Promise<void> {
+export async function storeThumbnail(db: Kysely<Database>, mediaId: string, size: ThumbnailSize, thumbnail: StoredThumbnail, now: number): Promise<void> {
   await db
     .insertInto('media_thumbnails')
     .values({

@@ -3,6 +3,7 @@ import { getAccountData } from './account-data.js'
 import type { JsonObject } from './events/redaction.js'
 import { rowAfter, rowCoveredBy, stateWhere, toClientEvents, type Viewer } from './room-reads.js'
 import type { Database } from './schema.js'
+import { roomSummaries } from './space-hierarchy.js'
 import type { RoomStreamToken } from './streams/room-stream-token.js'
 import { membershipsAt } from './sync.js'
 
@@ -89,20 +90,15 @@ export async function roomTags(db: Db, userId: string): Promise<Map<string, Read
 }
 
 /**
- * The rooms that the current `m.space.child` events of each of `spaceIds` name (with a
- * non-empty `via`, as the spec defines a child), by space; only spaces the user is joined to
- * are read.
+ * The children of each of `spaceIds` (as the space hierarchy takes them: the current
+ * `m.space.child` events with a non-empty `via`, `roomSummaries`), by space; only spaces the
+ * user is joined to are read.
  */
 export async function spaceChildren(db: Db, spaceIds: readonly string[], joined: ReadonlySet<string>): Promise<Map<string, ReadonlySet<string>>> {
-  const children = new Map<string, Set<string>>()
   const spaces = spaceIds.filter((id) => joined.has(id))
-  if (spaces.length === 0) return children
-  const { rows } = await sql<{ space: string; child: string }>`
-    SELECT c.room_id AS space, c.state_key AS child FROM current_state_events c JOIN event_json j ON j.event_id = c.event_id
-    WHERE c.room_id = ANY(${sql.val(spaces)}::text[]) AND c.type = 'm.space.child'
-      AND jsonb_typeof(j.json::jsonb -> 'content' -> 'via') = 'array' AND jsonb_array_length(j.json::jsonb -> 'content' -> 'via') > 0`.execute(db)
-  for (const row of rows) children.set(row.space, (children.get(row.space) ?? new Set()).add(row.child))
-  return children
+  if (spaces.length === 0) return new Map()
+  const summaries = await roomSummaries(db, spaces, undefined)
+  return new Map([...summaries].map(([spaceId, summary]) => [spaceId, new Set(summary.children.map((child) => child.state_key))]))
 }
 
 /** A member a room list can name an unnamed room after. */

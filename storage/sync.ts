@@ -535,7 +535,6 @@ export async function membershipChangesBetween(db: Db, after: RoomStreamToken, u
   return new Set(rows.map((row) => row.user_id))
 }
 
-/** Every membership event of the user covered by `upTo` (one indexed scan of their rows). */
 /**
  * The user's latest membership per room covered by `upTo` (every room they ever had one in).
  *
@@ -546,6 +545,7 @@ export async function membershipsAt(db: Db, userId: string, upTo: RoomStreamToke
   return latestPerRoom(await membershipRows(db, userId, upTo))
 }
 
+/** Every membership event of the user covered by `upTo` (one indexed scan of their rows). */
 async function membershipRows(db: Db, userId: string, upTo: RoomStreamToken): Promise<MembershipRow[]> {
   const rows = await db
     .selectFrom('room_memberships as m')

@@ -1,5 +1,5 @@
 import type { FastifyPluginAsync } from 'fastify'
-import { deleteMediaBefore, mediaIdsInRoom, mediaInfo, setProtected, setQuarantine } from '../../storage/media.js'
+import { deleteMedia, deleteMediaBefore, mediaIdsInRoom, mediaInfo, setProtected, setQuarantine } from '../../storage/media.js'
 import { MatrixError, notFound } from '../errors.js'
 import { checkRoomId } from '../room-ids.js'
 import { adminUsersOf, boolString, idParam, roomParams, userParams } from './admin-common.js'
@@ -7,7 +7,8 @@ import { requireAdmin } from '../require-user.js'
 
 /**
  * Synapse's admin API for media moderation and retention (admin.ts lists every admin route):
- * - `GET /_synapse/admin/v1/media/{serverName}/{mediaId}` → `{media_info}`;
+ * - `GET /_synapse/admin/v1/media/{serverName}/{mediaId}` → `{media_info}`; `DELETE` deletes the
+ *   file → `{deleted_media, total}`;
  * - `POST /_synapse/admin/v1/media/quarantine/{serverName}/{mediaId}` and
  *   `…/media/unquarantine/{serverName}/{mediaId}`: a quarantined file is no longer served
  *   (downloads and thumbnails answer 404), and stays stored for the admin to look at;
@@ -38,6 +39,14 @@ export const adminMediaRoutes: FastifyPluginAsync = async (app) => {
     const info = await mediaInfo(db, request.params.mediaId)
     if (info === undefined) throw notFound('Unknown media')
     return { media_info: info }
+  })
+
+  app.delete<{ Params: { serverName: string; mediaId: string } }>('/_synapse/admin/v1/media/:serverName/:mediaId', { schema: { params: fileParams } }, async (request) => {
+    await requireAdmin(request)
+    localFile(request.params)
+    const deleted = await deleteMedia(db, { mediaId: request.params.mediaId })
+    if (deleted.length === 0) throw notFound('Unknown media')
+    return { deleted_media: deleted, total: deleted.length }
   })
 
   for (const [action, quarantine] of [['quarantine', true], ['unquarantine', false]] as const) {

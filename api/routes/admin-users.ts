@@ -305,19 +305,6 @@ export function adminUserRoutes(services: RoomServices): FastifyPluginAsync {
       },
     })
 
-    app.route<{ Params: { serverName: string; mediaId: string } }>({
-      method: 'DELETE',
-      url: '/_synapse/admin/v1/media/:serverName/:mediaId',
-      schema: { params: { type: 'object', required: ['serverName', 'mediaId'], properties: { serverName: idParam, mediaId: idParam } } },
-      handler: async (request) => {
-        await requireAdmin(request)
-        if (request.params.serverName !== serverName) throw new MatrixError(400, 'M_INVALID_PARAM', 'Can only delete local media')
-        const deleted = await deleteMedia(db, { mediaId: request.params.mediaId })
-        if (deleted.length === 0) throw notFound('Unknown media')
-        return { deleted_media: deleted, total: deleted.length }
-      },
-    })
-
     app.route<{ Params: { userId: string }; Body: { erase?: boolean } }>({
       method: 'POST',
       url: '/_synapse/admin/v1/deactivate/:userId',

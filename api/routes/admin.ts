@@ -28,8 +28,8 @@ import { adminUserRoutes } from './admin-users.js'
  *   `GET /_synapse/admin/v1/whois/{userId}`: admins, or the user about themselves;
  * - `GET /_synapse/admin/v1/users/{userId}/joined_rooms`; `GET /_synapse/admin/v2/users/{userId}/devices`,
  *   `DELETE …/devices/{deviceId}` (the device and its tokens);
- * - `GET|DELETE /_synapse/admin/v1/users/{userId}/media`, `DELETE /_synapse/admin/v1/media/{serverName}/{mediaId}`;
- * - media moderation and retention (admin-media.ts): `GET …/v1/media/{serverName}/{mediaId}`,
+ * - `GET|DELETE /_synapse/admin/v1/users/{userId}/media`;
+ * - media (admin-media.ts): `GET|DELETE …/v1/media/{serverName}/{mediaId}`,
  *   quarantine and unquarantine a file, a room's files or a user's (no longer served), protect
  *   and unprotect a file, delete files uploaded before a date (`…/v1/media/delete?before_ts=`);
  * - `POST /_synapse/admin/v1/deactivate/{userId}` (`erase`);

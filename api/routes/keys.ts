@@ -1,6 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify'
 import {
   claimKeys,
+  clientKeyCounts,
   crossSigningKeysChange,
   deviceListUpdates,
   queryKeys,
@@ -106,7 +107,7 @@ export const keyRoutes: FastifyPluginAsync = async (app) => {
         ...(body.one_time_keys !== undefined && { oneTimeKeys: body.one_time_keys }),
         ...(fallbackKeys !== undefined && { fallbackKeys }),
       })
-      return { one_time_key_counts: { signed_curve25519: 0, ...counts } }
+      return { one_time_key_counts: clientKeyCounts(counts) }
     },
   })
 

@@ -1,11 +1,11 @@
 import type { FastifyInstance } from 'fastify'
 import { Gauge } from 'prom-client'
-import { deviceKeyCounts } from '../../storage/e2e-keys.js'
+import { clientKeyCounts, deviceKeyCounts } from '../../storage/e2e-keys.js'
 import type { JsonObject } from '../../storage/events/redaction.js'
 import { directRooms, listedRooms, requiredState, roomMetadata, roomTags, spaceChildren, type ListedRoom, type RoomMetadata, type StatePattern } from '../../storage/sliding-sync.js'
 import type { RoomStreamToken } from '../../storage/streams/room-stream-token.js'
 import type { StreamTracker } from '../../storage/streams/stream-tracker.js'
-import { forEachLimited, maxTimelineLimit, parseSyncFilter, readSync, syncPositions, type SyncData, type SyncToken } from '../../storage/sync.js'
+import { defaultTimelineLimit, forEachLimited, maxTimelineLimit, parseSyncFilter, readSync, syncPositions, type SyncData, type SyncToken } from '../../storage/sync.js'
 import { toDeviceForSync } from '../../storage/to-device.js'
 import type { UnreadCounter } from '../../storage/unread-counts.js'
 import { clientRoute } from '../client-route.js'
@@ -151,12 +151,11 @@ const bodySchema = {
   },
 } as const
 
-/** Longest long-poll a client may ask for (as /sync). */
-const maxTimeoutMs = 300_000
-const defaultTimelineLimit = 10
 
 export interface SlidingSyncDeps {
   readonly tracker: StreamTracker
+  /** Longest long-poll a client may ask for (/sync's). */
+  readonly maxTimeoutMs: number
   /**
    * /sync's memory of unread counts (api/routes/sync.ts): it checks each room's remembered
    * position against the read's `since`, so connections and /sync of one user can share it.
@@ -205,7 +204,7 @@ export function slidingSyncRoute(app: FastifyInstance, deps: SlidingSyncDeps): v
       const previous = connections.lookup(key, request.query.pos)
       if (previous === 'unknown') throw new MatrixError(400, 'M_UNKNOWN_POS', 'Unknown position: start the connection again without pos')
       const from = previous === 'fresh' ? undefined : previous
-      const timeoutMs = Math.min(Number(request.query.timeout ?? '0'), maxTimeoutMs)
+      const timeoutMs = Math.min(Number(request.query.timeout ?? '0'), deps.maxTimeoutMs)
       // As /sync: a syncing client marks its user online (or idle with `unavailable`).
       await app.myelin.presence.syncing(userId, request.query.set_presence, timeoutMs)
       const closed = new AbortController()
@@ -268,17 +267,27 @@ async function slidingResponse(
   const { db } = ctx
   const { userId, deviceId, body, from, upTo } = q
   const lists = body.lists ?? {}
+  // The extensions' own reads (to-device messages, key counts) run beside the rooms'.
+  const ext = body.extensions ?? {}
+  const toDevice =
+    ext.to_device?.enabled === true && deviceId !== undefined
+      ? toDeviceForSync(db, { userId, deviceId, after: ext.to_device.since !== undefined ? BigInt(ext.to_device.since) : 0n, upTo: upTo.toDevice, ...(ext.to_device.limit !== undefined && { limit: ext.to_device.limit }) })
+      : undefined
+  const keyCounts = ext.e2ee?.enabled === true && deviceId !== undefined ? deviceKeyCounts(db, userId, deviceId) : undefined
+  // Awaited below; a failure before then fails the response, not the process.
+  toDevice?.catch(() => {})
+  keyCounts?.catch(() => {})
   // The bumps of rooms without news since the last response are the ones it saw.
   const known = from && { bumps: from.bumps, changed: (roomIds: readonly string[]) => ctx.roomsChangedAfter(roomIds, from.token.room) }
   const [rooms, dms] = await Promise.all([listedRooms(db, userId, upTo.room, known), directRooms(db, userId)])
   const filters = Object.values(lists).map((l) => l.filters ?? {})
   const needsMetadata = filters.some((f) => f.is_encrypted !== undefined || f.room_types !== undefined || f.not_room_types !== undefined)
   const spaceIds = [...new Set(filters.flatMap((f) => f.spaces ?? []))]
-  const joined = new Set(rooms.filter((r) => r.membership === 'join').map((r) => r.roomId))
+  const joined = rooms.filter((r) => r.membership === 'join')
   const [allMetadata, tags, children] = await Promise.all([
     needsMetadata ? roomMetadata(db, rooms.map((r) => r.roomId), userId) : undefined,
     filters.some((f) => f.tags !== undefined || f.not_tags !== undefined) ? roomTags(db, userId) : new Map<string, ReadonlySet<string>>(),
-    spaceChildren(db, spaceIds, joined),
+    spaceChildren(db, spaceIds, new Set(joined.map((r) => r.roomId))),
   ])
   const facts = { dms, tags, children }
 
@@ -386,21 +395,19 @@ async function slidingResponse(
     }
   }
 
-  const ext = body.extensions ?? {}
   const extensions: JsonObject = {}
   let extensionNews = 0
-  if (ext.to_device?.enabled === true && deviceId !== undefined) {
-    const after = ext.to_device.since !== undefined ? BigInt(ext.to_device.since) : 0n
-    const messages = await toDeviceForSync(db, { userId, deviceId, after, upTo: upTo.toDevice, ...(ext.to_device.limit !== undefined && { limit: ext.to_device.limit }) })
+  if (toDevice !== undefined) {
+    const messages = await toDevice
     extensions['to_device'] = { next_batch: String(messages.upTo), events: messages.events }
     extensionNews += messages.events.length
   }
   if (ext.e2ee?.enabled === true) {
     const deviceLists = global?.deviceLists ?? { changed: [], left: [] }
-    const counts = deviceId === undefined ? { oneTimeKeyCounts: {}, unusedFallbackKeyTypes: [] } : await deviceKeyCounts(db, userId, deviceId)
+    const counts = (await keyCounts) ?? { oneTimeKeyCounts: {}, unusedFallbackKeyTypes: [] }
     extensions['e2ee'] = {
       device_lists: deviceLists,
-      device_one_time_keys_count: { signed_curve25519: 0, ...counts.oneTimeKeyCounts },
+      device_one_time_keys_count: clientKeyCounts(counts.oneTimeKeyCounts),
       device_unused_fallback_key_types: counts.unusedFallbackKeyTypes,
     }
     extensionNews += deviceLists.changed.length + deviceLists.left.length
@@ -426,9 +433,9 @@ async function slidingResponse(
   const token: SyncToken = global?.upTo ?? upTo
   return {
     body: { lists: listsOut, rooms: out, extensions },
-    state: { token, sent, listCounts, subscriptions, bumps: new Map(rooms.filter((r) => r.membership === 'join').map((r) => [r.roomId, r.bumpStamp])) },
+    state: { token, sent, listCounts, subscriptions, bumps: new Map(joined.map((r) => [r.roomId, r.bumpStamp])) },
     empty: !listsMoved && Object.keys(out).length === 0 && extensionNews === 0,
-    joinedRooms: rooms.filter((r) => r.membership === 'join').map((r) => r.roomId),
+    joinedRooms: joined.map((r) => r.roomId),
   }
 }
 

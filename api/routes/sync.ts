@@ -10,7 +10,7 @@ import { clientRoute } from '../client-route.js'
 import { createMembershipWatch } from '../membership-watch.js'
 import type { WaitOutcome } from '../user-waiters.js'
 import type { PresenceState } from '../presence-service.js'
-import { deviceKeyCounts } from '../../storage/e2e-keys.js'
+import { clientKeyCounts, deviceKeyCounts } from '../../storage/e2e-keys.js'
 import { createPositionWatch, syncStreams } from '../position-watch.js'
 import { invalidParam } from '../errors.js'
 import { filterSchema } from '../filter-schema.js'
@@ -165,7 +165,7 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
     }
 
     // Simplified sliding sync (MSC4186) reads through /sync's reads and waits the same way.
-    slidingSyncRoute(app, { tracker, waitForNews, roomsChangedAfter, unread })
+    slidingSyncRoute(app, { tracker, maxTimeoutMs: maxSyncTimeoutMs, waitForNews, roomsChangedAfter, unread })
 
     clientRoute<{ Querystring: SyncQuerystring }>(app, {
       method: 'GET',
@@ -252,8 +252,7 @@ export function syncRoutes(services: RoomServices): FastifyPluginAsync {
           to_device: { events: data.toDevice },
           presence: { events: data.presence },
           device_lists: data.deviceLists,
-          // Synapse always counts signed_curve25519 keys, so that clients know to upload some.
-          device_one_time_keys_count: { signed_curve25519: 0, ...counts.oneTimeKeyCounts },
+          device_one_time_keys_count: clientKeyCounts(counts.oneTimeKeyCounts),
           device_unused_fallback_key_types: counts.unusedFallbackKeyTypes,
           rooms: data.rooms,
         }
