@@ -183,15 +183,15 @@ function cluster(persisters: number): Topology {
   }
 }
 
-/** The baseline: a fastify server answering every request like a send, no storage; `onSend` sees each send it answers. */
-export async function httpBaseline(options: Omit<LoadOptions, 'baseUrl'>, onSend?: () => void): Promise<LoadResult> {
+/** The baseline: a fastify server answering every request like a send, no storage; `onSend` sees each send it answers, by transaction ID. */
+export async function httpBaseline(options: Omit<LoadOptions, 'baseUrl'>, onSend?: (txnId: string) => void): Promise<LoadResult> {
   const app = Fastify()
   let n = 0
   app.post('/_matrix/client/v3/register', async (req) => ({ user_id: `@${(req.body as { username: string }).username}:b`, access_token: `t${n++}` }))
   app.post('/_matrix/client/v3/createRoom', async () => ({ room_id: `!r${n++}:b` }))
   app.post('/_matrix/client/v3/join/:room', async (req) => ({ room_id: (req.params as { room: string }).room }))
-  app.put('/_matrix/client/v3/rooms/:room/send/:type/:txn', async () => {
-    onSend?.()
+  app.put('/_matrix/client/v3/rooms/:room/send/:type/:txn', async (req) => {
+    onSend?.((req.params as { txn: string }).txn)
     return { event_id: `$e${n++}` }
   })
   const recent: string[] = []

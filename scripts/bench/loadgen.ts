@@ -13,6 +13,9 @@ import { randomUUID } from 'node:crypto'
 import { Pool } from 'undici'
 import { percentile, percentiles, round } from './stats.js'
 
+/** How a sync probe's transaction IDs start, so a test server can tell probes from the load. */
+export const probeTxnPrefix = 'probe-'
+
 export interface LoadOptions {
   readonly baseUrl: string
   readonly users: number
@@ -298,7 +301,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadRun> {
     const sendProbes = async (until: number) => {
       while (performance.now() < until) {
         await new Promise((r) => setTimeout(r, options.probeIntervalMs ?? 200))
-        const { event_id } = await client.ok<{ event_id: string }>('PUT', `${v3}/rooms/${enc(probeRoom)}/send/m.room.message/${randomUUID()}`, {
+        const { event_id } = await client.ok<{ event_id: string }>('PUT', `${v3}/rooms/${enc(probeRoom)}/send/m.room.message/${probeTxnPrefix}${randomUUID()}`, {
           token: probeSender.token,
           body: { msgtype: 'm.text', body: 'probe' },
         })
