@@ -4,9 +4,10 @@ import { randomBytes } from 'node:crypto'
  * The per-connection memory of simplified sliding sync (MSC4186, api/routes/sliding-sync.ts):
  * what each connection's client holds, by position (`pos`). It lives in the api worker's memory:
  * the router and the proxy configuration send all of a user's sync requests to one api worker.
- * A `pos` this process does not know (another process made it, it restarted, or the connection
- * was idle too long) is answered `M_UNKNOWN_POS`, and the client starts the connection afresh,
- * as the MSC intends.
+ * A worker that shuts down saves its connections (`entries`) and the worker that next sees one of
+ * their positions takes it in (`adopt`; api/routes/sliding-sync.ts does both). A `pos` no process
+ * knows (its worker crashed, or the connection was idle too long) is answered `M_UNKNOWN_POS`, and
+ * the client starts the connection afresh, as the MSC intends.
  *
  * Each connection keeps the state of its last two positions: a client that retries a request
  * whose answer it lost sends the earlier `pos` again and gets a fresh answer from it.
@@ -23,7 +24,7 @@ export class SlidingConnections<S> {
    */
   constructor(
     private readonly maxConnections = 10_000,
-    private readonly idleMs = 30 * 60_000,
+    readonly idleMs = 30 * 60_000,
     private readonly clock: () => number = Date.now,
   ) {}
 
@@ -52,6 +53,21 @@ export class SlidingConnections<S> {
     this.#connections.set(key, { positions, touched: this.clock() })
     this.#evict()
     return pos
+  }
+
+  /** Every connection held, least recently used first, with its positions and when it was last used. */
+  entries(): { key: string; positions: [string, S][]; touched: number }[] {
+    return [...this.#connections].map(([key, connection]) => ({ key, positions: [...connection.positions], touched: connection.touched }))
+  }
+
+  /**
+   * Takes in a connection saved by another process (or an earlier run of this one), with the
+   * positions it had. A connection this process already holds, or one idle too long, is left as is.
+   */
+  adopt(key: string, positions: readonly (readonly [string, S])[], touched: number): void {
+    if (this.#connections.has(key) || this.clock() - touched > this.idleMs) return
+    this.#connections.set(key, { positions: new Map(positions), touched })
+    this.#evict()
   }
 
   /** Connections held. */

@@ -57,6 +57,7 @@ export interface Database {
   ratelimit_overrides: RatelimitOverridesTable
   media: MediaTable
   media_thumbnails: MediaThumbnailsTable
+  sliding_sync_connections: SlidingSyncConnectionsTable
   myelin_schema_compat: SchemaCompatTable
   myelin_migration_checksums: MigrationChecksumsTable
 }
@@ -277,6 +278,13 @@ export interface MediaThumbnailsTable {
   content_type: string | null
   content: Buffer | null
   created_ts: Int8
+}
+
+export interface SlidingSyncConnectionsTable {
+  /** `<user>|<device>|<conn_id>`. */
+  conn_key: string
+  state: string
+  touched_ts: Int8
 }
 
 export interface RoomDeletionsTable {

@@ -243,3 +243,45 @@ export async function requiredState(
   const wanted = rows.filter((row) => requiredBy(q.patterns, row.type, row.stateKey ?? '', q.userId, q.lazySenders))
   return toClientEvents(db, wanted, q.viewer, q.now)
 }
+
+/** A sliding sync connection saved for another api worker (or this one's next run) to take. */
+export interface SavedConnection {
+  /** The connection's key (`<user>|<device>|<conn_id>`). */
+  readonly key: string
+  /** Its positions and what the client holds at each, encoded by the api. */
+  readonly state: string
+  /** When it was last used (ms since the epoch). */
+  readonly touchedTs: number
+}
+
+/**
+ * Saves connections (an api worker shutting down), replacing any saved under the same keys, and
+ * deletes those saved before `staleBefore` that no worker took. Rows go in chunks, so
+ * thousands of connections do not make one huge statement.
+ *
+ * @example
+ * await saveConnections(db, [{ key: '@a:hs|DEV|main', state: '{…}', touchedTs: Date.now() }], Date.now() - 30 * 60_000)
+ */
+export async function saveConnections(db: Db, connections: readonly SavedConnection[], staleBefore: number): Promise<void> {
+  await db.deleteFrom('sliding_sync_connections').where('touched_ts', '<', BigInt(staleBefore)).execute()
+  for (let i = 0; i < connections.length; i += 500) {
+    const chunk = connections.slice(i, i + 500)
+    await sql`
+      INSERT INTO sliding_sync_connections (conn_key, state, touched_ts)
+      SELECT * FROM unnest(${chunk.map((c) => c.key)}::text[], ${chunk.map((c) => c.state)}::text[], ${chunk.map((c) => c.touchedTs)}::int8[])
+      ON CONFLICT (conn_key) DO UPDATE SET state = excluded.state, touched_ts = excluded.touched_ts`.execute(db)
+  }
+}
+
+/**
+ * Takes the connection saved under `key`, if one was and it was used at or after `notBefore`:
+ * the row is deleted, so exactly one worker takes it.
+ *
+ * @example
+ * const saved = await takeConnection(db, '@a:hs|DEV|main', Date.now() - 30 * 60_000) // SavedConnection | undefined
+ */
+export async function takeConnection(db: Db, key: string, notBefore: number): Promise<SavedConnection | undefined> {
+  const row = await db.deleteFrom('sliding_sync_connections').where('conn_key', '=', key).returning(['state', 'touched_ts']).executeTakeFirst()
+  if (row === undefined || Number(row.touched_ts) < notBefore) return undefined
+  return { key, state: row.state, touchedTs: Number(row.touched_ts) }
+}

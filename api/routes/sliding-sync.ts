@@ -2,10 +2,10 @@ import type { FastifyInstance } from 'fastify'
 import { Gauge } from 'prom-client'
 import { clientKeyCounts, deviceKeyCounts } from '../../storage/e2e-keys.js'
 import type { JsonObject } from '../../storage/events/redaction.js'
-import { directRooms, listedRooms, requiredState, roomMetadata, roomTags, spaceChildren, type ListedRoom, type RoomMetadata, type StatePattern } from '../../storage/sliding-sync.js'
+import { directRooms, listedRooms, requiredState, roomMetadata, roomTags, saveConnections, spaceChildren, takeConnection, type ListedRoom, type RoomMetadata, type StatePattern } from '../../storage/sliding-sync.js'
 import type { RoomStreamToken } from '../../storage/streams/room-stream-token.js'
 import type { StreamTracker } from '../../storage/streams/stream-tracker.js'
-import { defaultTimelineLimit, forEachLimited, maxTimelineLimit, parseSyncFilter, readSync, syncPositions, type SyncData, type SyncToken } from '../../storage/sync.js'
+import { defaultTimelineLimit, forEachLimited, maxTimelineLimit, parseSyncFilter, parseSyncToken, readSync, serializeSyncToken, syncPositions, type SyncData, type SyncToken } from '../../storage/sync.js'
 import { toDeviceForSync } from '../../storage/to-device.js'
 import type { UnreadCounter } from '../../storage/unread-counts.js'
 import { clientRoute } from '../client-route.js'
@@ -45,8 +45,11 @@ import type { WaitOutcome } from '../user-waiters.js'
  *   sent).
  * - Long-poll: with a `pos` and nothing to say, the request waits up to `timeout` ms for news,
  *   like `/sync` (api/routes/sync.ts). `set_presence` (absent: `online`) marks the user as /sync does.
- * - Connections (`conn_id`, per device) live in the api worker's memory (api/sliding-connections.ts):
- *   an unknown `pos` is 400 `M_UNKNOWN_POS`, and the client starts again without one.
+ * - Connections (`conn_id`, per device) live in the api worker's memory (api/sliding-connections.ts).
+ *   A worker that shuts down saves them in the database, and the worker that next sees one of
+ *   their positions takes the connection in, so a restart or a change of worker costs clients
+ *   nothing. A `pos` no worker knows (its worker crashed, or the connection was idle for 30
+ *   minutes) is 400 `M_UNKNOWN_POS`, and the client starts again without one.
  *
  * Timelines are /sync's (storage/sync.ts `readSync`) and the state `requiredState`'s
  * (storage/sliding-sync.ts), all bounded by one token, so no event is skipped or repeated between
@@ -101,6 +104,42 @@ interface ConnectionState {
   readonly subscriptions: ReadonlyMap<string, RoomConfig>
   /** The joined rooms' bump stamps at `token`, for the next response to walk only rooms with news. */
   readonly bumps: ReadonlyMap<string, bigint>
+}
+
+/** A connection's positions as saved for another worker (`saveConnections`), and back. */
+const savedState = {
+  encode(positions: readonly (readonly [string, ConnectionState])[]): string {
+    return JSON.stringify(
+      positions.map(([pos, state]) => ({
+        pos,
+        token: serializeSyncToken(state.token),
+        sent: [...state.sent].map(([roomId, as]) => [roomId, as.membership, as.timelineLimit, [...as.requiredState]]),
+        listCounts: [...state.listCounts],
+        subscriptions: [...state.subscriptions],
+        bumps: [...state.bumps].map(([roomId, bump]) => [roomId, bump.toString()]),
+      })),
+    )
+  },
+  decode(text: string): [string, ConnectionState][] {
+    const saved = JSON.parse(text) as {
+      pos: string
+      token: string
+      sent: [string, string, number, string[]][]
+      listCounts: [string, number][]
+      subscriptions: [string, RoomConfig][]
+      bumps: [string, string][]
+    }[]
+    return saved.map((p) => [
+      p.pos,
+      {
+        token: parseSyncToken(p.token) as SyncToken,
+        sent: new Map(p.sent.map(([roomId, membership, timelineLimit, patterns]) => [roomId, { membership, timelineLimit, requiredState: new Set(patterns) }])),
+        listCounts: new Map(p.listCounts),
+        subscriptions: new Map(p.subscriptions),
+        bumps: new Map(p.bumps.map(([roomId, bump]) => [roomId, BigInt(bump)])),
+      },
+    ])
+  },
 }
 
 const statePatterns = { type: 'array', maxItems: 100, items: { type: 'array', minItems: 2, maxItems: 2, items: { type: 'string', maxLength: 255 } } } as const
@@ -169,8 +208,36 @@ export interface SlidingSyncDeps {
 
 /** Registers the sliding sync endpoint on `app` (from api/routes/sync.ts, which owns the waits). */
 export function slidingSyncRoute(app: FastifyInstance, deps: SlidingSyncDeps): void {
-  const { db, clock, metrics } = app.myelin
-  const connections = new SlidingConnections<ConnectionState>()
+  const { db, clock, metrics, log } = app.myelin
+  const connections = new SlidingConnections<ConnectionState>(undefined, undefined, clock)
+  // A position this worker does not know may be of a connection another worker saved when it
+  // shut down: the first request for it takes it from the database, the others wait for that.
+  const taking = new Map<string, Promise<void>>()
+  const lookup = async (key: string, pos: string | undefined) => {
+    const found = connections.lookup(key, pos)
+    if (found !== 'unknown') return found
+    let take = taking.get(key)
+    if (take === undefined) {
+      take = takeConnection(db, key, clock() - connections.idleMs)
+        .then((saved) => {
+          if (saved !== undefined) connections.adopt(key, savedState.decode(saved.state), saved.touchedTs)
+        })
+        .finally(() => taking.delete(key))
+      taking.set(key, take)
+    }
+    await take
+    return connections.lookup(key, pos)
+  }
+  // On shutdown, after the last request is answered: a failure costs clients a fresh start, not the shutdown.
+  app.addHook('onClose', async () => {
+    const held = connections.entries()
+    try {
+      await saveConnections(db, held.map((c) => ({ key: c.key, state: savedState.encode(c.positions), touchedTs: c.touched })), clock() - connections.idleMs)
+      if (held.length > 0) log.info({ connections: held.length }, 'sliding sync connections saved')
+    } catch (err) {
+      log.warn({ err, connections: held.length }, 'could not save sliding sync connections: their clients will start afresh')
+    }
+  })
   if (metrics !== undefined && metrics.getSingleMetric('myelin_sliding_sync_connections') === undefined) {
     new Gauge({
       name: 'myelin_sliding_sync_connections',
@@ -201,7 +268,7 @@ export function slidingSyncRoute(app: FastifyInstance, deps: SlidingSyncDeps): v
       const { userId, deviceId } = await requireUser(request)
       const body = request.body
       const key = `${userId}|${deviceId ?? ''}|${body.conn_id ?? ''}`
-      const previous = connections.lookup(key, request.query.pos)
+      const previous = await lookup(key, request.query.pos)
       if (previous === 'unknown') throw new MatrixError(400, 'M_UNKNOWN_POS', 'Unknown position: start the connection again without pos')
       const from = previous === 'fresh' ? undefined : previous
       const timeoutMs = Math.min(Number(request.query.timeout ?? '0'), deps.maxTimeoutMs)

@@ -58,9 +58,11 @@ export async function startApi(
     config?: Record<string, unknown>
     plugins?: FastifyPluginAsync[]
     roomRoutes?: (services: RoomServices) => FastifyPluginAsync[]
+    /** Another harness's database (a second process over it); its owner drops it. */
+    database?: TestDatabase
   } & Omit<BuildAppOptions, 'logger' | 'plugins'> = {},
 ): Promise<ApiHarness> {
-  const t = await createTestDatabase()
+  const t = options.database ?? (await createTestDatabase())
   const config = parseConfig({
     server_name: serverName,
     database: { url: t.url },
@@ -80,7 +82,7 @@ export async function startApi(
   })
   const log = pino({ level: 'trace', redact: { paths: redactPaths, censor: '[redacted]' } }, sink)
   const metrics = new Registry()
-  const { registration: _r, config: _c, roomRoutes, ...appOptions } = options
+  const { registration: _r, config: _c, roomRoutes, database: shared, ...appOptions } = options
   const proc = roomRoutes === undefined ? undefined : await startProcess(config, { log, registry: metrics, database: t, roomRoutes })
   const app = proc?.clientApp ?? (await buildApp({ config, db: t.db, log, metrics }, appOptions))
 
@@ -115,7 +117,7 @@ export async function startApi(
     async close() {
       if (proc) await proc.close()
       else await app.close()
-      await t.drop()
+      if (shared === undefined) await t.drop()
     },
   }
 }

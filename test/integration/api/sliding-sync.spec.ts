@@ -302,4 +302,41 @@ describe('api simplified sliding sync (MSC4186)', function () {
     const res = await ok(ivy, { room_subscriptions: { '!elsewhere:hs.test': { timeline_limit: 1 } } })
     expect(res.rooms).to.deep.equal({})
   })
+
+  it('should let a connection go on from its pos on the worker that serves it after a restart', async () => {
+    const first = await startApi({ roomRoutes: (services) => roomPlugins(services) })
+    let second: ApiHarness | undefined
+    try {
+      const at = (harness: ApiHarness) => async (session: Session, body: Record<string, unknown>, pos?: string) =>
+        harness.call('POST', `${path}?timeout=0${pos === undefined ? '' : `&pos=${enc(pos)}`}`, { token: session.access_token, body })
+      const bob = await first.register('bob')
+      const room = await createRoomAs(first, bob, { name: 'R' })
+      await sendTextAs(first, bob, room, 'r1')
+      const request = { lists: { all: { ranges: [[0, 9]], timeline_limit: 5 } } }
+      const earlier = (await at(first)(bob, request)).json<SlidingBody>()
+      const held = (await at(first)(bob, request, earlier.pos)).json<SlidingBody>()
+      const other = (await at(first)(bob, { ...request, conn_id: 'other' })).json<SlidingBody>()
+      // The first worker shuts down (saving its connections); another takes over the database.
+      await first.process!.close()
+      second = await startApi({ roomRoutes: (services) => roomPlugins(services), database: first.t })
+      const slide = at(second)
+      await sendTextAs(second, bob, room, 'r2')
+      // Both positions the connection kept are known; concurrent requests share one take.
+      const [news, retry] = await Promise.all([slide(bob, request, held.pos), slide(bob, request, earlier.pos)])
+      expect([news.statusCode, retry.statusCode], news.body).to.deep.equal([200, 200])
+      const newsRoom = news.json<SlidingBody>().rooms[room]!
+      expect([newsRoom.initial, texts(newsRoom)]).to.deep.equal([undefined, ['r2']])
+      expect(retry.json<SlidingBody>().rooms[room]?.initial).to.equal(undefined)
+      expect(second.logs.some((line) => line.includes('sliding sync connections saved'))).to.equal(false)
+      expect(first.logs.some((line) => /"connections":2.*sliding sync connections saved/.test(line))).to.equal(true)
+      // A saved connection idle for longer than a connection lives is not taken.
+      await first.t.db.updateTable('sliding_sync_connections').set((eb) => ({ touched_ts: eb('touched_ts', '-', BigInt(31 * 60_000)) })).execute()
+      const stale = await slide(bob, { ...request, conn_id: 'other' }, other.pos)
+      expect([stale.statusCode, stale.json().errcode]).to.deep.equal([400, 'M_UNKNOWN_POS'])
+      expect(await first.t.db.selectFrom('sliding_sync_connections').select('conn_key').execute()).to.deep.equal([])
+    } finally {
+      await second?.close()
+      await first.close()
+    }
+  })
 })

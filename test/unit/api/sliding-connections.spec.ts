@@ -44,4 +44,31 @@ describe('SlidingConnections', () => {
     after.store('c', undefined, 'y')
     expect(after.lookup('c', pos)).to.equal('unknown')
   })
+
+  it('should hand its connections to another process: every position, and when each was last used', () => {
+    let now = 10_000
+    const before = new SlidingConnections<string>(10, 1_000, () => now)
+    const p1 = before.store('c', undefined, 'one')
+    const p2 = before.store('c', p1, 'two')
+    now = 10_100
+    const q = before.store('d', undefined, 'other')
+    const saved = before.entries()
+    expect(saved).to.deep.equal([
+      { key: 'c', positions: [[p1, 'one'], [p2, 'two']], touched: 10_000 },
+      { key: 'd', positions: [[q, 'other']], touched: 10_100 },
+    ])
+
+    const after = new SlidingConnections<string>(10, 1_000, () => now)
+    const mine = after.store('d', undefined, 'mine')
+    for (const c of saved) after.adopt(c.key, c.positions, c.touched)
+    expect([after.lookup('c', p1), after.lookup('c', p2)]).to.deep.equal(['one', 'two'])
+    // A connection it already holds stays its own.
+    expect([after.lookup('d', q), after.lookup('d', mine)]).to.deep.equal(['unknown', 'mine'])
+    // An adopted connection idles out from when it was last used, not from its adoption.
+    now = 11_050
+    expect(after.lookup('c', p2)).to.equal('unknown')
+    const late = new SlidingConnections<string>(10, 1_000, () => now)
+    late.adopt('c', saved[0]!.positions, saved[0]!.touched)
+    expect([late.size, late.lookup('c', p2)]).to.deep.equal([0, 'unknown'])
+  })
 })
