@@ -390,20 +390,34 @@ export interface RoomDeletionWork {
  * await claimRoomDeletion(db, deleteId, async ({ status, params }) => { … })
  */
 export async function claimRoomDeletion(db: Db, deleteId: string, work: (deletion: RoomDeletionWork) => Promise<void>): Promise<boolean> {
-  const key = sql`hashtextextended(${`myelin.room_deletion.${deleteId}`}, 0)`
+  return withClaim(db, `myelin.room_deletion.${deleteId}`, async () => {
+    const row = await db.selectFrom('room_deletions').select(['room_id', 'status', 'params', 'shutdown_room']).where('delete_id', '=', deleteId).executeTakeFirst()
+    if (row === undefined) return false
+    await work({
+      roomId: row.room_id,
+      status: row.status as RoomDeletionStatus,
+      params: (row.params ?? {}) as Record<string, unknown>,
+      ...(row.shutdown_room !== null && { shutdown: row.shutdown_room as RoomShutdown }),
+    })
+    return true
+  })
+}
+
+/**
+ * Runs `work` while holding a session advisory lock named `name` on one connection, so that one
+ * process at a time runs a long job; a process that dies lets go with its connection.
+ *
+ * @returns false, without running `work`, when another session holds the lock; else what `work` returns.
+ * @example
+ * await withClaim(db, `myelin.history_purge.${purgeId}`, async () => { …; return true })
+ */
+export async function withClaim(db: Db, name: string, work: () => Promise<boolean>): Promise<boolean> {
+  const key = sql`hashtextextended(${name}, 0)`
   return db.connection().execute(async (conn) => {
     const { rows } = await sql<{ claimed: boolean }>`SELECT pg_try_advisory_lock(${key}) AS claimed`.execute(conn)
     if (rows[0]?.claimed !== true) return false
     try {
-      const row = await db.selectFrom('room_deletions').select(['room_id', 'status', 'params', 'shutdown_room']).where('delete_id', '=', deleteId).executeTakeFirst()
-      if (row === undefined) return false
-      await work({
-        roomId: row.room_id,
-        status: row.status as RoomDeletionStatus,
-        params: (row.params ?? {}) as Record<string, unknown>,
-        ...(row.shutdown_room !== null && { shutdown: row.shutdown_room as RoomShutdown }),
-      })
-      return true
+      return await work()
     } finally {
       await sql`SELECT pg_advisory_unlock(${key})`.execute(conn)
     }

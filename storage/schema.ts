@@ -58,6 +58,7 @@ export interface Database {
   media: MediaTable
   media_thumbnails: MediaThumbnailsTable
   sliding_sync_connections: SlidingSyncConnectionsTable
+  history_purges: HistoryPurgesTable
   myelin_schema_compat: SchemaCompatTable
   myelin_migration_checksums: MigrationChecksumsTable
 }
@@ -285,6 +286,19 @@ export interface SlidingSyncConnectionsTable {
   conn_key: string
   state: string
   touched_ts: Int8
+}
+
+export interface HistoryPurgesTable {
+  purge_id: string
+  room_id: string
+  status: string
+  up_to_depth: Int8
+  delete_local_events: boolean
+  cursor_depth: Int8 | null
+  cursor_stream: Int8 | null
+  deleted: Generated<Int8>
+  error: string | null
+  started_ts: Int8
 }
 
 export interface RoomDeletionsTable {

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify'
 import type { RoomServices } from '../room-services.js'
+import { adminHistoryRoutes } from './admin-history.js'
 import { adminMediaRoutes } from './admin-media.js'
 import { adminRoomRoutes } from './admin-rooms.js'
 import { adminUserRoutes } from './admin-users.js'
@@ -52,7 +53,11 @@ import { adminUserRoutes } from './admin-users.js'
  *   for them); with `new_room_user_id` they are joined to a new room of that user's, with the
  *   message, and the aliases move there, otherwise they are deleted; then the room is purged
  *   (storage/admin.ts `purgeRoom`) unless someone could not be removed (409, unless
- *   `force_purge`). Answers `{kicked_users, failed_to_kick_users, local_aliases, new_room_id}`.
+ *   `force_purge`). Answers `{kicked_users, failed_to_kick_users, local_aliases, new_room_id}`;
+ * - history (admin-history.ts): `POST /_synapse/admin/v1/purge_history/{roomId}[/{eventId}]`
+ *   (`delete_local_events`, `purge_up_to_event_id`, `purge_up_to_ts`) deletes a room's events
+ *   before a point, keeping its state, in the background → `{purge_id}`;
+ *   `GET …/v1/purge_history_status/{purgeId}` → `{status}`.
  *
  * The routes are under `/_synapse/`, which the router and the nginx configuration send to the
  * api workers; an operator who does not want them reachable from outside blocks that prefix at
@@ -72,5 +77,6 @@ export function adminRoutes(services: RoomServices): FastifyPluginAsync {
     await adminUserRoutes(services)(app, {})
     await adminRoomRoutes(services)(app, {})
     await adminMediaRoutes(app, {})
+    await adminHistoryRoutes(app, {})
   }
 }
