@@ -16,6 +16,7 @@ import { registerProcessGauges } from './process-metrics.js'
 import { startBackgroundTasks, type BackgroundTasks } from './background.js'
 import { startPushSender, type PushSender } from './push-sender.js'
 import { startSearchIndexer, type SearchIndexer } from './search-indexer.js'
+import { startRetention } from './retention.js'
 import { createDirectSender, createOwnerFirstSender, type EventSender, type RoomServices } from './room-services.js'
 import { roomPlugins } from './room-plugins.js'
 import { createReplicationSender } from './replication-sender.js'
@@ -177,6 +178,10 @@ export async function startProcess(config: MyelinConfig, options: StartProcessOp
     if (runsBackgroundTasks(config)) {
       background = startBackgroundTasks({ db, log, registry })
       closers.push(() => background!.close())
+      if (config.retention.enabled) {
+        const retention = startRetention({ db, log, registry, config: config.retention, serverName: config.server_name })
+        closers.push(() => retention.close())
+      }
       // The stream followers below share the api's tracker, or one of their own.
       let tracker = services?.tracker
       const trackerForFollowers = async () => {

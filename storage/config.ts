@@ -124,6 +124,25 @@ const configSchema = z
         max_image_pixels: z.number().int().positive().default(32_000_000),
       })
       .default({ max_upload_bytes: 50 * 1024 * 1024, thumbnail_sizes: defaultThumbnailSizes.map((s) => ({ ...s })), max_image_pixels: 32_000_000 }),
+    /**
+     * Message retention (Synapse's `retention`): the background process purges events older than
+     * a room's `max_lifetime` (its `m.room.retention` state, clamped to the allowed bounds, else
+     * `default_max_lifetime_ms`) every `purge_interval_ms`; state events and each room's latest
+     * event stay (api/retention.ts).
+     */
+    retention: z
+      .strictObject({
+        enabled: z.boolean().default(false),
+        default_max_lifetime_ms: z.number().int().positive().optional(),
+        allowed_lifetime_min_ms: z.number().int().positive().optional(),
+        allowed_lifetime_max_ms: z.number().int().positive().optional(),
+        purge_interval_ms: z.number().int().min(1000).default(24 * 60 * 60 * 1000),
+      })
+      .refine((r) => r.allowed_lifetime_min_ms === undefined || r.allowed_lifetime_max_ms === undefined || r.allowed_lifetime_min_ms <= r.allowed_lifetime_max_ms, {
+        message: 'allowed_lifetime_min_ms must not be above allowed_lifetime_max_ms',
+        path: ['allowed_lifetime_min_ms'],
+      })
+      .default({ enabled: false, purge_interval_ms: 24 * 60 * 60 * 1000 }),
     /** Server-side search (`POST /search`): its index is filled by the background process (api/search-indexer.ts). */
     search: z.strictObject({ enabled: z.boolean().default(true) }).default({ enabled: true }),
     /** Push notifications to push gateways (api/push-sender.ts, on the background process). */

@@ -53,9 +53,11 @@ export async function purgeDepth(db: Db, roomId: string, point: PurgePoint): Pro
     const row = await db.selectFrom('events').select('depth').where('event_id', '=', point.eventId).where('room_id', '=', roomId).executeTakeFirst()
     return row === undefined ? undefined : BigInt(row.depth)
   }
+  // The room's events in depth order up to the first sent at or after the time: the index walk
+  // stops there, so a room purged regularly reads little more than its state events.
   const { rows } = await sql<{ depth: string | null }>`
     SELECT least(
-      (SELECT min(depth) FROM events WHERE room_id = ${roomId} AND origin_server_ts >= ${point.ts}),
+      (SELECT depth FROM events WHERE room_id = ${roomId} AND origin_server_ts >= ${point.ts} ORDER BY depth LIMIT 1),
       (SELECT max_depth FROM rooms WHERE room_id = ${roomId})
     ) AS depth`.execute(db)
   const depth = rows[0]?.depth
@@ -81,6 +83,49 @@ export async function historyPurge(db: Db, purgeId: string): Promise<HistoryPurg
 export async function unfinishedHistoryPurges(db: Db): Promise<string[]> {
   const rows = await db.selectFrom('history_purges').select('purge_id').where('status', '=', 'active').orderBy('started_ts').execute()
   return rows.map((row) => row.purge_id)
+}
+
+/** Forgets a finished purge (retention's own, which nobody asks the status of). */
+export async function forgetHistoryPurge(db: Db, purgeId: string): Promise<void> {
+  await db.deleteFrom('history_purges').where('purge_id', '=', purgeId).where('status', '<>', 'active').execute()
+}
+
+/**
+ * Whether a purge below `upToDepth` has anything to delete: a non-state event there (the
+ * forward extremities and the senders' servers aside, which the purge itself checks).
+ */
+export async function hasEventsBelow(db: Db, roomId: string, upToDepth: bigint): Promise<boolean> {
+  const row = await db.selectFrom('events').select('event_id').where('room_id', '=', roomId).where('depth', '<', upToDepth).where('state_key', 'is', null).limit(1).executeTakeFirst()
+  return row !== undefined
+}
+
+/**
+ * The `max_lifetime` (ms) of each room's current `m.room.retention` policy; rooms whose policy
+ * sets none map to undefined (the server's default applies).
+ *
+ * @example
+ * await retentionPolicies(db) // Map { '!r:hs' => 86400000, '!s:hs' => undefined }
+ */
+export async function retentionPolicies(db: Db): Promise<Map<string, number | undefined>> {
+  const rows = await db
+    .selectFrom('current_state_events as c')
+    .innerJoin('event_json as j', 'j.event_id', 'c.event_id')
+    .select(['c.room_id', 'j.json'])
+    .where('c.type', '=', 'm.room.retention')
+    .where('c.state_key', '=', '')
+    .execute()
+  return new Map(
+    rows.map((row) => {
+      const content = (JSON.parse(row.json) as { content?: Record<string, unknown> }).content ?? {}
+      const max = content['max_lifetime']
+      return [row.room_id, typeof max === 'number' && Number.isSafeInteger(max) && max > 0 ? max : undefined]
+    }),
+  )
+}
+
+/** Every room's ID. */
+export async function roomIds(db: Db): Promise<string[]> {
+  return (await db.selectFrom('rooms').select('room_id').orderBy('room_id').execute()).map((row) => row.room_id)
 }
 
 /** Marks a purge failed, with why. */

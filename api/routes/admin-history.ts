@@ -1,10 +1,10 @@
 import type { FastifyBaseLogger, FastifyPluginAsync } from 'fastify'
-import { Counter } from 'prom-client'
 import { randomAlphanumeric } from '../../storage/access-token.js'
 import { failHistoryPurge, historyPurge, purgeDepth, runHistoryPurge, startHistoryPurge, unfinishedHistoryPurges, type PurgePoint } from '../../storage/history-purge.js'
 import { getRoomHead } from '../../storage/events/event-store.js'
 import { MatrixError, notFound } from '../errors.js'
 import { requireAdmin } from '../require-user.js'
+import { purgedEventsCounter } from '../retention.js'
 import { checkRoomId } from '../room-ids.js'
 import { idParam } from './admin-common.js'
 
@@ -24,9 +24,7 @@ const resumeEveryMs = 60_000
 
 export const adminHistoryRoutes: FastifyPluginAsync = async (app) => {
   const { db, config, metrics } = app.myelin
-  const purgedEvents =
-    (metrics?.getSingleMetric('myelin_history_purged_events_total') as Counter | undefined) ??
-    new Counter({ name: 'myelin_history_purged_events_total', help: 'Events deleted by history purges (admin purge_history)', registers: metrics ? [metrics] : [] })
+  const purgedEvents = purgedEventsCounter(metrics)
   const running = new Map<string, Promise<void>>()
   let closing = false
 
