@@ -144,6 +144,24 @@ describe("api purge history (Synapse's admin API)", function () {
     expect(bodies(await history(roomId))).to.deep.equal(['r4'])
   })
 
+  it('should purge while the room goes on taking messages, losing none of them', async () => {
+    const roomId = await createRoom(h, alice.user_id)
+    const old = await sendEvents(h, roomId, ...Array.from({ length: 300 }, (_, i) => text(alice.user_id, `old${i}`)))
+    const [point] = await sendEvents(h, roomId, text(alice.user_id, 'point'))
+    const db = h.t.db
+    const [{ depth }] = (await db.selectFrom('events').select('depth').where('event_id', '=', point!.event_id).execute()) as [{ depth: bigint }]
+    await startHistoryPurge(db, { purgeId: 'busy', roomId, upToDepth: BigInt(depth), deleteLocalEvents: true, now: Date.now() })
+    // Small chunks, so that the purge's transactions interleave with the sends.
+    const purging = runHistoryPurge(db, 'busy', { localServer: 'hs.test', chunk: 7 })
+    const sent: string[] = []
+    for (let i = 0; i < 40; i++) sent.push(...(await sendEvents(h, roomId, text(alice.user_id, `new${i}`), text(alice.user_id, `new${i}b`))).map((e) => e.event_id))
+    expect(await purging).to.equal(true)
+    const left = await db.selectFrom('events').select('event_id').where('room_id', '=', roomId).where('type', '=', 'm.room.message').orderBy('depth').execute()
+    expect(ids(left)).to.deep.equal([point!.event_id, ...sent])
+    expect(await db.selectFrom('events').select('event_id').where('event_id', 'in', old.map((e) => e.event_id)).execute()).to.deep.equal([])
+    expect(bodies(await history(roomId))).to.deep.equal(['point', ...Array.from({ length: 40 }, (_, i) => [`new${i}`, `new${i}b`]).flat()])
+  })
+
   it('should leave exactly the state, the events from the point on and the latest, whatever the chunk size (property)', async () => {
     await fc.assert(
       fc.asyncProperty(
