@@ -1,9 +1,10 @@
-import type { FastifyBaseLogger, FastifyPluginAsync } from 'fastify'
+import type { FastifyPluginAsync } from 'fastify'
 import { randomAlphanumeric } from '../../storage/access-token.js'
 import { failHistoryPurge, historyPurge, purgeDepth, runHistoryPurge, startHistoryPurge, unfinishedHistoryPurges, type PurgePoint } from '../../storage/history-purge.js'
 import { getRoomHead } from '../../storage/events/event-store.js'
 import { MatrixError, notFound } from '../errors.js'
 import { requireAdmin } from '../require-user.js'
+import { resumableJobs } from '../resumable-jobs.js'
 import { purgedEventsCounter } from '../retention.js'
 import { checkRoomId } from '../room-ids.js'
 import { idParam } from './admin-common.js'
@@ -20,48 +21,22 @@ import { idParam } from './admin-common.js'
  *   (and `error`, `deleted`), from any api worker. A purge whose process stopped resumes where
  *   it got to: at the next start of an api worker, within a minute, or when its status is asked.
  */
-const resumeEveryMs = 60_000
-
 export const adminHistoryRoutes: FastifyPluginAsync = async (app) => {
   const { db, config, metrics } = app.myelin
   const purgedEvents = purgedEventsCounter(metrics)
-  const running = new Map<string, Promise<void>>()
-  let closing = false
-
-  /** Runs a purge in this process unless it already does (another process's claim makes it a no-op). */
-  function run(purgeId: string, log: FastifyBaseLogger): Promise<void> {
-    const existing = running.get(purgeId)
-    if (existing !== undefined) return existing
-    const started = runHistoryPurge(db, purgeId, { localServer: config.server_name, shouldStop: () => closing, onChunk: (deleted) => purgedEvents.inc(deleted) })
-      .then(async (ran) => {
-        if (ran) log.info({ purgeId, ...(await historyPurge(db, purgeId)) }, closing ? 'history purge paused by the shutdown' : 'history purge finished')
-      })
-      .catch(async (err: unknown) => {
-        if (closing) return log.warn({ err, purgeId }, 'history purge interrupted by the shutdown; it resumes later')
+  const purges = resumableJobs(app, {
+    what: 'history purge',
+    unfinished: () => unfinishedHistoryPurges(db),
+    work: async (purgeId, log) => {
+      try {
+        const ran = await runHistoryPurge(db, purgeId, { localServer: config.server_name, shouldStop: () => purges.closing, onChunk: (deleted) => purgedEvents.inc(deleted) })
+        if (ran) log.info({ purgeId, ...(await historyPurge(db, purgeId)) }, purges.closing ? 'history purge paused by the shutdown' : 'history purge finished')
+      } catch (err) {
+        if (purges.closing) return log.warn({ err, purgeId }, 'history purge interrupted by the shutdown; it resumes later')
         log.error({ err, purgeId }, 'history purge failed')
         await failHistoryPurge(db, purgeId, err instanceof Error ? err.message : String(err)).catch((e: unknown) => log.error({ err: e }, 'could not record a failed history purge'))
-      })
-      .finally(() => running.delete(purgeId))
-    running.set(purgeId, started)
-    return started
-  }
-
-  async function resume(): Promise<void> {
-    try {
-      for (const purgeId of await unfinishedHistoryPurges(db)) if (!closing) await run(purgeId, app.log.child({ purgeId }))
-    } catch (err) {
-      app.log.warn({ err }, 'could not look for unfinished history purges')
-    }
-  }
-  let timer: NodeJS.Timeout | undefined
-  app.addHook('onReady', async () => {
-    void resume()
-    timer = setInterval(() => void resume(), resumeEveryMs).unref()
-  })
-  app.addHook('onClose', async () => {
-    closing = true
-    clearInterval(timer)
-    await Promise.allSettled([...running.values()])
+      }
+    },
   })
 
   const purgeParams = { type: 'object', required: ['roomId'], properties: { roomId: idParam, eventId: idParam } } as const
@@ -91,7 +66,7 @@ export const adminHistoryRoutes: FastifyPluginAsync = async (app) => {
         const deleteLocalEvents = body.delete_local_events === true
         await startHistoryPurge(db, { purgeId, roomId, upToDepth, deleteLocalEvents, now: app.myelin.clock() })
         request.log.info({ purgeId, roomId, adminId, upToDepth: String(upToDepth), deleteLocalEvents }, 'admin started a history purge')
-        void run(purgeId, request.log.child({ purgeId }))
+        void purges.run(purgeId, request.log.child({ purgeId }))
         return { purge_id: purgeId }
       },
     )
@@ -104,7 +79,7 @@ export const adminHistoryRoutes: FastifyPluginAsync = async (app) => {
       await requireAdmin(request)
       const purge = await historyPurge(db, request.params.purgeId)
       if (purge === undefined) throw notFound('Unknown purge')
-      if (purge.status === 'active' && !closing) void run(purge.purgeId, request.log.child({ purgeId: purge.purgeId }))
+      if (purge.status === 'active' && !purges.closing) void purges.run(purge.purgeId, request.log.child({ purgeId: purge.purgeId }))
       return { status: purge.status, deleted: purge.deleted, ...(purge.error !== undefined && { error: purge.error }) }
     },
   )

@@ -27,6 +27,7 @@ import { deleteAlias, moveAliases, roomAliases } from '../../storage/room-aliase
 import { setRoomPublished } from '../../storage/room-directory.js'
 import { MatrixError, notFound } from '../errors.js'
 import { requireAdmin } from '../require-user.js'
+import { resumableJobs } from '../resumable-jobs.js'
 import { planRoomCreation, profileContent } from '../room-creation.js'
 import { checkRoomId, generateRoomId } from '../room-ids.js'
 import type { RoomServices } from '../room-services.js'
@@ -43,9 +44,6 @@ interface RoomDelete {
   purge?: boolean
   force_purge?: boolean
 }
-
-/** How often an api worker looks for asynchronous deletions left unfinished by a process that stopped. */
-const resumeDeletionsEveryMs = 60_000
 
 /** Synapse's defaults for the room members of a deleted room are moved to. */
 const defaultNoticeRoomName = 'Content Violation Notification'
@@ -269,74 +267,50 @@ export function adminRoomRoutes(services: RoomServices): FastifyPluginAsync {
           await updateRoomDeletion(db, deleteId, { status: 'complete', shutdown: nothingShutDown })
           return { delete_id: deleteId }
         }
-        void runDeletion(deleteId, request.log.child({ deleteId }))
+        void runDeletion(deleteId, request.log)
         return { delete_id: deleteId }
       },
     })
-
-    const running = new Set<Promise<void>>()
-    let closing = false
 
     /**
      * Runs an asynchronous deletion from where it got to, under its claim (storage/admin.ts
      * `claimRoomDeletion`): nothing when another process runs it or it is finished. A deletion
      * cut short by this process closing is left for a resume, not marked failed.
      */
-    function runDeletion(deleteId: string, log: FastifyBaseLogger): Promise<void> {
-      const run = claimRoomDeletion(db, deleteId, async ({ roomId, status, params, shutdown }) => {
-        if (status !== 'shutting_down' && status !== 'purging') return
-        const body = params as RoomDelete
-        try {
-          let done = shutdown
-          if (status === 'shutting_down' || done === undefined) {
-            done = await shutDownRoom(roomId, body, body.new_room_user_id, log)
-            await updateRoomDeletion(db, deleteId, { status: 'purging', shutdown: done })
+    const deletions = resumableJobs(app, {
+      what: 'room deletion',
+      unfinished: () => unfinishedRoomDeletions(db),
+      work: async (deleteId, log) => {
+        await claimRoomDeletion(db, deleteId, async ({ roomId, status, params, shutdown }) => {
+          if (status !== 'shutting_down' && status !== 'purging') return
+          const body = params as RoomDelete
+          try {
+            let done = shutdown
+            if (status === 'shutting_down' || done === undefined) {
+              done = await shutDownRoom(roomId, body, body.new_room_user_id, log)
+              await updateRoomDeletion(db, deleteId, { status: 'purging', shutdown: done })
+            }
+            await purgeAfter(roomId, body, done, log)
+            await updateRoomDeletion(db, deleteId, { status: 'complete' })
+          } catch (err) {
+            if (deletions.closing) {
+              log.warn({ err, roomId }, 'room deletion interrupted by the shutdown; it resumes later')
+              return
+            }
+            log.error({ err, roomId }, 'room deletion failed')
+            await updateRoomDeletion(db, deleteId, { status: 'failed', error: err instanceof Error ? err.message : String(err) }).catch((e: unknown) =>
+              log.error({ err: e }, 'could not record a failed room deletion'),
+            )
           }
-          await purgeAfter(roomId, body, done, log)
-          await updateRoomDeletion(db, deleteId, { status: 'complete' })
-        } catch (err) {
-          if (closing) {
-            log.warn({ err, roomId }, 'room deletion interrupted by the shutdown; it resumes later')
-            return
-          }
-          log.error({ err, roomId }, 'room deletion failed')
-          await updateRoomDeletion(db, deleteId, { status: 'failed', error: err instanceof Error ? err.message : String(err) }).catch((e: unknown) =>
-            log.error({ err: e }, 'could not record a failed room deletion'),
-          )
-        }
-      })
-        .then(() => undefined)
-        .catch((err: unknown) => log.error({ err }, 'could not claim a room deletion'))
-        .finally(() => running.delete(run))
-      running.add(run)
-      return run
-    }
-
-    /** Resumes every unfinished deletion that no process is running (one at a time). */
-    async function resumeDeletions(): Promise<void> {
-      try {
-        for (const deleteId of await unfinishedRoomDeletions(db)) if (!closing) await runDeletion(deleteId, app.log.child({ deleteId }))
-      } catch (err) {
-        app.log.warn({ err }, 'could not look for unfinished room deletions')
-      }
-    }
+        })
+      },
+    })
+    const runDeletion = (deleteId: string, log: FastifyBaseLogger) => deletions.run(deleteId, log.child({ deleteId }))
 
     /** Asking the status of an unfinished deletion resumes it if no process is running it (a no-op otherwise). */
     function resumeIfStopped(deletion: RoomDeletion, log: FastifyBaseLogger): void {
-      if (!closing && (deletion.status === 'shutting_down' || deletion.status === 'purging')) void runDeletion(deletion.delete_id, log.child({ deleteId: deletion.delete_id }))
+      if (!deletions.closing && (deletion.status === 'shutting_down' || deletion.status === 'purging')) void runDeletion(deletion.delete_id, log)
     }
-
-    let resumeTimer: NodeJS.Timeout | undefined
-    app.addHook('onReady', async () => {
-      void resumeDeletions()
-      resumeTimer = setInterval(() => void resumeDeletions(), resumeDeletionsEveryMs)
-      resumeTimer.unref()
-    })
-    app.addHook('onClose', async () => {
-      closing = true
-      clearInterval(resumeTimer)
-      await Promise.allSettled([...running])
-    })
 
     app.route<{ Params: { roomId: string } }>({
       method: 'GET',
