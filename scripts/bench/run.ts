@@ -23,6 +23,7 @@ const modules: Record<string, () => Promise<BenchModule>> = {
   router: () => import('./router-bench.js'),
   e2e: () => import('./e2e-bench.js') as Promise<BenchModule>,
   sliding: () => import('./sliding-bench.js'),
+  purge: () => import('./purge-bench.js'),
 }
 
 const positiveInt = (value: string): number => {

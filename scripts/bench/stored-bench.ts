@@ -116,16 +116,18 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
  * Inserts `count` message events spread over `rooms` with server-side `INSERT … SELECT`, in
  * chunks of 50,000 (one statement and commit each): events, event_json, event_edges (each event
  * follows the previous preloaded event of its room) and replication_requests. Stream orderings
- * are reserved from the events sequence first.
+ * are reserved from the events sequence first. Preloads into one database need distinct `salt`s
+ * (their event IDs are derived from it and the event's number).
  */
-async function preload(pool: pg.Pool, rooms: readonly string[], count: number, onProgress: (done: number) => void): Promise<void> {
+export async function preload(pool: pg.Pool, rooms: readonly string[], count: number, onProgress: (done: number) => void, salt = ''): Promise<void> {
+  if (!/^[a-z0-9]*$/.test(salt)) throw new RangeError('salt: lowercase letters and digits only')
   const { rows } = await pool.query<{ start: string }>(
     `SELECT setval('events_stream_seq', nextval('events_stream_seq') + $1::bigint) - $1::bigint AS start`,
     [count],
   )
   const start = rows[0]!.start
   const ts = Date.now() - 86_400_000
-  const eventId = (g: string) => `'$' || md5('pre' || ${g}) || substr(md5('id' || ${g}), 1, 11)`
+  const eventId = (g: string) => `'$' || md5('pre${salt}' || ${g}) || substr(md5('id${salt}' || ${g}), 1, 11)`
   for (let from = 1; from <= count; from += chunk) {
     const to = Math.min(count, from + chunk - 1)
     await pool.query(
@@ -153,7 +155,7 @@ async function preload(pool: pg.Pool, rooms: readonly string[], count: number, o
        x AS (
          INSERT INTO event_edges (event_id, prev_event_id, room_id) SELECT id, prev, room FROM s)
        INSERT INTO replication_requests (request_id, first_idx, event_ids, inserted_ts)
-       SELECT 'preload-' || g, 0, ARRAY[id], $6::bigint + g FROM s`,
+       SELECT 'preload-${salt}' || g, 0, ARRAY[id], $6::bigint + g FROM s`,
       [start, rooms, rooms.length, from, to, ts],
     )
     onProgress(to)

@@ -39,7 +39,7 @@ describe('make bench (scripts/bench/run.ts --quick)', function () {
   this.timeout(180_000)
 
   it('prints a machine line, then results with positive ratios referencing it', async () => {
-    const { code, lines, stderr } = await runBench(['--quick', '--only', 'streams,persister,persister-stored,sliding'])
+    const { code, lines, stderr } = await runBench(['--quick', '--only', 'streams,persister,persister-stored,sliding,purge'])
     expect(code, stderr).to.equal(0)
     const [machine, ...results] = lines
     expect(machine).to.include({ kind: 'machine' })
@@ -53,6 +53,7 @@ describe('make bench (scripts/bench/run.ts --quick)', function () {
       'persister.stored',
       'sliding.initial',
       'sliding.wakeup',
+      'purge.history',
     ])
     for (const result of results) {
       expect(result, JSON.stringify(result)).to.include({ kind: 'result', machine: machine?.['id'] })
