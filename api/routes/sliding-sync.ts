@@ -222,7 +222,12 @@ export function slidingSyncRoute(app: FastifyInstance, deps: SlidingSyncDeps): v
     if (take === undefined) {
       take = takeConnection(db, key, clock() - connections.idleMs)
         .then((saved) => {
-          if (saved !== undefined) connections.adopt(key, savedState.decode(saved.state), saved.touchedTs)
+          if (saved === undefined) return
+          try {
+            connections.adopt(key, savedState.decode(saved.state), saved.touchedTs)
+          } catch (err) {
+            log.warn({ err }, 'a saved sliding sync connection could not be read: its client starts afresh')
+          }
         })
         .finally(() => taking.delete(key))
       taking.set(key, take)

@@ -334,6 +334,10 @@ describe('api simplified sliding sync (MSC4186)', function () {
       const stale = await slide(bob, { ...request, conn_id: 'other' }, other.pos)
       expect([stale.statusCode, stale.json().errcode]).to.deep.equal([400, 'M_UNKNOWN_POS'])
       expect(await first.t.db.selectFrom('sliding_sync_connections').select('conn_key').execute()).to.deep.equal([])
+      // A saved connection that cannot be read is a fresh start for its client, not an error.
+      await first.t.db.insertInto('sliding_sync_connections').values({ conn_key: `${bob.user_id}|${bob.device_id}|broken`, state: '{not json', touched_ts: Date.now() }).execute()
+      const broken = await slide(bob, { ...request, conn_id: 'broken' }, 'some-pos')
+      expect([broken.statusCode, broken.json().errcode]).to.deep.equal([400, 'M_UNKNOWN_POS'])
     } finally {
       await second?.close()
       await first.close()
