@@ -195,8 +195,8 @@ async function purgeChunk(db: Db, purgeId: string, localServer: string, limit: n
 async function deleteEvents(trx: Db, roomId: string, eventIds: readonly string[]): Promise<void> {
   const ids = sql`${eventIds}::text[]`
   // The events these name: once they are gone, those no kept event names are extremities no more.
-  const { rows: prevs } = await sql<{ prev_event_id: string }>`SELECT DISTINCT prev_event_id FROM event_edges WHERE event_id = ANY(${ids})`.execute(trx)
-  for (const table of ['event_json', 'redactions', 'event_edges', 'event_relations', 'event_search', 'event_txn_ids'] as const) {
+  const { rows: prevs } = await sql<{ prev_event_id: string }>`DELETE FROM event_edges WHERE event_id = ANY(${ids}) RETURNING prev_event_id`.execute(trx)
+  for (const table of ['event_json', 'redactions', 'event_relations', 'event_search', 'event_txn_ids'] as const) {
     await sql`DELETE FROM ${sql.table(table)} WHERE event_id = ANY(${ids})`.execute(trx)
   }
   await sql`DELETE FROM events WHERE event_id = ANY(${ids})`.execute(trx)
@@ -207,6 +207,6 @@ async function deleteEvents(trx: Db, roomId: string, eventIds: readonly string[]
     ON CONFLICT DO NOTHING`.execute(trx)
   await sql`
     DELETE FROM event_backward_extremities b
-    WHERE b.room_id = ${roomId} AND b.event_id = ANY(${prevs.map((p) => p.prev_event_id)}::text[])
+    WHERE b.room_id = ${roomId} AND b.event_id = ANY(${[...new Set(prevs.map((p) => p.prev_event_id))]}::text[])
       AND NOT EXISTS (SELECT 1 FROM event_edges e WHERE e.prev_event_id = b.event_id)`.execute(trx)
 }
