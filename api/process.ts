@@ -6,6 +6,7 @@ import { createShardMap, type ShardMap } from '../persisters/shard-map.js'
 import { createBus, type Bus } from '../storage/bus/bus.js'
 import { eventWriters, runsBackgroundTasks, type ListenerConfig, type MyelinConfig } from '../storage/config.js'
 import { createDatabase, type DatabaseHandle } from '../storage/database.js'
+import { setRetentionRule } from '../storage/history-purge.js'
 import type { Logger } from '../storage/logger.js'
 import { assertSchemaCompatible } from '../storage/migrations.js'
 import { createIdGenerator, type MultiWriterIdGenerator } from '../storage/streams/id-generator.js'
@@ -178,7 +179,13 @@ export async function startProcess(config: MyelinConfig, options: StartProcessOp
     if (runsBackgroundTasks(config)) {
       background = startBackgroundTasks({ db, log, registry })
       closers.push(() => background!.close())
-      if (config.retention.enabled) {
+      // The rule reads hide expired events by, for every process (none when retention is off).
+      const { enabled, default_max_lifetime_ms, allowed_lifetime_min_ms, allowed_lifetime_max_ms } = config.retention
+      await setRetentionRule(
+        db,
+        enabled ? { defaultMaxLifetimeMs: default_max_lifetime_ms, allowedLifetimeMinMs: allowed_lifetime_min_ms, allowedLifetimeMaxMs: allowed_lifetime_max_ms } : undefined,
+      )
+      if (enabled) {
         const retention = startRetention({ db, log, registry, config: config.retention, serverName: config.server_name })
         closers.push(() => retention.close())
       }

@@ -28,7 +28,8 @@ export interface Retention {
  * purge does (storage/history-purge.ts: state events and the latest event stay). Each room's
  * purge is recorded while it runs, so one cut short by a shutdown is finished by an api worker's
  * resume (api/routes/admin-history.ts), and forgotten once complete. A failed pass is logged and
- * tried again at the next interval.
+ * tried again at the next interval. Meanwhile reads hide what a lifetime expired
+ * (storage/room-reads.ts `isVisible`, from the rule api/process.ts puts in `retention_settings`).
  *
  * @example
  * const retention = startRetention({ db, log, config: config.retention, serverName: config.server_name })

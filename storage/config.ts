@@ -125,10 +125,10 @@ const configSchema = z
       })
       .default({ max_upload_bytes: 50 * 1024 * 1024, thumbnail_sizes: defaultThumbnailSizes.map((s) => ({ ...s })), max_image_pixels: 32_000_000 }),
     /**
-     * Message retention (Synapse's `retention`): the background process purges events older than
-     * a room's `max_lifetime` (its `m.room.retention` state, clamped to the allowed bounds, else
-     * `default_max_lifetime_ms`) every `purge_interval_ms`; state events and each room's latest
-     * event stay (api/retention.ts).
+     * Message retention (Synapse's `retention`): reads hide the events older than a room's
+     * `max_lifetime` (its `m.room.retention` state, clamped to the allowed bounds, else
+     * `default_max_lifetime_ms`), and the background process purges them every
+     * `purge_interval_ms`; state events and each room's latest event stay (api/retention.ts).
      */
     retention: z
       .strictObject({

@@ -123,6 +123,32 @@ export async function retentionPolicies(db: Db): Promise<Map<string, number | un
   )
 }
 
+/** The retention rule in force, for reads to hide what it expired (see migration 0032). */
+export interface RetentionRule {
+  readonly defaultMaxLifetimeMs?: number
+  readonly allowedLifetimeMinMs?: number
+  readonly allowedLifetimeMaxMs?: number
+}
+
+/**
+ * Puts `rule` in force for every process's reads, or none (retention off).
+ *
+ * @example
+ * await setRetentionRule(db, { defaultMaxLifetimeMs: 86_400_000 })
+ */
+export async function setRetentionRule(db: Db, rule: RetentionRule | undefined): Promise<void> {
+  if (rule === undefined) {
+    await db.deleteFrom('retention_settings').execute()
+    return
+  }
+  const values = {
+    default_max_lifetime_ms: rule.defaultMaxLifetimeMs ?? null,
+    allowed_lifetime_min_ms: rule.allowedLifetimeMinMs ?? null,
+    allowed_lifetime_max_ms: rule.allowedLifetimeMaxMs ?? null,
+  }
+  await db.insertInto('retention_settings').values(values).onConflict((oc) => oc.column('singleton').doUpdateSet(values)).execute()
+}
+
 /** Every room's ID. */
 export async function roomIds(db: Db): Promise<string[]> {
   return (await db.selectFrom('rooms').select('room_id').orderBy('room_id').execute()).map((row) => row.room_id)

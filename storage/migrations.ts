@@ -19,7 +19,7 @@ import type { Database } from './schema.js'
  * code migrated (raised only by a migration that older code cannot live with). A process refuses
  * to start when migrations are pending, or when the database demands newer code.
  */
-export const SCHEMA_VERSION = 31
+export const SCHEMA_VERSION = 32
 export const SCHEMA_COMPAT_VERSION = 8
 
 /** The folder of the migrations that ship with this code. */

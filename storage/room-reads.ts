@@ -24,7 +24,9 @@ import { RoomStreamToken } from './streams/room-stream-token.js'
  * visibility change itself; default `shared`): `world_readable` always; otherwise when the
  * user's membership at the event (their latest membership event with key ≤ the event's) is
  * `join`; `shared` also when the user's latest membership is `join`; `invited` also when the
- * membership at the event is `invite`.
+ * membership at the event is `invite`. With message retention on (migration 0032), a non-state
+ * event sent before now less its room's lifetime is visible to nobody, as in Synapse: it waits
+ * for the retention purge (api/retention.ts) hidden.
  *
  * Rooms not in `rooms` are `ES_ROOM_NOT_FOUND`; rooms the user may not read are `ES_FORBIDDEN`;
  * events not in the room, not stored or not visible are `ES_EVENT_NOT_FOUND`.
@@ -356,10 +358,37 @@ export interface RoomVisibility {
   readonly memberships: readonly KeyedValue<string>[]
   /** The user's latest membership (stream order), or undefined. */
   readonly latest: string | undefined
+  /**
+   * With message retention on (migration 0032): the non-state events sent before this time (ms)
+   * are expired by the room's lifetime and hidden until the retention purge deletes them.
+   */
+  readonly expiredBefore?: number
 }
 
 function asVisibility(value: unknown): HistoryVisibility {
   return historyVisibilities.includes(value as HistoryVisibility) ? (value as HistoryVisibility) : 'shared'
+}
+
+type RowKind = 'visibility' | 'membership' | 'expiry'
+
+/**
+ * With a retention rule in force (`retention_settings`, migration 0032), a row per room whose
+ * `value` is the time (ms, as text) before which its non-state events are expired: now less the
+ * room's `m.room.retention` `max_lifetime` held to the allowed bounds, else the default lifetime
+ * (NULL without one). No rows when retention is off.
+ */
+function retentionExpiry(rooms: readonly string[]) {
+  const policy = sql`(j.json::jsonb -> 'content' ->> 'max_lifetime')`
+  return sql<{ room_id: string; depth: bigint; stream_ordering: bigint; value: string; kind: RowKind }>`
+    SELECT u.room_id, 0::int8 AS depth, 0::int8 AS stream_ordering,
+      (myelin_now_ms() - CASE WHEN ${policy} ~ '^[1-9][0-9]{0,14}$'
+        THEN least(greatest(${policy}::int8, coalesce(r.allowed_lifetime_min_ms, 0)), coalesce(r.allowed_lifetime_max_ms, 9000000000000000000))
+        ELSE r.default_max_lifetime_ms END)::text AS value,
+      'expiry' AS kind
+    FROM unnest(${sql.val([...rooms])}::text[]) AS u(room_id)
+    CROSS JOIN retention_settings r
+    LEFT JOIN current_state_events c ON c.room_id = u.room_id AND c.type = 'm.room.retention' AND c.state_key = ''
+    LEFT JOIN event_json j ON j.event_id = c.event_id`
 }
 
 /**
@@ -373,13 +402,13 @@ export async function loadVisibility(db: Db, userId: string, roomIds: readonly s
   const result = new Map<string, RoomVisibility>()
   if (roomIds.length === 0) return result
   const rooms = [...new Set(roomIds)]
-  // One statement: the history visibility events (`value` their JSON) and the user's
-  // memberships (`value` the membership).
+  // One statement: the history visibility events (`value` their JSON), the user's memberships
+  // (`value` the membership) and, with retention on, each room's expiry time (`value`).
   const rows = await db
     .selectFrom('state_events as s')
     .innerJoin('events as e', 'e.event_id', 's.event_id')
     .innerJoin('event_json as j', 'j.event_id', 's.event_id')
-    .select(['s.room_id', 'e.depth', 'e.stream_ordering', 'j.json as value', sql<boolean>`true`.as('is_visibility')])
+    .select(['s.room_id', 'e.depth', 'e.stream_ordering', 'j.json as value', sql<RowKind>`'visibility'`.as('kind')])
     .where('s.room_id', 'in', rooms)
     .where('s.type', '=', 'm.room.history_visibility')
     .where('s.state_key', '=', '')
@@ -387,13 +416,15 @@ export async function loadVisibility(db: Db, userId: string, roomIds: readonly s
     .unionAll(
       db
         .selectFrom('room_memberships')
-        .select(['room_id', 'depth', 'stream_ordering', 'membership as value', sql<boolean>`false`.as('is_visibility')])
+        .select(['room_id', 'depth', 'stream_ordering', 'membership as value', sql<RowKind>`'membership'`.as('kind')])
         .where('user_id', '=', userId)
         .where('room_id', 'in', rooms),
     )
+    .unionAll(retentionExpiry(rooms))
     .execute()
-  const visibilityRows = rows.filter((row) => row.is_visibility)
-  const membershipRows = rows.filter((row) => !row.is_visibility)
+  const visibilityRows = rows.filter((row) => row.kind === 'visibility')
+  const membershipRows = rows.filter((row) => row.kind === 'membership')
+  const expiry = new Map(rows.filter((row) => row.kind === 'expiry' && row.value !== null).map((row) => [row.room_id, Number(row.value)]))
   for (const room of rooms) {
     const visibility = visibilityRows
       .filter((row) => row.room_id === room)
@@ -405,7 +436,8 @@ export async function loadVisibility(db: Db, userId: string, roomIds: readonly s
     const own = membershipRows.filter((row) => row.room_id === room)
     const memberships = own.map((row) => ({ depth: row.depth, streamOrdering: row.stream_ordering, value: row.value })).sort(compareKeys)
     const latest = own.reduce<(typeof own)[number] | undefined>((a, b) => (a === undefined || b.stream_ordering > a.stream_ordering ? b : a), undefined)
-    result.set(room, { visibility, memberships, latest: latest?.value })
+    const expiredBefore = expiry.get(room)
+    result.set(room, { visibility, memberships, latest: latest?.value, ...(expiredBefore !== undefined && { expiredBefore }) })
   }
   return result
 }
@@ -427,6 +459,7 @@ function lastAtOrBefore<T>(list: readonly KeyedValue<T>[], key: EventKey, strict
  * isVisible(row, '@alice:hs', visibility.get(row.roomId)!) // true
  */
 export function isVisible(row: EventRow, userId: string, vis: RoomVisibility): boolean {
+  if (vis.expiredBefore !== undefined && row.stateKey === null && Number(row.pdu['origin_server_ts']) < vis.expiredBefore) return false
   if (row.type === 'm.room.member' && row.stateKey === userId) return true
   let visibility = lastAtOrBefore(vis.visibility, row, true) ?? 'shared'
   if (row.type === 'm.room.history_visibility' && row.stateKey === '') {

@@ -59,6 +59,7 @@ export interface Database {
   media_thumbnails: MediaThumbnailsTable
   sliding_sync_connections: SlidingSyncConnectionsTable
   history_purges: HistoryPurgesTable
+  retention_settings: RetentionSettingsTable
   myelin_schema_compat: SchemaCompatTable
   myelin_migration_checksums: MigrationChecksumsTable
 }
@@ -299,6 +300,13 @@ export interface HistoryPurgesTable {
   deleted: Generated<Int8>
   error: string | null
   started_ts: Int8
+}
+
+export interface RetentionSettingsTable {
+  singleton: Generated<boolean>
+  default_max_lifetime_ms: Int8 | null
+  allowed_lifetime_min_ms: Int8 | null
+  allowed_lifetime_max_ms: Int8 | null
 }
 
 export interface RoomDeletionsTable {

@@ -4,8 +4,10 @@ import { Registry } from 'prom-client'
 import { startRetention } from '../../../api/retention.js'
 import { parseConfig } from '../../../storage/config.js'
 import type { NewEvent } from '../../../persisters/new-event.js'
-import { startReadApi, createRoom, sendEvents, text } from './read-fixtures.js'
-import type { ApiHarness } from './api-harness.js'
+import { sql } from 'kysely'
+import { roomPlugins } from '../../../api/room-plugins.js'
+import { startReadApi, createRoom, createRoomAs, enc, sendEvents, sendTextAs, syncAs, text, type ClientEvent } from './read-fixtures.js'
+import { startApi, v3, type ApiHarness, type Session } from './api-harness.js'
 
 describe('api message retention (m.room.retention purges)', function () {
   this.timeout(60_000)
@@ -96,5 +98,71 @@ describe('api message retention (m.room.retention purges)', function () {
       .to.throw()
       .with.property('message')
       .that.matches(/allowed_lifetime_min_ms must not be above allowed_lifetime_max_ms/)
+  })
+})
+
+describe('api message retention: reads hide what a lifetime expired before the purge', function () {
+  this.timeout(60_000)
+  const hour = 3_600_000
+  /** Moves events `ms` into the past, in their row and in their JSON (what reads and purges look at). */
+  const age = async (h: ApiHarness, eventIds: readonly string[], ms: number) => {
+    await h.t.db.updateTable('events').set((eb) => ({ origin_server_ts: eb('origin_server_ts', '-', BigInt(ms)) })).where('event_id', 'in', eventIds).execute()
+    await sql`UPDATE event_json SET json = jsonb_set(json::jsonb, '{origin_server_ts}', to_jsonb((json::jsonb ->> 'origin_server_ts')::int8 - ${ms}))::text WHERE event_id = ANY(${eventIds}::text[])`.execute(h.t.db)
+  }
+  const sendStateAs = async (h: ApiHarness, session: Session, roomId: string, type: string, content: Record<string, unknown>) => {
+    const res = await h.call('PUT', `${v3}/rooms/${enc(roomId)}/state/${type}/`, { token: session.access_token, body: content })
+    expect(res.statusCode, res.body).to.equal(200)
+    return res.json<{ event_id: string }>().event_id
+  }
+  /** A room with a one-hour policy, an old topic, two messages two hours old and a recent one. */
+  const scene = async (h: ApiHarness, session: Session) => {
+    const roomId = await createRoomAs(h, session, { name: 'kept' })
+    await sendStateAs(h, session, roomId, 'm.room.retention', { max_lifetime: hour })
+    const topic = await sendStateAs(h, session, roomId, 'm.room.topic', { topic: 'old topic' })
+    const old = [await sendTextAs(h, session, roomId, 'old1'), await sendTextAs(h, session, roomId, 'old2')]
+    await age(h, [topic, ...old], 2 * hour)
+    const recent = await sendTextAs(h, session, roomId, 'recent')
+    return { roomId, topic, old, recent }
+  }
+  const read = async (h: ApiHarness, session: Session, roomId: string) => {
+    const messages = await h.call('GET', `${v3}/rooms/${enc(roomId)}/messages?dir=b&limit=50`, { token: session.access_token })
+    const sync = await syncAs<{ rooms: { join: Record<string, { timeline: { events: ClientEvent[] } }> } }>(h, session)
+    const bodies = (events: ClientEvent[]) => events.filter((e) => e.type === 'm.room.message').map((e) => e.content['body'])
+    return {
+      messages: bodies([...messages.json<{ chunk: ClientEvent[] }>().chunk].reverse()),
+      sync: bodies(sync.rooms.join[roomId]!.timeline.events),
+      stateTypes: messages.json<{ chunk: ClientEvent[] }>().chunk.filter((e) => e.state_key !== undefined).map((e) => e.type),
+    }
+  }
+
+  it('should hide expired messages from /messages, /sync and /event when retention is on, and keep state visible', async () => {
+    const h = await startApi({ roomRoutes: (services) => roomPlugins(services), config: { retention: { enabled: true, purge_interval_ms: 86_400_000 } } })
+    try {
+      const bob = await h.register('ret_bob')
+      const { roomId, old, recent } = await scene(h, bob)
+      const seen = await read(h, bob, roomId)
+      expect(seen.messages).to.deep.equal(['recent'])
+      expect(seen.sync).to.deep.equal(['recent'])
+      // The old topic is state: it stays, expired or not.
+      expect(seen.stateTypes).to.include.members(['m.room.topic', 'm.room.retention', 'm.room.create'])
+      expect((await h.call('GET', `${v3}/rooms/${enc(roomId)}/event/${enc(old[0]!)}`, { token: bob.access_token })).statusCode).to.equal(404)
+      expect((await h.call('GET', `${v3}/rooms/${enc(roomId)}/event/${enc(recent)}`, { token: bob.access_token })).statusCode).to.equal(200)
+      // They are still stored until the purge.
+      expect(await h.t.db.selectFrom('events').select('event_id').where('event_id', 'in', old).execute()).to.have.length(2)
+    } finally {
+      await h.close()
+    }
+  })
+
+  it('should show everything when retention is off, whatever the room says', async () => {
+    const h = await startApi({ roomRoutes: (services) => roomPlugins(services) })
+    try {
+      const bob = await h.register('ret_bob2')
+      const { roomId } = await scene(h, bob)
+      expect((await read(h, bob, roomId)).messages).to.deep.equal(['old1', 'old2', 'recent'])
+      expect(await h.t.db.selectFrom('retention_settings').selectAll().execute()).to.deep.equal([])
+    } finally {
+      await h.close()
+    }
   })
 })
