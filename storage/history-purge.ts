@@ -137,6 +137,7 @@ export interface RetentionRule {
  * await setRetentionRule(db, { defaultMaxLifetimeMs: 86_400_000 })
  */
 export async function setRetentionRule(db: Db, rule: RetentionRule | undefined): Promise<void> {
+  knownRules.delete(db)
   if (rule === undefined) {
     await db.deleteFrom('retention_settings').execute()
     return
@@ -147,6 +148,39 @@ export async function setRetentionRule(db: Db, rule: RetentionRule | undefined):
     allowed_lifetime_max_ms: rule.allowedLifetimeMaxMs ?? null,
   }
   await db.insertInto('retention_settings').values(values).onConflict((oc) => oc.column('singleton').doUpdateSet(values)).execute()
+}
+
+/** How long a process goes on with the retention rule it read (another process may change it). */
+export const retentionRuleTtlMs = 10_000
+
+const knownRules = new WeakMap<object, { readonly at: number; readonly rule: Promise<RetentionRule | undefined> }>()
+
+/**
+ * The retention rule in force, read at most every `retentionRuleTtlMs` per database handle (the
+ * visibility check asks for it on every read; it changes when the background process starts).
+ *
+ * @example
+ * await retentionRule(db) // undefined: retention is off
+ */
+export function retentionRule(db: Db): Promise<RetentionRule | undefined> {
+  const known = knownRules.get(db)
+  if (known !== undefined && Date.now() - known.at < retentionRuleTtlMs) return known.rule
+  const rule = db
+    .selectFrom('retention_settings')
+    .selectAll()
+    .executeTakeFirst()
+    .then((row) =>
+      row === undefined
+        ? undefined
+        : {
+            ...(row.default_max_lifetime_ms !== null && { defaultMaxLifetimeMs: Number(row.default_max_lifetime_ms) }),
+            ...(row.allowed_lifetime_min_ms !== null && { allowedLifetimeMinMs: Number(row.allowed_lifetime_min_ms) }),
+            ...(row.allowed_lifetime_max_ms !== null && { allowedLifetimeMaxMs: Number(row.allowed_lifetime_max_ms) }),
+          },
+    )
+  knownRules.set(db, { at: Date.now(), rule })
+  rule.catch(() => knownRules.delete(db))
+  return rule
 }
 
 /** Every room's ID. */

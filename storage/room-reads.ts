@@ -1,6 +1,7 @@
 import { sql, type Kysely, type RawBuilder, type SqlBool } from 'kysely'
 import { StorageError } from './errors.js'
 import { redactEvent, type JsonObject } from './events/redaction.js'
+import { retentionRule, type RetentionRule } from './history-purge.js'
 import type { Database } from './schema.js'
 import { RoomStreamToken } from './streams/room-stream-token.js'
 
@@ -374,19 +375,18 @@ type RowKind = 'visibility' | 'membership' | 'expiry'
 /**
  * With a retention rule in force (`retention_settings`, migration 0032), a row per room whose
  * `value` is the time (ms, as text) before which its non-state events are expired: now less the
- * room's `m.room.retention` `max_lifetime` held to the allowed bounds, else the default lifetime
- * (NULL without one). No rows when retention is off.
+ * room's `m.room.retention` `max_lifetime` held to the rule's bounds, else its default lifetime
+ * (NULL without one).
  */
-function retentionExpiry(rooms: readonly string[]) {
+function retentionExpiry(rooms: readonly string[], rule: RetentionRule) {
   const policy = sql`(j.json::jsonb -> 'content' ->> 'max_lifetime')`
   return sql<{ room_id: string; depth: bigint; stream_ordering: bigint; value: string; kind: RowKind }>`
     SELECT u.room_id, 0::int8 AS depth, 0::int8 AS stream_ordering,
       (myelin_now_ms() - CASE WHEN ${policy} ~ '^[1-9][0-9]{0,14}$'
-        THEN least(greatest(${policy}::int8, coalesce(r.allowed_lifetime_min_ms, 0)), coalesce(r.allowed_lifetime_max_ms, 9000000000000000000))
-        ELSE r.default_max_lifetime_ms END)::text AS value,
+        THEN least(greatest(${policy}::int8, ${rule.allowedLifetimeMinMs ?? 0}::int8), ${rule.allowedLifetimeMaxMs ?? Number.MAX_SAFE_INTEGER}::int8)
+        ELSE ${rule.defaultMaxLifetimeMs ?? null}::int8 END)::text AS value,
       'expiry' AS kind
     FROM unnest(${sql.val([...rooms])}::text[]) AS u(room_id)
-    CROSS JOIN retention_settings r
     LEFT JOIN current_state_events c ON c.room_id = u.room_id AND c.type = 'm.room.retention' AND c.state_key = ''
     LEFT JOIN event_json j ON j.event_id = c.event_id`
 }
@@ -403,7 +403,9 @@ export async function loadVisibility(db: Db, userId: string, roomIds: readonly s
   if (roomIds.length === 0) return result
   const rooms = [...new Set(roomIds)]
   // One statement: the history visibility events (`value` their JSON), the user's memberships
-  // (`value` the membership) and, with retention on, each room's expiry time (`value`).
+  // (`value` the membership) and, with retention on (its rule read at most every 10 s), each
+  // room's expiry time (`value`).
+  const rule = await retentionRule(db)
   const rows = await db
     .selectFrom('state_events as s')
     .innerJoin('events as e', 'e.event_id', 's.event_id')
@@ -420,7 +422,7 @@ export async function loadVisibility(db: Db, userId: string, roomIds: readonly s
         .where('user_id', '=', userId)
         .where('room_id', 'in', rooms),
     )
-    .unionAll(retentionExpiry(rooms))
+    .$if(rule !== undefined, (qb) => qb.unionAll(retentionExpiry(rooms, rule!)))
     .execute()
   const visibilityRows = rows.filter((row) => row.kind === 'visibility')
   const membershipRows = rows.filter((row) => row.kind === 'membership')
