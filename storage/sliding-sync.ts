@@ -220,27 +220,48 @@ export function requiredBy(patterns: readonly StatePattern[], type: string, stat
  * are read only for the keys asked for (`$ME`, the `lazySenders` for `$LAZY`, or named) unless
  * a pattern asks for every member, so that a large room does not read its whole membership.
  *
+ * `$LAZY` with `since`: the client holds the member events of `heldLazy`. Timeline senders it
+ * does not hold get theirs whatever their age; those it holds (or sends now) get their changes.
+ *
  * @example
  * await requiredState(db, '!a:hs', { patterns: [['m.room.name', ''], ['m.room.member', '$LAZY']], userId, lazySenders: new Set(['@bob:hs']), upTo, viewer: { userId }, now: Date.now() })
  */
 export async function requiredState(
   db: Db,
   roomId: string,
-  q: { patterns: readonly StatePattern[]; userId: string; lazySenders: ReadonlySet<string>; upTo: RoomStreamToken; since?: RoomStreamToken; viewer: Viewer; now: number },
+  q: {
+    patterns: readonly StatePattern[]
+    userId: string
+    lazySenders: ReadonlySet<string>
+    heldLazy?: ReadonlySet<string>
+    upTo: RoomStreamToken
+    since?: RoomStreamToken
+    viewer: Viewer
+    now: number
+  },
 ): Promise<JsonObject[]> {
   if (q.patterns.length === 0) return []
   const types = q.patterns.some((p) => p[0] === '*') ? undefined : [...new Set(q.patterns.map((p) => p[0]))]
   const memberPatterns = q.patterns.filter((p) => p[0] === '*' || p[0] === 'm.room.member')
-  const memberKeys = [...new Set(memberPatterns.flatMap((p) => (p[1] === '$ME' ? [q.userId] : p[1] === '$LAZY' ? [...q.lazySenders] : [p[1]])))]
+  const lazy = memberPatterns.some((p) => p[1] === '$LAZY')
+  const held = (q.since && q.heldLazy) || new Set<string>()
+  const lazyKnown = new Set([...q.lazySenders, ...held])
+  const memberKeys = [...new Set(memberPatterns.flatMap((p) => (p[1] === '$ME' ? [q.userId] : p[1] === '$LAZY' ? [...lazyKnown] : [p[1]])))]
   const someMembers = memberPatterns.some((p) => p[1] === '*')
     ? []
     : [sql<SqlBool>`(e.type <> 'm.room.member' OR e.state_key = ANY(${sql.val(memberKeys)}::text[]))`]
-  const rows = await stateWhere(db, roomId, [rowCoveredBy(q.upTo), ...(q.since ? [rowAfter(q.since)] : []), ...someMembers], {
+  const unheld = lazy ? [...q.lazySenders].filter((user) => !held.has(user)) : []
+  const changes = !q.since
+    ? []
+    : unheld.length === 0
+      ? [rowAfter(q.since)]
+      : [sql<SqlBool>`(${rowAfter(q.since)} OR (e.type = 'm.room.member' AND e.state_key = ANY(${sql.val(unheld)}::text[])))`]
+  const rows = await stateWhere(db, roomId, [rowCoveredBy(q.upTo), ...changes, ...someMembers], {
     ...(types && { types }),
     notTypes: [],
     notSenders: [],
   })
-  const wanted = rows.filter((row) => requiredBy(q.patterns, row.type, row.stateKey ?? '', q.userId, q.lazySenders))
+  const wanted = rows.filter((row) => requiredBy(q.patterns, row.type, row.stateKey ?? '', q.userId, lazyKnown))
   return toClientEvents(db, wanted, q.viewer, q.now)
 }
 

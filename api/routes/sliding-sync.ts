@@ -28,11 +28,15 @@ import type { WaitOutcome } from '../user-waiters.js'
  *   for the connection until `unsubscribe_rooms` names its room (matrix-js-sdk sends each once).
  * - A room is sent with the largest `timeline_limit` and the union of the `required_state` of
  *   the lists and subscriptions it is in (`[type, state_key]`; `*` for any, `$ME`, and `$LAZY`
- *   for the senders of the timeline's events).
+ *   for the senders of the timeline's events: each sender's member event comes once per
+ *   connection, then only its changes).
  * - A room the connection has not sent yet (or sent with another membership, or a configuration
- *   asking for more timeline or state than it was sent with) comes `initial`: its last `timeline_limit` events and the state at their end that
+ *   asking for state it was not sent) comes `initial`: its last `timeline_limit` events and the state at their end that
  *   `required_state` asks for (clients take state from `required_state` only); invites come
- *   with `invite_state`. A room it has sent comes again only with news since the last
+ *   with `invite_state`. A room asked for a longer timeline than it was sent with (Element X
+ *   opening a room, say) comes with `expanded_timeline`: its last `timeline_limit` events, of
+ *   which the last `num_live` are news, and only the state changes since the last response.
+ *   A room it has sent comes again only with news since the last
  *   response: new events (`num_live`), the state changes asked for (the timeline's included),
  *   unread counts, account data, receipts or typing. A room that leaves the lists is forgotten
  *   and comes `initial` when it is back. A room the user left comes once more, with the leave
@@ -317,20 +321,40 @@ interface SentAs {
   readonly timelineLimit: number
   /** `type\u0000state_key` of each `required_state` pattern. */
   readonly requiredState: ReadonlySet<string>
+  /**
+   * The members whose member event it was sent for `$LAZY` (timeline senders); left out of a
+   * saved connection, so that after a take they are sent once more.
+   */
+  readonly lazyMembers?: ReadonlySet<string>
 }
+
+/** Most lazy members remembered per room; beyond it, the oldest are forgotten (and resent when they speak). */
+const maxLazyMembers = 1_000
 
 function sentAs(membership: string, config: { timelineLimit: number; requiredState: readonly StatePattern[] }): SentAs {
   return { membership, timelineLimit: config.timelineLimit, requiredState: new Set(config.requiredState.map((p) => p.join('\u0000'))) }
 }
 
 /**
- * Whether a room the client holds as `held` needs sending afresh as `now`: its membership
- * changed, or its configuration grew (a longer timeline, or state it was not sent). A room whose
+ * How a room the client holds as `held` is sent as `now`: `afresh` when its membership changed
+ * or it is asked for state it was not sent; `expanded` when only its timeline grew (the last
+ * `timeline_limit` events again, the state by its changes); else by its `news`. A room whose
  * configuration only shrank (it left a list with a longer timeline, or a subscription ended) is
  * not resent, and keeps what it was sent with, so growing back needs nothing either.
  */
-function grown(held: SentAs | undefined, now: SentAs): boolean {
-  return held === undefined || held.membership !== now.membership || now.timelineLimit > held.timelineLimit || [...now.requiredState].some((p) => !held.requiredState.has(p))
+type SendMode = 'afresh' | 'expanded' | 'news'
+
+function sendMode(held: SentAs | undefined, now: SentAs): SendMode {
+  if (held === undefined || held.membership !== now.membership || [...now.requiredState].some((p) => !held.requiredState.has(p))) return 'afresh'
+  // Invites and knocks carry stripped state, not a timeline to expand.
+  return now.timelineLimit > held.timelineLimit && now.membership !== 'invite' && now.membership !== 'knock' ? 'expanded' : 'news'
+}
+
+/** One /sync read of a response: rooms with the same timeline limit, read afresh or by their news. */
+interface ReadGroup {
+  readonly afresh: boolean
+  readonly limit: number
+  readonly rooms: Set<string>
 }
 
 /** One response of a connection, from its state `from` (undefined: a fresh connection) up to `upTo`. */
@@ -388,30 +412,34 @@ async function slidingResponse(
   // Rooms the client holds as they are come with their news; others afresh. Rooms it holds that
   // the user left come once more (their leave).
   const sent = new Map<string, SentAs>()
-  const groups = new Map<string, { initial: boolean; limit: number; rooms: Set<string> }>()
-  const group = (initial: boolean, limit: number, roomId: string) => {
-    const id = JSON.stringify([initial, limit])
-    const g = groups.get(id) ?? { initial, limit, rooms: new Set<string>() }
+  const groups = new Map<string, ReadGroup>()
+  const group = (afresh: boolean, limit: number, roomId: string) => {
+    const id = JSON.stringify([afresh, limit])
+    const g = groups.get(id) ?? { afresh, limit, rooms: new Set<string>() }
     g.rooms.add(roomId)
     groups.set(id, g)
   }
+  // An expanded room is read both ways: afresh for its timeline, by its news for the rest.
+  const expanded = new Set<string>()
   for (const [roomId, config] of configs) {
     const held = from?.sent.get(roomId)
     const now = sentAs(byId.get(roomId)!.membership, config)
-    const afresh = grown(held, now)
-    sent.set(roomId, afresh ? now : held!)
-    group(afresh, config.timelineLimit, roomId)
+    const mode = sendMode(held, now)
+    sent.set(roomId, mode === 'afresh' ? now : mode === 'expanded' ? { ...held!, timelineLimit: now.timelineLimit } : held!)
+    if (mode === 'expanded') expanded.add(roomId)
+    if (mode !== 'news') group(true, config.timelineLimit, roomId)
+    if (mode !== 'afresh') group(false, config.timelineLimit, roomId)
   }
   const left = from === undefined ? [] : [...from.sent.keys()].filter((roomId) => !byId.has(roomId))
   for (const roomId of left) group(false, 1, roomId)
 
   // One /sync read per group; the incremental ones also carry the account data and device list
   // changes since the last response (a fresh connection gets all account data from an initial one).
-  const readGroup = (g: { initial: boolean; limit: number; rooms: Set<string> }) =>
+  const readGroup = (g: ReadGroup) =>
     readSync(db, {
       userId,
       ...(deviceId !== undefined && { deviceId }),
-      ...(!g.initial && from !== undefined && { since: from.token }),
+      ...(!g.afresh && from !== undefined && { since: from.token }),
       upTo: { room: upTo.room, streams: upTo },
       fullState: false,
       filter: {
@@ -425,36 +453,51 @@ async function slidingResponse(
       roomsChangedAfter: ctx.roomsChangedAfter,
       unread: ctx.unread,
     })
-  if (from !== undefined && ![...groups.values()].some((g) => !g.initial)) groups.set('news', { initial: false, limit: 0, rooms: new Set() })
-  if (from === undefined && groups.size === 0) groups.set('data', { initial: true, limit: 0, rooms: new Set() })
+  if (from !== undefined && ![...groups.values()].some((g) => !g.afresh)) groups.set('news', { afresh: false, limit: 0, rooms: new Set() })
+  if (from === undefined && groups.size === 0) groups.set('data', { afresh: true, limit: 0, rooms: new Set() })
   // The rooms' metadata is read alongside their timelines.
   const [reads, metadata] = await Promise.all([
     Promise.all([...groups.values()].map(async (g) => ({ g, data: await readGroup(g) }))),
     roomMetadata(db, [...configs.keys(), ...left], userId),
   ])
-  const global = reads.find((r) => !r.g.initial || from === undefined)?.data
-  const entries: { roomId: string; initial: boolean; entry: NonNullable<ReturnType<typeof roomEntry>> }[] = []
+  const global = reads.find((r) => !r.g.afresh || from === undefined)?.data
+  type Entry = NonNullable<ReturnType<typeof roomEntry>>
+  const entries: { roomId: string; initial: boolean; entry: Entry }[] = []
+  const news = new Map<string, Entry>()
+  const timelines = new Map<string, Entry>()
   for (const { g, data } of reads) {
     for (const roomId of g.rooms) {
-      const entry = roomEntry(data, roomId, g.initial, byId.get(roomId), metadata.get(roomId), dms.has(roomId))
-      if (entry !== undefined) entries.push({ roomId, initial: g.initial, entry })
+      const entry = roomEntry(data, roomId, g.afresh, byId.get(roomId), metadata.get(roomId), dms.has(roomId))
+      if (entry === undefined) continue
+      if (!expanded.has(roomId)) entries.push({ roomId, initial: g.afresh, entry })
+      else (g.afresh ? timelines : news).set(roomId, entry)
     }
   }
+  for (const [roomId, entry] of timelines) entries.push({ roomId, initial: false, entry: expandedEntry(entry, news.get(roomId)) })
   // The state each room's client needs: all it asks for when the room comes afresh, else the
   // changes since the last response (the timeline's state events included: clients do not
   // apply them). Joined rooms only: invites carry their stripped state.
   const viewer = { userId, ...(deviceId !== undefined && { deviceId }) }
   await forEachLimited(entries, 8, async ({ roomId, initial, entry }) => {
     if (entry.room['invite_state'] !== undefined || entry.room['knock_state'] !== undefined || byId.get(roomId)?.membership !== 'join') return
+    const patterns = configs.get(roomId)?.requiredState ?? []
+    const as = sent.get(roomId)
+    const heldLazy = initial ? undefined : as?.lazyMembers
     entry.room['required_state'] = await requiredState(db, roomId, {
-      patterns: configs.get(roomId)?.requiredState ?? [],
+      patterns,
       userId,
       lazySenders: entry.senders,
+      ...(heldLazy && { heldLazy }),
       upTo: upTo.room,
       ...(!initial && from !== undefined && { since: from.token.room }),
       viewer,
       now: ctx.now,
     })
+    if (as !== undefined && patterns.some((p) => p[1] === '$LAZY') && entry.senders.size > 0) {
+      // The latest senders last, so that the cap forgets those who spoke longest ago.
+      const members = [...[...(heldLazy ?? [])].filter((user) => !entry.senders.has(user)), ...entry.senders]
+      sent.set(roomId, { ...as, lazyMembers: new Set(members.slice(-maxLazyMembers)) })
+    }
   })
   const out: Record<string, JsonObject> = {}
   const roomData: Record<string, JsonObject[]> = {}
@@ -531,6 +574,18 @@ function passesFilters(
   if (filters.room_types !== undefined && !filters.room_types.includes(type)) return false
   if (filters.not_room_types !== undefined && filters.not_room_types.includes(type)) return false
   return true
+}
+
+/**
+ * An expanded room: its timeline read afresh, and what it has new since the last response
+ * (undefined: nothing): the news among the timeline's events, account data and receipts.
+ */
+function expandedEntry(timeline: NonNullable<ReturnType<typeof roomEntry>>, news: NonNullable<ReturnType<typeof roomEntry>> | undefined): NonNullable<ReturnType<typeof roomEntry>> {
+  const { initial: _, ...room } = timeline.room
+  const events = (room['timeline'] as JsonObject[]).length
+  // News read with the same limit: when they filled it (limited), every event sent is news.
+  const live = news === undefined ? 0 : news.room['limited'] === true ? events : Math.min(events, (news.room['timeline'] as JsonObject[]).length)
+  return { room: { ...room, expanded_timeline: true, num_live: live }, senders: timeline.senders, accountData: news?.accountData ?? [], ephemeral: news?.ephemeral ?? [] }
 }
 
 /** A room of the response from its /sync section, or undefined when it has nothing to say. */

@@ -8,6 +8,7 @@ const path = '/_matrix/client/unstable/org.matrix.simplified_msc3575/sync'
 
 interface SlidingRoom {
   initial?: boolean
+  expanded_timeline?: boolean
   name?: string
   heroes?: { user_id: string; displayname?: string }[]
   is_dm?: boolean
@@ -182,7 +183,7 @@ describe('api simplified sliding sync (MSC4186)', function () {
     const roomId = await createRoomAs(h, lou, { name: 'Config' })
     for (let i = 0; i < 6; i++) await sendTextAs(h, lou, roomId, `m${i}`)
     const list = { all: { ranges: [[0, 0]], timeline_limit: 1 } }
-    const subscription = (limit: number) => ({ [roomId]: { timeline_limit: limit, required_state: [['m.room.name', '']] } })
+    const subscription = (limit: number, ...more: string[][]) => ({ [roomId]: { timeline_limit: limit, required_state: [['m.room.name', ''], ...more] } })
     const first = await ok(lou, { lists: list, room_subscriptions: subscription(5) })
     expect([first.rooms[roomId]!.initial, texts(first.rooms[roomId]).length, first.rooms[roomId]!.required_state!.length]).to.deep.equal([true, 5, 1])
     // The subscription ends: the room is now asked for with less; nothing to resend.
@@ -194,9 +195,53 @@ describe('api simplified sliding sync (MSC4186)', function () {
     // Subscribed again as before: the client has had that much all along.
     const again = await ok(lou, { lists: list, room_subscriptions: subscription(5) }, { pos: news.pos })
     expect(again.rooms).to.deep.equal({})
-    // Asked for more than it ever had: afresh.
+    // Asked for a longer timeline than it ever had: the timeline expanded, nothing new.
     const grown = await ok(lou, { lists: list, room_subscriptions: subscription(10) }, { pos: again.pos })
-    expect([grown.rooms[roomId]!.initial, texts(grown.rooms[roomId])]).to.deep.equal([true, ['m0', 'm1', 'm2', 'm3', 'm4', 'm5', 'm6']])
+    const g = grown.rooms[roomId]!
+    expect([g.initial, g.expanded_timeline, texts(g), g.num_live, g.limited, g.required_state]).to.deep.equal([undefined, true, ['m0', 'm1', 'm2', 'm3', 'm4', 'm5', 'm6'], 0, true, []])
+    // Expanded again with news: the news are the last `num_live` of the timeline.
+    await sendTextAs(h, lou, roomId, 'm7')
+    await h.call('PUT', `${v3}/rooms/${enc(roomId)}/state/m.room.name/`, { token: lou.access_token, body: { name: 'Renamed' } })
+    const longer = await ok(lou, { lists: list, room_subscriptions: subscription(30) }, { pos: grown.pos })
+    const l = longer.rooms[roomId]!
+    expect([l.initial, l.expanded_timeline, texts(l).length, l.num_live, l.limited]).to.deep.equal([undefined, true, 8, 2, false])
+    expect(l.timeline!.slice(-2).map((e) => e.content['body'] ?? e.content['name'])).to.deep.equal(['m7', 'Renamed'])
+    expect(l.required_state!.map((e) => e.content['name'])).to.deep.equal(['Renamed'])
+    // Once expanded, that timeline is what the client holds: news come as news.
+    await sendTextAs(h, lou, roomId, 'm8')
+    const after = await ok(lou, { lists: list, room_subscriptions: subscription(30) }, { pos: longer.pos })
+    expect([after.rooms[roomId]!.expanded_timeline, after.rooms[roomId]!.num_live, texts(after.rooms[roomId])]).to.deep.equal([undefined, 1, ['m8']])
+    // Asked for state it was not sent: afresh.
+    const more = await ok(lou, { lists: list, room_subscriptions: subscription(30, ['m.room.topic', '']) }, { pos: after.pos })
+    expect([more.rooms[roomId]!.initial, more.rooms[roomId]!.expanded_timeline, texts(more.rooms[roomId]).length]).to.deep.equal([true, undefined, 9])
+  })
+
+  it('should send a lazy member once per connection, whatever its age, then only its changes', async () => {
+    const [ann, bob] = [await h.register('lazyann'), await h.register('lazybob')]
+    const roomId = await createRoomAs(h, ann, { name: 'Lazy', preset: 'public_chat' })
+    await joinAs(h, bob, roomId)
+    await sendTextAs(h, bob, roomId, 'b1')
+    const request = { lists: { all: { ranges: [[0, 0]], timeline_limit: 1, required_state: [['m.room.member', '$LAZY']] } } }
+    const members = (body: SlidingBody) => (body.rooms[roomId]?.required_state ?? []).map((e) => [e.state_key, e.content['displayname'] ?? null])
+    const first = await ok(ann, request)
+    expect([texts(first.rooms[roomId]), members(first)]).to.deep.equal([['b1'], [[bob.user_id, 'lazybob']]])
+    // Bob's member event is held: not sent again.
+    await sendTextAs(h, bob, roomId, 'b2')
+    const second = await ok(ann, request, { pos: first.pos })
+    expect([texts(second.rooms[roomId]), members(second)]).to.deep.equal([['b2'], []])
+    // Ann speaks: her member event is older than the last response, and comes all the same.
+    await sendTextAs(h, ann, roomId, 'a1')
+    const third = await ok(ann, request, { pos: second.pos })
+    expect([texts(third.rooms[roomId]), members(third)]).to.deep.equal([['a1'], [[ann.user_id, 'lazyann']]])
+    // Bob renames himself without speaking: a change of a member the client holds comes.
+    const rename = await h.call('PUT', `${v3}/rooms/${enc(roomId)}/state/m.room.member/${enc(bob.user_id)}`, { token: bob.access_token, body: { membership: 'join', displayname: 'Bobby' } })
+    expect(rename.statusCode, rename.body).to.equal(200)
+    await sendTextAs(h, ann, roomId, 'a2')
+    const fourth = await ok(ann, request, { pos: third.pos })
+    expect([texts(fourth.rooms[roomId]), members(fourth)]).to.deep.equal([['a2'], [[bob.user_id, 'Bobby']]])
+    // A new connection holds nothing.
+    const fresh = await ok(ann, { ...request, conn_id: 'other' })
+    expect(members(fresh)).to.deep.equal([[ann.user_id, 'lazyann']])
   })
 
   it('should filter lists by space, by tag and by room type', async () => {
