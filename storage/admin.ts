@@ -330,6 +330,7 @@ export async function roomBlock(db: Db, roomId: string): Promise<{ userId: strin
  */
 export async function purgeRoom(db: Db, roomId: string): Promise<number> {
   return db.transaction().execute(async (trx) => {
+    await lockRoomHistory(trx, roomId)
     // The room's head row first: a persister writing to it meanwhile waits, then finds no room.
     await trx.selectFrom('rooms').select('room_id').where('room_id', '=', roomId).forUpdate().execute()
     const roomEvents = trx.selectFrom('events').select('event_id').where('room_id', '=', roomId)
@@ -401,6 +402,15 @@ export async function claimRoomDeletion(db: Db, deleteId: string, work: (deletio
     })
     return true
   })
+}
+
+/**
+ * Takes, until the transaction ends, the lock that deleting a room's history holds (a purge's
+ * chunk, the room's deletion), so that those never interleave: a chunk never puts back a
+ * backward extremity of a room being deleted. Persisters do not take it.
+ */
+export async function lockRoomHistory(trx: Db, roomId: string): Promise<void> {
+  await sql`SELECT pg_advisory_xact_lock(hashtextextended(${`myelin.room_history.${roomId}`}, 0))`.execute(trx)
 }
 
 /**

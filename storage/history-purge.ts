@@ -1,5 +1,5 @@
 import { sql, type Kysely } from 'kysely'
-import { withClaim } from './admin.js'
+import { lockRoomHistory, withClaim } from './admin.js'
 import type { Database } from './schema.js'
 
 /**
@@ -224,6 +224,13 @@ async function purgeChunk(db: Db, purgeId: string, localServer: string, limit: n
   return db.transaction().execute(async (trx) => {
     const purge = await trx.selectFrom('history_purges').selectAll().where('purge_id', '=', purgeId).forUpdate().executeTakeFirst()
     if (purge === undefined || purge.status !== 'active') return undefined
+    await lockRoomHistory(trx, purge.room_id)
+    // A room deleted meanwhile has no history left to purge.
+    const room = await trx.selectFrom('rooms').select('room_id').where('room_id', '=', purge.room_id).executeTakeFirst()
+    if (room === undefined) {
+      await trx.updateTable('history_purges').set({ status: 'failed', error: 'the room was deleted' }).where('purge_id', '=', purgeId).execute()
+      return { deleted: 0, done: true }
+    }
     const after = purge.cursor_depth === null ? sql`true` : sql`(e.depth, e.stream_ordering) > (${purge.cursor_depth}, ${purge.cursor_stream})`
     const { rows } = await sql<{ event_id: string; depth: string; stream_ordering: string; deletable: boolean }>`
       SELECT e.event_id, e.depth, e.stream_ordering,

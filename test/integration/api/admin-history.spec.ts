@@ -2,7 +2,8 @@ import { expect } from 'chai'
 import fc from 'fast-check'
 import type { LightMyRequestResponse } from 'fastify'
 import { roomPlugins } from '../../../api/room-plugins.js'
-import { withClaim } from '../../../storage/admin.js'
+import { sql } from 'kysely'
+import { lockRoomHistory, purgeRoom, withClaim } from '../../../storage/admin.js'
 import { runHistoryPurge, startHistoryPurge } from '../../../storage/history-purge.js'
 import { startApi, v3, type ApiHarness, type Session } from './api-harness.js'
 import { createRoom, enc, sendEvents, text, type ClientEvent } from './read-fixtures.js'
@@ -160,6 +161,45 @@ describe("api purge history (Synapse's admin API)", function () {
     expect(ids(left)).to.deep.equal([point!.event_id, ...sent])
     expect(await db.selectFrom('events').select('event_id').where('event_id', 'in', old.map((e) => e.event_id)).execute()).to.deep.equal([])
     expect(bodies(await history(roomId))).to.deep.equal(['point', ...Array.from({ length: 40 }, (_, i) => [`new${i}`, `new${i}b`]).flat()])
+  })
+
+  it("should not interleave with the room's deletion: a purge that waited for it fails, and leaves nothing of the room", async () => {
+    const roomId = await createRoom(h, alice.user_id)
+    const sent = await sendEvents(h, roomId, ...Array.from({ length: 30 }, (_, i) => text(alice.user_id, `d${i}`)))
+    const db = h.t.db
+    const [{ depth }] = (await db.selectFrom('events').select('depth').where('event_id', '=', sent[29]!.event_id).execute()) as [{ depth: bigint }]
+    await startHistoryPurge(db, { purgeId: 'vs-deletion', roomId, upToDepth: BigInt(depth), deleteLocalEvents: true, now: Date.now() })
+    const waiting = async (n: number) => {
+      for (const deadline = Date.now() + 5_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 10))) {
+        const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`.execute(db)
+        if (rows[0]!.n >= n) return
+      }
+      expect.fail(`${n} sessions should be waiting for the room's history lock`)
+    }
+    // Hold the room's history lock; the deletion queues for it first, then the purge's chunk.
+    const release = Promise.withResolvers<void>()
+    const holder = db.transaction().execute(async (trx) => {
+      await lockRoomHistory(trx, roomId)
+      await release.promise
+    })
+    await new Promise((r) => setTimeout(r, 20))
+    const deletion = purgeRoom(db, roomId)
+    let purging: Promise<boolean> | undefined
+    try {
+      await waiting(1)
+      purging = runHistoryPurge(db, 'vs-deletion', { localServer: 'hs.test', chunk: 5 })
+      await waiting(2)
+    } finally {
+      release.resolve()
+      await holder
+    }
+    expect(await deletion).to.be.greaterThan(30)
+    expect(await purging).to.equal(true)
+    const status = await ok<{ status: string; deleted: number; error?: string }>(h.call('GET', `${admin1}/purge_history_status/vs-deletion`, { token: root.access_token }))
+    expect(status).to.deep.equal({ status: 'failed', deleted: 0, error: 'the room was deleted' })
+    for (const table of ['events', 'event_edges', 'event_backward_extremities', 'event_forward_extremities'] as const) {
+      expect(await db.selectFrom(table).select('room_id').where('room_id', '=', roomId).execute(), table).to.deep.equal([])
+    }
   })
 
   it('should leave exactly the state, the events from the point on and the latest, whatever the chunk size (property)', async () => {
