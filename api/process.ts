@@ -148,6 +148,7 @@ export async function startProcess(config: MyelinConfig, options: StartProcessOp
         transactionConcurrency: config.persister.transaction_concurrency,
         maxTransactionEvents: config.persister.max_transaction_events,
         parallelTransactionEvents: config.persister.parallel_transaction_events,
+        gather: { ms: config.persister.gather_ms, events: config.persister.gather_events, afterEvents: config.persister.gather_after_events },
         registry,
       })
       persister = created

@@ -9,6 +9,12 @@ export interface CommitGroupsOptions<W, R> {
    * own runs in parallel.
    */
   readonly minParallelWeight?: number
+  /**
+   * Gathering under load (off when absent): after a group of at least `after` weight ends, the
+   * next one waits up to `ms` for `weight` to gather, while no other group runs. A light load
+   * (groups below `after`) never waits; a heavy one pays the group's fixed cost for more work.
+   */
+  readonly gather?: { readonly ms: number; readonly weight: number; readonly after: number }
   /** Most weight a group takes; a single heavier work item still forms a group on its own. */
   readonly maxWeight: number
   readonly weight: (work: W) => number
@@ -39,6 +45,9 @@ export class CommitGroups<W, R> {
   readonly #waiting: Waiting<W, R>[] = []
   #running = 0
   #pumpScheduled = false
+  /** Until when (`performance.now()`) the next group gathers, and the timer that ends it. */
+  #gatherUntil = 0
+  #gatherTimer: NodeJS.Timeout | undefined
 
   constructor(options: CommitGroupsOptions<W, R>) {
     if (!(options.concurrency >= 1)) throw new RangeError('CommitGroups: concurrency must be at least 1')
@@ -67,6 +76,7 @@ export class CommitGroups<W, R> {
   }
 
   #pump(): void {
+    if (this.#gathering()) return
     while (this.#running < this.#options.concurrency && this.#waiting.length > 0) {
       if (this.#running > 0 && this.#waitingWeight() < (this.#options.minParallelWeight ?? 0)) return
       const group: Waiting<W, R>[] = []
@@ -80,8 +90,27 @@ export class CommitGroups<W, R> {
         this.#waiting.shift()
       }
       this.#running++
-      void this.#run(group)
+      void this.#run(group, weight)
     }
+  }
+
+  /** Whether the next group still gathers; if so, a timer pumps when the gathering ends. */
+  #gathering(): boolean {
+    const gather = this.#options.gather
+    if (gather === undefined || this.#waiting.length === 0) return false
+    const left = this.#gatherUntil - performance.now()
+    if (left <= 0 || this.#running > 0 || this.#waitingWeight() >= gather.weight) {
+      clearTimeout(this.#gatherTimer)
+      this.#gatherTimer = undefined
+      this.#gatherUntil = 0
+      return false
+    }
+    this.#gatherTimer ??= setTimeout(() => {
+      this.#gatherTimer = undefined
+      this.#gatherUntil = 0
+      this.#pump()
+    }, left)
+    return true
   }
 
   #waitingWeight(): number {
@@ -90,7 +119,7 @@ export class CommitGroups<W, R> {
     return weight
   }
 
-  async #run(group: Waiting<W, R>[]): Promise<void> {
+  async #run(group: Waiting<W, R>[], weight: number): Promise<void> {
     try {
       const results = await this.#options.run(group.map((g) => g.work))
       group.forEach((g, i) => g.answer.resolve(results[i] as R))
@@ -98,6 +127,8 @@ export class CommitGroups<W, R> {
       for (const g of group) g.answer.reject(err)
     } finally {
       this.#running--
+      const gather = this.#options.gather
+      if (gather !== undefined && gather.ms > 0 && weight >= gather.after) this.#gatherUntil = performance.now() + gather.ms
       this.#pump()
     }
   }

@@ -182,8 +182,20 @@ const configSchema = z
         transaction_concurrency: z.number().int().min(1).max(64).default(4),
         max_transaction_events: z.number().int().min(1).max(10_000).default(1000),
         parallel_transaction_events: z.number().int().min(0).max(10_000).default(100),
+        gather_ms: z.number().min(0).max(100).default(4),
+        gather_events: z.number().int().min(1).max(10_000).default(48),
+        gather_after_events: z.number().int().min(1).max(10_000).default(4),
       })
-      .default({ max_batch: 200, room_concurrency: 32, transaction_concurrency: 4, max_transaction_events: 1000, parallel_transaction_events: 100 }),
+      .default({
+        max_batch: 200,
+        room_concurrency: 32,
+        transaction_concurrency: 4,
+        max_transaction_events: 1000,
+        parallel_transaction_events: 100,
+        gather_ms: 4,
+        gather_events: 48,
+        gather_after_events: 4,
+      }),
   })
   // The cross-references run even when other fields failed, so that every problem is listed at
   // once: the value may then be partly invalid, and is read defensively.

@@ -106,6 +106,43 @@ describe('CommitGroups', () => {
     expect(calls).to.equal(3)
   })
 
+  it('should gather the next group for a while after a heavy one, and never after a light one', async () => {
+    const gated = gatedRun()
+    const groups = new CommitGroups<number, number>({ concurrency: 1, maxWeight: 100, gather: { ms: 60, weight: 6, after: 3 }, weight: (n) => n, run: gated.run })
+    const turn = () => new Promise((resolve) => setImmediate(resolve))
+    const answers = [groups.submit(1)]
+    await turn()
+    answers.push(groups.submit(1))
+    await turn()
+    // A light group (1 < after) ends: the waiting work runs at once.
+    await gated.release(0)
+    expect(gated.groups).to.deep.equal([[1], [1]])
+    answers.push(groups.submit(3))
+    await turn()
+    await gated.release(1)
+    expect(gated.groups.at(-1), 'after a light group, the next runs at once').to.deep.equal([3])
+    answers.push(groups.submit(2))
+    await turn()
+    // A heavy group (3 ≥ after) ends: the next waits for weight 6 or for 60 ms.
+    await gated.release(2)
+    expect(gated.groups).to.have.length(3)
+    answers.push(groups.submit(2))
+    await turn()
+    expect(gated.groups, 'weight 4 of 6: still gathering').to.have.length(3)
+    answers.push(groups.submit(2))
+    await turn()
+    expect(gated.groups.at(-1), 'weight 6 gathered: runs').to.deep.equal([2, 2, 2])
+    const started = performance.now()
+    answers.push(groups.submit(1))
+    await gated.release(3)
+    expect(gated.groups, 'too little: waits for the time').to.have.length(4)
+    await new Promise((resolve) => setTimeout(resolve, 80))
+    expect(gated.groups.at(-1)).to.deep.equal([1])
+    expect(performance.now() - started).to.be.at.least(50)
+    await gated.release(4)
+    expect(await Promise.all(answers)).to.deep.equal([10, 10, 30, 20, 20, 20, 10])
+  })
+
   it('should answer every item exactly once with its own result, never exceeding concurrency (property)', async () => {
     await fc.assert(
       fc.asyncProperty(
@@ -113,7 +150,8 @@ describe('CommitGroups', () => {
         fc.integer({ min: 1, max: 4 }),
         fc.integer({ min: 1, max: 20 }),
         fc.integer({ min: 0, max: 30 }),
-        async (items, concurrency, maxWeight, minParallelWeight) => {
+        fc.option(fc.record({ ms: fc.integer({ min: 0, max: 3 }), weight: fc.integer({ min: 1, max: 40 }), after: fc.integer({ min: 1, max: 8 }) }), { nil: undefined }),
+        async (items, concurrency, maxWeight, minParallelWeight, gather) => {
           let running = 0
           let peak = 0
           const seen: number[] = []
@@ -121,6 +159,7 @@ describe('CommitGroups', () => {
             concurrency,
             maxWeight,
             minParallelWeight,
+            ...(gather && { gather }),
             weight: (item) => item.w,
             run: async (group) => {
               running++

@@ -13,7 +13,7 @@ describe('parseConfig: database and persister tuning', () => {
   it('should default to prepared statements and group commit of up to 4 transactions of at most 1,000 events, a second beside the first only for 100 waiting', () => {
     const config = parseConfig(minimal, {})
     expect(config.database.prepare_statements).to.equal(true)
-    expect(config.persister).to.include({ transaction_concurrency: 4, max_transaction_events: 1000, parallel_transaction_events: 100 })
+    expect(config.persister).to.include({ transaction_concurrency: 4, max_transaction_events: 1000, parallel_transaction_events: 100, gather_ms: 4, gather_events: 48, gather_after_events: 4 })
   })
 
   it('should take prepare_statements: false and persister tuning', () => {
