@@ -11,8 +11,9 @@ export interface CommitGroupsOptions<W, R> {
   readonly minParallelWeight?: number
   /**
    * Gathering under load (off when absent): after a group of at least `after` weight ends, the
-   * next one waits up to `ms` for `weight` to gather, while no other group runs. A light load
-   * (groups below `after`) never waits; a heavy one pays the group's fixed cost for more work.
+   * next one waits up to `ms`, while no other group runs, for as much weight as it had (at most
+   * `weight`): groups do not shrink while work keeps coming. A light load (groups below
+   * `after`) never waits; a heavy one pays the group's fixed cost for more work.
    */
   readonly gather?: { readonly ms: number; readonly weight: number; readonly after: number }
   /** Most weight a group takes; a single heavier work item still forms a group on its own. */
@@ -47,6 +48,8 @@ export class CommitGroups<W, R> {
   #pumpScheduled = false
   /** Until when (`performance.now()`) the next group gathers, and the timer that ends it. */
   #gatherUntil = 0
+  /** The weight the gathering group waits for: the last group's, at most `gather.weight`. */
+  #gatherWeight = 0
   #gatherTimer: NodeJS.Timeout | undefined
 
   constructor(options: CommitGroupsOptions<W, R>) {
@@ -99,7 +102,7 @@ export class CommitGroups<W, R> {
     const gather = this.#options.gather
     if (gather === undefined || this.#waiting.length === 0) return false
     const left = this.#gatherUntil - performance.now()
-    if (left <= 0 || this.#running > 0 || this.#waitingWeight() >= gather.weight) {
+    if (left <= 0 || this.#running > 0 || this.#waitingWeight() >= this.#gatherWeight) {
       clearTimeout(this.#gatherTimer)
       this.#gatherTimer = undefined
       this.#gatherUntil = 0
@@ -128,7 +131,10 @@ export class CommitGroups<W, R> {
     } finally {
       this.#running--
       const gather = this.#options.gather
-      if (gather !== undefined && gather.ms > 0 && weight >= gather.after) this.#gatherUntil = performance.now() + gather.ms
+      if (gather !== undefined && gather.ms > 0 && weight >= gather.after) {
+        this.#gatherUntil = performance.now() + gather.ms
+        this.#gatherWeight = Math.min(gather.weight, weight)
+      }
       this.#pump()
     }
   }

@@ -106,9 +106,9 @@ describe('CommitGroups', () => {
     expect(calls).to.equal(3)
   })
 
-  it('should gather the next group for a while after a heavy one, and never after a light one', async () => {
+  it('should gather the next group, after a heavy one, up to its weight or for a while; never after a light one', async () => {
     const gated = gatedRun()
-    const groups = new CommitGroups<number, number>({ concurrency: 1, maxWeight: 100, gather: { ms: 60, weight: 6, after: 3 }, weight: (n) => n, run: gated.run })
+    const groups = new CommitGroups<number, number>({ concurrency: 1, maxWeight: 100, gather: { ms: 60, weight: 5, after: 3 }, weight: (n) => n, run: gated.run })
     const turn = () => new Promise((resolve) => setImmediate(resolve))
     const answers = [groups.submit(1)]
     await turn()
@@ -123,15 +123,13 @@ describe('CommitGroups', () => {
     expect(gated.groups.at(-1), 'after a light group, the next runs at once').to.deep.equal([3])
     answers.push(groups.submit(2))
     await turn()
-    // A heavy group (3 ≥ after) ends: the next waits for weight 6 or for 60 ms.
+    // A heavy group (3 ≥ after) ends: the next waits for weight 3 or for 60 ms.
     await gated.release(2)
-    expect(gated.groups).to.have.length(3)
+    expect(gated.groups, 'weight 2 of 3: gathering').to.have.length(3)
     answers.push(groups.submit(2))
     await turn()
-    expect(gated.groups, 'weight 4 of 6: still gathering').to.have.length(3)
-    answers.push(groups.submit(2))
-    await turn()
-    expect(gated.groups.at(-1), 'weight 6 gathered: runs').to.deep.equal([2, 2, 2])
+    expect(gated.groups.at(-1), 'weight 4 gathered: runs').to.deep.equal([2, 2])
+    // It ended with 4: the next waits for 4, or the time.
     const started = performance.now()
     answers.push(groups.submit(1))
     await gated.release(3)
@@ -140,7 +138,14 @@ describe('CommitGroups', () => {
     expect(gated.groups.at(-1)).to.deep.equal([1])
     expect(performance.now() - started).to.be.at.least(50)
     await gated.release(4)
-    expect(await Promise.all(answers)).to.deep.equal([10, 10, 30, 20, 20, 20, 10])
+    // A group heavier than `weight` asks the next for `weight` only.
+    answers.push(groups.submit(9))
+    await turn()
+    answers.push(groups.submit(5))
+    await gated.release(5)
+    expect(gated.groups.at(-1), 'weight 5 of at most 5: runs at once').to.deep.equal([5])
+    await gated.release(6)
+    expect(await Promise.all(answers)).to.deep.equal([10, 10, 30, 20, 20, 10, 90, 50])
   })
 
   it('should answer every item exactly once with its own result, never exceeding concurrency (property)', async () => {
