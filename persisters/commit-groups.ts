@@ -11,9 +11,13 @@ export interface CommitGroupsOptions<W, R> {
   readonly minParallelWeight?: number
   /**
    * Gathering under load (off when absent): after a group of at least `after` weight ends, the
-   * next one waits up to `ms`, while no other group runs, for as much weight as it had (at most
-   * `weight`): groups do not shrink while work keeps coming. A light load (groups below
-   * `after`) never waits; a heavy one pays the group's fixed cost for more work.
+   * next one waits up to `ms`, while no other group runs, for `weight`: a saturated system pays
+   * a group's fixed cost for more work. A light load (groups below `after`) never waits.
+   *
+   * A wait that ran out of time with no work submitted while it waited gathered nothing the
+   * next group would not have had anyway: a closed loop of callers that had all resubmitted.
+   * Then the next groups (1, 2, 4, … up to 64 of them, doubling while such waits repeat) wait
+   * only for the weight the last group had, so groups do not shrink but no time is lost.
    */
   readonly gather?: { readonly ms: number; readonly weight: number; readonly after: number }
   /** Most weight a group takes; a single heavier work item still forms a group on its own. */
@@ -48,9 +52,16 @@ export class CommitGroups<W, R> {
   #pumpScheduled = false
   /** Until when (`performance.now()`) the next group gathers, and the timer that ends it. */
   #gatherUntil = 0
-  /** The weight the gathering group waits for: the last group's, at most `gather.weight`. */
+  /** The weight the gathering group waits for: `gather.weight`, or the last group's in a back-off. */
   #gatherWeight = 0
   #gatherTimer: NodeJS.Timeout | undefined
+  /** Whether work was submitted while the group gathered (its timer set). */
+  #arrivedWaiting = false
+  /** Heavy groups left whose successors wait only for their weight, and the next back-off's length. */
+  #backOffLeft = 0
+  #backOff = 0
+  /** Whether the gathering group waits for `gather.weight` (not in a back-off). */
+  #reaching = false
 
   constructor(options: CommitGroupsOptions<W, R>) {
     if (!(options.concurrency >= 1)) throw new RangeError('CommitGroups: concurrency must be at least 1')
@@ -61,6 +72,7 @@ export class CommitGroups<W, R> {
   submit(work: W): Promise<R> {
     const answer = Promise.withResolvers<R>()
     this.#waiting.push({ work, answer })
+    if (this.#gatherTimer !== undefined) this.#arrivedWaiting = true
     // Work submitted in the same turn of the event loop (the requests of one replication call,
     // say) goes into one group: the pump runs once that turn's microtasks are done.
     if (!this.#pumpScheduled) {
@@ -103,6 +115,7 @@ export class CommitGroups<W, R> {
     if (gather === undefined || this.#waiting.length === 0) return false
     const left = this.#gatherUntil - performance.now()
     if (left <= 0 || this.#running > 0 || this.#waitingWeight() >= this.#gatherWeight) {
+      if (this.#reaching) this.#reached(left > 0 && this.#running === 0)
       clearTimeout(this.#gatherTimer)
       this.#gatherTimer = undefined
       this.#gatherUntil = 0
@@ -110,10 +123,21 @@ export class CommitGroups<W, R> {
     }
     this.#gatherTimer ??= setTimeout(() => {
       this.#gatherTimer = undefined
-      this.#gatherUntil = 0
       this.#pump()
     }, left)
     return true
+  }
+
+  /**
+   * A wait for `gather.weight` ended: by the weight, or by time with work submitted while it
+   * waited, it ends any back-off; by time with nothing submitted while it waited, it backs off
+   * longer.
+   */
+  #reached(filled: boolean): void {
+    const arriving = filled || this.#arrivedWaiting
+    this.#backOff = arriving ? 0 : Math.min(64, Math.max(1, this.#backOff * 2))
+    this.#backOffLeft = this.#backOff
+    this.#reaching = false
   }
 
   #waitingWeight(): number {
@@ -133,7 +157,13 @@ export class CommitGroups<W, R> {
       const gather = this.#options.gather
       if (gather !== undefined && gather.ms > 0 && weight >= gather.after) {
         this.#gatherUntil = performance.now() + gather.ms
-        this.#gatherWeight = Math.min(gather.weight, weight)
+        this.#arrivedWaiting = false
+        this.#reaching = this.#backOffLeft === 0
+        if (this.#reaching) this.#gatherWeight = gather.weight
+        else {
+          this.#backOffLeft--
+          this.#gatherWeight = Math.min(gather.weight, weight)
+        }
       }
       this.#pump()
     }

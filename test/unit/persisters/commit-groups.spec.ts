@@ -106,10 +106,11 @@ describe('CommitGroups', () => {
     expect(calls).to.equal(3)
   })
 
-  it('should gather the next group, after a heavy one, up to its weight or for a while; never after a light one', async () => {
+  it('should gather the next group, after a heavy one, up to the weight or for a while; never after a light one', async () => {
     const gated = gatedRun()
-    const groups = new CommitGroups<number, number>({ concurrency: 1, maxWeight: 100, gather: { ms: 60, weight: 5, after: 3 }, weight: (n) => n, run: gated.run })
+    const groups = new CommitGroups<number, number>({ concurrency: 1, maxWeight: 100, gather: { ms: 100, weight: 5, after: 3 }, weight: (n) => n, run: gated.run })
     const turn = () => new Promise((resolve) => setImmediate(resolve))
+    const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
     const answers = [groups.submit(1)]
     await turn()
     answers.push(groups.submit(1))
@@ -123,29 +124,61 @@ describe('CommitGroups', () => {
     expect(gated.groups.at(-1), 'after a light group, the next runs at once').to.deep.equal([3])
     answers.push(groups.submit(2))
     await turn()
-    // A heavy group (3 ≥ after) ends: the next waits for weight 3 or for 60 ms.
+    // A heavy group (3 ≥ after) ends: the next waits for weight 5 or for 100 ms.
     await gated.release(2)
-    expect(gated.groups, 'weight 2 of 3: gathering').to.have.length(3)
     answers.push(groups.submit(2))
     await turn()
-    expect(gated.groups.at(-1), 'weight 4 gathered: runs').to.deep.equal([2, 2])
-    // It ended with 4: the next waits for 4, or the time.
-    const started = performance.now()
+    expect(gated.groups, 'weight 4 of 5: gathering').to.have.length(3)
     answers.push(groups.submit(1))
+    await turn()
+    expect(gated.groups.at(-1), 'weight 5 gathered: runs').to.deep.equal([2, 2, 1])
+    // Work keeps arriving through the wait: it runs out of time, and the next waits as long.
+    let started = performance.now()
     await gated.release(3)
-    expect(gated.groups, 'too little: waits for the time').to.have.length(4)
-    await new Promise((resolve) => setTimeout(resolve, 80))
-    expect(gated.groups.at(-1)).to.deep.equal([1])
-    expect(performance.now() - started).to.be.at.least(50)
+    for (const at of [10, 35, 65]) {
+      await sleep(at - (performance.now() - started))
+      answers.push(groups.submit(1))
+    }
+    await sleep(150 - (performance.now() - started))
+    expect(gated.groups.at(-1), 'the wait ran out with work arriving').to.deep.equal([1, 1, 1])
+    // A closed loop: everything came at once, and nothing in the wait's second half.
+    answers.push(groups.submit(3))
+    started = performance.now()
     await gated.release(4)
+    await sleep(150)
+    expect(gated.groups.at(-1)).to.deep.equal([3])
+    expect(performance.now() - started, 'it waited the whole time').to.be.at.least(90)
+    // So the next group waits only for the weight the last one had (3), and runs at once.
+    answers.push(groups.submit(3))
+    await gated.release(5)
+    expect(gated.groups.at(-1), 'backing off: 3 is enough').to.deep.equal([3])
+    // The back-off (one group) is over: the next waits for 5 again, in vain: a back-off of two.
+    answers.push(groups.submit(3))
+    started = performance.now()
+    await gated.release(6)
+    expect(gated.groups, 'waiting for 5 again').to.have.length(7)
+    await sleep(150)
+    expect(gated.groups.at(-1)).to.deep.equal([3])
+    for (let i = 7; i < 9; i++) {
+      answers.push(groups.submit(3))
+      await gated.release(i)
+      expect(gated.groups.at(-1), `backing off, group ${i + 1}`).to.deep.equal([3])
+    }
+    answers.push(groups.submit(3))
+    await gated.release(9)
+    expect(gated.groups, 'the back-off of two is over: waiting for 5').to.have.length(10)
+    answers.push(groups.submit(2))
+    await turn()
+    expect(gated.groups.at(-1), 'filled: 5').to.deep.equal([3, 2])
+    await gated.release(10)
     // A group heavier than `weight` asks the next for `weight` only.
     answers.push(groups.submit(9))
     await turn()
     answers.push(groups.submit(5))
-    await gated.release(5)
+    await gated.release(11)
     expect(gated.groups.at(-1), 'weight 5 of at most 5: runs at once').to.deep.equal([5])
-    await gated.release(6)
-    expect(await Promise.all(answers)).to.deep.equal([10, 10, 30, 20, 20, 10, 90, 50])
+    await gated.release(12)
+    expect(await Promise.all(answers)).to.deep.equal([10, 10, 30, 20, 20, 10, 10, 10, 10, 30, 30, 30, 30, 30, 30, 20, 90, 50])
   })
 
   it('should answer every item exactly once with its own result, never exceeding concurrency (property)', async () => {
