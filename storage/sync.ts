@@ -1,4 +1,5 @@
 import { sql, type Kysely } from 'kysely'
+import { forEachLimited } from './limited.js'
 import { accountDataChanges, type AccountDataEntry } from './account-data.js'
 import { StorageError } from './errors.js'
 import { streamPositionSql } from './ordered-streams.js'
@@ -477,15 +478,6 @@ function readEarlySections(reader: RoomSyncReader, q: SyncQuery, wanted: (roomId
     early.set(roomId, section)
   }
   return early
-}
-
-/** Runs `fn` over `items`, at most `limit` at a time; rejects with the first failure. */
-export async function forEachLimited<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0
-  const worker = async (): Promise<void> => {
-    while (next < items.length) await fn(items[next++] as T)
-  }
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
 }
 
 function isEmptySection(section: JsonObject): boolean {

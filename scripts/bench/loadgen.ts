@@ -11,6 +11,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import { Pool } from 'undici'
+import { forEachLimited } from '../../storage/limited.js'
 import { percentile, percentiles, round } from './stats.js'
 
 /** How a sync probe's transaction IDs start, so a test server can tell probes from the load. */
@@ -199,19 +200,6 @@ export async function register(client: MatrixClient, username: string): Promise<
   return { userId: res.user_id, token: res.access_token }
 }
 
-/** Runs `fn` over `items`, at most `limit` at a time. */
-export async function inParallel<T>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<void>): Promise<void> {
-  let next = 0
-  await Promise.all(
-    Array.from({ length: Math.min(limit, items.length) }, async () => {
-      while (next < items.length) {
-        const i = next++
-        await fn(items[i] as T, i)
-      }
-    }),
-  )
-}
-
 /**
  * Sets up users and rooms, runs the load for `durationS` with the sync probe alongside, and
  * returns the figures. Every user joins every room (so any sender may pick any room).
@@ -226,7 +214,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadRun> {
   try {
     progress(`registering ${options.users} users`)
     const users: Session[] = new Array(options.users)
-    await inParallel(Array.from({ length: options.users }, (_, i) => i), 8, async (i) => {
+    await forEachLimited(Array.from({ length: options.users }, (_, i) => i), 8, async (i) => {
       users[i] = await register(client, `load${run}_${i}`)
     })
     const owner = users[0] as Session
@@ -237,7 +225,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadRun> {
       rooms.push(room_id)
     }
     const joins = users.slice(1).flatMap((u) => rooms.map((room) => ({ u, room })))
-    await inParallel(joins, 16, async ({ u, room }) => {
+    await forEachLimited(joins, 16, async ({ u, room }) => {
       await client.ok('POST', `${v3}/join/${enc(room)}`, { token: u.token, body: {} })
     })
 

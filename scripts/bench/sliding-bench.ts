@@ -13,7 +13,8 @@
  */
 import type { BenchContext, BenchResult } from './context.js'
 import { monolith, startOnFreshDatabase } from './e2e-bench.js'
-import { inParallel, MatrixClient, register } from './loadgen.js'
+import { forEachLimited } from '../../storage/limited.js'
+import { MatrixClient, register } from './loadgen.js'
 import { percentile, ratio, spread, type Spread } from './stats.js'
 
 interface SlidingResult extends BenchResult {
@@ -54,7 +55,7 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
     ctx.progress(`sliding: creating ${rooms} rooms with ${messagesPerRoom} messages each`)
     const roomIds: string[] = []
     let txn = 0
-    await inParallel(Array.from({ length: rooms }, (_, i) => i), 8, async (i) => {
+    await forEachLimited(Array.from({ length: rooms }, (_, i) => i), 8, async (i) => {
       const { room_id: roomId } = await client.ok<{ room_id: string }>('POST', `${v3}/createRoom`, { token: user.token, body: { name: `room ${i}` } })
       roomIds.push(roomId)
       for (let m = 0; m < messagesPerRoom; m++) {
