@@ -36,14 +36,15 @@ export interface BenchPersister {
 
 /**
  * Starts the persister of writer `persister1` on database `url`, configured as in a deployment
- * (pool of `poolSize`, Redis bus, default room concurrency 32 and batch limit 200).
+ * (pool of `poolSize`, Redis bus, default room concurrency 32 and batch limit 200); `gatherMs`
+ * overrides `persister.gather_ms` (4).
  *
  * @example
  * const bench = await startBenchPersister(db.url, ctx.redisUrl)
  * await bench.persister.persist({ requestId, roomId, events })
  * await bench.close()
  */
-export async function startBenchPersister(url: string, redisUrl: string): Promise<BenchPersister> {
+export async function startBenchPersister(url: string, redisUrl: string, options: { gatherMs?: number } = {}): Promise<BenchPersister> {
   const log = silentLogger()
   const db = createDatabase({ url, poolSize, applicationName: 'bench-persister' })
   const bus: Bus = createBus({ redis: { url: redisUrl }, serverName: `${serverName}-${randomBytes(4).toString('hex')}`, log })
@@ -61,6 +62,7 @@ export async function startBenchPersister(url: string, redisUrl: string): Promis
     signingKey: generateSigningKey('bench'),
     log,
     registry,
+    ...(options.gatherMs !== undefined && { gather: { ms: options.gatherMs } }),
   })
   let seen = { sum: 0, count: 0 }
   return {

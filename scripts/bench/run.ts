@@ -20,6 +20,7 @@ const modules: Record<string, () => Promise<BenchModule>> = {
   streams: () => import('./streams-bench.js'),
   persister: () => import('./persister-bench.js'),
   'persister-stored': () => import('./stored-bench.js'),
+  'persister-gather': () => import('./gather-bench.js'),
   router: () => import('./router-bench.js'),
   e2e: () => import('./e2e-bench.js') as Promise<BenchModule>,
   sliding: () => import('./sliding-bench.js'),

@@ -39,7 +39,7 @@ describe('make bench (scripts/bench/run.ts --quick)', function () {
   this.timeout(180_000)
 
   it('prints a machine line, then results with positive ratios referencing it', async () => {
-    const { code, lines, stderr } = await runBench(['--quick', '--only', 'streams,persister,persister-stored,sliding,purge'])
+    const { code, lines, stderr } = await runBench(['--quick', '--only', 'streams,persister,persister-stored,persister-gather,sliding,purge'])
     expect(code, stderr).to.equal(0)
     const [machine, ...results] = lines
     expect(machine).to.include({ kind: 'machine' })
@@ -51,6 +51,7 @@ describe('make bench (scripts/bench/run.ts --quick)', function () {
       'streams.propagation',
       'persister.throughput',
       'persister.stored',
+      'persister.gather',
       'sliding.initial',
       'sliding.wakeup',
       'purge.history',
