@@ -9,6 +9,7 @@
  * Baseline: the persister with gathering off. ratio = gathering events/s ÷ off events/s
  * (medians); `pairRatios` gives each alternated pair's own ratio.
  */
+import { alternate } from './alternate.js'
 import { benchDatabases } from './bench-db.js'
 import type { BenchContext, BenchResult } from './context.js'
 import { createRooms, drivePersister, startBenchPersister } from './persister-driver.js'
@@ -55,18 +56,7 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
           await drive(on, 500)
           await drive(off, 500)
         }
-        const gathering: number[] = []
-        const baseline: number[] = []
-        for (let i = 0; i < drives; i++) {
-          ctx.progress(`${label}: pair ${i + 1}/${drives}`)
-          if (i % 2 === 0) {
-            gathering.push(await drive(on, durationMs))
-            baseline.push(await drive(off, durationMs))
-          } else {
-            baseline.push(await drive(off, durationMs))
-            gathering.push(await drive(on, durationMs))
-          }
-        }
+        const { subject: gathering, baseline } = await alternate(ctx, label, () => drive(on, durationMs), () => drive(off, durationMs), { repeats: drives, warmUp: false })
         const eventsPerS = spread(gathering, 0)
         const baselineEventsPerS = spread(baseline, 0)
         const result: GatherResult = {

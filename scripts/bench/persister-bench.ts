@@ -13,6 +13,7 @@
  * room pattern, each request one transaction of raw multi-row SQL writing the same rows
  * (persister-driver.ts `driveRaw`) on a pool of 10. ratio = persister events/s ÷ raw events/s.
  */
+import { alternate } from './alternate.js'
 import { benchDatabases, rawPool } from './bench-db.js'
 import type { BenchContext, BenchResult } from './context.js'
 import { createRawRooms, createRooms, drivePersister, driveRaw, poolSize, startBenchPersister } from './persister-driver.js'
@@ -65,18 +66,7 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
           await drivePersister(bench.persister, rooms, plan.batch, concurrency, 500)
           await driveRaw(raw, rawRooms, plan.batch, concurrency, 500)
         }
-        const measured: { perS: number; meanBatch: number }[] = []
-        const baseline: number[] = []
-        for (let i = 0; i < ctx.repeats; i++) {
-          ctx.progress(`${label}: repeat ${i + 1}/${ctx.repeats}`)
-          if (i % 2 === 0) {
-            measured.push(await persisterRun())
-            baseline.push(await rawRun())
-          } else {
-            baseline.push(await rawRun())
-            measured.push(await persisterRun())
-          }
-        }
+        const { subject: measured, baseline } = await alternate(ctx, label, persisterRun, rawRun, { warmUp: false })
         const eventsPerS = spread(measured.map((m) => m.perS), 0)
         const baselineEventsPerS = spread(baseline, 0)
         const result: PersisterThroughputResult = {

@@ -22,6 +22,7 @@ import type { BusMessage } from '../../storage/bus/bus-message.js'
 import { silentLogger } from '../../storage/logger.js'
 import { createIdGenerator, type MultiWriterIdGenerator } from '../../storage/streams/id-generator.js'
 import { createStreamTracker } from '../../storage/streams/stream-tracker.js'
+import { alternate } from './alternate.js'
 import { benchDatabases, rawPool, type BenchDatabase } from './bench-db.js'
 import { closedLoop } from './closed-loop.js'
 import type { BenchContext, BenchResult } from './context.js'
@@ -161,29 +162,6 @@ async function idThroughput(ctx: BenchContext, db: BenchDatabase, writers: numbe
     }
     await Promise.all(rawPools.map((pool) => pool.end()))
   }
-}
-
-/**
- * Runs `subject` and `baseline` `ctx.repeats` times each, alternating which goes first, after
- * one short unmeasured warm-up of each.
- */
-async function alternate<T>(ctx: BenchContext, label: string, subject: () => Promise<T>, baseline: () => Promise<T>): Promise<{ subject: T[]; baseline: T[] }> {
-  const out = { subject: [] as T[], baseline: [] as T[] }
-  if (!ctx.quick) {
-    await subject()
-    await baseline()
-  }
-  for (let i = 0; i < ctx.repeats; i++) {
-    ctx.progress(`${label}: repeat ${i + 1}/${ctx.repeats}`)
-    if (i % 2 === 0) {
-      out.subject.push(await subject())
-      out.baseline.push(await baseline())
-    } else {
-      out.baseline.push(await baseline())
-      out.subject.push(await subject())
-    }
-  }
-  return out
 }
 
 /** A bus that reports every POSITION it publishes to `onPublish` before publishing it. */
