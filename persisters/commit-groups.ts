@@ -115,7 +115,9 @@ export class CommitGroups<W, R> {
     if (gather === undefined || this.#waiting.length === 0) return false
     const left = this.#gatherUntil - performance.now()
     if (left <= 0 || this.#running > 0 || this.#waitingWeight() >= this.#gatherWeight) {
-      if (this.#reaching) this.#reached(left > 0 && this.#running === 0)
+      // A group still running ends the gathering before it waited: no verdict on waiting.
+      if (this.#reaching && this.#running === 0) this.#reached(left > 0)
+      this.#reaching = false
       clearTimeout(this.#gatherTimer)
       this.#gatherTimer = undefined
       this.#gatherUntil = 0
@@ -137,7 +139,6 @@ export class CommitGroups<W, R> {
     const arriving = filled || this.#arrivedWaiting
     this.#backOff = arriving ? 0 : Math.min(64, Math.max(1, this.#backOff * 2))
     this.#backOffLeft = this.#backOff
-    this.#reaching = false
   }
 
   #waitingWeight(): number {

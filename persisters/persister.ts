@@ -69,11 +69,11 @@ export interface PersisterOptions {
   readonly parallelTransactionEvents?: number
   /**
    * Gathering under load: after a live transaction of at least `afterEvents` events (default
-   * 4), the next one waits up to `ms` (default 4; 0: never) for as many events as that one had
-   * (at most `events`, default 48). On a saturated machine a transaction's fixed cost is CPU
-   * taken from everything else, so transactions must not shrink; a light load never waits, and
-   * a closed loop whose callers all wait in the last transaction refills it at once. See
-   * persisters/README.md.
+   * 4), the next one waits up to `ms` (default 4; 0: never) for `events` (default 48). On a
+   * saturated machine a transaction's fixed cost is CPU taken from everything else; a light
+   * load never waits. A wait that nothing arrived during (a closed loop whose callers all wait
+   * in the last transaction) backs off: the next transactions wait only for as many events as
+   * the last one had. See persisters/README.md.
    */
   readonly gather?: { readonly ms?: number; readonly events?: number; readonly afterEvents?: number }
   /** Rooms whose snapshot (state, extremities) stays cached between batches (default 10,000). */

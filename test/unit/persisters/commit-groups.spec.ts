@@ -181,6 +181,33 @@ describe('CommitGroups', () => {
     expect(await Promise.all(answers)).to.deep.equal([10, 10, 30, 20, 20, 10, 10, 10, 10, 30, 30, 30, 30, 30, 30, 20, 90, 50])
   })
 
+  it('should not back off when a running group, not a wait, ended the gathering', async () => {
+    const gated = gatedRun()
+    const groups = new CommitGroups<number, number>({ concurrency: 2, maxWeight: 100, gather: { ms: 100, weight: 5, after: 3 }, weight: (n) => n, run: gated.run })
+    const turn = () => new Promise((resolve) => setImmediate(resolve))
+    const answers = [groups.submit(3)]
+    await turn()
+    answers.push(groups.submit(3))
+    await turn()
+    answers.push(groups.submit(1))
+    await turn()
+    expect(gated.groups, 'two groups run; 1 waits').to.deep.equal([[3], [3]])
+    // A heavy group ends while the other runs: no gathering, the waiting 1 starts at once.
+    await gated.release(0)
+    expect(gated.groups.at(-1)).to.deep.equal([1])
+    await gated.release(2)
+    // The other heavy group ends with none running: its successor gathers for 5, not backed off.
+    await gated.release(1)
+    answers.push(groups.submit(3))
+    await turn()
+    expect(gated.groups, 'gathering for 5').to.have.length(3)
+    answers.push(groups.submit(2))
+    await turn()
+    expect(gated.groups.at(-1)).to.deep.equal([3, 2])
+    await gated.release(3)
+    expect(await Promise.all(answers)).to.deep.equal([30, 30, 10, 30, 20])
+  })
+
   it('should answer every item exactly once with its own result, never exceeding concurrency (property)', async () => {
     await fc.assert(
       fc.asyncProperty(
