@@ -336,7 +336,7 @@ export async function purgeRoom(db: Db, roomId: string): Promise<number> {
     const roomEvents = trx.selectFrom('events').select('event_id').where('room_id', '=', roomId)
     await trx.deleteFrom('redactions').where('event_id', 'in', roomEvents).execute()
     await trx.deleteFrom('event_json').where('event_id', 'in', roomEvents).execute()
-    for (const table of ['event_edges', 'event_forward_extremities', 'event_backward_extremities', 'state_events', 'current_state_events', 'room_memberships', 'event_txn_ids', 'event_relations', 'event_search', 'room_aliases'] as const) {
+    for (const table of ['event_edges', 'event_backward_extremities', 'state_events', 'current_state_events', 'room_memberships', 'event_txn_ids', 'event_relations', 'event_search', 'room_aliases'] as const) {
       await trx.deleteFrom(table).where('room_id', '=', roomId).execute()
     }
     const deleted = await trx.deleteFrom('events').where('room_id', '=', roomId).executeTakeFirst()

@@ -16,6 +16,7 @@ export interface Database {
   event_json: EventJsonTable
   redactions: RedactionsTable
   event_edges: EventEdgesTable
+  /** A view of `rooms.forward_extremities` (migration 0033): read only. */
   event_forward_extremities: RoomEventTable
   event_backward_extremities: RoomEventTable
   state_events: StateEventsTable
@@ -88,6 +89,8 @@ export interface RoomsTable {
   epoch: Generated<bigint>
   max_depth: Generated<bigint>
   last_stream_ordering: Int8 | null
+  /** Sorted; written by the persist statement (storage/events/append-events.ts). */
+  forward_extremities: Generated<string[]>
 }
 
 export interface EventsTable {

@@ -152,11 +152,10 @@ export async function createRawRooms(pool: pg.Pool, count: number): Promise<stri
   const rooms = Array.from({ length: count }, () => `!raw${randomBytes(9).toString('base64url')}:${serverName}`)
   const now = Date.now()
   await pool.query(
-    `INSERT INTO rooms (room_id, room_version, creator, created_ts, owner, epoch, max_depth, last_stream_ordering)
-     SELECT r, '11', $2, $3, 'raw', 1, 5, NULL FROM unnest($1::text[]) r`,
+    `INSERT INTO rooms (room_id, room_version, creator, created_ts, owner, epoch, max_depth, last_stream_ordering, forward_extremities)
+     SELECT r, '11', $2, $3, 'raw', 1, 5, NULL, ARRAY['$rawinit' || md5(r)] FROM unnest($1::text[]) r`,
     [rooms, creator, now],
   )
-  await pool.query(`INSERT INTO event_forward_extremities (room_id, event_id) SELECT r, '$rawinit' || md5(r) FROM unnest($1::text[]) r`, [rooms])
   return rooms
 }
 
@@ -195,9 +194,9 @@ function valuesList(rows: number, columns: number): string {
 /**
  * The raw baseline: the same closed loop as `drivePersister`, each request a transaction of
  * plain multi-row SQL writing the rows a message batch needs, on a pool of `poolSize`:
- * `nextval` × batch; lock-and-advance the room head (`UPDATE rooms … RETURNING`); replace the
- * forward extremity (`DELETE … RETURNING`, `INSERT`); `INSERT` events, event_json and
- * event_edges (one multi-row statement each). No authorization, hashing, signing or
+ * `nextval` × batch; lock-and-advance the room head, reading its forward extremity
+ * (`UPDATE rooms … RETURNING`); `INSERT` events, event_json and event_edges (one multi-row
+ * statement each); set the head's new forward extremity (`UPDATE rooms`). No authorization, hashing, signing or
  * idempotency rows.
  *
  * @example
@@ -212,13 +211,13 @@ export function driveRaw(pool: pg.Pool, rooms: readonly string[], batch: number,
     try {
       await client.query('BEGIN')
       const ids = (await client.query<{ id: string }>(`SELECT nextval('events_stream_seq') AS id FROM generate_series(1, $1)`, [batch])).rows.map((r) => r.id)
-      const head = await client.query<{ max_depth: string }>(
-        'UPDATE rooms SET max_depth = max_depth + $2, last_stream_ordering = $3 WHERE room_id = $1 RETURNING max_depth',
+      // The head row: its new marks, and the forward extremity the batch's first event follows.
+      const head = await client.query<{ max_depth: string; prev: string | null }>(
+        'UPDATE rooms SET max_depth = max_depth + $2, last_stream_ordering = $3 WHERE room_id = $1 RETURNING max_depth, forward_extremities[1] AS prev',
         [roomId, batch, ids[ids.length - 1]],
       )
       const firstDepth = Number(head.rows[0]?.max_depth) - batch + 1
-      const old = await client.query<{ event_id: string }>('DELETE FROM event_forward_extremities WHERE room_id = $1 RETURNING event_id', [roomId])
-      let prev = old.rows[0]?.event_id ?? '$none'
+      let prev = head.rows[0]?.prev ?? '$none'
       const now = Date.now()
       const events: unknown[] = []
       const json: unknown[] = []
@@ -239,7 +238,7 @@ export function driveRaw(pool: pg.Pool, rooms: readonly string[], batch: number,
       )
       await client.query(`INSERT INTO event_json (event_id, room_id, json) VALUES ${valuesList(batch, 3)}`, json)
       await client.query(`INSERT INTO event_edges (event_id, prev_event_id, room_id) VALUES ${valuesList(batch, 3)}`, edges)
-      await client.query('INSERT INTO event_forward_extremities (room_id, event_id) VALUES ($1, $2)', [roomId, prev])
+      await client.query('UPDATE rooms SET forward_extremities = ARRAY[$2::text] WHERE room_id = $1', [roomId, prev])
       await client.query('COMMIT')
     } catch (err) {
       await client.query('ROLLBACK').catch(() => undefined)

@@ -187,9 +187,9 @@ export interface RoomAdvance {
  * (storage/database.ts prepares it), whatever the batch size, and no batch comes near the
  * protocol's parameter limit.
  *
- * Advancing a room replaces its whole forward-extremity set (extremities not kept are deleted,
- * new ones inserted; a kept one conflicts with itself and stays) and sets its head row's
- * `max_depth` and `last_stream_ordering`.
+ * Advancing a room sets its head row's whole forward-extremity set (`forward_extremities`,
+ * sorted, each ID once), `max_depth` and `last_stream_ordering`, in one update that changes no
+ * indexed column (a HOT update: no dead index entries, the old version pruned in its page).
  *
  * @example
  * await writeBatch(trx, { rows, currentState, advances: [{ roomId, extremities: ['$latest'], maxDepth: 18n, lastStreamOrdering: 1234n }] })
@@ -353,18 +353,10 @@ function advancePart(rooms: readonly RoomAdvance[]): StatementPart {
       ],
       ['kept', `SELECT k.room_id, k.event_id FROM unnest(${keptRooms}::text[], ${keptEvents}::text[]) AS k(room_id, event_id)`],
       [
-        'dropped',
-        `DELETE FROM event_forward_extremities f WHERE f.room_id = ANY(${rooms}::text[])
-         AND NOT EXISTS (SELECT 1 FROM kept k WHERE k.room_id = f.room_id AND k.event_id = f.event_id)${g === undefined ? '' : ` AND ${g.ok}`}`,
-      ],
-      [
         'advanced',
-        `UPDATE rooms r SET max_depth = h.max_depth, last_stream_ordering = ${g === undefined ? 'h.last_stream_ordering' : g.ordering('h.last_stream_ordering')}
+        `UPDATE rooms r SET max_depth = h.max_depth, last_stream_ordering = ${g === undefined ? 'h.last_stream_ordering' : g.ordering('h.last_stream_ordering')},
+           forward_extremities = coalesce((SELECT array_agg(DISTINCT k.event_id ORDER BY k.event_id) FROM kept k WHERE k.room_id = h.room_id), '{}')
          FROM heads h WHERE r.room_id = ANY(${rooms}::text[]) AND r.room_id = h.room_id${g === undefined ? '' : ` AND ${g.ok}`}`,
-      ],
-      [
-        'added',
-        `INSERT INTO event_forward_extremities (room_id, event_id) SELECT room_id, event_id FROM kept${g === undefined ? '' : ` WHERE ${g.ok}`} ON CONFLICT DO NOTHING`,
       ],
     ],
   }
