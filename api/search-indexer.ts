@@ -25,7 +25,7 @@ export interface SearchIndexer {
   close(): Promise<void>
 }
 
-/** Events read per statement. */
+/** Stream IDs read per statement (so at most as many events). */
 const batchSize = 2000
 /** Time between catch-up progress lines. */
 const progressEveryMs = 10_000
@@ -42,7 +42,7 @@ export function startSearchIndexer(options: {
   spacingMs?: number
   /** Passes even without advances: a retry after a failure, the catch-up at start (default 5 s). */
   tickMs?: number
-  /** Events read per statement (default 2,000). */
+  /** Stream IDs read per statement, so at most as many events (default 2,000). */
   batchSize?: number
 }): SearchIndexer {
   const { db, tracker } = options

@@ -53,26 +53,20 @@ const textConfig = 'english'
 const streamReads: Record<MultiWriterStream, {
   readonly position: 'stream_ordering' | 'backfill_id'
   readonly inRange: (after: RawBuilder<unknown>, upTo: RawBuilder<unknown>) => RawBuilder<SqlBool>
-  readonly id: RawBuilder<unknown>
-  readonly order: RawBuilder<unknown>
 }> = {
   events: {
     position: 'stream_ordering',
     inRange: (after, upTo) => sql<SqlBool>`e.stream_ordering > ${after} AND e.stream_ordering <= ${upTo}`,
-    id: sql`e.stream_ordering`,
-    order: sql`e.stream_ordering`,
   },
   backfill: {
     position: 'backfill_id',
     inRange: (after, upTo) => sql<SqlBool>`e.stream_ordering < -${after} AND e.stream_ordering >= -${upTo}`,
-    id: sql`-e.stream_ordering`,
-    order: sql`e.stream_ordering DESC`,
   },
 }
 
 /**
- * Indexes the events of `stream` after the stored position, up to `upTo` and at most `limit` of
- * them (every event counts toward the limit, indexed or not), drops the entries of the events
+ * Indexes the events of `stream` after the stored position, up to `upTo` and at most `limit`
+ * stream IDs further (so at most `limit` events, indexed or not), drops the entries of the events
  * redacted by redactions among them, and stores the new position, in ONE statement: a crash
  * never leaves an event indexed without the position moving past it, and an event indexed twice
  * is impossible (its ID is the key). `events` is the live stream; `backfill` is history imported
@@ -91,13 +85,12 @@ export async function indexForSearch(
 ): Promise<{ from: bigint; reached: bigint; indexed: number; removed: number }> {
   const read = streamReads[stream]
   const after = sql`(SELECT after FROM pos)`
+  // A batch is a range of stream IDs, not a LIMIT over the events: the planner cannot know how
+  // far behind the stored position is, and an ordered LIMIT over (after, upTo] was planned as a
+  // scan of the whole range and a sort, for every batch of a catch-up over millions of events.
   const { rows } = await sql<{ from: string; reached: string; indexed: string; removed: string }>`
     WITH pos AS (SELECT ${sql.ref(read.position)} AS after FROM event_search_position FOR UPDATE),
-    span AS (
-      SELECT ${read.id} AS id FROM events e WHERE ${read.inRange(after, sql`${upTo}::int8`)}
-      ORDER BY ${read.order} LIMIT ${limit}::int
-    ),
-    reach AS (SELECT coalesce(max(id), (SELECT after FROM pos)) AS reached FROM span),
+    reach AS (SELECT GREATEST(after, LEAST(${upTo}::int8, after + ${limit}::int8)) AS reached FROM pos),
     picked AS (
       SELECT e.event_id, e.room_id, e.stream_ordering, e.sender, e.type, (j.json::json) -> 'content' AS content
       FROM events e JOIN event_json j ON j.event_id = e.event_id

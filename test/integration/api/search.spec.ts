@@ -300,4 +300,28 @@ describe('api search (POST /search, room_events)', function () {
       await indexer.close()
     }
   })
+
+  it('should cross a gap in the stream wider than a batch, each batch a bounded range of IDs', async () => {
+    // No indexer runs any more (the test above closed them): this one drives indexForSearch alone.
+    const start = await searchIndexPosition(h.t.db)
+    // 1,000 IDs taken and never used, as rolled-back transactions leave them.
+    await sql`SELECT setval('events_stream_seq', nextval('events_stream_seq') + 1000)`.execute(h.t.db)
+    await send(alice, room, 'after the gap: zucchini')
+    const upTo = (await h.t.db.selectFrom('events').select((eb) => eb.fn.max('stream_ordering').as('max')).executeTakeFirstOrThrow()).max as bigint
+    expect(Number(upTo - start)).to.be.above(1000)
+    const steps: { from: bigint; reached: bigint; indexed: number }[] = []
+    for (;;) {
+      const step = await indexForSearch(h.t.db, upTo, 100)
+      if (step.reached === step.from) break
+      steps.push(step)
+    }
+    expect(steps).to.have.length(Math.ceil(Number(upTo - start) / 100))
+    expect(steps.every((step, i) => step.reached - step.from <= 100n && step.from === (i === 0 ? start : steps[i - 1]!.reached))).to.equal(true)
+    expect(steps.reduce((n, step) => n + step.indexed, 0)).to.equal(1)
+    expect(await searchIndexPosition(h.t.db)).to.equal(upTo)
+    expect(bodies(await found(alice, { search_term: 'zucchini' }))).to.deep.equal(['after the gap: zucchini'])
+    // Asked again up to a position it has passed, it stays where it is.
+    const behind = await indexForSearch(h.t.db, start, 100)
+    expect(behind).to.deep.include({ from: upTo, reached: upTo, indexed: 0 })
+  })
 })
