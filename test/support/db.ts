@@ -1,8 +1,11 @@
 import { randomBytes } from 'node:crypto'
+import { cp, mkdtemp, readdir, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import type { Kysely } from 'kysely'
 import pg from 'pg'
 import { createDatabase, type DatabaseHandle } from '../../storage/database.js'
-import { migrateUp } from '../../storage/migrations.js'
+import { defaultMigrationsDir, migrateUp } from '../../storage/migrations.js'
 import type { Database } from '../../storage/schema.js'
 
 /**
@@ -113,4 +116,21 @@ export function countingQueries(db: Kysely<Database>): { readonly db: Kysely<Dat
     }),
   }
   return counter
+}
+
+/**
+ * A folder with the shipped migrations numbered below `before`: migrating an empty test
+ * database with it leaves the schema an older release had, to test a data migration on.
+ *
+ * @example
+ * const older = await olderMigrations('0033')
+ * await migrateUp(t.db, { dir: older.dir }) // schema 32
+ * await older.remove()
+ */
+export async function olderMigrations(before: string): Promise<{ dir: string; remove(): Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), `myelin-migrations-before-${before}-`))
+  for (const file of (await readdir(defaultMigrationsDir)).filter((f) => f.endsWith('.sql') && f < before)) {
+    await cp(join(defaultMigrationsDir, file), join(dir, file))
+  }
+  return { dir, remove: () => rm(dir, { recursive: true, force: true }) }
 }

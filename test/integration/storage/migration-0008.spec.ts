@@ -1,31 +1,25 @@
 import { expect } from 'chai'
-import { cp, mkdtemp, readdir, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { sql } from 'kysely'
 import { loadRequestAnswers } from '../../../persisters/persist-batch.js'
-import { defaultMigrationsDir, migrateUp } from '../../../storage/migrations.js'
-import { createTestDatabase, type TestDatabase } from '../../support/db.js'
+import { migrateUp } from '../../../storage/migrations.js'
+import { createTestDatabase, olderMigrations, type TestDatabase } from '../../support/db.js'
 
 describe('migration 0008 (replication answers per request)', function () {
   this.timeout(30_000)
   let t: TestDatabase
-  let olderDir: string
+  let older: { dir: string; remove(): Promise<void> }
 
   beforeEach(async () => {
     t = await createTestDatabase({ empty: true })
-    olderDir = await mkdtemp(join(tmpdir(), 'myelin-migrations-7-'))
-    for (const file of (await readdir(defaultMigrationsDir)).filter((f) => f.endsWith('.sql') && f < '0008')) {
-      await cp(join(defaultMigrationsDir, file), join(olderDir, file))
-    }
+    older = await olderMigrations('0008')
   })
   afterEach(async () => {
     await t.drop()
-    await rm(olderDir, { recursive: true, force: true })
+    await older.remove()
   })
 
   it('should carry every per-event answer of schema 7 over, so retries still get their first answers', async () => {
-    await migrateUp(t.db, { dir: olderDir })
+    await migrateUp(t.db, { dir: older.dir })
     await sql`INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES ('!r:hs', '11', '@a:hs', 1)`.execute(t.db)
     for (const [so, id] of [[1, '$a'], [2, '$b'], [3, '$c']] as const) {
       await sql`INSERT INTO events (stream_ordering, event_id, room_id, type, sender, origin_server_ts, received_ts, depth, instance_name)

@@ -1,31 +1,25 @@
 import { expect } from 'chai'
-import { cp, mkdtemp, readdir, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { sql } from 'kysely'
 import { getForwardExtremities } from '../../../storage/events/event-store.js'
-import { defaultMigrationsDir, migrateUp } from '../../../storage/migrations.js'
-import { createTestDatabase, type TestDatabase } from '../../support/db.js'
+import { migrateUp } from '../../../storage/migrations.js'
+import { createTestDatabase, olderMigrations, type TestDatabase } from '../../support/db.js'
 
 describe('migration 0033 (forward extremities on the room head row)', function () {
   this.timeout(30_000)
   let t: TestDatabase
-  let olderDir: string
+  let older: { dir: string; remove(): Promise<void> }
 
   beforeEach(async () => {
     t = await createTestDatabase({ empty: true })
-    olderDir = await mkdtemp(join(tmpdir(), 'myelin-migrations-32-'))
-    for (const file of (await readdir(defaultMigrationsDir)).filter((f) => f.endsWith('.sql') && f < '0033')) {
-      await cp(join(defaultMigrationsDir, file), join(olderDir, file))
-    }
+    older = await olderMigrations('0033')
   })
   afterEach(async () => {
     await t.drop()
-    await rm(olderDir, { recursive: true, force: true })
+    await older.remove()
   })
 
   it("should carry every room's extremities over, so the next event still follows them", async () => {
-    await migrateUp(t.db, { dir: olderDir })
+    await migrateUp(t.db, { dir: older.dir })
     for (const room of ['!forked:hs', '!linear:hs', '!empty:hs']) {
       await sql`INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES (${room}, '11', '@a:hs', 1)`.execute(t.db)
     }
