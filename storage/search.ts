@@ -86,8 +86,8 @@ export async function indexForSearch(
   const read = streamReads[stream]
   const after = sql`(SELECT after FROM pos)`
   // A batch is a range of stream IDs, not a LIMIT over the events: the planner cannot know how
-  // far behind the stored position is, and an ordered LIMIT over (after, upTo] was planned as a
-  // scan of the whole range and a sort, for every batch of a catch-up over millions of events.
+  // far behind the stored position is, and while the events table looked small it planned an
+  // ordered LIMIT over (after, upTo] as a scan of the whole range and a sort, every batch.
   const { rows } = await sql<{ from: string; reached: string; indexed: string; removed: string }>`
     WITH pos AS (SELECT ${sql.ref(read.position)} AS after FROM event_search_position FOR UPDATE),
     reach AS (SELECT GREATEST(after, LEAST(${upTo}::int8, after + ${limit}::int8)) AS reached FROM pos),
