@@ -194,9 +194,9 @@ function valuesList(rows: number, columns: number): string {
 /**
  * The raw baseline: the same closed loop as `drivePersister`, each request a transaction of
  * plain multi-row SQL writing the rows a message batch needs, on a pool of `poolSize`:
- * `nextval` × batch; lock-and-advance the room head, reading its forward extremity
- * (`UPDATE rooms … RETURNING`); `INSERT` events, event_json and event_edges (one multi-row
- * statement each); set the head's new forward extremity (`UPDATE rooms`). No authorization, hashing, signing or
+ * `nextval` × batch; lock and advance the room head, setting its new forward extremity and
+ * reading the old one (one `UPDATE rooms … RETURNING`); `INSERT` events, event_json and
+ * event_edges (one multi-row statement each). No authorization, hashing, signing or
  * idempotency rows.
  *
  * @example
@@ -211,10 +211,14 @@ export function driveRaw(pool: pg.Pool, rooms: readonly string[], batch: number,
     try {
       await client.query('BEGIN')
       const ids = (await client.query<{ id: string }>(`SELECT nextval('events_stream_seq') AS id FROM generate_series(1, $1)`, [batch])).rows.map((r) => r.id)
-      // The head row: its new marks, and the forward extremity the batch's first event follows.
+      const eventIds = Array.from({ length: batch }, fakeEventId)
+      // The head row, written once as the persister writes it: its new marks and forward
+      // extremity, returning the extremity the batch's first event follows.
       const head = await client.query<{ max_depth: string; prev: string | null }>(
-        'UPDATE rooms SET max_depth = max_depth + $2, last_stream_ordering = $3 WHERE room_id = $1 RETURNING max_depth, forward_extremities[1] AS prev',
-        [roomId, batch, ids[ids.length - 1]],
+        `WITH old AS (SELECT room_id, forward_extremities[1] AS prev FROM rooms WHERE room_id = $1 FOR UPDATE)
+         UPDATE rooms r SET max_depth = r.max_depth + $2, last_stream_ordering = $3, forward_extremities = ARRAY[$4::text]
+         FROM old WHERE r.room_id = old.room_id RETURNING r.max_depth, old.prev`,
+        [roomId, batch, ids[ids.length - 1], eventIds[batch - 1]],
       )
       const firstDepth = Number(head.rows[0]?.max_depth) - batch + 1
       let prev = head.rows[0]?.prev ?? '$none'
@@ -223,7 +227,7 @@ export function driveRaw(pool: pg.Pool, rooms: readonly string[], batch: number,
       const json: unknown[] = []
       const edges: unknown[] = []
       for (let i = 0; i < batch; i++) {
-        const eventId = fakeEventId()
+        const eventId = eventIds[i] as string
         const sender = senders[(seq + i) % senders.length] as string
         const body = `benchmark message ${seq}.${i}: the quick brown fox jumps over the lazy dog`
         events.push(ids[i], eventId, roomId, 'm.room.message', null, sender, now, now, firstDepth + i, 'raw', null, null)
@@ -238,7 +242,6 @@ export function driveRaw(pool: pg.Pool, rooms: readonly string[], batch: number,
       )
       await client.query(`INSERT INTO event_json (event_id, room_id, json) VALUES ${valuesList(batch, 3)}`, json)
       await client.query(`INSERT INTO event_edges (event_id, prev_event_id, room_id) VALUES ${valuesList(batch, 3)}`, edges)
-      await client.query('UPDATE rooms SET forward_extremities = ARRAY[$2::text] WHERE room_id = $1', [roomId, prev])
       await client.query('COMMIT')
     } catch (err) {
       await client.query('ROLLBACK').catch(() => undefined)
