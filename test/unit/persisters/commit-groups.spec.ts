@@ -2,6 +2,9 @@ import { expect } from 'chai'
 import fc from 'fast-check'
 import { CommitGroups } from '../../../persisters/commit-groups.js'
 
+/** Lets the event loop finish its turn (what CommitGroups waits for before starting a group). */
+const turn = () => new Promise((resolve) => setImmediate(resolve))
+
 /** A run that records its groups and finishes when the test says so. */
 function gatedRun() {
   const groups: number[][] = []
@@ -17,7 +20,7 @@ function gatedRun() {
     },
     release: async (index: number) => {
       gates[index]?.resolve()
-      await new Promise((resolve) => setImmediate(resolve))
+      await turn()
     },
   }
 }
@@ -62,7 +65,6 @@ describe('CommitGroups', () => {
   it('should start a group beside a running one only when minParallelWeight waits', async () => {
     const gated = gatedRun()
     const groups = new CommitGroups<number, number>({ concurrency: 3, maxWeight: 100, minParallelWeight: 5, weight: (n) => n, run: gated.run })
-    const turn = () => new Promise((resolve) => setImmediate(resolve))
     const answers = [groups.submit(1)]
     await turn()
     expect(gated.groups, 'nothing runs: at once').to.deep.equal([[1]])
@@ -109,7 +111,6 @@ describe('CommitGroups', () => {
   it('should gather the next group, after a heavy one, up to the weight or for a while; never after a light one', async () => {
     const gated = gatedRun()
     const groups = new CommitGroups<number, number>({ concurrency: 1, maxWeight: 100, gather: { ms: 100, weight: 5, after: 3 }, weight: (n) => n, run: gated.run })
-    const turn = () => new Promise((resolve) => setImmediate(resolve))
     const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
     const answers = [groups.submit(1)]
     await turn()
@@ -184,7 +185,6 @@ describe('CommitGroups', () => {
   it('should not back off when a running group, not a wait, ended the gathering', async () => {
     const gated = gatedRun()
     const groups = new CommitGroups<number, number>({ concurrency: 2, maxWeight: 100, gather: { ms: 100, weight: 5, after: 3 }, weight: (n) => n, run: gated.run })
-    const turn = () => new Promise((resolve) => setImmediate(resolve))
     const answers = [groups.submit(3)]
     await turn()
     answers.push(groups.submit(3))
