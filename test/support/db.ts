@@ -118,6 +118,11 @@ export function countingQueries(db: Kysely<Database>): { readonly db: Kysely<Dat
   return counter
 }
 
+export interface OlderMigrations {
+  readonly dir: string
+  remove(): Promise<void>
+}
+
 /**
  * A folder with the shipped migrations numbered below `before`: migrating an empty test
  * database with it leaves the schema an older release had, to test a data migration on.
@@ -127,7 +132,7 @@ export function countingQueries(db: Kysely<Database>): { readonly db: Kysely<Dat
  * await migrateUp(t.db, { dir: older.dir }) // schema 32
  * await older.remove()
  */
-export async function olderMigrations(before: string): Promise<{ dir: string; remove(): Promise<void> }> {
+export async function olderMigrations(before: string): Promise<OlderMigrations> {
   const dir = await mkdtemp(join(tmpdir(), `myelin-migrations-before-${before}-`))
   for (const file of (await readdir(defaultMigrationsDir)).filter((f) => f.endsWith('.sql') && f < before)) {
     await cp(join(defaultMigrationsDir, file), join(dir, file))

@@ -2,12 +2,12 @@ import { expect } from 'chai'
 import { sql } from 'kysely'
 import { loadRequestAnswers } from '../../../persisters/persist-batch.js'
 import { migrateUp } from '../../../storage/migrations.js'
-import { createTestDatabase, olderMigrations, type TestDatabase } from '../../support/db.js'
+import { createTestDatabase, olderMigrations, type OlderMigrations, type TestDatabase } from '../../support/db.js'
 
 describe('migration 0008 (replication answers per request)', function () {
   this.timeout(30_000)
   let t: TestDatabase
-  let older: { dir: string; remove(): Promise<void> }
+  let older: OlderMigrations
 
   beforeEach(async () => {
     t = await createTestDatabase({ empty: true })
