@@ -61,7 +61,7 @@ export interface E2eRunFigures {
 }
 
 /** Total and idle jiffies of the machine (/proc/stat). */
-function machineCpu(): { busy: number } {
+export function machineCpu(): { busy: number } {
   const line = readFileSync('/proc/stat', 'utf8').split('\n')[0] as string
   const fields = line.trim().split(/\s+/).slice(1).map(Number)
   const idle = (fields[3] ?? 0) + (fields[4] ?? 0)
@@ -69,8 +69,8 @@ function machineCpu(): { busy: number } {
   return { busy: total - idle }
 }
 
-/** CPU jiffies (user + system) of a process and its children that exited. */
-function processCpu(pid: number): number {
+/** CPU jiffies (user + system) of a process and its children that exited; 0 once it is gone. */
+export function processCpu(pid: number): number {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
@@ -80,7 +80,8 @@ function processCpu(pid: number): number {
   }
 }
 
-const jiffyMs = 10
+/** Length of a jiffy of /proc/stat (USER_HZ 100 on Linux). */
+export const jiffyMs = 10
 
 /** Starts `bin/myelin args` and resolves with the child and the first stdout line `parse` accepts. */
 function startMyelin<T>(args: string[], parse: (line: string) => T | undefined, env: Record<string, string> = {}): Promise<{ child: ChildProcess; ready: T }> {
@@ -126,9 +127,18 @@ async function freshDatabase(adminUrl: string, name: string): Promise<string> {
   return url.toString()
 }
 
+/** A started topology: its client URL, its processes (the supervisor first) and how to stop it. */
+export interface Deployment {
+  readonly baseUrl: string
+  pids(): number[]
+  /** Each process by name (`cluster`, `router`, `api-0`, `persister-1`, … or `main`). */
+  processes(): { readonly name: string; readonly pid: number }[]
+  stop(): Promise<void>
+}
+
 export interface Topology {
   readonly name: string
-  start(databaseUrl: string, dir: string, redisUrl: string): Promise<{ baseUrl: string; pids: () => number[]; stop(): Promise<void> }>
+  start(databaseUrl: string, dir: string, redisUrl: string): Promise<Deployment>
 }
 
 const signingKey = 'ed25519 a_bench l2Fk0rVHqWwUjyHhnAXtOq6SfSBd3YCVLHRYzkl8Znc'
@@ -160,11 +170,13 @@ export const monolith: Topology = {
       const j = json(line)
       return j?.listening === true ? (j.port as number) : undefined
     })
-    return { baseUrl: `http://127.0.0.1:${ready}`, pids: () => [child.pid as number], stop: () => stopChild(child) }
+    const processes = () => [{ name: 'main', pid: child.pid as number }]
+    return { baseUrl: `http://127.0.0.1:${ready}`, pids: () => [child.pid as number], processes, stop: () => stopChild(child) }
   },
 }
 
-function cluster(persisters: number): Topology {
+/** `myelin cluster` with 1 api worker, `persisters` persisters and Redis. */
+export function cluster(persisters: number): Topology {
   return {
     name: `1 api + ${persisters} persisters + redis`,
     async start(databaseUrl, dir, redisUrl) {
@@ -175,10 +187,11 @@ function cluster(persisters: number): Topology {
         ['cluster', '--database', databaseUrl, '--redis', redisUrl, '--persisters', String(persisters), '--api-workers', '1', '--port', '0', '--data', dir, '--server-name', 'bench.local', '--log-level', 'warn', '--config', settings],
         (line) => {
           const j = json(line)
-          return j?.ready === true ? (j as { client_url: string; processes: { pid: number }[] }) : undefined
+          return j?.ready === true ? (j as { client_url: string; processes: { name: string; pid: number }[] }) : undefined
         },
       )
-      return { baseUrl: ready.client_url, pids: () => [child.pid as number, ...ready.processes.map((p) => p.pid)], stop: () => stopChild(child) }
+      const processes = () => [{ name: 'cluster', pid: child.pid as number }, ...ready.processes.map(({ name, pid }) => ({ name, pid }))]
+      return { baseUrl: ready.client_url, pids: () => processes().map((p) => p.pid), processes, stop: () => stopChild(child) }
     },
   }
 }
@@ -327,7 +340,7 @@ export async function startOnFreshDatabase(
   redisUrl: string,
   topology: Topology,
   databaseName: string,
-): Promise<{ baseUrl: string; pids: () => number[]; stop(): Promise<void> }> {
+): Promise<Deployment> {
   const dir = await mkdtemp(join(tmpdir(), 'myelin-e2e-'))
   const databaseUrl = await freshDatabase(adminUrl, databaseName)
   await new Promise<void>((resolve, reject) => {
