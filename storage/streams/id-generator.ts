@@ -422,19 +422,25 @@ class IdGenerator implements MultiWriterIdGenerator {
     if (pushed) void this.#storer.run()
   }
 
-  /** Upserts `stream_positions` to `next` (`GREATEST`) unless a higher position is stored. */
+  /**
+   * Upserts `stream_positions` to `next` (`GREATEST`) unless a higher position is stored.
+   *
+   * The statement commits asynchronously (`synchronous_commit` off for its own transaction
+   * only): it does not wait for its WAL flush, nor hold the WAL write lock that the persist
+   * commits queue on. Every row it covers committed durably before it ran, and it is visible
+   * at once; what a crash of PostgreSQL can lose is only the latest value of the row. That is
+   * the state a writer killed between a commit and its next store leaves too, which
+   * `reconcileStream` and the `WriterPosition` it starts from already handle: a lower stored
+   * position is conservative, and readers never move back.
+   */
   async #store(next: bigint): Promise<void> {
     if (next <= this.#stored) return
     try {
-      await this.#db
-        .insertInto('stream_positions')
-        .values({ stream_name: this.stream, instance_name: this.writer, stream_id: next })
-        .onConflict((oc) =>
-          oc.columns(['stream_name', 'instance_name']).doUpdateSet({
-            stream_id: sql<bigint>`GREATEST(stream_positions.stream_id, excluded.stream_id)`,
-          }),
-        )
-        .execute()
+      await sql`WITH async_commit AS (SELECT set_config('synchronous_commit', 'off', true))
+        INSERT INTO stream_positions (stream_name, instance_name, stream_id)
+        SELECT ${this.stream}::text, ${this.writer}::text, ${next}::bigint FROM async_commit
+        ON CONFLICT (stream_name, instance_name)
+        DO UPDATE SET stream_id = GREATEST(stream_positions.stream_id, excluded.stream_id)`.execute(this.#db)
       if (next > this.#stored) this.#stored = next
     } catch (err) {
       this.#log.warn({ err, position: String(next) }, 'could not store the stream position')

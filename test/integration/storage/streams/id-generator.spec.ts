@@ -287,4 +287,32 @@ describe('MultiWriterIdGenerator', () => {
     const [id] = await g.transaction((_trx, allocate) => allocate(1))
     expect(await storedPosition('w1')).to.equal(id)
   })
+
+  it('should store its position with an asynchronous commit of its own, leaving the connection as it was', async () => {
+    // One connection, set to wait for flushes (the test server's default is not to): a setting
+    // that leaked out of the store's transaction would show on the next statement.
+    const one = await createTestDatabase({ poolSize: 1 })
+    try {
+      await sql`SET synchronous_commit = on`.execute(one.db)
+      // What the store's transaction commits with, seen from inside it.
+      await sql`CREATE TABLE commit_modes (stream_id bigint, mode text)`.execute(one.db)
+      await sql`CREATE FUNCTION record_commit_mode() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN INSERT INTO commit_modes VALUES (NEW.stream_id, current_setting('synchronous_commit')); RETURN NEW; END $$`.execute(one.db)
+      await sql`CREATE TRIGGER record_commit_mode BEFORE INSERT OR UPDATE ON stream_positions
+        FOR EACH ROW EXECUTE FUNCTION record_commit_mode()`.execute(one.db)
+      const g = await createIdGenerator({ db: one.db, stream: 'events', writer: 'w1', writers: ['w1'], log })
+      generators.push(g)
+      const [id] = await g.transaction((_trx, allocate) => allocate(1))
+      // reconcileStream's row at start-up is part of a transaction of its own (an ordinary commit).
+      const modes = await sql<{ mode: string }>`SELECT mode FROM commit_modes WHERE stream_id = ${id}`.execute(one.db)
+      // (An upsert that meets its row fires the insert trigger and then the update trigger.)
+      expect(modes.rows).to.not.be.empty
+      expect(new Set(modes.rows.map((r) => r.mode))).to.deep.equal(new Set(['off']))
+      const after = await sql<{ synchronous_commit: string }>`SHOW synchronous_commit`.execute(one.db)
+      expect(after.rows[0]?.synchronous_commit).to.equal('on')
+    } finally {
+      for (const g of generators.splice(0)) await g.close()
+      await one.drop()
+    }
+  })
 })
