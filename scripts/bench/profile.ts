@@ -3,7 +3,9 @@
  * process split per event sent — each Myelin process, PostgreSQL's backends by the process
  * that opened them (`application_name`), PostgreSQL's own processes, Redis and this load
  * generator — and, with `--waits`, what PostgreSQL's backends were doing, sampled from
- * `pg_stat_activity` every 50 ms. Prints one JSON object on stdout; progress on stderr.
+ * `pg_stat_activity` every 50 ms. Also the WAL it wrote per event (records, full-page images,
+ * bytes) and the checkpoints during the count. Prints one JSON object on stdout; progress on
+ * stderr.
  * Not part of `make bench`: a tool for finding the next thing to fix (RESULTS.md quotes it).
  *
  * @example
@@ -116,6 +118,25 @@ const sample = async () => {
   for (const { what } of rows) waits.set(what, (waits.get(what) ?? 0) + 1)
 }
 
+interface WalCounters {
+  records: number
+  fpi: number
+  bytes: number
+  checkpoints: number
+}
+
+/** PostgreSQL's WAL counters (pg_stat_wal) and checkpoints so far (pg_stat_bgwriter). */
+async function walCounters(): Promise<WalCounters> {
+  const { rows } = await admin.query<{ records: string; fpi: string; bytes: string; checkpoints: string }>(
+    `SELECT wal_records AS records, wal_fpi AS fpi, wal_bytes AS bytes,
+            (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter) AS checkpoints FROM pg_stat_wal`,
+  )
+  const row = rows[0] as { records: string; fpi: string; bytes: string; checkpoints: string }
+  return { records: Number(row.records), fpi: Number(row.fpi), bytes: Number(row.bytes), checkpoints: Number(row.checkpoints) }
+}
+
+let wal0: Promise<WalCounters> | undefined
+let wal1: Promise<WalCounters> | undefined
 let before = new Map<string, number>()
 let after = new Map<string, number>()
 let machine0 = 0
@@ -133,6 +154,7 @@ try {
     progress,
     onMeasureStart: () => {
       before = snapshot()
+      wal0 = walCounters()
       machine0 = machineCpu().busy
       if (flags.waits) {
         const tick = () => void sample().finally(() => (sampler = setTimeout(tick, 50)))
@@ -143,6 +165,7 @@ try {
       clearTimeout(sampler)
       sampler = undefined
       after = snapshot()
+      wal1 = walCounters()
       machine1 = machineCpu().busy
     },
   })
@@ -158,6 +181,16 @@ try {
     .map(([name, jiffies]) => [name, perEvent(jiffies)] as const)
     .filter(([, ms]) => ms > 0)
     .sort((a, b) => b[1] - a[1])
+  const [w0, w1] = await Promise.all([wal0, wal1])
+  const wal =
+    w0 === undefined || w1 === undefined
+      ? undefined
+      : {
+          recordsPerEvent: round((w1.records - w0.records) / events, 2),
+          fullPageImagesPerEvent: round((w1.fpi - w0.fpi) / events, 3),
+          bytesPerEvent: Math.round((w1.bytes - w0.bytes) / events),
+          checkpoints: w1.checkpoints - w0.checkpoints,
+        }
   const top = [...waits.entries()].sort((a, b) => b[1] - a[1]).slice(0, 25)
   process.stdout.write(
     `${JSON.stringify(
@@ -171,6 +204,7 @@ try {
         errors: result.errors,
         machineCpuMsPerEvent: perEvent(machine1 - machine0),
         cpuMsPerEvent: Object.fromEntries(split),
+        wal,
         ...(flags.waits ? { pgActivitySamples: samples, pgActivity: Object.fromEntries(top) } : {}),
       },
       null,
