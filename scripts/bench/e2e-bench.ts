@@ -69,15 +69,21 @@ export function machineCpu(): { busy: number } {
   return { busy: total - idle }
 }
 
-/** CPU jiffies (user + system) of a process and its children that exited; 0 once it is gone. */
-export function processCpu(pid: number): number {
+/** CPU jiffies of a process and its children that exited, in user and system mode; zeros once it is gone. */
+export function processTimes(pid: number): { user: number; system: number } {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return Number(fields[11]) + Number(fields[12])
+    return { user: Number(fields[11]), system: Number(fields[12]) }
   } catch {
-    return 0
+    return { user: 0, system: 0 }
   }
+}
+
+/** CPU jiffies (user + system) of a process and its children that exited; 0 once it is gone. */
+export function processCpu(pid: number): number {
+  const { user, system } = processTimes(pid)
+  return user + system
 }
 
 /** Length of a jiffy of /proc/stat (USER_HZ 100 on Linux). */

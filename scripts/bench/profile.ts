@@ -3,7 +3,7 @@
  * process split per event sent — each Myelin process, PostgreSQL's backends by the process
  * that opened them (`application_name`), PostgreSQL's own processes, Redis and this load
  * generator — and, with `--waits`, what PostgreSQL's backends were doing, sampled from
- * `pg_stat_activity` every 50 ms. Also the WAL it wrote per event (records, full-page images,
+ * `pg_stat_activity` every 50 ms. Each process's share of kernel time (`systemShare`). Also the WAL it wrote per event (records, full-page images,
  * bytes) and the checkpoints during the count. Prints one JSON object on stdout; progress on
  * stderr.
  * Not part of `make bench`: a tool for finding the next thing to fix (RESULTS.md quotes it).
@@ -15,7 +15,7 @@
 import { readdirSync, readFileSync } from 'node:fs'
 import { Command, InvalidArgumentError, Option } from 'commander'
 import pg from 'pg'
-import { cluster, jiffyMs, machineCpu, monolith, processCpu, startOnFreshDatabase } from './e2e-bench.js'
+import { cluster, jiffyMs, machineCpu, monolith, processTimes, startOnFreshDatabase } from './e2e-bench.js'
 import { runLoad } from './loadgen.js'
 import { round } from './stats.js'
 
@@ -88,15 +88,15 @@ async function backendOwners(): Promise<Map<number, string>> {
   return new Map(rows.map((r) => [r.pid, r.owner]))
 }
 
-/** CPU jiffies of every process counted, by a key `label` names once every backend is known. */
-function snapshot(): Map<string, number> {
-  const byKey = new Map<string, number>()
-  for (const { name, pid } of deployment.processes()) byKey.set(`myelin ${name}`, processCpu(pid))
-  for (const pid of childrenOf(postmaster)) byKey.set(`pg ${pid}`, processCpu(pid))
-  byKey.set('postgres postmaster', processCpu(postmaster))
-  if (redisPid !== undefined) byKey.set('redis', processCpu(redisPid))
+/** CPU jiffies of every process counted, user and system, by a key `label` names once every backend is known. */
+function snapshot(): Map<string, { user: number; system: number }> {
+  const byKey = new Map<string, { user: number; system: number }>()
+  for (const { name, pid } of deployment.processes()) byKey.set(`myelin ${name}`, processTimes(pid))
+  for (const pid of childrenOf(postmaster)) byKey.set(`pg ${pid}`, processTimes(pid))
+  byKey.set('postgres postmaster', processTimes(postmaster))
+  if (redisPid !== undefined) byKey.set('redis', processTimes(redisPid))
   const own = process.cpuUsage()
-  byKey.set('load generator', (own.user + own.system) / 1000 / jiffyMs)
+  byKey.set('load generator', { user: own.user / 1000 / jiffyMs, system: own.system / 1000 / jiffyMs })
   return byKey
 }
 
@@ -137,8 +137,8 @@ async function walCounters(): Promise<WalCounters> {
 
 let wal0: Promise<WalCounters> | undefined
 let wal1: Promise<WalCounters> | undefined
-let before = new Map<string, number>()
-let after = new Map<string, number>()
+let before = new Map<string, { user: number; system: number }>()
+let after = new Map<string, { user: number; system: number }>()
 let machine0 = 0
 let machine1 = 0
 try {
@@ -172,13 +172,15 @@ try {
   const owners = await backendOwners()
   const events = Math.max(1, result.events)
   const perEvent = (jiffies: number) => round((jiffies * jiffyMs) / events, 4)
-  const jiffiesBy = new Map<string, number>()
+  const jiffiesBy = new Map<string, { user: number; system: number }>()
   for (const [key, end] of after) {
     const name = label(key, owners)
-    jiffiesBy.set(name, (jiffiesBy.get(name) ?? 0) + end - (before.get(key) ?? 0))
+    const start = before.get(key) ?? { user: 0, system: 0 }
+    const sum = jiffiesBy.get(name) ?? { user: 0, system: 0 }
+    jiffiesBy.set(name, { user: sum.user + end.user - start.user, system: sum.system + end.system - start.system })
   }
   const split = [...jiffiesBy.entries()]
-    .map(([name, jiffies]) => [name, perEvent(jiffies)] as const)
+    .map(([name, { user, system }]) => [name, perEvent(user + system), user + system > 0 ? round(system / (user + system), 2) : 0] as const)
     .filter(([, ms]) => ms > 0)
     .sort((a, b) => b[1] - a[1])
   const [w0, w1] = await Promise.all([wal0, wal1])
@@ -203,7 +205,8 @@ try {
         syncWakeupMs: result.syncWakeupMs,
         errors: result.errors,
         machineCpuMsPerEvent: perEvent(machine1 - machine0),
-        cpuMsPerEvent: Object.fromEntries(split),
+        cpuMsPerEvent: Object.fromEntries(split.map(([name, ms]) => [name, ms])),
+        systemShare: Object.fromEntries(split.map(([name, , share]) => [name, share])),
         wal,
         ...(flags.waits ? { pgActivitySamples: samples, pgActivity: Object.fromEntries(top) } : {}),
       },
