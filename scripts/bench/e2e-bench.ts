@@ -69,15 +69,20 @@ export function machineCpu(): { busy: number } {
   return { busy: total - idle }
 }
 
-/** CPU jiffies of a process and its children that exited, in user and system mode; zeros once it is gone. */
-export function processTimes(pid: number): { user: number; system: number } {
+/** The fields of `/proc/<pid>/stat` after the command name (state, ppid, …), or undefined once the process is gone. */
+export function procStatFields(pid: number): string[] | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return { user: Number(fields[11]), system: Number(fields[12]) }
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   } catch {
-    return { user: 0, system: 0 }
+    return undefined
   }
+}
+
+/** CPU jiffies of a process and its children that exited, in user and system mode; zeros once it is gone. */
+export function processTimes(pid: number): { user: number; system: number } {
+  const fields = procStatFields(pid)
+  return fields === undefined ? { user: 0, system: 0 } : { user: Number(fields[11]), system: Number(fields[12]) }
 }
 
 /** CPU jiffies (user + system) of a process and its children that exited; 0 once it is gone. */
@@ -136,8 +141,7 @@ async function freshDatabase(adminUrl: string, name: string): Promise<string> {
 /** A started topology: its client URL, its processes (the supervisor first) and how to stop it. */
 export interface Deployment {
   readonly baseUrl: string
-  pids(): number[]
-  /** Each process by name (`cluster`, `router`, `api-0`, `persister-1`, … or `main`). */
+  /** Each process by name (`cluster`, `persister1`, …, `api1`, `router`; or `main`). */
   processes(): { readonly name: string; readonly pid: number }[]
   stop(): Promise<void>
 }
@@ -176,8 +180,7 @@ export const monolith: Topology = {
       const j = json(line)
       return j?.listening === true ? (j.port as number) : undefined
     })
-    const processes = () => [{ name: 'main', pid: child.pid as number }]
-    return { baseUrl: `http://127.0.0.1:${ready}`, pids: () => [child.pid as number], processes, stop: () => stopChild(child) }
+    return { baseUrl: `http://127.0.0.1:${ready}`, processes: () => [{ name: 'main', pid: child.pid as number }], stop: () => stopChild(child) }
   },
 }
 
@@ -197,7 +200,7 @@ export function cluster(persisters: number): Topology {
         },
       )
       const processes = () => [{ name: 'cluster', pid: child.pid as number }, ...ready.processes.map(({ name, pid }) => ({ name, pid }))]
-      return { baseUrl: ready.client_url, pids: () => processes().map((p) => p.pid), processes, stop: () => stopChild(child) }
+      return { baseUrl: ready.client_url, processes, stop: () => stopChild(child) }
     },
   }
 }
@@ -310,7 +313,7 @@ async function measureTopology(
 ): Promise<{ load: LoadRun; cpuMsPerEvent: number; myelinCpuMsPerEvent: number }> {
   const deployment = await startOnFreshDatabase(adminUrl, redisUrl, plan.topology, databaseName)
   try {
-    const pids = deployment.pids()
+    const pids = deployment.processes().map((p) => p.pid)
     const ownCpu = () => pids.reduce((sum, pid) => sum + processCpu(pid), 0)
     // CPU over the counted load: from the end of the warm-up to the end of the load.
     let cpu0 = machineCpu().busy

@@ -15,7 +15,7 @@
 import { readdirSync, readFileSync } from 'node:fs'
 import { Command, InvalidArgumentError, Option } from 'commander'
 import pg from 'pg'
-import { cluster, jiffyMs, machineCpu, monolith, processTimes, startOnFreshDatabase } from './e2e-bench.js'
+import { cluster, jiffyMs, machineCpu, monolith, procStatFields, processTimes, startOnFreshDatabase } from './e2e-bench.js'
 import { runLoad } from './loadgen.js'
 import { round } from './stats.js'
 
@@ -48,13 +48,7 @@ const progress = (line: string) => process.stderr.write(`[profile] ${line}\n`)
 function childrenOf(parent: number): number[] {
   const out: number[] = []
   for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
-      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === parent) out.push(Number(entry))
-    } catch {
-      // gone meanwhile
-    }
+    if (/^\d+$/.test(entry) && Number(procStatFields(Number(entry))?.[1]) === parent) out.push(Number(entry))
   }
   return out
 }
@@ -107,6 +101,10 @@ const label = (key: string, owners: Map<number, string>) =>
 const waits = new Map<string, number>()
 let samples = 0
 let sampler: NodeJS.Timeout | undefined
+/** Whether the sampler re-arms: a sample in flight when the load ends must not start another. */
+let sampling = false
+/** The latest sample, awaited before the admin connection closes. */
+let lastSample: Promise<void> = Promise.resolve()
 const sample = async () => {
   const { rows } = await admin.query<{ what: string }>(
     `SELECT CASE WHEN state = 'active' THEN coalesce(wait_event_type || ':' || wait_event, 'CPU') ELSE state END
@@ -157,13 +155,22 @@ try {
       wal0 = walCounters()
       machine0 = machineCpu().busy
       if (flags.waits) {
-        const tick = () => void sample().finally(() => (sampler = setTimeout(tick, 50)))
+        sampling = true
+        const tick = () => {
+          lastSample = sample()
+            .catch((err: unknown) => {
+              progress(`pg_stat_activity sample failed: ${String(err)}`)
+            })
+            .finally(() => {
+            if (sampling) sampler = setTimeout(tick, 50)
+          })
+        }
         tick()
       }
     },
     onLoadEnd: () => {
+      sampling = false
       clearTimeout(sampler)
-      sampler = undefined
       after = snapshot()
       wal1 = walCounters()
       machine1 = machineCpu().busy
@@ -215,7 +222,9 @@ try {
     )}\n`,
   )
 } finally {
+  sampling = false
   clearTimeout(sampler)
+  await lastSample
   await admin.end()
   await deployment.stop()
 }
