@@ -18,6 +18,7 @@ import Fastify from 'fastify'
 import pg from 'pg'
 import { preallocateWal } from './bench-db.js'
 import { combineRuns, runLoad, type LoadOptions, type LoadResult, type LoadRun } from './loadgen.js'
+import { checkE2eGoals, describeGoalChecks, type GoalChecks } from './e2e-goals.js'
 import { percentile, ratio, round } from './stats.js'
 
 const myelinBin = fileURLToPath(new URL('../../bin/myelin', import.meta.url))
@@ -49,6 +50,8 @@ export interface E2eResult {
   readonly ratio: number
   /** Each run on its own, in round order. */
   readonly runs: readonly E2eRunFigures[]
+  /** The issue's goals checked against `result`: only for the topology they are set for (`e2e-goals.ts`). */
+  readonly goals?: GoalChecks
 }
 
 /** One run's headline figures. */
@@ -56,6 +59,7 @@ export interface E2eRunFigures {
   readonly eventsPerS: number
   readonly baselineEventsPerS: number
   readonly sendP99: number
+  readonly hotRoomSendP99: number
   readonly syncWakeupP99: number
   readonly cpuMsPerEvent: number
 }
@@ -252,11 +256,12 @@ export async function httpBaseline(options: Omit<LoadOptions, 'baseUrl'>, onSend
 export async function run(ctx: E2eContext): Promise<E2eResult[]> {
   const durationS = ctx.quick ? 4 : 20
   const load = { users: 64, rooms: ctx.quick ? 8 : 32, concurrency: 64, warmupS: ctx.quick ? 2 : 10, durationS, progress: ctx.progress }
-  const plans: { topology: Topology; distribution: LoadOptions['distribution'] }[] = ctx.quick
-    ? [{ topology: cluster(2), distribution: 'zipf' }]
+  // `goals`: the topology the issue's goals are set for (1 api + 2 persisters, Zipf, C = 64).
+  const plans: { topology: Topology; distribution: LoadOptions['distribution']; goals?: true }[] = ctx.quick
+    ? [{ topology: cluster(2), distribution: 'zipf', goals: true }]
     : [
         { topology: monolith, distribution: 'zipf' },
-        { topology: cluster(2), distribution: 'zipf' },
+        { topology: cluster(2), distribution: 'zipf', goals: true },
         { topology: cluster(2), distribution: 'uniform' },
         { topology: cluster(4), distribution: 'zipf' },
       ]
@@ -282,6 +287,8 @@ export async function run(ctx: E2eContext): Promise<E2eResult[]> {
   return plans.map((plan, i) => {
     const runs = measured[i] ?? []
     const result = combineRuns(runs.map((r) => r.load))
+    const goals = plan.goals === true ? checkE2eGoals(result) : undefined
+    if (goals !== undefined) ctx.progress(`e2e goals (${plan.topology.name}, ${plan.distribution}, C=${load.concurrency}): ${describeGoalChecks(goals)}`)
     return {
       benchmark: 'e2e',
       topology: plan.topology.name,
@@ -296,9 +303,11 @@ export async function run(ctx: E2eContext): Promise<E2eResult[]> {
         eventsPerS: r.load.eventsPerS,
         baselineEventsPerS: r.baselineEventsPerS,
         sendP99: r.load.sendMs.p99,
+        hotRoomSendP99: r.load.hotRoomSendMs.p99,
         syncWakeupP99: r.load.syncWakeupMs.p99,
         cpuMsPerEvent: r.cpuMsPerEvent,
       })),
+      ...(goals === undefined ? {} : { goals }),
     }
   })
 }
