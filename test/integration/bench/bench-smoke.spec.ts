@@ -65,6 +65,33 @@ describe('make bench (scripts/bench/run.ts --quick)', function () {
     expect(stderr).to.match(/streams: done/)
   })
 
+  it('runs the end-to-end benchmark on a real cluster and checks its figures against the goals', async () => {
+    const { code, lines, stderr } = await runBench(['--quick', '--only', 'e2e'])
+    expect(code, stderr).to.equal(0)
+    const [machine, e2e, ...rest] = lines
+    expect(rest).to.deep.equal([])
+    expect(e2e).to.include({ kind: 'result', machine: machine?.['id'], benchmark: 'e2e', distribution: 'zipf', concurrency: 64 })
+    const result = e2e?.['result'] as { events: number; errors: number; probesLost: number; sendMs: { p99: number } }
+    expect(result.events, 'sends answered').to.be.above(0)
+    expect(result.errors).to.equal(0)
+    const runs = e2e?.['runs'] as { hotRoomSendP99: number; sendP99: number }[]
+    expect(runs).to.have.length(1)
+    expect(runs[0]?.hotRoomSendP99).to.be.a('number').above(0)
+    // The goals: one check per goal, each figure the one the result reports, `met` only when all are.
+    const goals = e2e?.['goals'] as { met: boolean; checks: { goal: string; value: number | null; met: boolean }[] }
+    expect(goals.checks.map((c) => c.goal)).to.deep.equal([
+      'events/s >= 3000',
+      'send p99 <= 50 ms',
+      'sync wake-up p99 under load <= 20 ms',
+      'probes lost = 0',
+      'hot room send p99 <= 100 ms',
+    ])
+    expect(goals.checks[1]?.value).to.equal(result.sendMs.p99)
+    expect(goals.checks[3]).to.deep.equal({ goal: 'probes lost = 0', value: result.probesLost, met: result.probesLost === 0 })
+    expect(goals.met).to.equal(goals.checks.every((c) => c.met))
+    expect(stderr).to.match(/e2e goals \(1 api \+ 2 persisters \+ redis, zipf, C=64\): [0-5]\/5 goals met: /)
+  })
+
   it('rejects an unknown benchmark name without running anything', async () => {
     const { code, lines, stderr } = await runBench(['--quick', '--only', 'nope'])
     expect(code).to.not.equal(0)
