@@ -83,8 +83,14 @@ export function procStatFields(pid: number): string[] | undefined {
   }
 }
 
+/** CPU jiffies in user and in system mode. */
+export interface CpuTimes {
+  readonly user: number
+  readonly system: number
+}
+
 /** CPU jiffies of a process and its children that exited, in user and system mode; zeros once it is gone. */
-export function processTimes(pid: number): { user: number; system: number } {
+export function processTimes(pid: number): CpuTimes {
   const fields = procStatFields(pid)
   return fields === undefined ? { user: 0, system: 0 } : { user: Number(fields[11]), system: Number(fields[12]) }
 }

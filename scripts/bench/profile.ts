@@ -3,9 +3,9 @@
  * process split per event sent — each Myelin process, PostgreSQL's backends by the process
  * that opened them (`application_name`), PostgreSQL's own processes, Redis and this load
  * generator — and, with `--waits`, what PostgreSQL's backends were doing, sampled from
- * `pg_stat_activity` every 50 ms. Each process's share of kernel time (`systemShare`). Also the WAL it wrote per event (records, full-page images,
- * bytes) and the checkpoints during the count. Prints one JSON object on stdout; progress on
- * stderr.
+ * `pg_stat_activity` every 50 ms. Each process's share of kernel time (`systemShare`). Also the
+ * WAL it wrote per event (records, full-page images, bytes) and the checkpoints during the count.
+ * Prints one JSON object on stdout; progress on stderr.
  * Not part of `make bench`: a tool for finding the next thing to fix (RESULTS.md quotes it).
  *
  * @example
@@ -15,7 +15,7 @@
 import { readdirSync, readFileSync } from 'node:fs'
 import { Command, InvalidArgumentError, Option } from 'commander'
 import pg from 'pg'
-import { cluster, jiffyMs, machineCpu, monolith, procStatFields, processTimes, startOnFreshDatabase } from './e2e-bench.js'
+import { cluster, jiffyMs, machineCpu, monolith, procStatFields, processTimes, startOnFreshDatabase, type CpuTimes } from './e2e-bench.js'
 import { runLoad } from './loadgen.js'
 import { round } from './stats.js'
 
@@ -83,8 +83,8 @@ async function backendOwners(): Promise<Map<number, string>> {
 }
 
 /** CPU jiffies of every process counted, user and system, by a key `label` names once every backend is known. */
-function snapshot(): Map<string, { user: number; system: number }> {
-  const byKey = new Map<string, { user: number; system: number }>()
+function snapshot(): Map<string, CpuTimes> {
+  const byKey = new Map<string, CpuTimes>()
   for (const { name, pid } of deployment.processes()) byKey.set(`myelin ${name}`, processTimes(pid))
   for (const pid of childrenOf(postmaster)) byKey.set(`pg ${pid}`, processTimes(pid))
   byKey.set('postgres postmaster', processTimes(postmaster))
@@ -135,8 +135,8 @@ async function walCounters(): Promise<WalCounters> {
 
 let wal0: Promise<WalCounters> | undefined
 let wal1: Promise<WalCounters> | undefined
-let before = new Map<string, { user: number; system: number }>()
-let after = new Map<string, { user: number; system: number }>()
+let before = new Map<string, CpuTimes>()
+let after = new Map<string, CpuTimes>()
 let machine0 = 0
 let machine1 = 0
 try {
@@ -162,8 +162,8 @@ try {
               progress(`pg_stat_activity sample failed: ${String(err)}`)
             })
             .finally(() => {
-            if (sampling) sampler = setTimeout(tick, 50)
-          })
+              if (sampling) sampler = setTimeout(tick, 50)
+            })
         }
         tick()
       }
@@ -179,7 +179,7 @@ try {
   const owners = await backendOwners()
   const events = Math.max(1, result.events)
   const perEvent = (jiffies: number) => round((jiffies * jiffyMs) / events, 4)
-  const jiffiesBy = new Map<string, { user: number; system: number }>()
+  const jiffiesBy = new Map<string, CpuTimes>()
   for (const [key, end] of after) {
     const name = label(key, owners)
     const start = before.get(key) ?? { user: 0, system: 0 }
